@@ -1,0 +1,1 @@
+"""WaveSpeed's REST API: the httpx client, its data models, retry decisions and webhooks."""

@@ -1,0 +1,115 @@
+"""The provider's data: prediction statuses and the prediction object, parsed leniently.
+
+The envelope is `{code, message, data}`. Unknown fields are kept in `raw`; an unknown status
+is kept as text and treated as not terminal (contract.md), so a new status on the provider's
+side makes lipdub poll again rather than crash or give up.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Prediction statuses: the documented four, and three that clients treat as terminal."""
+
+    CREATED = "created"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    DELETED = "deleted"
+
+
+TERMINAL_STATUSES = frozenset(
+    {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMEOUT, Status.DELETED}
+)
+
+
+def is_terminal(status: str) -> bool:
+    """True for a status after which the prediction never changes. Unknown text is not."""
+    return status in {s.value for s in TERMINAL_STATUSES}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction as the provider reports it."""
+
+    id: str
+    status: str
+    model: str = ""
+    outputs: tuple[str, ...] = ()
+    error: str = ""
+    created_at: datetime | None = None
+    inference_ms: int | None = None
+    has_nsfw_contents: tuple[bool, ...] = ()
+    inputs: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def terminal(self) -> bool:
+        """True when the status will not change any more."""
+        return is_terminal(self.status)
+
+    @property
+    def known_status(self) -> Status | None:
+        """The status as an enum, or None when the provider sent one we do not know."""
+        try:
+            return Status(self.status)
+        except ValueError:
+            return None
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Prediction:
+        """Parse the envelope's `data` object. Raises ValueError when it has no id."""
+        pred_id = data.get("id")
+        if not isinstance(pred_id, str) or not pred_id:
+            raise ValueError("prediction without an id")
+        outputs = data.get("outputs") or []
+        timings = data.get("timings") or {}
+        inference = timings.get("inference") if isinstance(timings, dict) else None
+        nsfw = data.get("has_nsfw_contents") or []
+        inputs = data.get("input") if isinstance(data.get("input"), dict) else None
+        return cls(
+            id=pred_id,
+            status=str(data.get("status") or "created"),
+            model=str(data.get("model") or ""),
+            outputs=tuple(str(o) for o in outputs if isinstance(o, str)),
+            error=str(data.get("error") or ""),
+            created_at=parse_timestamp(data.get("created_at")),
+            inference_ms=int(inference) if isinstance(inference, int | float) else None,
+            has_nsfw_contents=tuple(bool(x) for x in nsfw if isinstance(x, bool)),
+            inputs=inputs,
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class PredictionPage:
+    """One page of the list call (most recent first)."""
+
+    page: int
+    items: tuple[Prediction, ...]
+    total: int | None = None
+
+
+_LONG_FRACTION = re.compile(r"(\.\d{7,})")
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """Parse the provider's RFC 3339 timestamps (with nanoseconds and a Z); None if absent."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    # Python parses at most microseconds: trim longer fractions (RFC 3339 allows nanoseconds).
+    text = _LONG_FRACTION.sub(lambda m: m.group(1)[:7], text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,400 @@
+"""The sandbox's provider logic, apart from HTTP: keys, limits, tasks, money, audit, webhooks.
+
+Tasks over the concurrency limit wait in a queue (status `created`), as the real service
+does; starts beyond `starts_per_minute` in a sliding 60 s window are refused with a wait.
+Every submit, accepted or not, is one line of the JSONL audit log.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import av
+import av.error
+import httpx
+
+from pipeline.errors import MediaError
+from pipeline.media import MediaInfo, probe
+from pipeline.provider import webhooks
+from pipeline.sandbox.config import SandboxConfig
+from pipeline.sandbox.faults import FaultPlan
+from pipeline.sandbox.render import render
+from pipeline.sync_modes import ALLOWED_SYNC_MODES, SyncMode
+
+log = logging.getLogger("lipdub.sandbox")
+RATE_WINDOW_S = 60.0
+
+
+class InputRejected(Exception):
+    """The submit's inputs are not acceptable: answered 400 with this message."""
+
+
+@dataclass
+class Task:
+    """One prediction as the sandbox keeps it."""
+
+    id: str
+    model: str
+    key: str
+    inputs: dict[str, str]
+    created_at: float
+    video_path: Path
+    audio_path: Path
+    video_s: float
+    status: str = "created"
+    outputs: list[str] = field(default_factory=list)
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    inference_ms: int | None = None
+    webhook_url: str | None = None
+    polls: int = 0
+
+    def to_data(self, base_url: str, *, include_input: bool) -> dict[str, Any]:
+        """The prediction object as the API shows it."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "model": self.model,
+            "outputs": list(self.outputs),
+            "urls": {"get": f"{base_url}/api/v3/predictions/{self.id}/result"},
+            "has_nsfw_contents": [False for _ in self.outputs],
+            "status": self.status,
+            "created_at": datetime.fromtimestamp(self.created_at, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            ),
+            "error": self.error,
+            "timings": {"inference": self.inference_ms} if self.inference_ms is not None else {},
+        }
+        if include_input:
+            data["input"] = dict(self.inputs)
+        return data
+
+
+class SandboxEngine:
+    """State and behaviour of the emulated provider. Thread-safe."""
+
+    def __init__(self, config: SandboxConfig, base_url: Callable[[], str]) -> None:
+        self.config = config
+        self.base_url = base_url
+        self.faults = FaultPlan(config.faults)
+        self._own_workdir = config.workdir is None
+        self.workdir = config.workdir or Path(tempfile.mkdtemp(prefix="lipdub-sandbox-"))
+        for sub in ("inputs", "outputs", "uploads"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tasks: dict[str, Task] = {}
+        self._starts: collections.deque[float] = collections.deque()
+        self._submits_per_key: collections.Counter[str] = collections.Counter()
+        self._audit: list[dict[str, Any]] = []
+        self.balance_usd = config.initial_balance_usd
+        self.webhook_deliveries: list[dict[str, Any]] = []
+        self._pool = ThreadPoolExecutor(config.max_concurrent, thread_name_prefix="sandbox-task")
+        self._http = httpx.Client(timeout=config.fetch_timeout_s, follow_redirects=True)
+
+    # ------------------------------------------------------------ account
+
+    def key_ok(self, authorization: str | None) -> bool:
+        """True when the Authorization header carries an accepted bearer key."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return False
+        return authorization.removeprefix("Bearer ").strip() in self.config.api_keys
+
+    def reserve_start(self) -> float | None:
+        """Take a start from the per-minute window: None when taken, else seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            while self._starts and now - self._starts[0] >= RATE_WINDOW_S:
+                self._starts.popleft()
+            if len(self._starts) >= self.config.starts_per_minute:
+                return max(0.0, RATE_WINDOW_S - (now - self._starts[0]))
+            self._starts.append(now)
+            return None
+
+    def release_start(self) -> None:
+        """Give back the newest start (the submit was refused after all)."""
+        with self._lock:
+            if self._starts:
+                self._starts.pop()
+
+    # ------------------------------------------------------------ submit
+
+    def count_submit(self, key: str) -> int:
+        """How many submits of this content key came before this one (0 for the first)."""
+        with self._lock:
+            seen = self._submits_per_key[key]
+            self._submits_per_key[key] += 1
+            return seen
+
+    def fetch_inputs(self, body: dict[str, Any]) -> tuple[Path, Path, str, str, str]:
+        """Validate the body and download both inputs: (video, audio, sha256s, content key)."""
+        video_url, audio_url = body.get("video"), body.get("audio")
+        mode = body.get("sync_mode", SyncMode.CUT_OFF.value)
+        for name, value in (("video", video_url), ("audio", audio_url)):
+            if not isinstance(value, str) or not value:
+                raise InputRejected(f"{name} is required")
+            if not value.startswith(("http://", "https://")):
+                raise InputRejected(f"{name} must be an http(s) URL")
+        if mode not in ALLOWED_SYNC_MODES:
+            raise InputRejected(
+                f"sync_mode must be one of {', '.join(ALLOWED_SYNC_MODES)}, got {mode!r}"
+            )
+        assert isinstance(video_url, str) and isinstance(audio_url, str)
+        video_path, video_sha = self._download(video_url, "video")
+        audio_path, audio_sha = self._download(audio_url, "audio")
+        key = f"{video_sha}:{audio_sha}:{mode}"
+        return video_path, audio_path, video_sha, audio_sha, key
+
+    def _download(self, url: str, name: str) -> tuple[Path, str]:
+        digest = hashlib.sha256()
+        target = self.workdir / "inputs" / uuid.uuid4().hex
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise InputRejected(f"failed to download {name}: HTTP {response.status_code}")
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        out.write(chunk)
+        except httpx.HTTPError as err:
+            raise InputRejected(f"failed to download {name}: {type(err).__name__}") from err
+        sha = digest.hexdigest()
+        final = target.with_name(sha)
+        target.replace(final)
+        return final, sha
+
+    def validate_media(self, video_path: Path, audio_path: Path) -> tuple[MediaInfo, MediaInfo]:
+        """Refuse what the real service refuses: unreadable media, missing streams, limits."""
+        try:
+            video = probe(video_path)
+        except MediaError as err:
+            raise InputRejected("invalid video: not a readable media file") from err
+        try:
+            audio = probe(audio_path)
+        except MediaError as err:
+            raise InputRejected("invalid audio: not a readable media file") from err
+        if not video.has_video:
+            raise InputRejected("invalid video: no video stream")
+        if not audio.has_audio:
+            raise InputRejected("invalid audio: no audio stream")
+        if (video.width or 0) > self.config.max_width or (
+            video.height or 0
+        ) > self.config.max_height:
+            raise InputRejected(
+                f"video resolution {video.width}x{video.height} exceeds "
+                f"{self.config.max_width}x{self.config.max_height}"
+            )
+        for label, info in (("video", video), ("audio", audio)):
+            if info.duration_s <= 0:
+                raise InputRejected(f"invalid {label}: zero duration")
+            if info.duration_s > self.config.max_duration_s:
+                raise InputRejected(
+                    f"{label} is {info.duration_s:.1f}s, over the {self.config.max_duration_s:.0f}s limit"
+                )
+        return video, audio
+
+    def create(
+        self,
+        body: dict[str, Any],
+        video_path: Path,
+        audio_path: Path,
+        key: str,
+        video_s: float,
+        webhook_url: str | None,
+    ) -> Task:
+        """Create a task and queue it for processing."""
+        task = Task(
+            id=uuid.uuid4().hex,
+            model=self.config.model_path,
+            key=key,
+            inputs={
+                "video": str(body["video"]),
+                "audio": str(body["audio"]),
+                "sync_mode": str(body.get("sync_mode", SyncMode.CUT_OFF.value)),
+            },
+            created_at=time.time(),
+            video_path=video_path,
+            audio_path=audio_path,
+            video_s=video_s,
+            webhook_url=webhook_url,
+        )
+        with self._lock:
+            self._tasks[task.id] = task
+        self._pool.submit(self._process, task)
+        return task
+
+    def audit(self, entry: dict[str, Any]) -> None:
+        """Record one submit (any outcome) in memory and in the JSONL log."""
+        entry = {"ts": time.time(), **entry}
+        with self._lock:
+            self._audit.append(entry)
+            if self.config.audit_log is not None:
+                self.config.audit_log.parent.mkdir(parents=True, exist_ok=True)
+                with self.config.audit_log.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """A copy of every audit entry so far."""
+        with self._lock:
+            return list(self._audit)
+
+    # ------------------------------------------------------------ processing
+
+    def _process(self, task: Task) -> None:
+        try:
+            self._run(task)
+        except Exception:  # a sandbox bug must not kill the pool thread silently
+            log.exception("sandbox task %s crashed", task.id)
+            self._finish(task, "failed", error="Internal sandbox error. Please retry.")
+
+    def _run(self, task: Task) -> None:
+        if self._stop.is_set():
+            return
+        started = time.monotonic()
+        with self._lock:
+            task.status = "processing"
+            task.started_at = time.time()
+        if self.faults.hits("never_finish", task.key):
+            return  # stays `processing`; frees its slot
+        duration_s = (
+            self.config.processing_fixed_s + self.config.processing_per_video_s * task.video_s
+        )
+        error = self._task_error(task)
+        output: Path | None = None
+        if error is None:
+            output = self.workdir / "outputs" / f"{task.id}.mp4"
+            render(
+                task.video_path,
+                task.audio_path,
+                SyncMode(task.inputs["sync_mode"]),
+                output,
+                max_width=self.config.output_max_width,
+            )
+        remaining = duration_s - (time.monotonic() - started)
+        if remaining > 0 and self._stop.wait(remaining):
+            return
+        task.inference_ms = int((time.monotonic() - started) * 1000)
+        if error is not None:
+            self._finish(task, "failed", error=error)
+        else:
+            assert output is not None
+            self._finish(
+                task, "completed", outputs=[f"{self.base_url()}/files/outputs/{output.name}"]
+            )
+
+    def _task_error(self, task: Task) -> str | None:
+        marker = self.config.no_face_marker
+        if marker:
+            try:
+                with av.open(str(task.video_path)) as container:
+                    if marker in str(container.metadata.get("comment", "")):
+                        return "No face detected in the video. Use a video with a clearly visible face."
+            except av.error.FFmpegError:
+                return "invalid video: not a readable media file"
+        if self.faults.hits("task_failure", task.key):
+            return self.faults.task_error(task.key)[0]
+        return None
+
+    def _finish(
+        self, task: Task, status: str, *, error: str = "", outputs: list[str] | None = None
+    ) -> None:
+        with self._lock:
+            task.status = status
+            task.error = error
+            task.outputs = outputs or []
+            task.finished_at = time.time()
+            if status == "completed" or self.config.charge_failed:
+                cost = Decimal(repr(task.video_s)) * self.config.price_per_second_usd
+                self.balance_usd -= cost
+        if task.webhook_url:
+            threading.Thread(target=self._deliver_webhook, args=(task,), daemon=True).start()
+
+    def _deliver_webhook(self, task: Task) -> None:
+        assert task.webhook_url is not None
+        body = json.dumps(
+            task.to_data(self.base_url(), include_input=self.config.list_includes_inputs)
+        ).encode()
+        for attempt in range(1, self.config.webhook_attempts + 1):
+            signed = webhooks.sign(
+                self.config.webhook_secret, uuid.uuid4().hex, int(time.time()), body
+            )
+            record: dict[str, Any] = {"prediction_id": task.id, "attempt": attempt}
+            try:
+                response = self._http.post(
+                    task.webhook_url,
+                    content=body,
+                    headers={"Content-Type": "application/json", **signed.as_dict()},
+                )
+                record["status_code"] = response.status_code
+                ok = 200 <= response.status_code < 300
+            except httpx.HTTPError as err:
+                record["error"] = type(err).__name__
+                ok = False
+            with self._lock:
+                self.webhook_deliveries.append(record)
+            if ok or self._stop.wait(0.5 * attempt):
+                return
+
+    # ------------------------------------------------------------ queries
+
+    def get(self, prediction_id: str) -> Task | None:
+        """The task with this id, counting the poll."""
+        with self._lock:
+            task = self._tasks.get(prediction_id)
+            if task is not None:
+                task.polls += 1
+            return task
+
+    def snapshot(self, task: Task) -> dict[str, Any]:
+        """The task's API view, taken under the lock."""
+        with self._lock:
+            return task.to_data(self.base_url(), include_input=self.config.list_includes_inputs)
+
+    def list(
+        self,
+        *,
+        created_after: datetime | None,
+        created_before: datetime | None,
+        model: str | None,
+        status: str | None,
+    ) -> list[dict[str, Any]]:
+        """Every task matching the filters, most recent first, as API objects."""
+        with self._lock:
+            tasks = sorted(self._tasks.values(), key=lambda t: t.created_at, reverse=True)
+            out = []
+            for task in tasks:
+                if created_after and task.created_at < created_after.timestamp():
+                    continue
+                if created_before and task.created_at > created_before.timestamp():
+                    continue
+                if model and task.model != model:
+                    continue
+                if status and task.status != status:
+                    continue
+                out.append(
+                    task.to_data(self.base_url(), include_input=self.config.list_includes_inputs)
+                )
+            return out
+
+    def stop(self) -> None:
+        """Stop processing (queued tasks are dropped) and free the work directory if ours."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._http.close()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

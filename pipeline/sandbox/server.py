@@ -1,0 +1,380 @@
+"""The sandbox's HTTP face: WaveSpeed's v3 routes on a stdlib threading HTTP server.
+
+The stdlib server is used on purpose: it lets a fault close the socket without an answer
+(the ambiguous submit) or stall mid-request, which higher-level frameworks hide.
+
+    with SandboxServer(SandboxConfig()) as sandbox:
+        print(sandbox.url)   # http://127.0.0.1:<free port>
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import threading
+import time
+import uuid
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pipeline.provider.models import parse_timestamp
+from pipeline.sandbox.config import SandboxConfig
+from pipeline.sandbox.engine import InputRejected, SandboxEngine
+
+log = logging.getLogger("lipdub.sandbox")
+MAX_BODY_BYTES = 512 * 1024 * 1024
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    engine: SandboxEngine
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def engine(self) -> SandboxEngine:
+        return self.server.engine
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise InputRejected("request body too large")
+        return self.rfile.read(length) if length else b""
+
+    def _json_body(self) -> dict[str, Any]:
+        raw = self._body()
+        try:
+            value = json.loads(raw or b"{}")
+        except json.JSONDecodeError as err:
+            raise InputRejected("request body is not valid JSON") from err
+        if not isinstance(value, dict):
+            raise InputRejected("request body must be a JSON object")
+        return value
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Request-Id", uuid.uuid4().hex)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _ok(self, data: Any) -> None:
+        envelope = {"code": 200, "message": "success", "data": data}
+        self._send(200, json.dumps(envelope).encode(), "application/json")
+
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        envelope = {"code": status, "message": message, "data": None}
+        self._send(status, json.dumps(envelope).encode(), "application/json", headers)
+
+    def _malformed(self) -> None:
+        self._send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
+
+    def _drop(self) -> None:
+        """Close the connection without a single byte of answer."""
+        self.close_connection = True
+
+    def _authorized(self) -> bool:
+        if self.engine.key_ok(self.headers.get("Authorization")):
+            return True
+        self._error(401, "Unauthorized: invalid or missing API key")
+        return False
+
+    def _delay(self, key: str) -> None:
+        faults = self.engine.faults
+        if faults.hits("hang", key):
+            time.sleep(faults.config.hang_s)
+        elif faults.hits("slow", key):
+            time.sleep(faults.config.slow_s)
+
+    # ------------------------------------------------------------ routing
+
+    def do_GET(self) -> None:
+        self._route("GET")
+
+    def do_HEAD(self) -> None:
+        self._route("GET")
+
+    def do_POST(self) -> None:
+        self._route("POST")
+
+    def do_PUT(self) -> None:
+        self._route("PUT")
+
+    def _route(self, method: str) -> None:
+        path = urlsplit(self.path).path
+        try:
+            if method == "GET" and path.startswith("/files/"):
+                return self._serve_file(unquote(path.removeprefix("/files/")))
+            if method == "PUT" and path.startswith("/upload/"):
+                return self._put_upload(path.removeprefix("/upload/"))
+            if method == "GET" and path == "/_sandbox/audit":
+                return self._send(
+                    200, json.dumps(self.engine.audit_entries()).encode(), "application/json"
+                )
+            if method == "GET" and path == "/_sandbox/health":
+                return self._send(200, b'{"ok": true}', "application/json")
+            if not path.startswith("/api/v3/"):
+                return self._error(404, f"no route {path}")
+            if not self._authorized():
+                return None
+            route = path.removeprefix("/api/v3/")
+            if method == "GET" and route.startswith("predictions/") and route.endswith("/result"):
+                return self._result(route.split("/")[1])
+            if method == "POST" and route == "predictions":
+                return self._list()
+            if method == "GET" and route == "balance":
+                return self._ok({"balance": float(self.engine.balance_usd)})
+            if method == "GET" and route == "webhook/secret":
+                return self._ok({"secret": self.engine.config.webhook_secret})
+            if method == "POST" and route == "media/upload/binary":
+                return self._upload_binary()
+            if method == "POST" and route == "media/uploads":
+                return self._upload_ticket()
+            if method == "POST" and route == self.engine.config.model_path:
+                return self._submit()
+            if method == "POST":
+                return self._error(404, f"model {route!r} not found")
+            return self._error(404, f"no route {path}")
+        except InputRejected as err:
+            return self._error(400, str(err))
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+
+    # ------------------------------------------------------------ API
+
+    def _submit(self) -> None:
+        engine = self.engine
+        body = self._json_body()
+        wait_s = engine.reserve_start()
+        if wait_s is not None:
+            engine.audit({"outcome": "rate_limited", "status_code": 429})
+            return self._error(
+                429,
+                "Too many requests: starts per minute exceeded",
+                {"Retry-After": str(max(1, round(wait_s)))},
+            )
+        try:
+            video, audio, video_sha, audio_sha, key = engine.fetch_inputs(body)
+            video_info, _ = engine.validate_media(video, audio)
+        except InputRejected as err:
+            engine.release_start()
+            engine.audit({"outcome": "rejected", "status_code": 400, "message": str(err)})
+            raise
+        attempt_key = f"{key}#{engine.count_submit(key)}"
+        common = {
+            "video_sha256": video_sha,
+            "audio_sha256": audio_sha,
+            "sync_mode": body.get("sync_mode", "cut_off"),
+        }
+        faults = engine.faults
+        self._delay(attempt_key)
+        if faults.hits("rate_limit", attempt_key):
+            engine.release_start()
+            engine.audit({**common, "outcome": "rate_limited", "status_code": 429})
+            return self._error(
+                429, "Too many requests", {"Retry-After": str(faults.config.retry_after_s)}
+            )
+        if faults.hits("submit_error", attempt_key):
+            engine.release_start()
+            engine.audit({**common, "outcome": "error_not_created", "status_code": 500})
+            return self._error(500, "Internal server error")
+        webhook = parse_qs(urlsplit(self.path).query).get("webhook", [None])[0]
+        task = engine.create(body, video, audio, key, video_info.duration_s, webhook)
+        accepted = {**common, "prediction_id": task.id}
+        if faults.hits("submit_drop", attempt_key):
+            engine.audit({**accepted, "outcome": "accepted_dropped", "status_code": None})
+            return self._drop()
+        if faults.hits("submit_error_after_accept", attempt_key):
+            engine.audit({**accepted, "outcome": "accepted_error", "status_code": 502})
+            return self._error(502, "Bad gateway")
+        if faults.hits("malformed", attempt_key):
+            engine.audit({**accepted, "outcome": "accepted_malformed", "status_code": 200})
+            return self._malformed()
+        engine.audit({**accepted, "outcome": "accepted", "status_code": 200})
+        return self._ok(engine.snapshot(task))
+
+    def _result(self, prediction_id: str) -> None:
+        engine = self.engine
+        task = engine.get(prediction_id)
+        if task is None:
+            return self._error(404, f"prediction {prediction_id} not found")
+        key = f"{task.key}@{task.polls}"
+        self._delay(key)
+        faults = engine.faults
+        if faults.hits("rate_limit", key):
+            return self._error(
+                429, "Too many requests", {"Retry-After": str(faults.config.retry_after_s)}
+            )
+        if faults.hits("result_error", key):
+            status = (500, 502, 503)[int(faults.draw("result_status", key) * 3)]
+            return self._error(status, "Upstream error")
+        if faults.hits("malformed", key):
+            return self._malformed()
+        return self._ok(engine.snapshot(task))
+
+    def _list(self) -> None:
+        body = self._json_body()
+        page = max(1, int(body.get("page") or 1))
+        size = min(100, max(1, int(body.get("page_size") or 100)))
+        items = self.engine.list(
+            created_after=parse_timestamp(body.get("created_after")),
+            created_before=parse_timestamp(body.get("created_before")),
+            model=body.get("model"),
+            status=body.get("status"),
+        )
+        start = (page - 1) * size
+        self._ok(
+            {
+                "page": page,
+                "page_size": size,
+                "total": len(items),
+                "items": items[start : start + size],
+            }
+        )
+
+    def _upload_binary(self) -> None:
+        content_type = self.headers.get("Content-Type", "")
+        if "multipart/form-data" not in content_type:
+            raise InputRejected("expected multipart/form-data with a 'file' field")
+        message = BytesParser(policy=HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + self._body()
+        )
+        for part in message.iter_parts():
+            if part.get_param("name", header="content-disposition") == "file":
+                name = Path(part.get_filename() or "upload.bin").name
+                payload = part.get_payload(decode=True)
+                assert isinstance(payload, bytes)
+                url = self._store_upload(name, payload)
+                return self._ok(
+                    {"type": "file", "download_url": url, "filename": name, "size": len(payload)}
+                )
+        raise InputRejected("multipart body has no 'file' field")
+
+    def _upload_ticket(self) -> None:
+        body = self._json_body()
+        name = Path(str(body.get("filename") or "upload.bin")).name
+        token = uuid.uuid4().hex
+        folder = self.engine.workdir / "uploads" / token
+        folder.mkdir(parents=True)
+        (folder / ".name").write_text(name, encoding="utf-8")
+        base = self.engine.base_url()
+        self._ok(
+            {
+                "upload": {"method": "PUT", "url": f"{base}/upload/{token}", "headers": {}},
+                "download_url": f"{base}/files/uploads/{token}/{name}",
+            }
+        )
+
+    def _put_upload(self, token: str) -> None:
+        folder = self.engine.workdir / "uploads" / Path(token).name
+        marker = folder / ".name"
+        if not marker.is_file():
+            return self._error(404, "unknown upload ticket")
+        (folder / marker.read_text(encoding="utf-8")).write_bytes(self._body())
+        return self._send(200, b"", "text/plain")
+
+    def _store_upload(self, name: str, payload: bytes) -> str:
+        token = uuid.uuid4().hex
+        folder = self.engine.workdir / "uploads" / token
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(payload)
+        return f"{self.engine.base_url()}/files/uploads/{token}/{name}"
+
+    def _serve_file(self, relative: str) -> None:
+        root = self.engine.workdir.resolve()
+        target = (root / relative).resolve()
+        if not target.is_relative_to(root) or not target.is_file() or target.name.startswith("."):
+            return self._error(404, "no such file")
+        size = target.stat().st_size
+        start, end = 0, size - 1
+        status = 200
+        headers = {"Accept-Ranges": "bytes"}
+        spec = self.headers.get("Range", "")
+        if spec.startswith("bytes="):
+            first, _, last = spec.removeprefix("bytes=").split(",")[0].partition("-")
+            if first:
+                start, end = int(first), int(last) if last else size - 1
+            elif last:
+                start = max(0, size - int(last))
+            end = min(end, size - 1)
+            if start > end:
+                return self._error(416, "range not satisfiable")
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        with target.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start + 1)
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return self._send(status, data, kind, headers)
+
+
+class SandboxServer:
+    """A running sandbox on (host, port); port 0 picks a free one. Start/stop or `with`."""
+
+    def __init__(
+        self, config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.config = config or SandboxConfig()
+        self._server = _Server((host, port), _Handler)
+        address = self._server.server_address
+        self.host, self.port = str(address[0]), int(address[1])
+        self.engine = SandboxEngine(self.config, lambda: self.url)
+        self._server.engine = self.engine
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL clients use, e.g. http://127.0.0.1:8199."""
+        return self.config.public_url or f"http://{self.host}:{self.port}"
+
+    def start(self) -> SandboxServer:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sandbox-http", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until `stop()` (from a signal handler or another thread)."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving and processing, and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self.engine.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

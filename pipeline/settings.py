@@ -1,0 +1,267 @@
+"""lipdub's settings: one pydantic-settings model, read only at entry points and passed down.
+
+Sources, strongest first: arguments, environment (`LIPDUB_<SECTION>__<FIELD>`, plus
+`WAVESPEED_API_KEY` for the key), a TOML file named by `LIPDUB_CONFIG_FILE` (start from
+`configs/lipdub.toml`, which lists every setting with its default), then the defaults here.
+
+    LIPDUB_PROVIDER__STARTS_PER_MINUTE=500 LIPDUB_STORAGE__BUCKET=my-bucket lipdub plan m.csv
+
+An unknown `LIPDUB_` variable, an unknown key in the file or an invalid value stops the
+program at start with a `SettingsError` naming the variable and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipeline.errors import SettingsError
+from pipeline.pricing import PriceModel
+from pipeline.sync_modes import DEFAULT_SYNC_MODE, SyncMode
+
+ENV_PREFIX = "LIPDUB_"
+NESTED_DELIMITER = "__"
+CONFIG_FILE_VARIABLE = "LIPDUB_CONFIG_FILE"
+API_KEY_VARIABLE = "WAVESPEED_API_KEY"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderSettings(_Section):
+    """Where the provider is, how long to wait for it, and the account's limits.
+
+    Account levels (WaveSpeed): Bronze 2 starts/min and 2 concurrent; Silver 500 and 300;
+    Gold 3,000 and 3,000; Ultra 5,000 and 10,000. The default is Bronze: the safe floor.
+    """
+
+    base_url: str = "https://api.wavespeed.ai"
+    model_path: str = "sync/lipsync-3"
+    api_key: SecretStr | None = None
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    submit_timeout_s: float = Field(default=60.0, gt=0)
+    max_get_attempts: int = Field(default=4, ge=1, le=20)
+    retry_base_delay_s: float = Field(default=0.5, gt=0)
+    retry_max_delay_s: float = Field(default=8.0, gt=0)
+    starts_per_minute: int = Field(default=2, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+    webhook_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must start with https:// (or http:// for a local sandbox)")
+        return value.rstrip("/")
+
+
+class StorageSettings(_Section):
+    """The S3 bucket that holds inputs, outputs and reports."""
+
+    bucket: str = "lipdub"
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    presign_expiry_s: int = Field(default=86_400, ge=60, le=604_800)
+    multipart_threshold_mb: int = Field(default=64, ge=5)
+
+
+class RedisSettings(_Section):
+    """Redis holds the ledger and the shared gates; the broker defaults to the same server."""
+
+    url: str = "redis://localhost:6379/0"
+    broker_url: str | None = None
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The Celery broker URL: `broker_url`, or the ledger's Redis."""
+        return self.broker_url or self.url
+
+
+class PollingSettings(_Section):
+    """How often a prediction is checked: never closer than 5 s (the provider's guidance)."""
+
+    first_poll_min_s: float = Field(default=5.0, ge=5.0)
+    growth_factor: float = Field(default=1.5, ge=1.0, le=4.0)
+    max_interval_s: float = Field(default=60.0, ge=5.0)
+    item_deadline_s: float = Field(default=7_200.0, gt=0)
+
+
+class BudgetSettings(_Section):
+    """Spending limits. `batch_usd` unset means no limit; above `confirm_above_usd` a run asks."""
+
+    batch_usd: Decimal | None = Field(default=None, ge=0)
+    confirm_above_usd: Decimal = Field(default=Decimal("10"), ge=0)
+
+
+class MediaSettings(_Section):
+    """Limits checked before any spend, and where probe results are cached."""
+
+    max_duration_s: float = Field(default=600.0, gt=0)
+    max_width: int = Field(default=4096, ge=16)
+    max_height: int = Field(default=2160, ge=16)
+    max_file_size_mb: int = Field(default=2048, ge=1)
+    allow_http_urls: bool = False
+    probe_timeout_s: float = Field(default=30.0, gt=0)
+    cache_dir: Path = Path("~/.cache/lipdub")
+
+    @property
+    def max_file_size_bytes(self) -> int:
+        """`max_file_size_mb` in bytes."""
+        return self.max_file_size_mb * 1024 * 1024
+
+    @property
+    def cache_path(self) -> Path:
+        """`cache_dir` with `~` expanded."""
+        return self.cache_dir.expanduser()
+
+
+class BatchSettings(_Section):
+    """Defaults for a batch."""
+
+    default_sync_mode: SyncMode = DEFAULT_SYNC_MODE
+
+
+class PriceSettings(PriceModel):
+    """The price model (see pipeline.pricing): rate, basis, rounding, minimum."""
+
+
+class _ApiKeySource(PydanticBaseSettingsSource):
+    """Reads WAVESPEED_API_KEY, the name the official SDK uses, into provider.api_key."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        key = os.environ.get(API_KEY_VARIABLE)
+        return {"provider": {"api_key": key}} if key else {}
+
+
+class Settings(BaseSettings):
+    """Every setting of lipdub. Build with `load_settings()` to get readable errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    provider: ProviderSettings = ProviderSettings()
+    storage: StorageSettings = StorageSettings()
+    redis: RedisSettings = RedisSettings()
+    polling: PollingSettings = PollingSettings()
+    price: PriceSettings = PriceSettings()
+    budget: BudgetSettings = BudgetSettings()
+    media: MediaSettings = MediaSettings()
+    batch: BatchSettings = BatchSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            _ApiKeySource(settings_cls),
+        ]
+        config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def setting_names() -> dict[str, tuple[str, str]]:
+    """Every environment variable lipdub reads: `LIPDUB_SECTION__FIELD` -> (section, field)."""
+    names: dict[str, tuple[str, str]] = {}
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for field in model.model_fields:
+            names[f"{ENV_PREFIX}{section.upper()}{NESTED_DELIMITER}{field.upper()}"] = (
+                section,
+                field,
+            )
+    return names
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable for a validation error location, e.g. LIPDUB_PROVIDER__BASE_URL."""
+    parts = [str(p).upper() for p in loc if not isinstance(p, int)]
+    if not parts:
+        return ENV_PREFIX.rstrip("_")
+    return ENV_PREFIX + NESTED_DELIMITER.join(parts)
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """`LIPDUB_` variables in `environ` that no setting reads, each with a suggestion."""
+    known = set(setting_names()) | {CONFIG_FILE_VARIABLE}
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.7)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        problems.append(f"{name}: not a lipdub setting.{hint} See configs/.env.example.")
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, or raise SettingsError listing every problem.
+
+    `overrides` are section objects or dicts that win over every other source (the CLI's
+    flags), e.g. `load_settings(budget={"batch_usd": "50"})`.
+    """
+    problems = unknown_variables(dict(os.environ))
+    config_file = os.environ.get(CONFIG_FILE_VARIABLE)
+    if config_file and not Path(config_file).is_file():
+        problems.append(
+            f"{CONFIG_FILE_VARIABLE}: no file at {config_file!r}. "
+            "Point it at a TOML file such as configs/lipdub.toml, or unset it."
+        )
+    if problems:
+        raise SettingsError("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise SettingsError(format_validation_error(err)) from None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per invalid value: the variable's name, what is allowed, what was given.
+
+    The given value is never shown for secrets.
+    """
+    lines = []
+    for item in err.errors():
+        loc = tuple(item.get("loc", ()))
+        name = env_name(loc)
+        given = item.get("input")
+        secret = any("key" in str(p).lower() or "secret" in str(p).lower() for p in loc)
+        shown = "" if secret or isinstance(given, dict) else f" (got {given!r})"
+        message = item.get("msg", "invalid")
+        if item.get("type") == "extra_forbidden":
+            message = "not a lipdub setting"
+        lines.append(f"  - {name}: {message}{shown}")
+    return "invalid settings:\n" + "\n".join(lines)
