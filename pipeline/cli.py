@@ -160,6 +160,17 @@ def _print_plan(result: Plan) -> None:
 
 
 @app.command()
+def samples(
+    folder: Annotated[Path, typer.Argument(help="Where to write the media and catalog.csv.")],
+) -> None:
+    """Write generated sample media and a manifest covering all five sync modes."""
+    from pipeline.samples import write_sample_catalog
+
+    manifest = write_sample_catalog(folder)
+    out.print(Text(f"Wrote {manifest} and its media. Next: lipdub plan {manifest}"))
+
+
+@app.command()
 def sandbox(
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8199,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",

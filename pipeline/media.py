@@ -155,6 +155,9 @@ class ProbeCache:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30)
+            # WAL + NORMAL: durable across crashes of this process, no fsync per remembered
+            # row (losing the last rows to a power cut only costs a re-probe).
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 

@@ -166,3 +166,42 @@ def audio_peak(path: Path, start_s: float, end_s: float) -> float:
             if mask.any():
                 peak = max(peak, float(np.abs(samples[..., mask]).max()))
     return peak
+
+
+SAMPLE_ITEMS: tuple[tuple[str, float, float, str, str], ...] = (
+    # (id, video seconds, audio seconds, sync_mode, language)
+    ("intro", 3.0, 4.2, "loop", "de"),
+    ("interview", 4.0, 2.6, "cut_off", "fr"),
+    ("product", 2.0, 3.4, "bounce", "es"),
+    ("outro", 2.5, 3.5, "silence", "it"),
+    ("teaser", 3.0, 2.0, "remap", "ja"),
+)
+
+
+def write_sample_catalog(folder: Path, *, with_failure: bool = True) -> Path:
+    """Write sample media and a `catalog.csv` covering all five sync modes; returns the CSV.
+
+    With `with_failure`, one more row uses a video the sandbox treats as faceless, so a
+    batch shows what a failed item looks like.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["id,video,audio,sync_mode,language,title"]
+    for item_id, video_s, audio_s, mode, language in SAMPLE_ITEMS:
+        write_video(folder / "video" / f"{item_id}.mp4", video_s, width=320, height=192)
+        write_audio(folder / "audio" / f"{item_id}-{language}.wav", audio_s)
+        rows.append(
+            f"{item_id},video/{item_id}.mp4,audio/{item_id}-{language}.wav,{mode},{language},{item_id.title()}"
+        )
+    if with_failure:
+        write_video(
+            folder / "video" / "b-roll.mp4",
+            2.0,
+            width=320,
+            height=192,
+            metadata={"comment": "lipdub:no-face"},
+        )
+        write_audio(folder / "audio" / "b-roll-de.wav", 2.0)
+        rows.append("b-roll,video/b-roll.mp4,audio/b-roll-de.wav,cut_off,de,B-roll without a face")
+    manifest = folder / "catalog.csv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return manifest

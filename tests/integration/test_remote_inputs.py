@@ -1,0 +1,84 @@
+"""Inputs already in S3 (moto's standalone server, the real S3 protocol) are probed in place."""
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from pipeline.errors import ManifestError
+from pipeline.planning import plan_manifest
+from pipeline.pricing import PriceModel
+from pipeline.remote import RemoteProber
+from pipeline.settings import MediaSettings
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[object]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        client.create_bucket(Bucket="catalog")
+        yield client
+    finally:
+        server.stop()
+
+
+def test_s3_inputs_are_probed_through_a_presigned_url(s3, media, tmp_path):
+    s3.upload_file(str(media["video_2s"]), "catalog", "videos/ep 2.mp4")
+    s3.upload_file(str(media["audio_2_4s"]), "catalog", "audio/ep2-de.wav")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "video,audio\ns3://catalog/videos/ep 2.mp4,s3://catalog/audio/ep2-de.wav\n",
+        encoding="utf-8",
+    )
+    plan = plan_manifest(
+        manifest, media=MediaSettings(), price=PriceModel(), remote=RemoteProber(s3)
+    )
+    item = plan.items[0]
+    assert item.video.ref.kind == "s3" and item.video.info.duration_s == pytest.approx(2.0)
+    assert (
+        item.audio.info.has_audio
+        and item.audio.info.size_bytes == media["audio_2_4s"].stat().st_size
+    )
+    assert len(item.video.sha256) == 64
+    # Same object, same identity; a changed object, a new one
+    again = plan_manifest(
+        manifest, media=MediaSettings(), price=PriceModel(), remote=RemoteProber(s3)
+    ).items[0]
+    assert again.video.sha256 == item.video.sha256
+    s3.upload_file(str(media["video_1s"]), "catalog", "videos/ep 2.mp4")
+    changed = plan_manifest(
+        manifest, media=MediaSettings(), price=PriceModel(), remote=RemoteProber(s3)
+    ).items[0]
+    assert changed.video.sha256 != item.video.sha256
+
+
+def test_missing_s3_objects_are_row_numbered_problems(s3, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "video,audio\ns3://catalog/none.mp4,s3://no-bucket/a.wav\n", encoding="utf-8"
+    )
+    with pytest.raises(ManifestError) as caught:
+        plan_manifest(manifest, media=MediaSettings(), price=PriceModel(), remote=RemoteProber(s3))
+    found = {(p.row, p.field): p.message for p in caught.value.problems}
+    assert "does not exist" in found[(1, "video")]
+    assert (1, "audio") in found
+
+
+def test_without_storage_access_remote_inputs_are_refused_clearly(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "video,audio\ns3://catalog/a.mp4,https://cdn.example.com/a.wav\n", encoding="utf-8"
+    )
+    with pytest.raises(ManifestError, match="cannot be checked without storage access"):
+        plan_manifest(manifest, media=MediaSettings(), price=PriceModel())

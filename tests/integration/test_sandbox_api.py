@@ -1,0 +1,165 @@
+"""The sandbox implements the provider contract over real HTTP."""
+
+import json
+
+import httpx
+import pytest
+
+from pipeline.errors import PredictionNotFound, ProviderAuthError, ProviderRejected
+from tests.conftest import client_for, start_sandbox, wait_terminal
+
+
+def test_submit_poll_collect_round_trip(sandbox, media, tmp_path):
+    client = client_for(sandbox)
+    video_url = client.upload_media(media["video_1s"])
+    audio_url = client.upload_media(media["audio_2_4s"])
+    created = client.submit(video_url=video_url, audio_url=audio_url, sync_mode="loop")
+    assert created.status in ("created", "processing")
+    done = wait_terminal(client, created.id)
+    assert done.status == "completed" and len(done.outputs) == 1
+    assert done.inference_ms is not None and done.inference_ms >= 50
+    output = httpx.get(done.outputs[0])
+    assert output.status_code == 200 and output.headers["content-type"] == "video/mp4"
+    # Billed on completion: 1 s of input video at $0.134
+    assert float(client.balance_usd()) == pytest.approx(1000 - 0.134, abs=1e-3)
+
+
+def test_wrong_or_missing_key_is_401(sandbox):
+    with pytest.raises(ProviderAuthError):
+        client_for(sandbox, key="sk-wrong").balance_usd()
+    response = httpx.get(f"{sandbox.url}/api/v3/balance")
+    assert response.status_code == 401 and response.json()["code"] == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"audio": "http://x/a.wav"}, "video is required"),
+        ({"video": "http://x/v.mp4"}, "audio is required"),
+        ({"video": "ftp://x/v.mp4", "audio": "http://x/a.wav"}, "must be an http(s) URL"),
+        (
+            {
+                "video": "http://127.0.0.1:9/v.mp4",
+                "audio": "http://127.0.0.1:9/a.wav",
+                "sync_mode": "wobble",
+            },
+            "sync_mode must be one of",
+        ),
+        (
+            {"video": "http://127.0.0.1:9/v.mp4", "audio": "http://127.0.0.1:9/a.wav"},
+            "failed to download video",
+        ),
+    ],
+)
+def test_bad_submits_are_rejected_with_the_envelope(sandbox, body, message):
+    response = httpx.post(
+        f"{sandbox.url}/api/v3/sync/lipsync-3",
+        json=body,
+        headers={"Authorization": "Bearer sk-sandbox"},
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == 400 and message in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("video", "audio", "message"),
+    [
+        ("text_as_mp4", "audio_2_4s", "invalid video"),
+        ("audio_mp3", "audio_2_4s", "no video stream"),
+        ("video_1s", "video_2s", "no audio stream"),
+        ("video_huge", "audio_2_4s", "exceeds 4096x2160"),
+    ],
+)
+def test_media_the_real_service_refuses_is_refused(sandbox, media, video, audio, message):
+    client = client_for(sandbox)
+    urls = [client.upload_media(media[video]), client.upload_media(media[audio])]
+    with pytest.raises(ProviderRejected, match=message):
+        client.submit(video_url=urls[0], audio_url=urls[1], sync_mode="cut_off")
+    assert client.list_predictions().items == ()  # nothing was created
+
+
+def test_unknown_prediction_and_unknown_model(sandbox):
+    client = client_for(sandbox)
+    with pytest.raises(PredictionNotFound):
+        client.get_result("does-not-exist")
+    response = httpx.post(
+        f"{sandbox.url}/api/v3/sync/lipsync-9",
+        json={},
+        headers={"Authorization": "Bearer sk-sandbox"},
+    )
+    assert response.status_code == 404
+
+
+def test_list_filters_and_shows_inputs(sandbox, media):
+    client = client_for(sandbox)
+    video, audio = client.upload_media(media["video_1s"]), client.upload_media(media["audio_0_6s"])
+    first = client.submit(video_url=video, audio_url=audio, sync_mode="cut_off")
+    second = client.submit(video_url=video, audio_url=audio, sync_mode="remap")
+    wait_terminal(client, first.id)
+    wait_terminal(client, second.id)
+    page = client.list_predictions(model="sync/lipsync-3")
+    assert [p.id for p in page.items] == [second.id, first.id]  # most recent first
+    assert page.items[0].inputs == {"video": video, "audio": audio, "sync_mode": "remap"}
+    assert client.list_predictions(created_after=page.items[0].created_at).items[0].id == second.id
+    assert client.list_predictions(model="other/model").items == ()
+    assert len(client.list_predictions(status="completed").items) == 2
+
+
+def test_every_submit_is_in_the_audit_log_with_input_hashes(sandbox, media, tmp_path):
+    client = client_for(sandbox)
+    video, audio = client.upload_media(media["video_1s"]), client.upload_media(media["audio_0_6s"])
+    client.submit(video_url=video, audio_url=audio, sync_mode="loop")
+    with pytest.raises(ProviderRejected):
+        client.submit(video_url=video, audio_url=audio, sync_mode="nope")
+    lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [line["outcome"] for line in lines] == ["accepted", "rejected"]
+    import hashlib
+
+    assert lines[0]["video_sha256"] == hashlib.sha256(media["video_1s"].read_bytes()).hexdigest()
+    assert lines[0]["sync_mode"] == "loop" and lines[0]["prediction_id"]
+    assert httpx.get(f"{sandbox.url}/_sandbox/audit").json() == lines
+
+
+def test_sdk_style_ticket_upload_and_range_requests(sandbox, media):
+    headers = {"Authorization": "Bearer sk-sandbox"}
+    ticket = httpx.post(
+        f"{sandbox.url}/api/v3/media/uploads",
+        json={"filename": "v.mp4", "size": 1},
+        headers=headers,
+    ).json()["data"]
+    data = media["video_1s"].read_bytes()
+    assert httpx.put(ticket["upload"]["url"], content=data).status_code == 200
+    ranged = httpx.get(ticket["download_url"], headers={"Range": "bytes=4-11"})
+    assert ranged.status_code == 206 and ranged.content == data[4:12]
+    assert httpx.get(f"{sandbox.url}/files/../../etc/passwd").status_code == 404
+
+
+def test_the_no_face_marker_fails_the_task_like_the_real_service(sandbox, media):
+    client = client_for(sandbox)
+    done = wait_terminal(
+        client,
+        client.submit(
+            video_url=client.upload_media(media["video_noface"]),
+            audio_url=client.upload_media(media["audio_0_6s"]),
+            sync_mode="cut_off",
+        ).id,
+    )
+    assert done.status == "failed" and "No face detected" in done.error and done.outputs == ()
+    assert float(client.balance_usd()) == 1000.0  # failed tasks are not charged by default
+
+
+def test_sandbox_config_from_a_file(tmp_path):
+    from pipeline.sandbox.config import SandboxConfig
+
+    path = tmp_path / "sandbox.toml"
+    path.write_text(
+        'api_keys = ["k1"]\nstarts_per_minute = 5\n[faults]\nseed = 7\nsubmit_drop_rate = 0.25\n'
+    )
+    config = SandboxConfig.from_file(path)
+    assert (
+        config.api_keys == ("k1",)
+        and config.faults.seed == 7
+        and config.faults.submit_drop_rate == 0.25
+    )
+    with start_sandbox(tmp_path, api_keys=["k1"]) as server:
+        assert client_for(server, key="k1").balance_usd() > 0
