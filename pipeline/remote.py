@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipeline.errors import MediaError
 from pipeline.manifest import InputRef
@@ -61,6 +61,11 @@ class RemoteProber:
             if code in ("404", "NoSuchKey", "NotFound"):
                 raise MediaError(f"{location} does not exist") from err
             raise MediaError(f"{location}: S3 answered {code}") from err
+        except NoCredentialsError as err:
+            raise MediaError(
+                f"{location}: no AWS credentials (set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+            ) from err
         except BotoCoreError as err:
             raise MediaError(f"{location}: S3 could not be reached ({type(err).__name__})") from err
         etag = str(head.get("ETag", "")).strip('"')

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import SecretStr
@@ -41,6 +41,9 @@ from pipeline.provider.retry import (
     retry_delay_s,
     should_retry,
 )
+
+if TYPE_CHECKING:
+    from pipeline.settings import ProviderSettings
 
 LIST_PAGE_SIZE_MAX = 100
 BODY_SNIPPET_CHARS = 300
@@ -73,6 +76,40 @@ class ProviderClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ProviderSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry_policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> ProviderClient:
+        """A client for the configured provider: base URL, key, timeouts and GET retries.
+
+        `transport` replaces the network (tests); `retry_policy` overrides the configured one
+        (workers pass `RetryPolicy(max_attempts=1)` and reschedule instead of waiting).
+        """
+        timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
+        http = httpx.Client(base_url=settings.base_url, timeout=timeout, transport=transport)
+        policy = retry_policy or RetryPolicy(
+            max_attempts=settings.max_get_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+        )
+        return cls(
+            http,
+            api_key=settings.api_key,
+            model_path=settings.model_path,
+            retry_policy=policy,
+            submit_timeout_s=settings.submit_timeout_s,
+            sleep=sleep,
+        )
+
+    def close(self) -> None:
+        """Close the underlying HTTP connections."""
+        self._http.close()
 
     # ---------------------------------------------------------------- public calls
 

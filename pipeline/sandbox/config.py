@@ -63,6 +63,10 @@ class SandboxConfig(BaseModel):
     max_duration_s: float = 600.0
     fetch_timeout_s: float = 30.0
     output_max_width: int = 640
+    render_memory_mb: float = Field(default=512, gt=0)
+    """Frames of one task held in memory at most; long inputs are rendered smaller."""
+    max_input_mb: int = Field(default=2048, ge=1)
+    """A larger input is refused at submit, as a download failure."""
     no_face_marker: str = "lipdub:no-face"
     """A video whose `comment` metadata contains this fails like a video without a face."""
     list_includes_inputs: bool = True

@@ -52,7 +52,8 @@ class Task:
     model: str
     key: str
     inputs: dict[str, str]
-    created_at: float
+    created_at: datetime
+    """UTC, at the microsecond precision the API shows, so list filters match it exactly."""
     video_path: Path
     audio_path: Path
     video_s: float
@@ -74,9 +75,7 @@ class Task:
             "urls": {"get": f"{base_url}/api/v3/predictions/{self.id}/result"},
             "has_nsfw_contents": [False for _ in self.outputs],
             "status": self.status,
-            "created_at": datetime.fromtimestamp(self.created_at, UTC).strftime(
-                "%Y-%m-%dT%H:%M:%S.%fZ"
-            ),
+            "created_at": self.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "error": self.error,
             "timings": {"inference": self.inference_ms} if self.inference_ms is not None else {},
         }
@@ -161,18 +160,30 @@ class SandboxEngine:
         return video_path, audio_path, video_sha, audio_sha, key
 
     def _download(self, url: str, name: str) -> tuple[Path, str]:
+        """Stream one input to the work directory, hashing it; a partial file never stays."""
         digest = hashlib.sha256()
         target = self.workdir / "inputs" / uuid.uuid4().hex
+        limit = self.config.max_input_mb * 1024 * 1024
         try:
             with self._http.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise InputRejected(f"failed to download {name}: HTTP {response.status_code}")
+                received = 0
                 with target.open("wb") as out:
                     for chunk in response.iter_bytes():
+                        received += len(chunk)
+                        if received > limit:
+                            raise InputRejected(
+                                f"{name} is larger than {self.config.max_input_mb} MB"
+                            )
                         digest.update(chunk)
                         out.write(chunk)
         except httpx.HTTPError as err:
+            target.unlink(missing_ok=True)
             raise InputRejected(f"failed to download {name}: {type(err).__name__}") from err
+        except InputRejected:
+            target.unlink(missing_ok=True)
+            raise
         sha = digest.hexdigest()
         final = target.with_name(sha)
         target.replace(final)
@@ -227,7 +238,7 @@ class SandboxEngine:
                 "audio": str(body["audio"]),
                 "sync_mode": str(body.get("sync_mode", SyncMode.CUT_OFF.value)),
             },
-            created_at=time.time(),
+            created_at=datetime.now(UTC),
             video_path=video_path,
             audio_path=audio_path,
             video_s=video_s,
@@ -284,6 +295,7 @@ class SandboxEngine:
                 SyncMode(task.inputs["sync_mode"]),
                 output,
                 max_width=self.config.output_max_width,
+                memory_budget_mb=self.config.render_memory_mb,
             )
         remaining = duration_s - (time.monotonic() - started)
         if remaining > 0 and self._stop.wait(remaining):
@@ -378,9 +390,9 @@ class SandboxEngine:
             tasks = sorted(self._tasks.values(), key=lambda t: t.created_at, reverse=True)
             out = []
             for task in tasks:
-                if created_after and task.created_at < created_after.timestamp():
+                if created_after and task.created_at < created_after:
                     continue
-                if created_before and task.created_at > created_before.timestamp():
+                if created_before and task.created_at > created_before:
                     continue
                 if model and task.model != model:
                     continue

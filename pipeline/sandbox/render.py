@@ -3,7 +3,8 @@ the new audio muxed in, at 25 fps in an MP4 (H.264 + AAC).
 
 The picture follows `pipeline.sync_modes.source_time_s` (looped, played backward, held or
 re-timed); the audio is the new track, clipped (cut_off) or padded with silence (silence).
-Frames are held in memory as YUV 4:2:0, so inputs are scaled down to `max_width` first.
+Frames are held in memory as YUV 4:2:0 (bounce plays them backward), so inputs are scaled
+down to `max_width`, and further when needed to keep every frame within `memory_budget_mb`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,24 @@ def _even(value: int) -> int:
     return max(2, value - value % 2)
 
 
+def frame_size_for_budget(
+    width: int, height: int, frames: int, *, max_width: int, memory_budget_mb: float
+) -> tuple[int, int]:
+    """The (even) frame size that fits `frames` YUV 4:2:0 frames in the memory budget.
+
+    >>> frame_size_for_budget(1920, 1080, 250, max_width=640, memory_budget_mb=512)
+    (640, 360)
+    """
+    scale = min(1.0, max_width / width)
+    per_frame_bytes = memory_budget_mb * 1024 * 1024 / max(frames, 1)
+    needed_bytes = width * height * scale * scale * 1.5
+    if needed_bytes > per_frame_bytes:
+        scale *= (per_frame_bytes / needed_bytes) ** 0.5
+    return _even(max(16, int(width * scale))), _even(max(16, int(height * scale)))
+
+
 def _read_video(
-    path: Path, max_width: int
+    path: Path, max_width: int, memory_budget_mb: float
 ) -> tuple[list[float], list[np.ndarray], float, int, int]:
     """(frame times, frames as yuv420p arrays, video seconds, width, height)."""
     times: list[float] = []
@@ -49,11 +66,15 @@ def _read_video(
         if not container.streams.video:
             raise MediaError("the video input has no video stream")
         stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width > max_width:
-            height = round(height * max_width / width)
-            width = max_width
-        width, height = _even(width), _even(height)
+        rate = float(stream.average_rate or stream.guessed_rate or OUTPUT_FPS)
+        seconds = float(container.duration or 0) / av.time_base or 60.0
+        width, height = frame_size_for_budget(
+            stream.codec_context.width,
+            stream.codec_context.height,
+            int(seconds * rate) + 1,
+            max_width=max_width,
+            memory_budget_mb=memory_budget_mb,
+        )
         last_duration = 0.0
         for frame in container.decode(stream):
             t = (
@@ -108,10 +129,11 @@ def render(
     out_path: Path,
     *,
     max_width: int = 640,
+    memory_budget_mb: float = 512,
 ) -> RenderResult:
     """Write the lip-synced stand-in for (video, audio, mode) to `out_path` (an .mp4)."""
     try:
-        times, frames, video_s, width, height = _read_video(video_path, max_width)
+        times, frames, video_s, width, height = _read_video(video_path, max_width, memory_budget_mb)
         audio = _read_audio(audio_path)
     except av.error.FFmpegError as err:
         raise MediaError(f"an input could not be decoded ({err})") from err

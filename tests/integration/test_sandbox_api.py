@@ -163,3 +163,34 @@ def test_sandbox_config_from_a_file(tmp_path):
     )
     with start_sandbox(tmp_path, api_keys=["k1"]) as server:
         assert client_for(server, key="k1").balance_usd() > 0
+
+
+def test_long_inputs_are_rendered_smaller_to_stay_within_memory(tmp_path, media):
+    from pipeline.media import probe
+    from tests.conftest import download
+
+    with start_sandbox(tmp_path, render_memory_mb=0.2) as server:
+        client = client_for(server)
+        done = wait_terminal(
+            client,
+            client.submit(
+                video_url=client.upload_media(media["video_2s"]),
+                audio_url=client.upload_media(media["audio_0_6s"]),
+                sync_mode="cut_off",
+            ).id,
+        )
+        info = probe(download(done.outputs[0], tmp_path / "out.mp4"))
+    # 51 frames of 160x96 need 1.2 MB; 0.2 MB allows about a sixth of that
+    assert info.width < 160 and info.height < 96
+    assert abs(info.duration_s - 0.6) <= 0.04
+
+
+def test_inputs_over_the_size_limit_are_refused_and_not_kept(tmp_path):
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * (1024 * 1024 + 10))
+    with start_sandbox(tmp_path, max_input_mb=1) as server:
+        client = client_for(server)
+        url = client.upload_media(big)
+        with pytest.raises(ProviderRejected, match="larger than 1 MB"):
+            client.submit(video_url=url, audio_url=url, sync_mode="loop")
+        assert list((server.engine.workdir / "inputs").iterdir()) == []

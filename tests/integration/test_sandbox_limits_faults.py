@@ -50,7 +50,7 @@ def test_over_concurrency_tasks_are_queued_not_rejected(tmp_path, media):
 
 
 def submit_outcomes(tmp_path, media, seed):
-    """Submit ten distinct pairs once each against a faulty sandbox; the outcome of each."""
+    """Submit fifteen distinct pairs once each against a faulty sandbox; the outcome of each."""
     faults = {
         "seed": seed,
         "submit_error_rate": 0.25,
@@ -60,7 +60,7 @@ def submit_outcomes(tmp_path, media, seed):
     with start_sandbox(tmp_path, faults=faults) as server:
         client = client_for(server, timeout_s=5)
         outcomes = []
-        for audio in ("audio_0_6s", "audio_2_4s"):
+        for audio in ("audio_0_6s", "audio_2_4s", "audio_mp3"):
             video_url, audio_url = uploads(client, media, audio=audio)
             for mode in ("cut_off", "loop", "bounce", "silence", "remap"):
                 try:
@@ -78,7 +78,7 @@ def test_faults_are_reproducible_by_seed(tmp_path, media):
     other = submit_outcomes(tmp_path / "c", media, seed=7)
     assert first == again
     assert first != other
-    assert {"ok", "SubmitOutcomeUnknown"} <= set(first[0])
+    assert len(set(first[0])) >= 2  # faults did happen, and not to everyone
 
 
 def test_a_dropped_submit_created_a_task_that_reconciliation_can_find(tmp_path, media):
@@ -123,8 +123,11 @@ def test_submit_errors_are_ambiguous_to_the_client_and_the_audit_tells_the_truth
         ) == int(created)
 
 
-def test_a_slow_submit_past_the_timeout_is_unknown_and_still_created(tmp_path, media):
-    with start_sandbox(tmp_path, faults={"slow_rate": 1.0, "slow_s": 1.0}) as server:
+@pytest.mark.parametrize("fault", ["slow", "hang"])
+def test_a_slow_or_hung_submit_past_the_timeout_is_unknown_and_still_created(
+    tmp_path, media, fault
+):
+    with start_sandbox(tmp_path, faults={f"{fault}_rate": 1.0, f"{fault}_s": 1.0}) as server:
         client = client_for(server, timeout_s=0.3)
         video, audio = uploads(client, media)
         with pytest.raises(SubmitOutcomeUnknown, match="ReadTimeout"):

@@ -283,3 +283,33 @@ def test_list_balance_and_paging():
     assert json.loads(handler.requests[1].content)["page"] == 2
     client, _ = make(Recorder(httpx.Response(200, json=envelope({"balance": 12.5}))))
     assert client.balance_usd() == Decimal("12.5")
+
+
+def test_from_settings_uses_the_configured_url_key_timeouts_and_retries():
+    from pipeline.settings import ProviderSettings
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            return httpx.Response(503, text="busy")
+        return httpx.Response(200, json=envelope({"balance": 3}))
+
+    settings = ProviderSettings(
+        base_url="https://sandbox.test/",
+        api_key=SecretStr("k"),
+        max_get_attempts=2,
+        read_timeout_s=7,
+        connect_timeout_s=2,
+    )
+    sleeps: list[float] = []
+    client = ProviderClient.from_settings(
+        settings, transport=httpx.MockTransport(handler), sleep=sleeps.append
+    )
+    assert client.balance_usd() == Decimal(3)
+    assert str(seen[0].url) == "https://sandbox.test/api/v3/balance"
+    assert seen[0].headers["authorization"] == "Bearer k"
+    assert seen[0].extensions["timeout"] == {"connect": 2, "read": 7, "write": 7, "pool": 7}
+    assert len(sleeps) == 1
+    client.close()
