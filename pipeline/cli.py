@@ -110,8 +110,11 @@ def plan(
 
 
 def _remote_prober(settings: Settings) -> RemoteProber:
-    s3 = make_s3_client(endpoint_url=settings.storage.endpoint_url, region=settings.storage.region)
-    return RemoteProber(s3, timeout_s=settings.media.probe_timeout_s)
+    storage = settings.storage
+    return RemoteProber(
+        s3_factory=lambda: make_s3_client(endpoint_url=storage.endpoint_url, region=storage.region),
+        timeout_s=settings.media.probe_timeout_s,
+    )
 
 
 def _print_plan(result: Plan) -> None:

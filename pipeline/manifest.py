@@ -135,13 +135,7 @@ def read_manifest(path: Path) -> tuple[list[RawRow], list[Problem]]:
 
 
 def _read_csv(text: str) -> tuple[list[RawRow], list[Problem]]:
-    try:
-        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(
-            text[:4096], delimiters=",;\t"
-        )
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=header_delimiter(text))
     try:
         header = next(reader)
     except (StopIteration, csv.Error):
@@ -188,6 +182,20 @@ def _read_csv(text: str) -> tuple[list[RawRow], list[Problem]]:
             Problem(None, None, "the manifest has a header but no rows", "Add one row per video.")
         )
     return rows, problems
+
+
+def header_delimiter(text: str) -> str:
+    """The delimiter a CSV uses: whichever of `,` `;` tab is most frequent in its header line.
+
+    Decided on the header alone, so a path containing `;` in a data row cannot change it.
+
+    >>> header_delimiter("video;audio;language\nde;x.wav;de")
+    ';'
+    """
+    header = text.split("\n", 1)[0]
+    counts = {delimiter: header.count(delimiter) for delimiter in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
 
 
 def _column(name: str) -> str:

@@ -7,7 +7,9 @@ changed object gets a new one), for a URL the URL itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,23 +33,37 @@ def split_s3(location: str) -> tuple[str, str]:
 class RemoteProber:
     """Callable `(InputRef) -> (identity, MediaInfo)` for s3 and https inputs.
 
-    `s3` is a boto3 S3 client (None: s3:// inputs are refused with a clear error).
+    Give an S3 client as `s3`, or `s3_factory` to make one on first use (boto3 is slow to
+    import, and most manifests have no s3:// input). Neither: s3:// inputs are refused.
     """
 
     def __init__(
-        self, s3: Any | None, *, timeout_s: float = 30.0, presign_expiry_s: int = 900
+        self,
+        s3: Any | None = None,
+        *,
+        s3_factory: Callable[[], Any] | None = None,
+        timeout_s: float = 30.0,
+        presign_expiry_s: int = 900,
     ) -> None:
-        self.s3 = s3
+        self._client = s3
+        self._factory = s3_factory
         self.timeout_s = timeout_s
         self.presign_expiry_s = presign_expiry_s
 
     def __call__(self, ref: InputRef) -> tuple[str, MediaInfo]:
         if ref.kind == "s3":
-            return self._s3(ref.location)
+            return self._probe_s3(ref.location)
         identity = hashlib.sha256(f"url:{ref.location}".encode()).hexdigest()
         return identity, probe(ref.location, timeout_s=self.timeout_s)
 
-    def _s3(self, location: str) -> tuple[str, MediaInfo]:
+    @functools.cached_property
+    def s3(self) -> Any | None:
+        """The S3 client, made on first use when only a factory was given."""
+        if self._client is None and self._factory is not None:
+            self._client = self._factory()
+        return self._client
+
+    def _probe_s3(self, location: str) -> tuple[str, MediaInfo]:
         if self.s3 is None:
             raise MediaError(f"{location}: no S3 client is configured")
         bucket, key = split_s3(location)

@@ -29,6 +29,7 @@ from pipeline.sandbox.engine import InputRejected, SandboxEngine
 
 log = logging.getLogger("lipdub.sandbox")
 MAX_BODY_BYTES = 512 * 1024 * 1024
+FILE_CHUNK_BYTES = 1024 * 1024
 
 
 class _Server(ThreadingHTTPServer):
@@ -322,11 +323,25 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._error(416, "range not satisfiable")
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(end - start + 1))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command == "HEAD":
+            return None
         with target.open("rb") as handle:
             handle.seek(start)
-            data = handle.read(end - start + 1)
-        kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return self._send(status, data, kind, headers)
+            remaining = end - start + 1
+            while remaining > 0:
+                chunk = handle.read(min(FILE_CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+        return None
 
 
 class SandboxServer:

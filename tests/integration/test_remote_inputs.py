@@ -1,5 +1,6 @@
 """Inputs already in S3 (moto's standalone server, the real S3 protocol) are probed in place."""
 
+import shutil
 from collections.abc import Iterator
 
 import boto3
@@ -82,3 +83,27 @@ def test_without_storage_access_remote_inputs_are_refused_clearly(tmp_path):
     )
     with pytest.raises(ManifestError, match="cannot be checked without storage access"):
         plan_manifest(manifest, media=MediaSettings(), price=PriceModel())
+
+
+def test_the_s3_client_is_made_only_when_an_s3_input_needs_it(s3, media, tmp_path):
+    made = []
+
+    def factory():
+        made.append(1)
+        return s3
+
+    local = tmp_path / "local.csv"
+    shutil.copy(media["video_1s"], tmp_path / "v.mp4")
+    shutil.copy(media["audio_0_6s"], tmp_path / "a.wav")
+    local.write_text("video,audio\nv.mp4,a.wav\n", encoding="utf-8")
+    plan_manifest(
+        local, media=MediaSettings(), price=PriceModel(), remote=RemoteProber(s3_factory=factory)
+    )
+    assert made == []
+    s3.upload_file(str(media["video_1s"]), "catalog", "v.mp4")
+    remote = tmp_path / "remote.csv"
+    remote.write_text("video,audio\ns3://catalog/v.mp4,a.wav\n", encoding="utf-8")
+    plan_manifest(
+        remote, media=MediaSettings(), price=PriceModel(), remote=RemoteProber(s3_factory=factory)
+    )
+    assert made == [1]

@@ -198,3 +198,23 @@ def test_a_repeated_row_without_ids_is_a_duplicate(tmp_path):
     _, problems = check_rows(rows, base_dir=tmp_path, default_sync_mode=SyncMode.CUT_OFF)
     assert [(p.row, p.field) for p in problems] == [(2, "id")]
     assert "repeats row 1" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "delimiter"),
+    [
+        ("video,audio\na;b.mp4,c.wav\n", ","),
+        ("video;audio\na,b.mp4;c.wav\n", ";"),
+        ("video\taudio\n", "\t"),
+        ("video\n", ","),
+    ],
+)
+def test_the_delimiter_is_decided_by_the_header(text, delimiter):
+    from pipeline.manifest import header_delimiter
+
+    assert header_delimiter(text) == delimiter
+
+
+def test_a_path_with_a_semicolon_keeps_the_comma_delimiter(tmp_path):
+    rows, problems = read_manifest(write(tmp_path, "m.csv", "video,audio\nclips/a;b.mp4,c.wav\n"))
+    assert problems == [] and rows[0].values == {"video": "clips/a;b.mp4", "audio": "c.wav"}
