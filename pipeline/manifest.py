@@ -350,6 +350,7 @@ def check_rows(
     good: list[ManifestRow] = []
     problems: list[Problem] = []
     first_row_of_id: dict[str, int] = {}
+    first_row_of_output: dict[str, int] = {}
     for raw in rows:
         row_problems: list[Problem] = []
 
@@ -422,9 +423,11 @@ def check_rows(
         # Rows with other problems still go on, so their media is checked in the same pass;
         # any problem at all stops the plan before a single item is priced.
         video, audio = refs["video"], refs["audio"]
+        repeated = False
         if not item_id or not ID_PATTERN.match(item_id):
             derived = derive_id(video, audio, mode)
-            if not item_id and derived in first_row_of_id:
+            repeated = not item_id and derived in first_row_of_id
+            if repeated:
                 problems.append(
                     Problem(
                         raw.row,
@@ -440,6 +443,18 @@ def check_rows(
         output = output_text or f"{item_id}.mp4"
         if not PurePosixPath(output).suffix:
             output = f"{output}.mp4"
+        # Compared without case: outputs are downloaded to file systems that ignore it.
+        clash = first_row_of_output.setdefault(output.lower(), raw.row)
+        if clash != raw.row and not repeated:
+            problems.append(
+                Problem(
+                    raw.row,
+                    "output",
+                    f"output {output!r} is also row {clash}'s output; one would overwrite the other",
+                    "Give each row its own output name.",
+                    line=raw.line,
+                )
+            )
         good.append(ManifestRow(raw.row, raw.line, item_id, video, audio, mode, output, metadata))
     return good, problems
 

@@ -74,7 +74,9 @@ class Prediction:
         timings = data.get("timings") or {}
         inference = timings.get("inference") if isinstance(timings, dict) else None
         nsfw = data.get("has_nsfw_contents") or []
-        inputs = data.get("input") if isinstance(data.get("input"), dict) else None
+        # Undocumented whether (and under which name) list items carry their inputs.
+        raw_inputs = data.get("input", data.get("inputs"))
+        inputs = raw_inputs if isinstance(raw_inputs, dict) else None
         return cls(
             id=pred_id,
             status=str(data.get("status") or "created"),

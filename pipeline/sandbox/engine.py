@@ -252,6 +252,13 @@ class SandboxEngine:
     def audit(self, entry: dict[str, Any]) -> None:
         """Record one submit (any outcome) in memory and in the JSONL log."""
         entry = {"ts": time.time(), **entry}
+        log.info(
+            "submit %s%s",
+            entry.get("outcome"),
+            f" {entry['prediction_id']} ({entry.get('sync_mode')})"
+            if entry.get("prediction_id")
+            else "",
+        )
         with self._lock:
             self._audit.append(entry)
             if self.config.audit_log is not None:

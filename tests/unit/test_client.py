@@ -313,3 +313,11 @@ def test_from_settings_uses_the_configured_url_key_timeouts_and_retries():
     assert seen[0].extensions["timeout"] == {"connect": 2, "read": 7, "write": 7, "pool": 7}
     assert len(sleeps) == 1
     client.close()
+
+
+@pytest.mark.parametrize("name", ["input", "inputs"])
+def test_list_items_inputs_under_either_name(name):
+    from pipeline.provider.models import Prediction
+
+    assert Prediction.from_data({**PREDICTION, name: {"video": "v"}}).inputs == {"video": "v"}
+    assert Prediction.from_data(PREDICTION).inputs is None

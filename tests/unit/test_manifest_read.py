@@ -218,3 +218,11 @@ def test_the_delimiter_is_decided_by_the_header(text, delimiter):
 def test_a_path_with_a_semicolon_keeps_the_comma_delimiter(tmp_path):
     rows, problems = read_manifest(write(tmp_path, "m.csv", "video,audio\nclips/a;b.mp4,c.wav\n"))
     assert problems == [] and rows[0].values == {"video": "clips/a;b.mp4", "audio": "c.wav"}
+
+
+def test_two_rows_writing_the_same_output_are_refused(tmp_path):
+    text = "id,video,audio,output\na,v1.mp4,a1.wav,de/ep1.mp4\nb,v2.mp4,a2.wav,DE/EP1.mp4\nde,v3.mp4,a3.wav,\n"
+    rows, _ = read_manifest(write(tmp_path, "m.csv", text))
+    _, problems = check_rows(rows, base_dir=tmp_path, default_sync_mode=SyncMode.CUT_OFF)
+    assert [(p.row, p.field) for p in problems] == [(2, "output")]
+    assert "row 1's output" in problems[0].message
