@@ -66,13 +66,30 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+LOCAL_PROTOCOLS = "file"
+URL_PROTOCOLS = "http,https,tcp,tls"
+ALLOWED_DEMUXERS = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,wav,mp3,ogg,flac,aac"
+"""The containers lipsync-3 takes (contract.md). Playlists (hls, concat...) are never opened."""
+
+
 def probe(source: str | Path, *, timeout_s: float | None = None) -> MediaInfo:
     """Open a file (or URL) with PyAV and read its streams and duration, without decoding.
 
+    FFmpeg picks a demuxer by content, so a "video" may really be a playlist naming other
+    files or URLs. Only the media containers lipsync-3 takes may be opened, and only `file`
+    for a local path, only http(s) for a URL: a hostile manifest cannot make planning read
+    other files or call out.
+
     Raises MediaError when it is not a media file FFmpeg can read.
     """
-    options = {"timeout": str(int(timeout_s * 1_000_000))} if timeout_s else None
-    name = Path(str(source)).name if isinstance(source, Path) else str(source)
+    is_path = isinstance(source, Path)
+    options = {
+        "protocol_whitelist": LOCAL_PROTOCOLS if is_path else URL_PROTOCOLS,
+        "format_whitelist": ALLOWED_DEMUXERS,
+    }
+    if timeout_s:
+        options["timeout"] = str(int(timeout_s * 1_000_000))
+    name = Path(str(source)).name if is_path else str(source)
     try:
         with av.open(str(source), mode="r", options=options) as container:
             return _describe(container, source)

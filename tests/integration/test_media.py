@@ -83,3 +83,43 @@ def test_the_cache_is_shared_between_instances_and_threads(tmp_path, media):
     for f in files:
         again.inspect(f)
     assert again.stats.hashed == 0 and again.stats.probed == 0
+
+
+def test_a_playlist_disguised_as_a_video_cannot_make_probing_call_out(tmp_path, media):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = []
+
+    class Count(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Count)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        evil = tmp_path / "evil.m3u8"  # FFmpeg only takes HLS from a .m3u8 name
+        evil.write_text(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n"
+            f"http://127.0.0.1:{server.server_port}/steal.ts\n#EXTINF:2.0,\n{media['video_2s']}\n#EXT-X-ENDLIST\n"
+        )
+        with pytest.raises(MediaError):
+            probe(evil)
+        assert hits == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_urls_are_probed_over_http(sandbox, media):
+    from tests.conftest import client_for
+
+    url = client_for(sandbox).upload_media(media["video_2s"])
+    info = probe(url, timeout_s=5)
+    assert info.has_video and info.duration_s == pytest.approx(2.0)
