@@ -107,3 +107,27 @@ def test_the_s3_client_is_made_only_when_an_s3_input_needs_it(s3, media, tmp_pat
         remote, media=MediaSettings(), price=PriceModel(), remote=RemoteProber(s3_factory=factory)
     )
     assert made == [1]
+
+
+def test_url_inputs_are_probed_in_place(sandbox, media, tmp_path):
+    from tests.conftest import client_for
+
+    client = client_for(sandbox)
+    video_url, audio_url = (
+        client.upload_media(media["video_2s"]),
+        client.upload_media(media["audio_2_4s"]),
+    )
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"video,audio,sync_mode\n{video_url},{audio_url},loop\n", encoding="utf-8")
+    # The sandbox serves plain http; production URLs must be https unless allowed
+    with pytest.raises(ManifestError, match="plain http://"):
+        plan_manifest(manifest, media=MediaSettings(), price=PriceModel(), remote=RemoteProber())
+    plan = plan_manifest(
+        manifest,
+        media=MediaSettings(allow_http_urls=True),
+        price=PriceModel(),
+        remote=RemoteProber(),
+    )
+    item = plan.items[0]
+    assert item.video.ref.kind == "http" and item.video.info.duration_s == pytest.approx(2.0)
+    assert item.expected_output_s == pytest.approx(2.4, abs=0.01)
