@@ -233,7 +233,7 @@ class InspectStats:
 class MediaInspector:
     """Hash and probe local files, through an optional `ProbeCache`.
 
-    >>> inspector = MediaInspector(ProbeCache(Path("/tmp/lipdub-cache.sqlite3")))
+    Example: `MediaInspector(ProbeCache(settings.media.cache_path / "probe-cache.sqlite3"))`.
     """
 
     def __init__(self, cache: ProbeCache | None = None) -> None:
