@@ -136,7 +136,7 @@ class ProviderClient:
         params = {"webhook": webhook_url} if webhook_url else None
         sent_at = self._clock()
         timeout = (
-            httpx.Timeout(self._submit_timeout_s, connect=min(self._submit_timeout_s, 10.0))
+            httpx.Timeout(self._submit_timeout_s, connect=self._http.timeout.connect)
             if self._submit_timeout_s
             else httpx.USE_CLIENT_DEFAULT
         )

@@ -292,6 +292,8 @@ def test_from_settings_uses_the_configured_url_key_timeouts_and_retries():
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
+        if request.url.path.endswith("lipsync-3"):
+            return httpx.Response(200, json=envelope(PREDICTION))
         if len(seen) == 1:
             return httpx.Response(503, text="busy")
         return httpx.Response(200, json=envelope({"balance": 3}))
@@ -312,6 +314,10 @@ def test_from_settings_uses_the_configured_url_key_timeouts_and_retries():
     assert seen[0].headers["authorization"] == "Bearer k"
     assert seen[0].extensions["timeout"] == {"connect": 2, "read": 7, "write": 7, "pool": 7}
     assert len(sleeps) == 1
+    # The submit waits longer for its answer (submit_timeout_s), with the same connect timeout
+    seen.clear()
+    client.submit(video_url="https://s/v", audio_url="https://s/a", sync_mode="loop")
+    assert seen[0].extensions["timeout"] == {"connect": 2, "read": 60, "write": 60, "pool": 60}
     client.close()
 
 
