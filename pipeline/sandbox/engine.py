@@ -51,6 +51,8 @@ class Task:
     id: str
     model: str
     key: str
+    """Fault key: the inputs' content and which submit of them this was (`<content>#<n>`),
+    so a re-submitted pair meets fresh faults while a replayed run meets the same ones."""
     inputs: dict[str, str]
     created_at: datetime
     """UTC, at the microsecond precision the API shows, so list filters match it exactly."""

@@ -201,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
             engine.audit({**common, "outcome": "error_not_created", "status_code": 500})
             return self._error(500, "Internal server error")
         webhook = parse_qs(urlsplit(self.path).query).get("webhook", [None])[0]
-        task = engine.create(body, video, audio, key, video_info.duration_s, webhook)
+        task = engine.create(body, video, audio, attempt_key, video_info.duration_s, webhook)
         accepted = {**common, "prediction_id": task.id}
         if faults.hits("submit_drop", attempt_key):
             engine.audit({**accepted, "outcome": "accepted_dropped", "status_code": None})

@@ -187,3 +187,18 @@ def test_rate_limit_storm_on_polls_answers_429_with_retry_after(tmp_path, media)
         with pytest.raises(ProviderRateLimited) as caught:
             client.submit(video_url=video, audio_url=audio, sync_mode="loop")
         assert caught.value.retry_after_s == 2.0
+
+
+def test_a_resubmitted_pair_meets_fresh_task_faults(tmp_path, media):
+    # Given half of all tasks fail, the same pair submitted again is decided anew, so a
+    # transient failure can be retried; the decisions still repeat run after run.
+    def statuses(folder):
+        with start_sandbox(folder, faults={"task_failure_rate": 0.5, "seed": 11}) as server:
+            client = client_for(server)
+            video, audio = uploads(client, media)
+            ids = [client.submit(video_url=video, audio_url=audio, sync_mode="loop").id for _ in range(8)]
+            return [wait_terminal(client, i).status for i in ids]
+
+    first = statuses(tmp_path / "a")
+    assert set(first) == {"completed", "failed"}
+    assert statuses(tmp_path / "b") == first
