@@ -55,12 +55,12 @@ def expected_output_s(mode: SyncMode, video_s: float, audio_s: float) -> float:
 
 
 def output_frame_count(mode: SyncMode, video_s: float, audio_s: float) -> int:
-    """Output frames at OUTPUT_FPS: the expected duration rounded to the nearest frame (>= 1).
+    """Output frames at OUTPUT_FPS: the expected duration rounded half up to a frame (>= 1).
 
     >>> output_frame_count(SyncMode.LOOP, video_s=1.0, audio_s=2.0)
     50
     """
-    return max(1, round(expected_output_s(mode, video_s, audio_s) * OUTPUT_FPS))
+    return max(1, math.floor(expected_output_s(mode, video_s, audio_s) * OUTPUT_FPS + 0.5))
 
 
 def source_time_s(mode: SyncMode, out_t_s: float, video_s: float, audio_s: float) -> float:

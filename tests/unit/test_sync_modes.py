@@ -56,3 +56,7 @@ def test_silence_holds_the_last_frame_and_remap_retimes():
 def test_one_frame_of_tolerance():
     assert within_one_frame(2.04, 2.0)
     assert not within_one_frame(2.05, 2.0)
+
+
+def test_half_frames_round_up():
+    assert output_frame_count(SyncMode.LOOP, 1.0, 2.5) == 63  # 62.5 frames
