@@ -166,7 +166,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _submit(self) -> None:
         engine = self.engine
-        body = self._json_body()
+        try:
+            body = self._json_body()
+        except InputRejected as err:
+            engine.audit({"outcome": "rejected", "status_code": 400, "message": str(err)})
+            raise
         wait_s = engine.reserve_start()
         if wait_s is not None:
             engine.audit({"outcome": "rate_limited", "status_code": 429})

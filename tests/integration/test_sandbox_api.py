@@ -70,6 +70,16 @@ def test_bad_submits_are_rejected_with_the_envelope(sandbox, body, message):
         ("video_huge", "audio_2_4s", "exceeds 4096x2160"),
     ],
 )
+def test_a_body_that_is_not_json_is_refused_and_audited(sandbox):
+    response = httpx.post(
+        f"{sandbox.url}/api/v3/sync/lipsync-3",
+        content=b"{nope",
+        headers={"Authorization": "Bearer sk-sandbox"},
+    )
+    assert response.status_code == 400 and "not valid JSON" in response.json()["message"]
+    assert [e["outcome"] for e in sandbox.engine.audit_entries()] == ["rejected"]
+
+
 def test_media_the_real_service_refuses_is_refused(sandbox, media, video, audio, message):
     client = client_for(sandbox)
     urls = [client.upload_media(media[video]), client.upload_media(media[audio])]

@@ -196,7 +196,10 @@ def test_a_resubmitted_pair_meets_fresh_task_faults(tmp_path, media):
         with start_sandbox(folder, faults={"task_failure_rate": 0.5, "seed": 11}) as server:
             client = client_for(server)
             video, audio = uploads(client, media)
-            ids = [client.submit(video_url=video, audio_url=audio, sync_mode="loop").id for _ in range(8)]
+            ids = [
+                client.submit(video_url=video, audio_url=audio, sync_mode="loop").id
+                for _ in range(8)
+            ]
             return [wait_terminal(client, i).status for i in ids]
 
     first = statuses(tmp_path / "a")
