@@ -61,15 +61,6 @@ def test_bad_submits_are_rejected_with_the_envelope(sandbox, body, message):
     assert response.json()["code"] == 400 and message in response.json()["message"]
 
 
-@pytest.mark.parametrize(
-    ("video", "audio", "message"),
-    [
-        ("text_as_mp4", "audio_2_4s", "invalid video"),
-        ("audio_mp3", "audio_2_4s", "no video stream"),
-        ("video_1s", "video_2s", "no audio stream"),
-        ("video_huge", "audio_2_4s", "exceeds 4096x2160"),
-    ],
-)
 def test_a_body_that_is_not_json_is_refused_and_audited(sandbox):
     response = httpx.post(
         f"{sandbox.url}/api/v3/sync/lipsync-3",
@@ -80,6 +71,15 @@ def test_a_body_that_is_not_json_is_refused_and_audited(sandbox):
     assert [e["outcome"] for e in sandbox.engine.audit_entries()] == ["rejected"]
 
 
+@pytest.mark.parametrize(
+    ("video", "audio", "message"),
+    [
+        ("text_as_mp4", "audio_2_4s", "invalid video"),
+        ("audio_mp3", "audio_2_4s", "no video stream"),
+        ("video_1s", "video_2s", "no audio stream"),
+        ("video_huge", "audio_2_4s", "exceeds 4096x2160"),
+    ],
+)
 def test_media_the_real_service_refuses_is_refused(sandbox, media, video, audio, message):
     client = client_for(sandbox)
     urls = [client.upload_media(media[video]), client.upload_media(media[audio])]
