@@ -6,10 +6,12 @@ Exit codes: 0 success; 1 the manifest is invalid (every problem is listed); 2 wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from types import FrameType
@@ -17,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -68,15 +71,17 @@ def plan(
     settings = _settings()
     cache = ProbeCache(settings.media.cache_path / "probe-cache.sqlite3")
     try:
-        result = plan_manifest(
-            manifest,
-            media=settings.media,
-            price=settings.price,
-            default_sync_mode=settings.batch.default_sync_mode,
-            sync_mode_override=sync_mode,
-            inspector=MediaInspector(cache),
-            remote=_remote_prober(settings),
-        )
+        with _progress_bar("Checking media") as progress:
+            result = plan_manifest(
+                manifest,
+                media=settings.media,
+                price=settings.price,
+                default_sync_mode=settings.batch.default_sync_mode,
+                sync_mode_override=sync_mode,
+                inspector=MediaInspector(cache),
+                remote=_remote_prober(settings),
+                progress=progress,
+            )
     except ManifestError as error:
         if as_json:
             problems = [
@@ -107,6 +112,28 @@ def plan(
             "Raise --budget (or LIPDUB_BUDGET__BATCH_USD) or plan fewer items.",
             EXIT_BUDGET,
         )
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient progress bar on stderr when it is a terminal; else no callback at all."""
+    if not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def _remote_prober(settings: Settings) -> RemoteProber:

@@ -13,6 +13,7 @@ caller provides (it needs an S3 client); without one they are reported as proble
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -125,8 +126,13 @@ def plan_manifest(
     inspector: MediaInspector | None = None,
     remote: RemoteProber | None = None,
     workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Plan:
-    """Validate, probe and price every row. Raises ManifestError listing every problem."""
+    """Validate, probe and price every row. Raises ManifestError listing every problem.
+
+    `progress(done, total)` is called from the planning threads as each distinct input has
+    been checked (the first plan of a big catalog reads every byte once).
+    """
     manifest = manifest.expanduser().absolute()
     raw_rows, problems = read_manifest(manifest)
     rows, row_problems = check_rows(
@@ -142,8 +148,10 @@ def plan_manifest(
     checker = _InputChecker(media, inspector, remote)
     refs = {ref.location: ref for row in rows for ref in (row.video, row.audio)}
     pool_size = workers or min(8, (os.cpu_count() or 2) * 2)
+    counter = _Counter(len(refs), progress)
     with ThreadPoolExecutor(max_workers=pool_size) as pool:
-        results = dict(zip(refs, pool.map(checker.inspect, refs.values()), strict=True))
+        outcomes = pool.map(lambda ref: counter.tick(checker.inspect(ref)), refs.values())
+        results = dict(zip(refs, outcomes, strict=True))
     items: list[PlannedItem] = []
     for row in rows:
         planned: dict[str, PlannedInput] = {}
@@ -206,6 +214,23 @@ def _price(
         billable_s=billable,
         price_usd=price_usd(price, billable),
     )
+
+
+class _Counter:
+    """Counts checked inputs across threads and reports them to an optional callback."""
+
+    def __init__(self, total: int, callback: Callable[[int, int], None] | None) -> None:
+        self.total = total
+        self.done = 0
+        self._callback = callback
+        self._lock = threading.Lock()
+
+    def tick(self, outcome: PlannedInput | str) -> PlannedInput | str:
+        if self._callback is not None:
+            with self._lock:
+                self.done += 1
+                self._callback(self.done, self.total)
+        return outcome
 
 
 class _InputChecker:

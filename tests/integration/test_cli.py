@@ -164,3 +164,35 @@ def test_samples_writes_a_catalog_that_plans(tmp_path):
         "silence",
         "remap",
     }
+
+
+def test_plan_shows_progress_on_a_terminal(catalog):
+    import pty
+
+    primary, secondary = pty.openpty()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
+    environment.update(LIPDUB_MEDIA__CACHE_DIR=str(catalog / "cache"), COLUMNS="100", TERM="xterm")
+    process = subprocess.Popen(
+        [*LIPDUB, "plan", "catalog.csv"],
+        cwd=catalog,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+    )
+    os.close(secondary)
+    out, _ = process.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0
+    assert "Checking media" in terminal and "4/4" in terminal
+    assert "Estimate:" in out  # the table itself still goes to stdout

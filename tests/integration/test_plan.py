@@ -179,3 +179,17 @@ def test_replanning_uses_the_cache_and_notices_changes(folder, tmp_path):
     changed = plan(manifest, inspector=third)
     assert (third.stats.hashed, third.stats.probed) == (1, 1)
     assert changed.items[0].video.sha256 != again.items[0].video.sha256
+
+
+def test_progress_is_reported_once_per_distinct_input(folder):
+    c = "clips ünïcode"
+    manifest = folder / "m.csv"
+    # Three rows, five distinct files: the audio the first two share is checked once
+    manifest.write_text(
+        f"video,audio,sync_mode\n{c}/ep2.mp4,{c}/voix 1.wav,loop\n{c}/épisode 1.mp4,{c}/voix 1.wav,loop\n"
+        f"{c}/ep3.webm,{c}/ep2.mp3,loop\n",
+        encoding="utf-8",
+    )
+    calls = []
+    plan(manifest, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
