@@ -217,6 +217,8 @@ def sandbox(
     except (OSError, ValueError, ValidationError) as error:
         raise _fail(f"lipdub: cannot use sandbox config {config}: {error}", EXIT_SETTINGS) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every URL it fetches; presigned input URLs carry credentials and signatures.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         server = SandboxServer(sandbox_config, host=host, port=port)
     except OSError as error:

@@ -129,11 +129,19 @@ def test_sandbox_command_serves_until_sigterm(tmp_path):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         assert response.status_code == 200 and response.json()["data"]["balance"] == 1000.0
+        # A submit whose input URLs carry a presigned signature: the signature is never logged
+        signed = f"http://127.0.0.1:{port}/files/none.mp4?X-Amz-Signature=deadbeef1234"
+        httpx.post(
+            f"http://127.0.0.1:{port}/api/v3/sync/lipsync-3",
+            headers={"Authorization": "Bearer k-test"},
+            json={"video": signed, "audio": signed},
+        )
     finally:
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=10)
+        out, errors = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "listening on" in out and "sandbox stopped" in out
+    assert "deadbeef1234" not in out + errors
 
 
 def test_sandbox_with_a_bad_config_says_so(tmp_path):
