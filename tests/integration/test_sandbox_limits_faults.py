@@ -10,6 +10,16 @@ from pipeline.sandbox.faults import TASK_ERRORS
 from tests.conftest import client_for, start_sandbox, wait_terminal
 
 
+def wait_until(condition, timeout_s=15.0):
+    """True as soon as `condition()` is, False after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def uploads(client, media, video="video_1s", audio="audio_0_6s"):
     return client.upload_media(media[video]), client.upload_media(media[audio])
 
@@ -132,8 +142,8 @@ def test_a_slow_or_hung_submit_past_the_timeout_is_unknown_and_still_created(
         video, audio = uploads(client, media)
         with pytest.raises(SubmitOutcomeUnknown, match="ReadTimeout"):
             client.submit(video_url=video, audio_url=audio, sync_mode="loop")
-        time.sleep(1.0)
-        assert len(client_for(server).list_predictions().items) == 1
+        # The server finishes the request after the client gave up: the task appears
+        assert wait_until(lambda: len(client_for(server).list_predictions().items) == 1)
 
 
 def test_result_errors_are_retried_by_the_client_within_its_bounds(tmp_path, media):
@@ -171,7 +181,8 @@ def test_tasks_that_never_finish_stay_processing(tmp_path, media):
         client = client_for(server)
         video, audio = uploads(client, media)
         prediction = client.submit(video_url=video, audio_url=audio, sync_mode="loop")
-        time.sleep(0.6)
+        assert wait_until(lambda: client.get_result(prediction.id).status == "processing")
+        time.sleep(0.6)  # far past its 0.1 s of processing time
         assert client.get_result(prediction.id).status == "processing"
 
 
