@@ -114,6 +114,16 @@ def wait_terminal(
         time.sleep(0.05)
 
 
+def run_job(client: ProviderClient, video: Path, audio: Path, sync_mode: str) -> Prediction:
+    """Upload both inputs, submit once, and wait until the prediction is terminal."""
+    prediction = client.submit(
+        video_url=client.upload_media(video),
+        audio_url=client.upload_media(audio),
+        sync_mode=sync_mode,
+    )
+    return wait_terminal(client, prediction.id)
+
+
 def download(url: str, target: Path) -> Path:
     """Fetch a URL to a file."""
     with httpx.stream("GET", url, timeout=10) as response:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from pipeline.errors import PredictionNotFound, ProviderAuthError, ProviderRejected
-from tests.conftest import client_for, start_sandbox, wait_terminal
+from tests.conftest import client_for, run_job, start_sandbox, wait_terminal
 
 
 def test_submit_poll_collect_round_trip(sandbox, media, tmp_path):
@@ -146,14 +146,7 @@ def test_sdk_style_ticket_upload_and_range_requests(sandbox, media):
 
 def test_the_no_face_marker_fails_the_task_like_the_real_service(sandbox, media):
     client = client_for(sandbox)
-    done = wait_terminal(
-        client,
-        client.submit(
-            video_url=client.upload_media(media["video_noface"]),
-            audio_url=client.upload_media(media["audio_0_6s"]),
-            sync_mode="cut_off",
-        ).id,
-    )
+    done = run_job(client, media["video_noface"], media["audio_0_6s"], "cut_off")
     assert done.status == "failed" and "No face detected" in done.error and done.outputs == ()
     assert float(client.balance_usd()) == 1000.0  # failed tasks are not charged by default
 
@@ -180,15 +173,7 @@ def test_long_inputs_are_rendered_smaller_to_stay_within_memory(tmp_path, media)
     from tests.conftest import download
 
     with start_sandbox(tmp_path, render_memory_mb=0.2) as server:
-        client = client_for(server)
-        done = wait_terminal(
-            client,
-            client.submit(
-                video_url=client.upload_media(media["video_2s"]),
-                audio_url=client.upload_media(media["audio_0_6s"]),
-                sync_mode="cut_off",
-            ).id,
-        )
+        done = run_job(client_for(server), media["video_2s"], media["audio_0_6s"], "cut_off")
         info = probe(download(done.outputs[0], tmp_path / "out.mp4"))
     # 51 frames of 160x96 need 1.2 MB; 0.2 MB allows about a sixth of that
     assert info.width < 160 and info.height < 96

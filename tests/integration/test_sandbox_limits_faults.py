@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.errors import ProviderRateLimited, ProviderUnavailable, SubmitOutcomeUnknown
 from pipeline.sandbox.faults import TASK_ERRORS
-from tests.conftest import client_for, start_sandbox, wait_terminal
+from tests.conftest import client_for, run_job, start_sandbox, wait_terminal
 
 
 def wait_until(condition, timeout_s=15.0):
@@ -158,21 +158,15 @@ def test_result_errors_are_retried_by_the_client_within_its_bounds(tmp_path, med
 
 def test_some_result_errors_then_success(tmp_path, media):
     with start_sandbox(tmp_path, faults={"result_error_rate": 0.5, "seed": 3}) as server:
-        client = client_for(server, attempts=10)
-        video, audio = uploads(client, media)
-        done = wait_terminal(
-            client, client.submit(video_url=video, audio_url=audio, sync_mode="loop").id
+        done = run_job(
+            client_for(server, attempts=10), media["video_1s"], media["audio_0_6s"], "loop"
         )
         assert done.status == "completed"
 
 
 def test_failed_tasks_carry_realistic_errors(tmp_path, media):
     with start_sandbox(tmp_path, faults={"task_failure_rate": 1.0}) as server:
-        client = client_for(server)
-        video, audio = uploads(client, media)
-        done = wait_terminal(
-            client, client.submit(video_url=video, audio_url=audio, sync_mode="loop").id
-        )
+        done = run_job(client_for(server), media["video_1s"], media["audio_0_6s"], "loop")
         assert done.status == "failed" and done.error in {message for message, _ in TASK_ERRORS}
 
 

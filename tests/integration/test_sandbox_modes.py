@@ -11,19 +11,13 @@ import pytest
 from pipeline.media import probe
 from pipeline.samples import audio_peak, read_frame_codes
 from pipeline.sync_modes import within_one_frame
-from tests.conftest import client_for, download, wait_terminal
+from tests.conftest import client_for, download, run_job
 
 VIDEO_FRAMES = 25  # video_1s: frames 0..24 at 25 fps
 
 
 def render_through_sandbox(sandbox, media, tmp_path, video, audio, mode):
-    client = client_for(sandbox)
-    prediction = client.submit(
-        video_url=client.upload_media(media[video]),
-        audio_url=client.upload_media(media[audio]),
-        sync_mode=mode,
-    )
-    done = wait_terminal(client, prediction.id)
+    done = run_job(client_for(sandbox), media[video], media[audio], mode)
     assert done.status == "completed", done.error
     return download(done.outputs[0], tmp_path / f"{mode}.mp4")
 
