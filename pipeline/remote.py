@@ -7,7 +7,6 @@ changed object gets a new one), for a URL the URL itself.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -56,7 +55,7 @@ class RemoteProber:
         identity = hashlib.sha256(f"url:{ref.location}".encode()).hexdigest()
         return identity, probe(ref.location, timeout_s=self.timeout_s)
 
-    @functools.cached_property
+    @property
     def s3(self) -> Any | None:
         """The S3 client, made on first use when only a factory was given."""
         if self._client is None and self._factory is not None:

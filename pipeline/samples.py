@@ -16,6 +16,8 @@ from typing import Any
 import av
 import numpy as np
 
+from pipeline.sync_modes import frames_in
+
 CODE_BITS = 10
 """Frame indexes up to 1023 are encoded; higher indexes wrap."""
 
@@ -75,7 +77,7 @@ def write_video(
 ) -> Path:
     """Write a coded video of `duration_s` seconds; with `audio_s`, also a tone track."""
     codec = _VIDEO_CODECS.get(path.suffix.lower(), "libx264")
-    frames = max(1, math.floor(duration_s * fps + 0.5))  # half up: 2.5 s at 25 fps is 63 frames
+    frames = frames_in(duration_s, fps)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         if metadata:

@@ -54,13 +54,22 @@ def expected_output_s(mode: SyncMode, video_s: float, audio_s: float) -> float:
     return audio_s
 
 
+def frames_in(seconds: float, fps: float) -> int:
+    """Whole frames in `seconds` at `fps`, rounded half up (never below 1).
+
+    >>> frames_in(2.5, 25)
+    63
+    """
+    return max(1, math.floor(seconds * fps + 0.5))
+
+
 def output_frame_count(mode: SyncMode, video_s: float, audio_s: float) -> int:
     """Output frames at OUTPUT_FPS: the expected duration rounded half up to a frame (>= 1).
 
     >>> output_frame_count(SyncMode.LOOP, video_s=1.0, audio_s=2.0)
     50
     """
-    return max(1, math.floor(expected_output_s(mode, video_s, audio_s) * OUTPUT_FPS + 0.5))
+    return frames_in(expected_output_s(mode, video_s, audio_s), OUTPUT_FPS)
 
 
 def source_time_s(mode: SyncMode, out_t_s: float, video_s: float, audio_s: float) -> float:

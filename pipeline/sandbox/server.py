@@ -67,16 +67,22 @@ class _Handler(BaseHTTPRequestHandler):
             raise InputRejected("request body must be a JSON object")
         return value
 
-    def _send(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    def _start(
+        self, status: int, content_type: str, length: int, headers: dict[str, str] | None
     ) -> None:
+        """Status line and headers; the body follows from the caller."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("X-Request-Id", uuid.uuid4().hex)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self._start(status, content_type, len(body), headers)
         if self.command != "HEAD":
             self.wfile.write(body)
 
@@ -328,12 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(end - start + 1))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
+        self._start(status, kind, end - start + 1, headers)
         if self.command == "HEAD":
             return None
         with target.open("rb") as handle:
