@@ -17,8 +17,17 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -32,6 +41,8 @@ from pipeline.pricing import PriceModel
 from pipeline.sync_modes import DEFAULT_SYNC_MODE, SyncMode
 
 ENV_PREFIX = "LIPDUB_"
+PROVIDER_MIN_POLL_S = 5.0
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 NESTED_DELIMITER = "__"
 CONFIG_FILE_VARIABLE = "LIPDUB_CONFIG_FILE"
 API_KEY_VARIABLE = "WAVESPEED_API_KEY"
@@ -58,8 +69,22 @@ class ProviderSettings(_Section):
     retry_base_delay_s: float = Field(default=0.5, gt=0)
     retry_max_delay_s: float = Field(default=8.0, gt=0)
     starts_per_minute: int = Field(default=2, ge=1)
+    rate_window_s: float = Field(default=60.0, gt=0)
+    """The window `starts_per_minute` counts over: 60 for the real service (tests shrink it)."""
+    start_margin_s: float = Field(default=1.0, ge=0)
+    """Added to the window so network jitter never puts N+1 starts in one provider window."""
     max_concurrent: int = Field(default=2, ge=1)
+    polls_per_second: float = Field(default=5.0, gt=0)
+    """Result requests per second, shared by every worker."""
+    cooldown_default_s: float = Field(default=10.0, gt=0)
+    """How long every worker holds off after a 429 that names no Retry-After."""
     webhook_url: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True when the provider is on this machine (the sandbox)."""
+        host = urlsplit(self.base_url).hostname or ""
+        return host in LOOPBACK_HOSTS
 
     @field_validator("base_url")
     @classmethod
@@ -93,12 +118,52 @@ class RedisSettings(_Section):
 
 
 class PollingSettings(_Section):
-    """How often a prediction is checked: never closer than 5 s (the provider's guidance)."""
+    """How often a prediction is checked: never closer than 5 s (the provider's guidance).
 
-    first_poll_min_s: float = Field(default=5.0, ge=5.0)
+    The first check comes when the item should be done (`expected_fixed_s` +
+    `expected_per_video_s` x video seconds), then the interval grows by `growth_factor` up to
+    `max_interval_s`. Intervals under 5 s are accepted only for a provider on this machine.
+    """
+
+    first_poll_min_s: float = Field(default=5.0, gt=0)
     growth_factor: float = Field(default=1.5, ge=1.0, le=4.0)
-    max_interval_s: float = Field(default=60.0, ge=5.0)
+    max_interval_s: float = Field(default=60.0, gt=0)
+    expected_fixed_s: float = Field(default=20.0, ge=0)
+    expected_per_video_s: float = Field(default=1.0, ge=0)
     item_deadline_s: float = Field(default=7_200.0, gt=0)
+    reconcile_grace_s: float = Field(default=30.0, gt=0)
+    """How long the list call must go on not showing a submit before it counts as not made."""
+
+
+class WorkerSettings(_Section):
+    """Celery: time limits, the longest countdown, and the broker's visibility timeout.
+
+    A task reserved but not acknowledged is redelivered after `visibility_timeout_s`; it must
+    exceed every countdown and time limit, or a waiting task would run twice.
+    """
+
+    task_time_limit_s: int = Field(default=1_800, ge=10)
+    task_soft_time_limit_s: int = Field(default=1_700, ge=5)
+    max_countdown_s: float = Field(default=300.0, ge=1)
+    visibility_timeout_s: int = Field(default=3_600, ge=30)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Submissions of one item when the provider fails it for a transient reason."""
+    retry_delay_s: float = Field(default=30.0, ge=0)
+    queue: str = "lipdub"
+    content_ttl_days: int = Field(default=30, ge=1)
+    """How long a completed pair's output is remembered for reuse by later batches."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkerSettings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        longest = max(self.task_time_limit_s, self.max_countdown_s)
+        if self.visibility_timeout_s <= longest:
+            raise ValueError(
+                f"visibility_timeout_s must exceed task_time_limit_s and max_countdown_s "
+                f"({longest:g} s), or waiting tasks are delivered twice"
+            )
+        return self
 
 
 class BudgetSettings(_Section):
@@ -170,6 +235,24 @@ class Settings(BaseSettings):
     budget: BudgetSettings = BudgetSettings()
     media: MediaSettings = MediaSettings()
     batch: BatchSettings = BatchSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @model_validator(mode="after")
+    def _polling_within_guidance(self) -> Settings:
+        if not self.provider.is_local:
+            for name in ("first_poll_min_s", "max_interval_s"):
+                if getattr(self.polling, name) < PROVIDER_MIN_POLL_S:
+                    raise ValueError(
+                        f"LIPDUB_POLLING__{name.upper()} must be at least {PROVIDER_MIN_POLL_S:g} s for "
+                        "the real provider (its guidance); shorter is allowed only for a "
+                        "local sandbox"
+                    )
+        if self.storage.presign_expiry_s < self.polling.item_deadline_s:
+            raise ValueError(
+                "LIPDUB_STORAGE__PRESIGN_EXPIRY_S must cover LIPDUB_POLLING__ITEM_DEADLINE_S: the provider "
+                "may fetch the inputs only when the item leaves its queue"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

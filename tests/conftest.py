@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from pydantic import SecretStr
 
+from pipeline.localstack import RedisServer, S3Server
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.models import Prediction
 from pipeline.provider.retry import RetryPolicy
@@ -132,3 +134,61 @@ def download(url: str, target: Path) -> Path:
             for chunk in response.iter_bytes():
                 out.write(chunk)
     return target
+
+
+# ---------------------------------------------------------------- the pipeline's stack
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",  # moto accepts any credentials
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_test_credentials() -> Iterator[None]:
+    """Credentials for moto; never real ones, whatever the machine has configured."""
+    import os
+
+    saved = {name: os.environ.get(name) for name in (*AWS_TEST_ENV, "AWS_PROFILE")}
+    os.environ.update(AWS_TEST_ENV)
+    os.environ.pop("AWS_PROFILE", None)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server of the suite's own, on a free port."""
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The suite's Redis, emptied for this test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server, for the whole session (each test uses its own bucket)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket name for this test."""
+    import re
+    import uuid
+
+    stem = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    return f"{stem}-{uuid.uuid4().hex[:8]}"

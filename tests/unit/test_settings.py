@@ -71,12 +71,12 @@ def test_unknown_variable_is_named_with_a_suggestion(monkeypatch):
 
 
 def test_invalid_values_name_the_variable_and_what_is_allowed(monkeypatch):
-    monkeypatch.setenv("LIPDUB_POLLING__FIRST_POLL_MIN_S", "2")
+    monkeypatch.setenv("LIPDUB_POLLING__GROWTH_FACTOR", "9")
     monkeypatch.setenv("LIPDUB_BATCH__DEFAULT_SYNC_MODE", "bouce")
     with pytest.raises(SettingsError) as caught:
         load_settings()
     message = str(caught.value)
-    assert "LIPDUB_POLLING__FIRST_POLL_MIN_S" in message and "greater than or equal to 5" in message
+    assert "LIPDUB_POLLING__GROWTH_FACTOR" in message and "less than or equal to 4" in message
     assert "LIPDUB_BATCH__DEFAULT_SYNC_MODE" in message and "'bounce'" in message
 
 
@@ -134,3 +134,26 @@ def test_env_example_lists_every_variable():
     text = (ROOT / "configs" / ".env.example").read_text()
     for name in setting_names():
         assert f"{name}=" in text, name
+
+
+def test_polls_closer_than_five_seconds_only_for_a_local_sandbox(monkeypatch):
+    monkeypatch.setenv("LIPDUB_POLLING__FIRST_POLL_MIN_S", "2")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "LIPDUB_POLLING__FIRST_POLL_MIN_S must be at least 5 s" in str(caught.value)
+    monkeypatch.setenv("LIPDUB_PROVIDER__BASE_URL", "http://127.0.0.1:8199")
+    assert load_settings().polling.first_poll_min_s == 2
+
+
+def test_visibility_timeout_must_outlast_every_countdown_and_time_limit(monkeypatch):
+    monkeypatch.setenv("LIPDUB_WORKER__MAX_COUNTDOWN_S", "4000")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "visibility_timeout_s must exceed" in str(caught.value)
+
+
+def test_presigned_urls_must_outlive_the_item_deadline(monkeypatch):
+    monkeypatch.setenv("LIPDUB_STORAGE__PRESIGN_EXPIRY_S", "3600")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "LIPDUB_STORAGE__PRESIGN_EXPIRY_S must cover" in str(caught.value)

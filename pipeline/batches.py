@@ -1,0 +1,213 @@
+"""Batch control, the Python API: start a batch from a plan, follow it, cancel it, retry it.
+
+    control = BatchControl(ledger, dispatcher, settings)
+    batch_id = control.start(plan, name="catalog-de")
+    control.status(batch_id)["counts"]      # {"pending": 0, "running": 3, "completed": 17, ...}
+    control.cancel(batch_id)                # no new submits; running items are still collected
+    control.retry_failed(batch_id)          # failed, skipped and cancelled items go again
+
+Starting never spends by itself: it writes the batch to the ledger and hands each item's first
+step to the `dispatcher` (Celery in production). Running the same manifest again starts a new
+batch in which every pair already paid for completes from its earlier output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from pipeline.errors import BudgetExceeded
+from pipeline.ledger import Ledger
+from pipeline.planning import Plan, PlannedItem
+from pipeline.report import batch_report, batch_status
+from pipeline.runtime import Next
+from pipeline.settings import Settings
+from pipeline.states import ErrorKind, ItemState
+
+RETRYABLE = (ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
+
+# Fields of an attempt that a fresh retry clears.
+_ATTEMPT_FIELDS = (
+    "error",
+    "error_kind",
+    "hint",
+    "evidence",
+    "finished_at",
+    "outcome_unknown",
+    "waiting_on",
+    "output_url",
+    "output_key",
+    "cost_usd",
+    "billable_s_final",
+    "collect_errors",
+    "storage_errors",
+    "reconcile_failures",
+)
+
+
+class Dispatcher(Protocol):
+    """Runs a step later: Celery in production, anything that honours countdowns in tests."""
+
+    def send(self, step: Next) -> None: ...
+
+
+def content_identity(item: PlannedItem, model: str) -> str:
+    """What makes two items the same paid work: both inputs' content, the mode, the model."""
+    text = f"{item.video.sha256}|{item.audio.sha256}|{item.sync_mode.value}|{model}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def new_batch_id(now_s: float) -> str:
+    """A sortable, unique batch id, e.g. `b20261124-011502-3fa9c1`."""
+    stamp = datetime.fromtimestamp(now_s, tz=UTC).strftime("%Y%m%d-%H%M%S")
+    return f"b{stamp}-{secrets.token_hex(3)}"
+
+
+class BatchControl:
+    """Start, follow, cancel and retry batches."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        dispatcher: Dispatcher,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.dispatcher = dispatcher
+        self.settings = settings
+        self.clock = clock
+
+    def start(
+        self,
+        plan: Plan,
+        *,
+        name: str | None = None,
+        budget_usd: Decimal | None = None,
+        partial_budget: bool = False,
+        force: bool = False,
+    ) -> str:
+        """Record the batch and fan out its items. Returns the batch id.
+
+        With a budget below the estimate the batch is refused (BudgetExceeded) unless
+        `partial_budget`: then items run until the budget is reserved and the rest end
+        `skipped`. `force` pays again for pairs that were already paid for.
+        """
+        budget = budget_usd if budget_usd is not None else self.settings.budget.batch_usd
+        if budget is not None and plan.total_usd > budget and not partial_budget:
+            raise BudgetExceeded(
+                f"the estimate ${plan.total_usd} is over the budget ${budget}: raise the "
+                "budget, or start with partial_budget to run what fits"
+            )
+        now = self.clock()
+        batch_id = new_batch_id(now)
+        model = self.settings.provider.model_path
+        items = [self._item_fields(item, model, now) for item in plan.items]
+        record: dict[str, object] = {
+            "name": name or plan.manifest.stem,
+            "manifest": str(plan.manifest),
+            "created_at": now,
+            "model": model,
+            "force": force,
+            "cancelled": False,
+            "price_model": plan.price_model.model_dump(mode="json"),
+            "estimate_usd": str(plan.total_usd),
+        }
+        self.ledger.create_batch(batch_id, record, items, budget_usd=budget)
+        for item in items:
+            self.dispatcher.send(Next("prepare", batch_id, str(item["id"])))
+        if not items:
+            self.dispatcher.send(Next("finalize", batch_id))
+        return batch_id
+
+    def status(self, batch_id: str) -> dict[str, Any]:
+        """Counts per state and money so far. KeyError for an unknown batch."""
+        return batch_status(self.ledger, batch_id)
+
+    def report(self, batch_id: str) -> dict[str, Any]:
+        """The complete report, from the ledger."""
+        return batch_report(self.ledger, batch_id)
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        """Submit nothing more for this batch. Items already submitted are still collected."""
+        if not self.ledger.batch(batch_id):
+            raise KeyError(batch_id)
+        self.ledger.update_batch(batch_id, {"cancelled": True, "cancelled_at": self.clock()})
+        return self.status(batch_id)
+
+    def retry_failed(
+        self,
+        batch_id: str,
+        *,
+        include_needs_attention: bool = False,
+        budget_usd: Decimal | None = None,
+    ) -> list[str]:
+        """Run failed, skipped and cancelled items again. Returns their ids.
+
+        A timed-out item polls its prediction again and an item whose output could not be
+        collected collects it again: neither pays twice. `needs_attention` items (a submit
+        that may have been paid for) go again only when asked.
+        """
+        batch = self.ledger.batch(batch_id)
+        if not batch:
+            raise KeyError(batch_id)
+        scope = batch.get("budget_scope") or batch_id
+        if budget_usd is not None:
+            self.ledger.set_budget_limit(scope, budget_usd)
+        self.ledger.update_batch(batch_id, {"cancelled": False})
+        allowed = list(RETRYABLE) + ([ItemState.NEEDS_ATTENTION] if include_needs_attention else [])
+        retried = []
+        for record in self.ledger.items(batch_id):
+            if record.get("state") not in allowed:
+                continue
+            step, to, fields = self._retry_plan(record)
+            moved = self.ledger.transition(batch_id, record["id"], allowed, to, fields)
+            if moved.ok:
+                retried.append(record["id"])
+                self.dispatcher.send(Next(step, batch_id, record["id"]))
+        if retried:
+            self.ledger.update_batch(batch_id, {"finished_at": ""})
+        return retried
+
+    def _retry_plan(self, record: dict[str, str]) -> tuple[str, ItemState, dict[str, object]]:
+        kind = record.get("error_kind", "")
+        now = self.clock()
+        if kind == ErrorKind.TIMEOUT and record.get("prediction_id"):
+            deadline = now + self.settings.polling.item_deadline_s
+            return "poll", ItemState.RUNNING, {"deadline_at": deadline, "settled": False}
+        if kind == ErrorKind.OUTPUT and record.get("output_url"):
+            return "collect", ItemState.COLLECTING, {"collect_errors": 0}
+        fields: dict[str, object] = dict.fromkeys(_ATTEMPT_FIELDS, "")
+        fields.update({"attempts": 0, "settled": False, "reserved_micros": 0, "prediction_id": ""})
+        return "prepare", ItemState.PENDING, fields
+
+    @staticmethod
+    def _item_fields(item: PlannedItem, model: str, now: float) -> dict[str, object]:
+        def source(planned: Any) -> dict[str, object]:
+            return {
+                "kind": planned.ref.kind,
+                "location": planned.ref.location,
+                "sha256": planned.sha256,
+                "duration_s": planned.info.duration_s,
+            }
+
+        return {
+            "id": item.id,
+            "row": item.row,
+            "identity": content_identity(item, model),
+            "sync_mode": item.sync_mode.value,
+            "output": item.output,
+            "metadata": dict(item.metadata),
+            "video": source(item.video),
+            "audio": source(item.audio),
+            "expected_output_s": item.expected_output_s,
+            "billable_s": item.billable_s,
+            "price_usd": str(item.price_usd),
+            "created_at": now,
+        }

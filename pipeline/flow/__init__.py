@@ -1,0 +1,41 @@
+"""The steps of an item's life, each a function `(runtime, batch_id, item_id) -> [Next]`.
+
+Every step reads the item from the ledger, acts only if the item is in the state the step
+expects (so a step run twice does nothing the second time), records the outcome with one
+atomic transition, and returns what should run next, with a countdown instead of a sleep.
+`workers/` turns each step into a Celery task and each `Next` into a scheduled task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pipeline.flow.collect import collect
+from pipeline.flow.finalize import finalize
+from pipeline.flow.poll import poll
+from pipeline.flow.prepare import prepare
+from pipeline.flow.reconcile import reconcile
+from pipeline.flow.submit import submit
+from pipeline.runtime import Next, Runtime
+
+ItemStep = Callable[[Runtime, str, str], list[Next]]
+
+ITEM_STEPS: dict[str, ItemStep] = {
+    "prepare": prepare,
+    "submit": submit,
+    "reconcile": reconcile,
+    "poll": poll,
+    "collect": collect,
+}
+
+
+def run_step(rt: Runtime, step: str, batch_id: str, item_id: str | None) -> list[Next]:
+    """Run one step by name: an item step, or `finalize` for the batch."""
+    if step == "finalize":
+        return finalize(rt, batch_id)
+    if item_id is None:
+        raise ValueError(f"step {step!r} needs an item id")
+    return ITEM_STEPS[step](rt, batch_id, item_id)
+
+
+__all__ = ["ITEM_STEPS", "Next", "run_step"]

@@ -1,0 +1,91 @@
+"""Collect an item's output: stream it into the bucket, probe it, check its length, record cost.
+
+The provider's URL is temporary, so the bytes are copied at once to `outputs/<batch>/<name>`.
+The copy is then probed through a presigned URL and its duration checked against the
+sync_mode rule with one frame of tolerance. Running twice overwrites the same key with the
+same bytes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pipeline.errors import MediaError, StorageError
+from pipeline.flow.common import Item, end, fail, load, resume
+from pipeline.media import probe
+from pipeline.pricing import price_usd
+from pipeline.runtime import Next, Runtime
+from pipeline.states import ErrorKind, ItemState
+from pipeline.storage import output_key
+from pipeline.sync_modes import within_one_frame
+
+COLLECTING = [ItemState.COLLECTING]
+MAX_COLLECT_ERRORS = 4
+PROBE_URL_EXPIRY_S = 900
+
+
+def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
+    """Run the collect step of one item whose prediction completed."""
+    item = load(rt, batch_id, item_id)
+    if item is None:
+        return []
+    if item.state is not ItemState.COLLECTING:
+        return resume(rt, item, ItemState.COLLECTING)
+    if not item.text("collect_started_at"):
+        rt.ledger.update_item(
+            batch_id, item_id, ItemState.COLLECTING, {"collect_started_at": rt.clock()}
+        )
+    key = output_key(rt.storage.prefix, batch_id, item.text("output"))
+    billable_s = item.number("billable_s")
+    cost = price_usd(rt.settings.price, billable_s)
+    try:
+        size = rt.storage.copy_from_url(item.text("output_url"), key, rt.http)
+        url = rt.storage.presign(key, expiry_s=PROBE_URL_EXPIRY_S)
+    except StorageError as err:
+        errors = rt.ledger.count(batch_id, item_id, "collect_errors")
+        if errors >= MAX_COLLECT_ERRORS:
+            return _failed(rt, item, str(err), cost)
+        return [Next("collect", batch_id, item_id, rt.countdown(5.0 * errors))]
+    try:
+        info = probe(url, timeout_s=rt.settings.media.probe_timeout_s)
+    except MediaError as err:
+        rt.storage.delete(key)
+        return _failed(rt, item, f"the output is not a readable video: {err}", cost)
+    expected_s = item.number("expected_output_s")
+    fields: dict[str, object] = {
+        "output_key": key,
+        "output_bytes": size,
+        "output_s": info.duration_s,
+        "billable_s_final": billable_s,
+        "cost_usd": str(cost),
+    }
+    if not within_one_frame(info.duration_s, expected_s):
+        return fail(
+            rt,
+            item,
+            COLLECTING,
+            ErrorKind.OUTPUT,
+            f"the output lasts {info.duration_s:.3f} s; sync_mode {item.text('sync_mode')} "
+            f"should give {expected_s:.3f} s (one frame of tolerance)",
+            "The output is kept for inspection at its output key; report it to WaveSpeed.",
+            extra=fields,
+            cost_usd=cost,
+        )
+    # Remember the paid pair first: a crash right after still lets later batches reuse it.
+    rt.ledger.complete_content(
+        item.text("identity"), item.member, key, rt.settings.worker.content_ttl_days * 86_400
+    )
+    return end(rt, item, COLLECTING, ItemState.COMPLETED, fields, cost_usd=cost)
+
+
+def _failed(rt: Runtime, item: Item, error: str, cost: Decimal) -> list[Next]:
+    return fail(
+        rt,
+        item,
+        COLLECTING,
+        ErrorKind.OUTPUT,
+        error,
+        "The prediction was paid for; retry the item to collect it again (no new charge).",
+        extra={"cost_usd": str(cost)},
+        cost_usd=cost,
+    )

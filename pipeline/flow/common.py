@@ -1,0 +1,166 @@
+"""Helpers every item step shares: reading an item, ending it, and what an error means."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from pipeline import keys
+from pipeline.ledger import Transition
+from pipeline.runtime import Next, Runtime
+from pipeline.states import ErrorKind, ItemState
+
+# Provider task errors that a new attempt can cure (the provider's own trouble), and those
+# that only a different input can (contract.md: no face, unreadable media).
+_TRANSIENT = re.compile(
+    r"\b5\d\d\b|retry|temporar|timed? ?out|unavailable|overload|worker lost|internal|cancel|delet",
+    re.I,
+)
+_INPUT = re.compile(
+    r"face|decode|invalid|unsupported|corrupt|not a readable|no (video|audio)", re.I
+)
+
+
+def is_transient(error: str) -> bool:
+    """True when a failed prediction's error says the provider, not the input, was at fault.
+
+    >>> is_transient("GPU worker lost during inference (HTTP 503). Please retry.")
+    True
+    >>> is_transient("No face detected in the video. Use a video with a clearly visible face.")
+    False
+    """
+    if _INPUT.search(error):
+        return False
+    return bool(_TRANSIENT.search(error))
+
+
+@dataclass(frozen=True)
+class Item:
+    """A read-only view of an item record."""
+
+    batch_id: str
+    record: Mapping[str, str]
+
+    @property
+    def id(self) -> str:
+        return self.record["id"]
+
+    @property
+    def state(self) -> ItemState:
+        return ItemState(self.record["state"])
+
+    @property
+    def member(self) -> str:
+        """The item's name in shared sets: `<batch>:<item>`."""
+        return keys.slot_member(self.batch_id, self.id)
+
+    def text(self, name: str) -> str:
+        return self.record.get(name, "")
+
+    def number(self, name: str, default: float = 0.0) -> float:
+        value = self.record.get(name, "")
+        return float(value) if value else default
+
+    def count(self, name: str) -> int:
+        return int(self.number(name))
+
+    def data(self, name: str) -> Any:
+        value = self.record.get(name, "")
+        return json.loads(value) if value else None
+
+    @property
+    def price_usd(self) -> Decimal:
+        return Decimal(self.record.get("price_usd") or "0")
+
+
+def load(rt: Runtime, batch_id: str, item_id: str) -> Item | None:
+    """The item, or None when the ledger has no such item (a stale task)."""
+    record = rt.ledger.item(batch_id, item_id)
+    return Item(batch_id, record) if record else None
+
+
+def batch_flag(rt: Runtime, batch_id: str, name: str) -> bool:
+    """A yes/no field of the batch record."""
+    return rt.ledger.batch(batch_id).get(name) == "1"
+
+
+def end(
+    rt: Runtime,
+    item: Item,
+    allowed: Iterable[ItemState],
+    to: ItemState,
+    fields: Mapping[str, object] | None = None,
+    *,
+    cost_usd: Decimal = Decimal(0),
+) -> list[Next]:
+    """Move an item to a final state and clean up after it: its slot, its claim on the pair
+    (unless completed or unresolved), its budget reservation. Then finalize if it was last."""
+    values: dict[str, object] = {"finished_at": rt.clock(), **(fields or {})}
+    result = rt.ledger.transition(item.batch_id, item.id, allowed, to, values)
+    if not result.ok:
+        return []
+    return after_final(rt, item, to, result, cost_usd=cost_usd)
+
+
+def after_final(
+    rt: Runtime, item: Item, to: ItemState, result: Transition, *, cost_usd: Decimal
+) -> list[Next]:
+    """Release what a finished item held, and ask for the report when the batch is done."""
+    rt.gates.release_slot(item.member)
+    if to not in (ItemState.COMPLETED, ItemState.NEEDS_ATTENTION):
+        rt.ledger.release_claim(item.text("identity"), item.member)
+    scope = rt.ledger.batch(item.batch_id).get("budget_scope") or item.batch_id
+    rt.ledger.settle(scope, item.batch_id, item.id, cost_usd)
+    return [Next("finalize", item.batch_id)] if result.batch_complete else []
+
+
+def fail(
+    rt: Runtime,
+    item: Item,
+    allowed: Iterable[ItemState],
+    kind: ErrorKind,
+    error: str,
+    hint: str,
+    *,
+    to: ItemState = ItemState.FAILED,
+    extra: Mapping[str, object] | None = None,
+    cost_usd: Decimal = Decimal(0),
+) -> list[Next]:
+    """End an item with a reason a person can act on."""
+    fields: dict[str, object] = {"error": error, "error_kind": kind.value, "hint": hint}
+    fields.update(extra or {})
+    return end(rt, item, allowed, to, fields, cost_usd=cost_usd)
+
+
+_ORDER = {
+    ItemState.PENDING: 0,
+    ItemState.READY: 1,
+    ItemState.SUBMITTING: 2,
+    ItemState.RUNNING: 3,
+    ItemState.COLLECTING: 4,
+}
+_RESUME_STEP = {
+    ItemState.READY: "submit",
+    ItemState.SUBMITTING: "reconcile",
+    ItemState.RUNNING: "poll",
+    ItemState.COLLECTING: "collect",
+}
+
+
+def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
+    """A step found its item further along than it expected: a redelivered task whose work
+    was done but whose follow-up may never have been sent (the worker died in between).
+    Send the follow-up for where the item is; the steps after it are idempotent too."""
+    state = item.state
+    if state.final:
+        done = rt.ledger.done_count(item.batch_id)
+        total = int(rt.ledger.batch(item.batch_id).get("item_count") or 0)
+        return [Next("finalize", item.batch_id)] if total and done >= total else []
+    if _ORDER[state] <= _ORDER[expected]:
+        return []
+    countdown = item.number("poll_interval_s") if state is ItemState.RUNNING else 0.0
+    return [Next(_RESUME_STEP[state], item.batch_id, item.id, rt.countdown(countdown))]

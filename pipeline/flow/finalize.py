@@ -1,0 +1,34 @@
+"""Finalize a batch once every item is final: write its report and mark it finished.
+
+Any step whose transition leaves the set of finished items complete asks for this; it can be
+asked several times (redelivery, two last items at once), so it checks the set itself and
+takes a guard that only one process holds. No chord is involved.
+"""
+
+from __future__ import annotations
+
+from pipeline.report import batch_report
+from pipeline.runtime import Next, Runtime
+from pipeline.states import BatchState
+from pipeline.storage import report_key
+
+
+def finalize(rt: Runtime, batch_id: str) -> list[Next]:
+    """Write the report when the batch is complete; do nothing otherwise or if already done."""
+    batch = rt.ledger.batch(batch_id)
+    if not batch or batch.get("state") == BatchState.FINISHED:
+        return []
+    if rt.ledger.done_count(batch_id) < int(batch.get("item_count") or 0):
+        return []
+    if not rt.ledger.acquire_finalizer(batch_id):
+        return []
+    try:
+        finished_at = rt.clock()
+        rt.ledger.update_batch(batch_id, {"finished_at": finished_at})
+        report = batch_report(rt.ledger, batch_id)
+        key = report_key(rt.storage.prefix, batch_id)
+        rt.storage.put_json(key, report)
+        rt.ledger.update_batch(batch_id, {"state": BatchState.FINISHED.value, "report_key": key})
+    finally:
+        rt.ledger.release_finalizer(batch_id)
+    return []

@@ -1,0 +1,139 @@
+"""Poll an item's prediction: a task rescheduled with a growing countdown, never a sleep.
+
+A completed prediction goes to collection; a failed one is submitted again when the error is
+the provider's own and attempts are left, else the item fails with the provider's reason. An
+item still unfinished at its deadline fails `timeout` and keeps its prediction id, so retrying
+it polls that prediction again instead of paying for a new one.
+"""
+
+from __future__ import annotations
+
+from pipeline.errors import (
+    PredictionNotFound,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+)
+from pipeline.flow.common import Item, fail, is_transient, load, resume
+from pipeline.flow.polling import next_poll_delay_s
+from pipeline.provider.models import Prediction, Status
+from pipeline.runtime import Next, Runtime
+from pipeline.states import ErrorKind, ItemState
+
+RUNNING = [ItemState.RUNNING]
+
+
+def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
+    """Run the poll step of one running item."""
+    item = load(rt, batch_id, item_id)
+    if item is None:
+        return []
+    if item.state is not ItemState.RUNNING:
+        return resume(rt, item, ItemState.RUNNING)
+    prediction_id = item.text("prediction_id")
+    if rt.clock() > item.number("deadline_at", float("inf")):
+        minutes = rt.settings.polling.item_deadline_s / 60
+        return fail(
+            rt,
+            item,
+            RUNNING,
+            ErrorKind.TIMEOUT,
+            f"timeout: prediction {prediction_id} was not finished after {minutes:g} min",
+            "Retry the failed items: lipdub polls the same prediction again (no new charge). "
+            "Or raise LIPDUB_POLLING__ITEM_DEADLINE_S.",
+        )
+    for gate in (rt.gates.cooling(), rt.gates.take_poll()):
+        if not gate.passed:
+            return [Next("poll", batch_id, item_id, rt.countdown(gate.wait_s))]
+    rt.ledger.count(batch_id, item_id, "polls")
+    interval_s = item.number("poll_interval_s", rt.settings.polling.first_poll_min_s)
+    try:
+        prediction = rt.provider.get_result(prediction_id)
+    except ProviderRateLimited as err:
+        wait_s = rt.gates.cool_down(err.retry_after_s)
+        return [Next("poll", batch_id, item_id, rt.countdown(wait_s))]
+    except PredictionNotFound:
+        return fail(
+            rt,
+            item,
+            RUNNING,
+            ErrorKind.OUTPUT,
+            f"the provider no longer knows prediction {prediction_id}",
+            "Predictions are kept 7 days; retry the item to submit it again.",
+        )
+    except ProviderAuthError as err:
+        return fail(
+            rt, item, RUNNING, ErrorKind.AUTH, str(err), "Set WAVESPEED_API_KEY, then retry."
+        )
+    except ProviderError:
+        rt.ledger.count(batch_id, item_id, "poll_errors")
+        return [Next("poll", batch_id, item_id, rt.countdown(interval_s))]
+    if prediction.status == Status.COMPLETED:
+        return _completed(rt, item, prediction)
+    if prediction.terminal:
+        return _failed(rt, item, prediction)
+    fields: dict[str, object] = {
+        "poll_interval_s": next_poll_delay_s(rt.settings.polling, interval_s)
+    }
+    if prediction.status == Status.PROCESSING and not item.text("processing_at"):
+        fields["processing_at"] = rt.clock()
+    rt.ledger.update_item(batch_id, item_id, ItemState.RUNNING, fields)
+    return [Next("poll", batch_id, item_id, rt.countdown(float(str(fields["poll_interval_s"]))))]
+
+
+def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
+    if not prediction.outputs:
+        return fail(
+            rt,
+            item,
+            RUNNING,
+            ErrorKind.OUTPUT,
+            f"prediction {prediction.id} completed without an output",
+            "Retry the item; report it to WaveSpeed if it happens again.",
+        )
+    rt.gates.release_slot(item.member)
+    fields: dict[str, object] = {
+        "provider_done_at": rt.clock(),
+        "output_url": prediction.outputs[0],
+        "inference_ms": prediction.inference_ms if prediction.inference_ms is not None else "",
+    }
+    if not item.text("processing_at"):
+        fields["processing_at"] = rt.clock()
+    moved = rt.ledger.transition(item.batch_id, item.id, RUNNING, ItemState.COLLECTING, fields)
+    return [Next("collect", item.batch_id, item.id)] if moved.ok else []
+
+
+def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
+    error = prediction.error or f"the prediction ended {prediction.status}"
+    attempts = item.count("attempts")
+    limit = rt.settings.worker.max_attempts
+    if is_transient(error) and attempts < limit:
+        rt.gates.release_slot(item.member)
+        history = list(item.data("errors") or [])
+        history.append({"prediction_id": prediction.id, "error": error})
+        moved = rt.ledger.transition(
+            item.batch_id,
+            item.id,
+            RUNNING,
+            ItemState.READY,
+            {"errors": history, "prediction_id": ""},
+        )
+        delay_s = rt.settings.worker.retry_delay_s * attempts
+        return [Next("submit", item.batch_id, item.id, rt.countdown(delay_s))] if moved.ok else []
+    if is_transient(error):
+        return fail(
+            rt,
+            item,
+            RUNNING,
+            ErrorKind.TRANSIENT,
+            f"the provider failed the item {attempts} time(s); last: {error}",
+            "The provider had trouble; retry the failed items later.",
+        )
+    return fail(
+        rt,
+        item,
+        RUNNING,
+        ErrorKind.INPUT,
+        error,
+        "Fix the input (a clearly visible face, a readable audio track) and run it again.",
+    )

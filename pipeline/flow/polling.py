@@ -1,0 +1,34 @@
+"""When to look at a prediction again. Pure functions of the polling settings.
+
+The first check comes when the item should be done; later ones grow by `growth_factor`, never
+closer than `first_poll_min_s` (5 s for the real provider) nor further than `max_interval_s`.
+
+    >>> from pipeline.settings import PollingSettings
+    >>> p = PollingSettings()
+    >>> first_poll_delay_s(p, video_s=10.0)
+    30.0
+    >>> next_poll_delay_s(p, 30.0)
+    45.0
+    >>> next_poll_delay_s(p, 50.0)
+    60.0
+"""
+
+from __future__ import annotations
+
+from pipeline.settings import PollingSettings
+
+
+def first_poll_delay_s(polling: PollingSettings, video_s: float) -> float:
+    """Seconds from submit to the first check: the expected processing time, within bounds."""
+    expected_s = polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
+    return _bounded(polling, expected_s)
+
+
+def next_poll_delay_s(polling: PollingSettings, previous_s: float) -> float:
+    """Seconds until the next check after one that found the prediction unfinished."""
+    return _bounded(polling, previous_s * polling.growth_factor)
+
+
+def _bounded(polling: PollingSettings, seconds: float) -> float:
+    ceiling = max(polling.max_interval_s, polling.first_poll_min_s)
+    return min(ceiling, max(polling.first_poll_min_s, seconds))

@@ -1,0 +1,136 @@
+"""Prepare an item: decide who pays for its pair, then put its inputs in the bucket.
+
+A pair (video, audio, sync_mode, model) already completed, in this batch or an earlier one,
+is not paid for again: its output is copied inside the bucket and the item completes at no
+cost. A pair another item is paying for right now makes this item wait for it. Otherwise the
+item claims the pair and uploads its local inputs under content-addressed keys (skipped when
+already there), so a re-run sends no bytes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pipeline.errors import StorageError
+from pipeline.flow.common import Item, batch_flag, end, fail, load, resume
+from pipeline.manifest import InputRef
+from pipeline.runtime import Next, Runtime
+from pipeline.states import ErrorKind, ItemState
+from pipeline.storage import InputChanged, media_key, output_key
+
+WAIT_FOR_OWNER_S = 5.0
+MAX_STORAGE_ERRORS = 3
+UPLOAD_RETRY_S = 10.0
+
+
+def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
+    """Run the prepare step of one item. Safe to run twice: only a pending item is touched."""
+    item = load(rt, batch_id, item_id)
+    if item is None:
+        return []
+    if item.state is not ItemState.PENDING:
+        return resume(rt, item, ItemState.PENDING)
+    if batch_flag(rt, batch_id, "cancelled"):
+        return end(rt, item, [ItemState.PENDING], ItemState.CANCELLED, _cancelled())
+    force = batch_flag(rt, batch_id, "force")
+    claim = rt.ledger.claim(item.text("identity"), item.member, force=force)
+    if claim.kind == "reuse":
+        return _reuse(rt, item, claim.owner, claim.output_key)
+    if claim.kind == "wait":
+        return _wait(rt, item, claim.owner)
+    try:
+        fields = {
+            "video_ref": _put(rt, item, "video"),
+            "audio_ref": _put(rt, item, "audio"),
+        }
+    except InputChanged as err:
+        return fail(
+            rt,
+            item,
+            [ItemState.PENDING],
+            ErrorKind.INPUT,
+            str(err),
+            "Plan and start the batch again.",
+        )
+    except StorageError as err:
+        errors = rt.ledger.count(batch_id, item_id, "storage_errors")
+        if errors >= MAX_STORAGE_ERRORS:
+            return fail(
+                rt,
+                item,
+                [ItemState.PENDING],
+                ErrorKind.STORAGE,
+                str(err),
+                "Check the bucket settings (LIPDUB_STORAGE__*) and that S3 is reachable, then retry the failed items.",
+            )
+        return [Next("prepare", batch_id, item_id, rt.countdown(UPLOAD_RETRY_S * errors))]
+    fields["uploaded_at"] = str(rt.clock())
+    moved = rt.ledger.transition(batch_id, item_id, [ItemState.PENDING], ItemState.READY, fields)
+    return [Next("submit", batch_id, item_id)] if moved.ok else []
+
+
+def _put(rt: Runtime, item: Item, name: str) -> str:
+    """Where the provider will fetch this input from: `s3://bucket/key` or the https URL."""
+    data = item.data(name)
+    ref = InputRef(data["kind"], data["location"])
+    if ref.kind in ("https", "http", "s3"):
+        return ref.location
+    if not item.text("upload_started_at"):
+        rt.ledger.update_item(
+            item.batch_id, item.id, ItemState.PENDING, {"upload_started_at": rt.clock()}
+        )
+    key = media_key(rt.storage.prefix, data["sha256"], ref.location)
+    if not ref.path.is_file():
+        raise StorageError(f"{ref.path} is not readable by this worker")
+    rt.storage.upload_file(ref.path, key, data["sha256"])
+    return f"s3://{rt.storage.bucket}/{key}"
+
+
+def _reuse(rt: Runtime, item: Item, owner: str, source_key: str) -> list[Next]:
+    """Complete the item with the output of an earlier payment for the same pair."""
+    target = output_key(rt.storage.prefix, item.batch_id, item.text("output"))
+    if not source_key or not rt.storage.exists(source_key):
+        # The earlier output is gone: forget it and pay for the pair again.
+        rt.ledger.forget_content(item.text("identity"))
+        return [Next("prepare", item.batch_id, item.id)]
+    rt.storage.copy(source_key, target)
+    owner_batch, _, owner_item = owner.partition(":")
+    earlier = rt.ledger.item(owner_batch, owner_item) if owner_item else {}
+    fields = {
+        "output_key": target,
+        "reused_from": owner,
+        "output_s": earlier.get("output_s", ""),
+        "billable_s_final": "0",
+        "cost_usd": "0",
+    }
+    return end(rt, item, [ItemState.PENDING], ItemState.COMPLETED, fields, cost_usd=Decimal(0))
+
+
+def _wait(rt: Runtime, item: Item, owner: str) -> list[Next]:
+    """Another item pays for this pair: wait for it, or take over if it ended unpaid."""
+    owner_batch, _, owner_item = owner.partition(":")
+    record = rt.ledger.item(owner_batch, owner_item)
+    state = record.get("state", "")
+    if state == ItemState.NEEDS_ATTENTION:
+        return fail(
+            rt,
+            item,
+            [ItemState.PENDING],
+            ErrorKind.UNRESOLVED_SUBMIT,
+            f"the same pair was submitted by {owner} with an unresolved outcome",
+            f"Resolve {owner} first (it may have been paid for); start with force to pay again.",
+            to=ItemState.NEEDS_ATTENTION,
+        )
+    if not record or state in (ItemState.FAILED, ItemState.CANCELLED, ItemState.SKIPPED):
+        rt.ledger.release_claim(item.text("identity"), owner)
+        return [Next("prepare", item.batch_id, item.id)]
+    rt.ledger.update_item(item.batch_id, item.id, ItemState.PENDING, {"waiting_on": owner})
+    return [Next("prepare", item.batch_id, item.id, rt.countdown(WAIT_FOR_OWNER_S))]
+
+
+def _cancelled() -> dict[str, object]:
+    return {
+        "error": "the batch was cancelled before this item was submitted",
+        "error_kind": ErrorKind.CANCELLED.value,
+        "hint": "Retry the batch's failed items, or run the manifest again.",
+    }

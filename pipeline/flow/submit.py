@@ -1,0 +1,182 @@
+"""Submit an item: through the gates, intent recorded before the POST, never twice.
+
+Order: cancelled? → 429 cool-down → budget reservation → concurrency slot → start allowance
+→ intent (state `submitting`) → POST → prediction id (state `running`). A gate that says
+"not yet" reschedules the step; the budget saying "no" ends the item `skipped`. A submit
+found already in `submitting` (a redelivered task, a crash mid-POST) is never re-posted:
+it goes to reconciliation.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from pipeline.errors import (
+    ProviderAuthError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+    SubmitOutcomeUnknown,
+)
+from pipeline.flow.common import Item, batch_flag, end, fail, load, resume
+from pipeline.flow.polling import first_poll_delay_s
+from pipeline.remote import split_s3
+from pipeline.runtime import Next, Runtime
+from pipeline.states import FINAL_STATES, ErrorKind, ItemState
+
+UNAVAILABLE_RETRY_S = 15.0
+FIRST_RECONCILE_S = 2.0
+
+
+def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
+    """Run the submit step of one item."""
+    item = load(rt, batch_id, item_id)
+    if item is None:
+        return []
+    if item.state is ItemState.SUBMITTING:
+        return [Next("reconcile", batch_id, item_id)]
+    if item.state is not ItemState.READY:
+        return resume(rt, item, ItemState.SUBMITTING)
+    if batch_flag(rt, batch_id, "cancelled"):
+        return end(
+            rt,
+            item,
+            [ItemState.READY],
+            ItemState.CANCELLED,
+            {
+                "error": "the batch was cancelled before this item was submitted",
+                "error_kind": ErrorKind.CANCELLED.value,
+                "hint": "Retry the batch's failed items, or run the manifest again.",
+            },
+        )
+    cooling = rt.gates.cooling()
+    if not cooling.passed:
+        return [Next("submit", batch_id, item_id, rt.countdown(cooling.wait_s))]
+    scope = rt.ledger.batch(batch_id).get("budget_scope") or batch_id
+    if not rt.ledger.reserve(scope, batch_id, item_id, item.price_usd):
+        budget = rt.ledger.budget(scope)
+        committed = (budget["reserved_usd"] or 0) + (budget["spent_usd"] or 0)
+        return fail(
+            rt,
+            item,
+            [ItemState.READY],
+            ErrorKind.BUDGET,
+            f"over the budget: ${item.price_usd} more would pass ${budget['limit_usd']} "
+            f"(${committed} already reserved or spent)",
+            "Raise the budget (--budget or LIPDUB_BUDGET__BATCH_USD) and retry the skipped items.",
+            to=ItemState.SKIPPED,
+        )
+    slot = rt.gates.acquire_slot(item.member)
+    if not slot.passed:
+        return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s))]
+    start = rt.gates.take_start()
+    if not start.passed:
+        rt.gates.release_slot(item.member)
+        return [Next("submit", batch_id, item_id, rt.countdown(start.wait_s))]
+    video_url = _fetch_url(rt, item.text("video_ref"))
+    audio_url = _fetch_url(rt, item.text("audio_ref"))
+    intent = {
+        "intent_at": rt.clock(),
+        "submits": item.count("submits") + 1,
+        "video_match": strip_query(video_url),
+        "audio_match": strip_query(audio_url),
+    }
+    moved = rt.ledger.transition(batch_id, item_id, [ItemState.READY], ItemState.SUBMITTING, intent)
+    if not moved.ok:
+        # Another delivery of this task won the intent and holds the slot now; leave it.
+        if moved.state in {s.value for s in FINAL_STATES}:
+            rt.gates.release_slot(item.member)
+        return []
+    try:
+        prediction = rt.provider.submit(
+            video_url=video_url,
+            audio_url=audio_url,
+            sync_mode=item.text("sync_mode"),
+            webhook_url=rt.settings.provider.webhook_url,
+        )
+    except ProviderRateLimited as err:
+        wait_s = rt.gates.cool_down(err.retry_after_s)
+        return _not_created(rt, item, "rate limited (429)", wait_s)
+    except ProviderAuthError as err:
+        return fail(
+            rt,
+            item,
+            [ItemState.SUBMITTING],
+            ErrorKind.AUTH,
+            str(err),
+            "Set WAVESPEED_API_KEY to a valid key, then retry the failed items.",
+        )
+    except ProviderRejected as err:
+        return fail(
+            rt,
+            item,
+            [ItemState.SUBMITTING],
+            ErrorKind.INPUT,
+            f"the provider refused the item: {err}",
+            "Check the input media (a visible face, a readable audio track), then retry.",
+        )
+    except ProviderUnavailable as err:
+        return _not_created(rt, item, str(err), UNAVAILABLE_RETRY_S)
+    except SubmitOutcomeUnknown as err:
+        rt.ledger.update_item(
+            batch_id,
+            item_id,
+            ItemState.SUBMITTING,
+            {"outcome_unknown": str(err), "outcome_unknown_at": rt.clock()},
+        )
+        return [Next("reconcile", batch_id, item_id, FIRST_RECONCILE_S)]
+    return accepted(rt, item, prediction.id, reconciled=False)
+
+
+def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -> list[Next]:
+    """Record the prediction id (the item is now paid for) and schedule its first poll."""
+    now = rt.clock()
+    ids = list(item.data("prediction_ids") or [])
+    if prediction_id not in ids:
+        ids.append(prediction_id)
+    video_s = float((item.data("video") or {}).get("duration_s", 0.0))
+    delay_s = first_poll_delay_s(rt.settings.polling, video_s)
+    fields = {
+        "prediction_id": prediction_id,
+        "prediction_ids": ids,
+        "attempts": len(ids),
+        "submitted_at": now,
+        "deadline_at": now + rt.settings.polling.item_deadline_s,
+        "poll_interval_s": delay_s,
+        "reconciled": reconciled,
+    }
+    moved = rt.ledger.transition(
+        item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.RUNNING, fields
+    )
+    if not moved.ok:
+        return []
+    return [Next("poll", item.batch_id, item.id, rt.countdown(delay_s))]
+
+
+def _not_created(rt: Runtime, item: Item, why: str, wait_s: float) -> list[Next]:
+    """The provider certainly created nothing: back to ready, try again later."""
+    rt.gates.release_slot(item.member)
+    moved = rt.ledger.transition(
+        item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.READY, {"last_submit_error": why}
+    )
+    return [Next("submit", item.batch_id, item.id, rt.countdown(wait_s))] if moved.ok else []
+
+
+def _fetch_url(rt: Runtime, ref: str) -> str:
+    """A URL the provider can fetch: presigned for s3:// (covering the queue wait), else as is."""
+    if not ref.startswith("s3://"):
+        return ref
+    bucket, key = split_s3(ref)
+    return rt.storage.presign(key, bucket=bucket)
+
+
+def strip_query(url: str) -> str:
+    """A URL without its query (a presigned URL's signature changes; its object does not).
+
+    >>> strip_query("http://s3.local/b/media/x.mp4?X-Amz-Signature=abc")
+    'http://s3.local/b/media/x.mp4'
+    """
+    parts = urlsplit(url)
+    if not parts.query or "X-Amz-" not in parts.query:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

@@ -1,0 +1,74 @@
+"""Every Redis key lipdub writes, in one place, with its lifetime.
+
+    lipdub:batches                       zset  batch id -> created epoch s     kept (the index of records)
+    lipdub:batch:<b>                     hash  the batch record                 kept (the record)
+    lipdub:batch:<b>:items               list  item ids in manifest order       kept
+    lipdub:batch:<b>:done                set   ids of items in a final state    kept
+    lipdub:batch:<b>:finalizing          str   the finalizer's guard            FINALIZE_GUARD_S
+    lipdub:item:<b>:<i>                  hash  the item record                  kept
+    lipdub:budget:<scope>                hash  limit, reserved, spent (micro-USD) kept while its batch is
+    lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
+                                               claimed: CLAIM_TTL_S; completed: worker.content_ttl_days
+    lipdub:gate:slots                    zset  in-flight predictions -> lease end SLOT_KEY_TTL_S, refreshed
+    lipdub:gate:cooldown                 str   a 429 hold-off for every worker     Retry-After
+    throttled:v1:gcra:lipdub:starts     (throttled-py) the starts-per-minute GCRA   expires by itself
+    throttled:v1:gcra:lipdub:polls      (throttled-py) the poll-rate GCRA           expires by itself
+
+"Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
+TTL; `Ledger.forget_batch` deletes one batch's keys when a user wants them gone.
+"""
+
+from __future__ import annotations
+
+PREFIX = "lipdub"
+BATCH_INDEX = f"{PREFIX}:batches"
+SLOTS = f"{PREFIX}:gate:slots"
+COOLDOWN = f"{PREFIX}:gate:cooldown"
+STARTS_LIMITER = f"{PREFIX}:starts"
+POLLS_LIMITER = f"{PREFIX}:polls"
+
+FINALIZE_GUARD_S = 120
+"""A finalizer that died holding the guard is replaced after this long."""
+CLAIM_TTL_S = 8 * 24 * 3600
+"""An unfinished claim outlives the provider's 7-day history, then lapses."""
+SLOT_KEY_TTL_S = 8 * 24 * 3600
+
+
+def batch(batch_id: str) -> str:
+    """The batch record."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_items(batch_id: str) -> str:
+    """The batch's item ids, in manifest order."""
+    return f"{PREFIX}:batch:{batch_id}:items"
+
+
+def batch_done(batch_id: str) -> str:
+    """Ids of the batch's items that reached a final state."""
+    return f"{PREFIX}:batch:{batch_id}:done"
+
+
+def batch_finalizing(batch_id: str) -> str:
+    """Held while one process writes the batch's report."""
+    return f"{PREFIX}:batch:{batch_id}:finalizing"
+
+
+def item(batch_id: str, item_id: str) -> str:
+    """One item's record."""
+    return f"{PREFIX}:item:{batch_id}:{item_id}"
+
+
+def budget(scope: str) -> str:
+    """A budget (a batch's, or a schedule's nightly one)."""
+    return f"{PREFIX}:budget:{scope}"
+
+
+def content(identity: str) -> str:
+    """Who pays for this pair, and where its output is once paid for."""
+    return f"{PREFIX}:content:{identity}"
+
+
+def slot_member(batch_id: str, item_id: str) -> str:
+    """An item's name in the concurrency-slot set."""
+    return f"{batch_id}:{item_id}"

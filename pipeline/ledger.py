@@ -1,0 +1,372 @@
+"""The ledger: Redis as the system of record for batches and items.
+
+Every state change is one Lua script (compare the state, write the fields, keep the set of
+finished items) so two workers handling the same item can never both win a transition: the
+loser sees the state it lost to and does nothing. Values are stored as strings; money is
+kept as integer micro-USD so reservations can be added atomically.
+
+    >>> from decimal import Decimal
+    >>> to_micros(Decimal("0.134"))
+    134000
+    >>> from_micros(134000)
+    Decimal('0.134')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import redis
+
+from pipeline import keys
+from pipeline.errors import LipdubError
+from pipeline.states import FINAL_STATES, BatchState, ItemState
+
+MICROS_PER_USD = 1_000_000
+
+
+class LedgerError(LipdubError):
+    """The ledger could not be read or written (Redis unreachable or refused)."""
+
+
+def to_micros(amount_usd: Decimal) -> int:
+    """USD to integer micro-USD, rounded half up."""
+    return int((amount_usd * MICROS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def from_micros(micros: int) -> Decimal:
+    """Integer micro-USD to USD."""
+    return (Decimal(micros) / MICROS_PER_USD).normalize()
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, '', 0, 0} end
+local allowed = cjson.decode(ARGV[1])
+local ok = false
+for _, s in ipairs(allowed) do if s == state then ok = true end end
+if not ok then return {0, state, 0, 0} end
+local fields = cjson.decode(ARGV[3])
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[2], ARGV[5])
+else
+  if redis.call('SREM', KEYS[2], ARGV[5]) == 1 then
+    redis.call('HSET', KEYS[3], 'state', 'running')
+  end
+end
+local done = redis.call('SCARD', KEYS[2])
+local total = tonumber(redis.call('HGET', KEYS[3], 'item_count') or '0')
+return {1, ARGV[2], done, total}
+"""
+
+_RESERVE = """
+local held = tonumber(redis.call('HGET', KEYS[2], 'reserved_micros') or '0')
+if held > 0 or redis.call('HGET', KEYS[2], 'settled') == '1' then return 1 end
+local amount = tonumber(ARGV[1])
+local limit = redis.call('HGET', KEYS[1], 'limit_micros')
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved_micros') or '0')
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent_micros') or '0')
+if limit and limit ~= '' and reserved + spent + amount > tonumber(limit) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'reserved_micros', amount)
+redis.call('HSET', KEYS[2], 'reserved_micros', amount)
+return 1
+"""
+
+_SETTLE = """
+if redis.call('HGET', KEYS[2], 'settled') == '1' then return 0 end
+local held = tonumber(redis.call('HGET', KEYS[2], 'reserved_micros') or '0')
+local final = tonumber(ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'reserved_micros', -held)
+redis.call('HINCRBY', KEYS[1], 'spent_micros', final)
+redis.call('HSET', KEYS[2], 'reserved_micros', 0, 'settled', '1', 'cost_micros', final)
+return 1
+"""
+
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], 'state')
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if ARGV[2] ~= '1' and state == 'completed' then
+  return {'reuse', owner, redis.call('HGET', KEYS[1], 'output_key') or ''}
+end
+if ARGV[2] ~= '1' and state == 'claimed' and owner ~= ARGV[1] then
+  return {'wait', owner, ''}
+end
+redis.call('HSET', KEYS[1], 'state', 'claimed', 'owner', ARGV[1], 'output_key', '')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return {'own', ARGV[1], ''}
+"""
+
+_RELEASE_CLAIM = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and redis.call('HGET', KEYS[1], 'state') == 'claimed' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a state change did: `ok` when it happened, else `state` is the item's state."""
+
+    ok: bool
+    state: str
+    done: int = 0
+    total: int = 0
+
+    @property
+    def batch_complete(self) -> bool:
+        """True when this change left every item of the batch in a final state."""
+        return self.ok and self.total > 0 and self.done >= self.total
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who pays for a pair: `own` (this item), `reuse` (done: copy `output_key`) or `wait`."""
+
+    kind: str
+    owner: str
+    output_key: str = ""
+
+
+class Ledger:
+    """Batches and items in Redis. Give it a `redis.Redis` made with `decode_responses=True`."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._transition = client.register_script(_TRANSITION)
+        self._reserve = client.register_script(_RESERVE)
+        self._settle = client.register_script(_SETTLE)
+        self._claim = client.register_script(_CLAIM)
+        self._release_claim = client.register_script(_RELEASE_CLAIM)
+
+    # ------------------------------------------------------------ batches
+
+    def create_batch(
+        self,
+        batch_id: str,
+        record: Mapping[str, object],
+        items: list[dict[str, object]],
+        *,
+        budget_usd: Decimal | None,
+    ) -> None:
+        """Write a batch and its items (state pending) in one transaction."""
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    keys.batch(batch_id),
+                    mapping={
+                        **{k: _text(v) for k, v in record.items()},
+                        "id": batch_id,
+                        "state": BatchState.RUNNING.value,
+                        "item_count": str(len(items)),
+                        "budget_scope": batch_id,
+                    },
+                )
+                budget: dict[Any, Any] = {"reserved_micros": "0", "spent_micros": "0"}
+                if budget_usd is not None:
+                    budget["limit_micros"] = str(to_micros(budget_usd))
+                pipe.hset(keys.budget(batch_id), mapping=budget)
+                if items:
+                    pipe.rpush(keys.batch_items(batch_id), *[str(i["id"]) for i in items])
+                for item in items:
+                    fields: dict[Any, Any] = {k: _text(v) for k, v in item.items()}
+                    fields["state"] = ItemState.PENDING.value
+                    pipe.hset(keys.item(batch_id, str(item["id"])), mapping=fields)
+                pipe.zadd(keys.BATCH_INDEX, {batch_id: float(str(record.get("created_at", 0)))})
+                pipe.execute()
+        except redis.RedisError as err:
+            raise LedgerError(f"could not write batch {batch_id}: {type(err).__name__}") from err
+
+    def batch(self, batch_id: str) -> dict[str, str]:
+        """The batch record ({} when there is none)."""
+        return dict(self._call(lambda: self.redis.hgetall(keys.batch(batch_id))))
+
+    def update_batch(self, batch_id: str, fields: Mapping[str, object]) -> None:
+        """Set fields of the batch record."""
+        self._call(
+            lambda: self.redis.hset(
+                keys.batch(batch_id), mapping={k: _text(v) for k, v in fields.items()}
+            )
+        )
+
+    def item_ids(self, batch_id: str) -> list[str]:
+        """The batch's item ids in manifest order."""
+        return list(self._call(lambda: self.redis.lrange(keys.batch_items(batch_id), 0, -1)))
+
+    def item(self, batch_id: str, item_id: str) -> dict[str, str]:
+        """One item's record ({} when there is none)."""
+        return dict(self._call(lambda: self.redis.hgetall(keys.item(batch_id, item_id))))
+
+    def items(self, batch_id: str) -> list[dict[str, str]]:
+        """Every item record of the batch, in manifest order."""
+        ids = self.item_ids(batch_id)
+
+        def read() -> list[dict[str, str]]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for item_id in ids:
+                    pipe.hgetall(keys.item(batch_id, item_id))
+                return list(pipe.execute())
+
+        return list(self._call(read))
+
+    def done_count(self, batch_id: str) -> int:
+        """How many items are in a final state."""
+        return int(self._call(lambda: self.redis.scard(keys.batch_done(batch_id))))
+
+    def batch_ids(self, limit: int = 50) -> list[str]:
+        """The most recent batches first."""
+        return list(self._call(lambda: self.redis.zrevrange(keys.BATCH_INDEX, 0, limit - 1)))
+
+    def acquire_finalizer(self, batch_id: str) -> bool:
+        """Become the one process that writes the batch's report (for FINALIZE_GUARD_S)."""
+        return bool(
+            self._call(
+                lambda: self.redis.set(
+                    keys.batch_finalizing(batch_id), "1", nx=True, ex=keys.FINALIZE_GUARD_S
+                )
+            )
+        )
+
+    def release_finalizer(self, batch_id: str) -> None:
+        """Let another finalizer run (after a retry re-opened the batch)."""
+        self._call(lambda: self.redis.delete(keys.batch_finalizing(batch_id)))
+
+    # ------------------------------------------------------------ items
+
+    def transition(
+        self,
+        batch_id: str,
+        item_id: str,
+        allowed: Iterable[ItemState],
+        to: ItemState,
+        fields: Mapping[str, object] | None = None,
+    ) -> Transition:
+        """Move an item to `to` if its state is one of `allowed`, writing `fields` with it."""
+        args = [
+            json.dumps([s.value for s in allowed]),
+            to.value,
+            json.dumps({k: _text(v) for k, v in (fields or {}).items()}),
+            "1" if to in FINAL_STATES else "0",
+            item_id,
+        ]
+        result = self._call(
+            lambda: self._transition(
+                keys=[
+                    keys.item(batch_id, item_id),
+                    keys.batch_done(batch_id),
+                    keys.batch(batch_id),
+                ],
+                args=args,
+            )
+        )
+        ok, state, done, total = result
+        return Transition(bool(ok), str(state), int(done), int(total))
+
+    def update_item(
+        self, batch_id: str, item_id: str, state: ItemState, fields: Mapping[str, object]
+    ) -> bool:
+        """Write fields only while the item is still in `state`. False if it moved on."""
+        return self.transition(batch_id, item_id, [state], state, fields).ok
+
+    def count(self, batch_id: str, item_id: str, field: str, by: int = 1) -> int:
+        """Add to a counter of the item (polls, errors)."""
+        return int(self._call(lambda: self.redis.hincrby(keys.item(batch_id, item_id), field, by)))
+
+    # ------------------------------------------------------------ money
+
+    def reserve(self, scope: str, batch_id: str, item_id: str, amount_usd: Decimal) -> bool:
+        """Reserve an item's estimated cost in a budget. True when reserved (or already held)."""
+        return bool(
+            self._call(
+                lambda: self._reserve(
+                    keys=[keys.budget(scope), keys.item(batch_id, item_id)],
+                    args=[to_micros(amount_usd)],
+                )
+            )
+        )
+
+    def settle(self, scope: str, batch_id: str, item_id: str, final_usd: Decimal) -> bool:
+        """Replace the item's reservation by its final cost (once; later calls do nothing)."""
+        return bool(
+            self._call(
+                lambda: self._settle(
+                    keys=[keys.budget(scope), keys.item(batch_id, item_id)],
+                    args=[to_micros(final_usd)],
+                )
+            )
+        )
+
+    def set_budget_limit(self, scope: str, limit_usd: Decimal | None) -> None:
+        """Change a budget's limit (None: no limit)."""
+        key = keys.budget(scope)
+        if limit_usd is None:
+            self._call(lambda: self.redis.hdel(key, "limit_micros"))
+        else:
+            self._call(lambda: self.redis.hset(key, "limit_micros", str(to_micros(limit_usd))))
+
+    def budget(self, scope: str) -> dict[str, Decimal | None]:
+        """limit (None: no limit), reserved and spent, in USD."""
+        raw = self._call(lambda: self.redis.hgetall(keys.budget(scope)))
+        limit = raw.get("limit_micros")
+        return {
+            "limit_usd": from_micros(int(limit)) if limit else None,
+            "reserved_usd": from_micros(int(raw.get("reserved_micros") or 0)),
+            "spent_usd": from_micros(int(raw.get("spent_micros") or 0)),
+        }
+
+    # ------------------------------------------------------------ content identity
+
+    def claim(self, identity: str, owner: str, *, force: bool = False) -> Claim:
+        """Decide who pays for a pair: this `owner` ("batch:item"), or reuse, or wait."""
+        kind, current, output_key = self._call(
+            lambda: self._claim(
+                keys=[keys.content(identity)],
+                args=[owner, "1" if force else "0", keys.CLAIM_TTL_S],
+            )
+        )
+        return Claim(str(kind), str(current or ""), str(output_key or ""))
+
+    def complete_content(self, identity: str, owner: str, output_key: str, ttl_s: int) -> None:
+        """Remember that this pair is paid for and where its output is."""
+        self._call(
+            lambda: self.redis.hset(
+                keys.content(identity),
+                mapping={"state": "completed", "owner": owner, "output_key": output_key},
+            )
+        )
+        self._call(lambda: self.redis.expire(keys.content(identity), ttl_s))
+
+    def release_claim(self, identity: str, owner: str) -> None:
+        """Give up an unfinished claim (the item failed), so another item may pay."""
+        self._call(lambda: self._release_claim(keys=[keys.content(identity)], args=[owner]))
+
+    def forget_content(self, identity: str) -> None:
+        """Drop a completed pair whose output has gone missing."""
+        self._call(lambda: self.redis.delete(keys.content(identity)))
+
+    # ------------------------------------------------------------ plumbing
+
+    def _call(self, action: Any) -> Any:
+        try:
+            return action()
+        except redis.RedisError as err:
+            raise LedgerError(f"the ledger (Redis) failed: {type(err).__name__}: {err}") from err

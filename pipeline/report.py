@@ -1,0 +1,116 @@
+"""A batch's status and report, from the ledger alone.
+
+`batch_status` is cheap (counts per state, money so far) and serves a progress display;
+`batch_report` is complete: every item with its phases, durations, cost, output and error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+from pipeline.ledger import Ledger
+from pipeline.states import ItemState
+
+PHASES = (
+    ("upload", "created_at", "uploaded_at"),
+    ("queue", "submitted_at", "processing_at"),
+    ("processing", "processing_at", "provider_done_at"),
+    ("collect", "provider_done_at", "finished_at"),
+)
+"""(phase, start field, end field): each item's timeline."""
+
+
+def _float(record: dict[str, str], name: str) -> float | None:
+    value = record.get(name, "")
+    return float(value) if value else None
+
+
+def _json(record: dict[str, str], name: str) -> Any:
+    value = record.get(name, "")
+    return json.loads(value) if value else None
+
+
+def batch_status(ledger: Ledger, batch_id: str) -> dict[str, Any]:
+    """Counts per state, how many are final, and the money reserved and spent so far."""
+    batch = ledger.batch(batch_id)
+    if not batch:
+        raise KeyError(batch_id)
+    items = ledger.items(batch_id)
+    counts = Counter(record.get("state", "") for record in items)
+    budget = ledger.budget(batch.get("budget_scope") or batch_id)
+    estimate = sum((Decimal(r.get("price_usd") or "0") for r in items), Decimal(0))
+    return {
+        "batch_id": batch_id,
+        "name": batch.get("name", ""),
+        "state": batch.get("state", ""),
+        "cancelled": batch.get("cancelled") == "1",
+        "items": len(items),
+        "done": ledger.done_count(batch_id),
+        "counts": {state.value: counts.get(state.value, 0) for state in ItemState},
+        "estimate_usd": str(estimate),
+        "spent_usd": str(budget["spent_usd"]),
+        "reserved_usd": str(budget["reserved_usd"]),
+        "budget_usd": str(budget["limit_usd"]) if budget["limit_usd"] is not None else None,
+        "created_at": _float(batch, "created_at"),
+        "finished_at": _float(batch, "finished_at"),
+    }
+
+
+def item_report(record: dict[str, str]) -> dict[str, Any]:
+    """One item as the report shows it."""
+    phases = {}
+    for phase, start, stop in PHASES:
+        begin, finish = _float(record, start), _float(record, stop)
+        if begin is not None and finish is not None and finish >= begin:
+            phases[phase] = {"start": begin, "end": finish, "seconds": round(finish - begin, 3)}
+    video = _json(record, "video") or {}
+    audio = _json(record, "audio") or {}
+    return {
+        "id": record.get("id"),
+        "row": int(record.get("row") or 0),
+        "state": record.get("state"),
+        "sync_mode": record.get("sync_mode"),
+        "video": video.get("location"),
+        "audio": audio.get("location"),
+        "video_s": video.get("duration_s"),
+        "audio_s": audio.get("duration_s"),
+        "metadata": _json(record, "metadata") or {},
+        "output": record.get("output"),
+        "output_key": record.get("output_key") or None,
+        "output_s": _float(record, "output_s"),
+        "expected_output_s": _float(record, "expected_output_s"),
+        "prediction_id": record.get("prediction_id") or None,
+        "prediction_ids": _json(record, "prediction_ids") or [],
+        "attempts": int(record.get("attempts") or 0),
+        "polls": int(record.get("polls") or 0),
+        "inference_ms": int(record["inference_ms"]) if record.get("inference_ms") else None,
+        "billable_s": _float(record, "billable_s_final"),
+        "estimate_usd": record.get("price_usd"),
+        "cost_usd": record.get("cost_usd") or None,
+        "reused_from": record.get("reused_from") or None,
+        "reconciled": record.get("reconciled") == "1",
+        "error": record.get("error") or None,
+        "error_kind": record.get("error_kind") or None,
+        "hint": record.get("hint") or None,
+        "evidence": _json(record, "evidence"),
+        "phases": phases,
+    }
+
+
+def batch_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
+    """The whole batch: its status, settings that priced it, and every item."""
+    status = batch_status(ledger, batch_id)
+    batch = ledger.batch(batch_id)
+    items = [item_report(record) for record in ledger.items(batch_id)]
+    billable = sum(i["billable_s"] or 0.0 for i in items)
+    return {
+        **status,
+        "manifest": batch.get("manifest", ""),
+        "model": batch.get("model", ""),
+        "price_model": _json(batch, "price_model"),
+        "total_billable_s": round(billable, 3),
+        "items_detail": items,
+    }

@@ -1,0 +1,98 @@
+"""What an item step needs to run: settings, ledger, gates, bucket, provider, clock.
+
+Built once per worker process from the settings (`Runtime.from_settings`), or by tests from
+the real local servers they started. Nothing here is global.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis
+
+from pipeline.gates import Gates
+from pipeline.ledger import Ledger
+from pipeline.provider.client import ProviderClient
+from pipeline.provider.retry import RetryPolicy
+from pipeline.remote import make_s3_client
+from pipeline.settings import Settings
+from pipeline.storage import Storage
+
+
+@dataclass(frozen=True)
+class Next:
+    """A step to run next for an item (or for the batch when `item_id` is None).
+
+    `countdown_s` is how long to wait first: the dispatcher schedules it; nobody sleeps.
+    """
+
+    step: str
+    batch_id: str
+    item_id: str | None = None
+    countdown_s: float = 0.0
+
+
+STEPS = ("prepare", "submit", "reconcile", "poll", "collect", "finalize")
+
+
+@dataclass
+class Runtime:
+    """The clients one worker process shares between its tasks."""
+
+    settings: Settings
+    ledger: Ledger
+    gates: Gates
+    storage: Storage
+    provider: ProviderClient
+    http: httpx.Client
+    """Fetches outputs from the provider's URLs."""
+    clock: Callable[[], float] = time.time
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        s3: Any | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Runtime:
+        """Connect to what the settings name. Provider calls are never retried in-process
+        (a worker reschedules instead of sleeping), and the submit POST never at all."""
+        client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+        s3_client = s3 or make_s3_client(
+            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
+        )
+        lease_s = settings.polling.item_deadline_s + settings.worker.max_countdown_s * 2
+        return cls(
+            settings=settings,
+            ledger=Ledger(client),
+            gates=Gates(client, settings.redis.url, settings.provider, slot_lease_s=lease_s),
+            storage=Storage(s3_client, settings.storage),
+            provider=ProviderClient.from_settings(
+                settings.provider, transport=transport, retry_policy=RetryPolicy(max_attempts=1)
+            ),
+            http=httpx.Client(
+                timeout=httpx.Timeout(
+                    settings.provider.read_timeout_s, connect=settings.provider.connect_timeout_s
+                ),
+                follow_redirects=True,
+                transport=transport,
+            ),
+            clock=clock,
+        )
+
+    def close(self) -> None:
+        """Close network clients."""
+        self.provider.close()
+        self.http.close()
+        self.ledger.redis.close()
+
+    def countdown(self, seconds: float) -> float:
+        """A countdown within the broker's visibility timeout (longer waits ask again)."""
+        return max(0.0, min(seconds, self.settings.worker.max_countdown_s))

@@ -1,0 +1,74 @@
+"""The life of an item, and what a final state means.
+
+    pending ──prepare──> ready ──submit (intent first)──> submitting ──POST answered──> running
+       │                   ^                                  │ outcome unknown: reconcile via the list
+       │ pair already paid │ transient failure (attempts left) │
+       │ for: copy output  └────────────────────────── running ─┤
+       v                                                        v provider says completed
+    completed <───────────────────────── collecting <───────────┘
+
+Final states: completed, failed, skipped (budget), cancelled, needs_attention (a submit whose
+outcome the list call could not settle: never re-posted automatically).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ItemState(StrEnum):
+    """Where an item is. The ledger moves it only along the arrows above."""
+
+    PENDING = "pending"
+    READY = "ready"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    COLLECTING = "collecting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    NEEDS_ATTENTION = "needs_attention"
+
+    @property
+    def final(self) -> bool:
+        """True when nothing more happens to the item unless a user retries it."""
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {
+        ItemState.COMPLETED,
+        ItemState.FAILED,
+        ItemState.SKIPPED,
+        ItemState.CANCELLED,
+        ItemState.NEEDS_ATTENTION,
+    }
+)
+NOT_SUBMITTED = frozenset({ItemState.PENDING, ItemState.READY})
+"""States in which no paid request for the current attempt has been sent."""
+
+
+class BatchState(StrEnum):
+    """A batch is running until every item is final, then finished (report written)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class ErrorKind(StrEnum):
+    """Why an item did not complete: decides whether a retry can help."""
+
+    INPUT = "input"
+    """The provider refused the media (no face, unreadable): fix the input."""
+    TRANSIENT = "transient"
+    """The provider failed for its own reasons and attempts ran out."""
+    TIMEOUT = "timeout"
+    """No final answer before the item's deadline; the prediction id is kept."""
+    OUTPUT = "output"
+    """The output is missing, unreadable or the wrong length."""
+    STORAGE = "storage"
+    BUDGET = "budget"
+    CANCELLED = "cancelled"
+    AUTH = "auth"
+    UNRESOLVED_SUBMIT = "unresolved_submit"

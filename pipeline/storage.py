@@ -1,0 +1,252 @@
+"""The bucket: content-addressed inputs, outputs per batch, reports. boto3 behind one class.
+
+Keys (under `storage.prefix`):
+
+    media/sha256/<hex>.<ext>       an input, named by the sha256 of its bytes: uploaded once
+    outputs/<batch>/<output name>  an item's lip-synced video
+    reports/<batch>/report.json    the batch's report
+
+Uploads stream from disk (multipart above `multipart_threshold_mb`), hashing as they go, and
+a file that changed since it was planned is deleted again rather than kept under the wrong
+name. Outputs stream from the provider's URL straight into the bucket. botocore errors become
+`StorageError` here.
+
+    >>> media_key("", "ab12", "/x/clip.MP4")
+    'media/sha256/ab12.mp4'
+    >>> output_key("team/", "b-1", "de/ep1.mp4")
+    'team/outputs/b-1/de/ep1.mp4'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pipeline.errors import StorageError
+from pipeline.settings import StorageSettings
+
+MB = 1024 * 1024
+
+
+class InputChanged(StorageError):
+    """A local input's bytes no longer match the hash it was planned with."""
+
+
+def media_key(prefix: str, sha256: str, name: str) -> str:
+    """The content-addressed key of an input."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return f"{prefix}media/sha256/{sha256}{suffix}"
+
+
+def output_key(prefix: str, batch_id: str, output_name: str) -> str:
+    """Where an item's output goes."""
+    return f"{prefix}outputs/{batch_id}/{output_name}"
+
+
+def report_key(prefix: str, batch_id: str, name: str = "report.json") -> str:
+    """Where a batch's report goes."""
+    return f"{prefix}reports/{batch_id}/{name}"
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only stream over a file that hashes what passes through it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._stream.read(len(buffer))
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only stream over an iterator of byte chunks (an HTTP download)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        self.size += count
+        return count
+
+
+class Storage:
+    """The configured bucket. Give it a boto3 S3 client."""
+
+    def __init__(self, s3: Any, settings: StorageSettings) -> None:
+        self.s3 = s3
+        self.bucket = settings.bucket
+        self.prefix = settings.prefix
+        self.presign_expiry_s = settings.presign_expiry_s
+        from boto3.s3.transfer import TransferConfig
+
+        threshold = settings.multipart_threshold_mb * MB
+        self._transfer = TransferConfig(
+            multipart_threshold=threshold, multipart_chunksize=max(8 * MB, threshold // 8)
+        )
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist (a local S3 server, a first run)."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            try:
+                self.s3.create_bucket(Bucket=self.bucket)
+            except (ClientError, BotoCoreError) as err:
+                raise StorageError(
+                    f"bucket {self.bucket!r} could not be created: {_why(err)}"
+                ) from err
+        except BotoCoreError as err:
+            raise StorageError(f"S3 could not be reached: {_why(err)}") from err
+
+    def exists(self, key: str, *, bucket: str | None = None) -> bool:
+        """True when the object exists."""
+        try:
+            self.s3.head_object(Bucket=bucket or self.bucket, Key=key)
+        except ClientError as err:
+            if _code(err) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise StorageError(f"S3 refused to look at {key}: {_why(err)}") from err
+        except BotoCoreError as err:
+            raise StorageError(f"S3 could not be reached: {_why(err)}") from err
+        return True
+
+    def upload_file(self, path: Path, key: str, expected_sha256: str) -> bool:
+        """Upload a local file to `key` unless it is there. True when bytes were sent.
+
+        The bytes are hashed on the way; if they no longer match `expected_sha256` (the file
+        changed since planning) the object is deleted and StorageError raised.
+        """
+        if self.exists(key):
+            return False
+        try:
+            with path.open("rb") as stream:
+                reader = _HashingReader(stream)
+                self.s3.upload_fileobj(
+                    io.BufferedReader(reader, buffer_size=MB),
+                    self.bucket,
+                    key,
+                    Config=self._transfer,
+                )
+        except OSError as err:
+            raise StorageError(f"{path.name} could not be read: {err.strerror}") from err
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"upload of {path.name} failed: {_why(err)}") from err
+        if reader.digest.hexdigest() != expected_sha256:
+            self.delete(key)
+            raise InputChanged(
+                f"{path.name} changed after it was planned (its content no longer matches); "
+                "plan the batch again"
+            )
+        return True
+
+    def copy_from_url(self, url: str, key: str, http: httpx.Client) -> int:
+        """Stream the object at `url` into `key`. Returns its size in bytes."""
+        try:
+            with http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise StorageError(
+                        f"the output could not be fetched: HTTP {response.status_code}"
+                    )
+                reader = _ChunkReader(response.iter_bytes(MB))
+                self.s3.upload_fileobj(
+                    io.BufferedReader(reader, buffer_size=MB),
+                    self.bucket,
+                    key,
+                    Config=self._transfer,
+                    ExtraArgs={"ContentType": "video/mp4"},
+                )
+        except httpx.HTTPError as err:
+            raise StorageError(f"the output could not be fetched: {type(err).__name__}") from err
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"the output could not be stored: {_why(err)}") from err
+        if reader.size == 0:
+            self.delete(key)
+            raise StorageError("the provider's output was empty")
+        return reader.size
+
+    def copy(self, source_key: str, key: str) -> None:
+        """Copy an object inside the bucket (server side: no bytes pass through us)."""
+        if source_key == key:
+            return
+        try:
+            self.s3.copy_object(
+                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"copy of {source_key} failed: {_why(err)}") from err
+
+    def put_json(self, key: str, data: object) -> None:
+        """Write a JSON document."""
+        body = json.dumps(data, indent=2, sort_keys=True).encode()
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"{key} could not be written: {_why(err)}") from err
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read a whole (small) object."""
+        try:
+            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"{key} could not be read: {_why(err)}") from err
+        return body
+
+    def delete(self, key: str) -> None:
+        """Delete an object (missing is fine)."""
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"{key} could not be deleted: {_why(err)}") from err
+
+    def presign(self, key: str, *, bucket: str | None = None, expiry_s: int | None = None) -> str:
+        """A GET URL for the object that works without credentials until it expires."""
+        try:
+            url: str = self.s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": bucket or self.bucket, "Key": key},
+                ExpiresIn=expiry_s or self.presign_expiry_s,
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"no URL could be signed for {key}: {_why(err)}") from err
+        return url
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", "error"))
+
+
+def _why(err: Exception) -> str:
+    if isinstance(err, ClientError):
+        return f"S3 answered {_code(err)}"
+    return type(err).__name__

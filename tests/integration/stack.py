@@ -1,0 +1,222 @@
+"""Helpers to run batches on the real parts: Redis, Celery workers, moto's S3, the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery.contrib.testing.worker import start_worker
+
+from pipeline.batches import BatchControl
+from pipeline.ledger import Ledger
+from pipeline.media import MediaInspector
+from pipeline.planning import Plan, plan_manifest
+from pipeline.remote import make_s3_client
+from pipeline.samples import write_audio, write_video
+from pipeline.settings import Settings
+from pipeline.storage import Storage
+from workers.app import create_app
+from workers.tasks import CeleryDispatcher
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX_KEY = "sk-sandbox"
+
+# Every sync mode, with video and audio of different lengths both ways.
+ALL_MODES_ITEMS = [
+    (f"{mode}-{n}", video_s, audio_s, mode)
+    for n, (video_s, audio_s) in enumerate([(1.0, 1.6), (1.6, 1.0), (1.2, 1.2), (0.8, 1.4)])
+    for mode in ("cut_off", "loop", "bounce", "silence", "remap")
+]
+
+
+def stack_settings(
+    *, sandbox_url: str, redis_url: str, s3_url: str, bucket: str, **sections: dict[str, Any]
+) -> Settings:
+    """Settings for a test stack: fast polls (allowed for a local provider), short limits."""
+    values: dict[str, dict[str, Any]] = {
+        "provider": {
+            "base_url": sandbox_url,
+            "api_key": SANDBOX_KEY,
+            "starts_per_minute": 600,
+            "rate_window_s": 60.0,
+            "start_margin_s": 0.0,
+            "max_concurrent": 8,
+            "polls_per_second": 100.0,
+            "cooldown_default_s": 1.0,
+            "submit_timeout_s": 5.0,
+            "read_timeout_s": 10.0,
+        },
+        "storage": {"bucket": bucket, "endpoint_url": s3_url, "presign_expiry_s": 3600},
+        "redis": {"url": redis_url},
+        "polling": {
+            "first_poll_min_s": 0.2,
+            "max_interval_s": 1.0,
+            "expected_fixed_s": 0.2,
+            "expected_per_video_s": 0.1,
+            "item_deadline_s": 60.0,
+            "reconcile_grace_s": 1.0,
+        },
+        "worker": {
+            "task_time_limit_s": 60,
+            "task_soft_time_limit_s": 50,
+            "max_countdown_s": 20.0,
+            "visibility_timeout_s": 120,
+            "retry_delay_s": 0.2,
+        },
+    }
+    for section, overrides in sections.items():
+        values.setdefault(section, {}).update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as LIPDUB_ environment variables, for a worker subprocess."""
+    env: dict[str, str] = {}
+    for section, model in settings:
+        for field, value in model:
+            if value is None:
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            env[f"LIPDUB_{section.upper()}__{field.upper()}"] = str(
+                value.value if hasattr(value, "value") else value
+            )
+    return env
+
+
+def write_manifest(folder: Path, items: list[tuple[str, float, float, str]]) -> Path:
+    """Generate media and a CSV manifest for (id, video_s, audio_s, sync_mode) rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["id,video,audio,sync_mode,language"]
+    for item_id, video_s, audio_s, mode in items:
+        video = folder / f"{item_id}.mp4"
+        audio = folder / f"{item_id}.wav"
+        if not video.exists():
+            write_video(video, video_s, width=160, height=96)
+        if not audio.exists():
+            write_audio(audio, audio_s)
+        lines.append(f"{item_id},{video.name},{audio.name},{mode},de")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest
+
+
+def plan(manifest: Path, settings: Settings) -> Plan:
+    """Plan a manifest with the test settings (no probe cache on disk)."""
+    return plan_manifest(
+        manifest, media=settings.media, price=settings.price, inspector=MediaInspector()
+    )
+
+
+class Stack:
+    """A Celery app for the settings, its batch control, the ledger and the bucket."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.redis = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+        self.ledger = Ledger(self.redis)
+        self.control = BatchControl(
+            self.ledger, CeleryDispatcher(self.app, settings.worker.queue), settings
+        )
+        self.s3 = make_s3_client(
+            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
+        )
+        self.storage = Storage(self.s3, settings.storage)
+        self.storage.ensure_bucket()
+
+    def wait(self, batch_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Wait (the test waits, not a worker) until the batch is finished; its status."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.control.status(batch_id)
+            if status["state"] == "finished":
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(f"batch not finished after {timeout_s} s: {status}")
+            time.sleep(0.1)
+
+    def keys(self, prefix: str) -> list[str]:
+        """Object keys in the bucket under a prefix."""
+        listing = self.s3.list_objects_v2(Bucket=self.settings.storage.bucket, Prefix=prefix)
+        return sorted(obj["Key"] for obj in listing.get("Contents", []))
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+@contextmanager
+def in_process_worker(stack: Stack, concurrency: int = 4) -> Iterator[None]:
+    """A Celery worker in this process (threads pool): fast, for most scenarios."""
+    with start_worker(
+        stack.app,
+        pool="threads",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=20,
+    ):
+        yield
+
+
+@contextmanager
+def worker_processes(
+    settings: Settings, tmp_path: Path, *, count: int = 1, concurrency: int = 2
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Real `celery worker` processes (prefork), configured only through the environment."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")},
+        **settings_env(settings),
+        "PYTHONPATH": str(ROOT),
+    }
+    procs = []
+    logs = []
+    for n in range(count):
+        log = (tmp_path / f"worker-{n}.log").open("wb")
+        logs.append(log)
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                    "--pool=prefork", f"--concurrency={concurrency}", "--loglevel=INFO",
+                    f"--hostname=w{n}-{os.getpid()}@%h", "--without-gossip",
+                    "--without-mingle", "--without-heartbeat", "-Q", settings.worker.queue,
+                ],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        )  # fmt: skip
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in logs:
+            log.close()
+
+
+def audit(sandbox_url: str) -> list[dict[str, Any]]:
+    """The sandbox's audit log of submits."""
+    import httpx
+
+    return list(json.loads(httpx.get(f"{sandbox_url}/_sandbox/audit", timeout=5).text))
+
+
+def accepted_submits(sandbox_url: str) -> list[dict[str, Any]]:
+    """Submits that created a task (paid), whatever answer the client got."""
+    return [e for e in audit(sandbox_url) if str(e.get("outcome", "")).startswith("accepted")]

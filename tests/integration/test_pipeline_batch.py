@@ -1,0 +1,77 @@
+"""Batches end to end on the real parts: Redis, Celery workers, moto's S3, the sandbox."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from pipeline.media import probe
+from pipeline.sync_modes import SyncMode, expected_output_s, within_one_frame
+from tests.conftest import start_sandbox
+from tests.integration.stack import (
+    ALL_MODES_ITEMS,
+    Stack,
+    accepted_submits,
+    in_process_worker,
+    plan,
+    stack_settings,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def make_stack(tmp_path, redis_url, s3_server, bucket):
+    stacks = []
+
+    def make(sandbox, **sections):
+        settings = stack_settings(
+            sandbox_url=sandbox.url,
+            redis_url=redis_url,
+            s3_url=s3_server.url,
+            bucket=bucket,
+            **sections,
+        )
+        stack = Stack(settings)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+def test_twenty_items_over_all_modes_end_in_s3_at_the_right_duration(tmp_path, make_stack):
+    # Given 20 items covering every sync mode, with audio longer and shorter than the video
+    manifest = write_manifest(tmp_path / "batch", ALL_MODES_ITEMS)
+    with start_sandbox(tmp_path, max_concurrent=8) as sandbox:
+        stack = make_stack(sandbox)
+        batch_plan = plan(manifest, stack.settings)
+        # When the batch runs on an in-process Celery worker
+        with in_process_worker(stack):
+            batch_id = stack.control.start(batch_plan, name="all-modes")
+            status = stack.wait(batch_id, timeout_s=90)
+        submits = accepted_submits(sandbox.url)
+    # Then every item completed, once each, with its output in the bucket at the mode's length
+    assert status["counts"]["completed"] == 20, status
+    assert len(submits) == 20
+    report = stack.control.report(batch_id)
+    for item in report["items_detail"]:
+        video_s, audio_s = item["video_s"], item["audio_s"]
+        expected = expected_output_s(SyncMode(item["sync_mode"]), video_s, audio_s)
+        url = stack.storage.presign(item["output_key"])
+        actual = probe(url).duration_s
+        assert within_one_frame(actual, expected), (item["id"], actual, expected)
+        assert item["output_key"] == f"outputs/{batch_id}/{item['id']}.mp4"
+        # input-video seconds x $0.134, as estimated at planning time
+        assert Decimal(item["cost_usd"]) == Decimal(item["estimate_usd"]) > 0
+        assert set(item["phases"]) >= {"upload", "collect"}
+    assert stack.keys(f"reports/{batch_id}/") == [f"reports/{batch_id}/report.json"]
+    spent = Decimal(status["spent_usd"])
+    assert spent == sum(Decimal(i["cost_usd"]) for i in report["items_detail"])
+    assert Counter(i["sync_mode"] for i in report["items_detail"]) == dict.fromkeys(
+        ("cut_off", "loop", "bounce", "silence", "remap"), 4
+    )

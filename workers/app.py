@@ -1,0 +1,74 @@
+"""The Celery app: the settings design.md fixes, and one task per pipeline step.
+
+    celery -A workers.app worker --pool=prefork --concurrency=4
+
+`create_app(settings)` builds an app for given settings (tests, the demo); the module's `app`
+is built from the environment the first time something asks for it, so importing this module
+reads no settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings, load_settings
+from workers.tasks import RuntimeHolder, register_tasks
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings. Redelivery after a crash is what makes tasks idempotent by necessity:
+    acks late, rejected on worker loss, one message prefetched, and a visibility timeout
+    above every countdown and time limit (validated in WorkerSettings)."""
+    worker = settings.worker
+    transport = {"visibility_timeout": worker.visibility_timeout_s}
+    return {
+        "broker_url": settings.redis.effective_broker_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": worker.task_time_limit_s,
+        "task_soft_time_limit": worker.task_soft_time_limit_s,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_default_queue": worker.queue,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+    }
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime_factory: Callable[[], Runtime] | None = None,
+) -> Celery:
+    """A Celery app with lipdub's tasks. `runtime_factory` replaces the clients (tests)."""
+    settings = settings or load_settings()
+    app = Celery("lipdub", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    holder = RuntimeHolder(runtime_factory or (lambda: Runtime.from_settings(settings)))
+    register_tasks(app, holder, settings)
+    return app
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `celery -A workers.app` looks up `app`; build it on first use, from the environment.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,101 @@
+"""Thin Celery tasks: each runs one pipeline step and schedules what the step returns.
+
+A task carries only ids (never a URL, a key or a secret). Infrastructure trouble the step
+could not absorb (Redis or S3 briefly away) retries the same step with a countdown; the step
+itself is safe to run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, Task
+
+from pipeline.errors import LipdubError, StorageError
+from pipeline.flow import run_step
+from pipeline.ledger import LedgerError
+from pipeline.runtime import STEPS, Next, Runtime
+from pipeline.settings import Settings
+
+log = logging.getLogger("lipdub.worker")
+
+INFRA_RETRY_S = 5.0
+INFRA_MAX_RETRIES = 20
+
+
+class RuntimeHolder:
+    """One Runtime per process, made after the fork (sockets are never shared across it)."""
+
+    def __init__(self, factory: Callable[[], Runtime]) -> None:
+        self._factory = factory
+        self._runtime: Runtime | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def get(self) -> Runtime:
+        with self._lock:
+            if self._runtime is None or self._pid != os.getpid():
+                self._runtime = self._factory()
+                self._pid = os.getpid()
+            return self._runtime
+
+
+class CeleryDispatcher:
+    """Sends a `Next` as the matching task, with its countdown."""
+
+    def __init__(self, app: Celery, queue: str) -> None:
+        self.app = app
+        self.queue = queue
+
+    def send(self, step: Next) -> None:
+        args: list[Any] = [step.batch_id, step.item_id]
+        self.app.send_task(
+            f"lipdub.{step.step}",
+            args=args,
+            countdown=step.countdown_s if step.countdown_s > 0 else None,
+            queue=self.queue,
+        )
+
+
+def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> None:
+    """Register one task per step on `app`."""
+    dispatcher = CeleryDispatcher(app, settings.worker.queue)
+    for step in STEPS:
+        app.task(name=f"lipdub.{step}", bind=True, max_retries=INFRA_MAX_RETRIES)(
+            _make_task(step, holder, dispatcher)
+        )
+
+
+def _make_task(
+    step: str, holder: RuntimeHolder, dispatcher: CeleryDispatcher
+) -> Callable[..., None]:
+    def run(self: Task, batch_id: str, item_id: str | None = None) -> None:
+        runtime = holder.get()
+        try:
+            following = run_step(runtime, step, batch_id, item_id)
+        except (LedgerError, StorageError) as err:
+            retries = self.request.retries
+            log.warning(
+                "%s %s/%s: %s; again in %.0f s", step, batch_id, item_id, err, INFRA_RETRY_S
+            )
+            raise self.retry(countdown=INFRA_RETRY_S * (retries + 1), exc=err) from err
+        except LipdubError:
+            log.exception("%s %s/%s failed", step, batch_id, item_id)
+            raise
+        for nxt in following:
+            dispatcher.send(nxt)
+        log.info(
+            "%s %s/%s -> %s",
+            step,
+            batch_id,
+            item_id or "-",
+            ", ".join(f"{n.step}+{n.countdown_s:.1f}s" for n in following) or "done",
+        )
+
+    run.__name__ = f"lipdub_{step}"
+    run.__doc__ = f"Run the `{step}` step, then schedule what it asks for."
+    return run
