@@ -94,8 +94,9 @@ _SETTLE = """
 if redis.call('HGET', KEYS[2], 'settled') == '1' then return 0 end
 local held = tonumber(redis.call('HGET', KEYS[2], 'reserved_micros') or '0')
 local final = tonumber(ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'reserved_micros', -held)
-redis.call('HINCRBY', KEYS[1], 'spent_micros', final)
+-- (Lua's -0 is not an integer to Redis: skip zero increments)
+if held ~= 0 then redis.call('HINCRBY', KEYS[1], 'reserved_micros', 0 - held) end
+if final ~= 0 then redis.call('HINCRBY', KEYS[1], 'spent_micros', final) end
 redis.call('HSET', KEYS[2], 'reserved_micros', 0, 'settled', '1', 'cost_micros', final)
 return 1
 """

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 import time
 import wave
 from collections.abc import Iterator
@@ -22,6 +24,10 @@ from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 
 SANDBOX_KEY = "sk-sandbox"
+# moto's request recorder (used to count S3 requests) writes here, never into the checkout.
+os.environ.setdefault(
+    "MOTO_RECORDER_FILEPATH", str(Path(tempfile.mkdtemp(prefix="lipdub-moto-")) / "recording.jsonl")
+)
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> No
     """Register one task per step on `app`."""
     dispatcher = CeleryDispatcher(app, settings.worker.queue)
     for step in STEPS:
-        app.task(name=f"lipdub.{step}", bind=True, max_retries=INFRA_MAX_RETRIES)(
+        app.task(name=f"lipdub.{step}", bind=True, shared=False, max_retries=INFRA_MAX_RETRIES)(
             _make_task(step, holder, dispatcher)
         )
 

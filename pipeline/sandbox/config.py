@@ -54,6 +54,8 @@ class SandboxConfig(BaseModel):
     processing_fixed_s: float = Field(default=0.5, ge=0)
     processing_per_video_s: float = Field(default=0.1, ge=0)
     starts_per_minute: int = Field(default=600, ge=1)
+    rate_window_s: float = Field(default=60.0, gt=0)
+    """The sliding window `starts_per_minute` counts over (tests shrink it)."""
     max_concurrent: int = Field(default=8, ge=1)
     initial_balance_usd: Decimal = Decimal("1000")
     price_per_second_usd: Decimal = Decimal("0.134")

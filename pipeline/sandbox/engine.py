@@ -37,7 +37,6 @@ from pipeline.sandbox.render import render
 from pipeline.sync_modes import ALLOWED_SYNC_MODES, SyncMode
 
 log = logging.getLogger("lipdub.sandbox")
-RATE_WINDOW_S = 60.0
 
 
 class InputRejected(Exception):
@@ -105,6 +104,8 @@ class SandboxEngine:
         self._audit: list[dict[str, Any]] = []
         self.balance_usd = config.initial_balance_usd
         self.webhook_deliveries: list[dict[str, Any]] = []
+        self.stats: collections.Counter[str] = collections.Counter()
+        """in_flight / peak_in_flight (tasks not yet final), rate_limited (429s), polls."""
         self._pool = ThreadPoolExecutor(config.max_concurrent, thread_name_prefix="sandbox-task")
         self._http = httpx.Client(timeout=config.fetch_timeout_s, follow_redirects=True)
 
@@ -120,11 +121,16 @@ class SandboxEngine:
         """Take a start from the per-minute window: None when taken, else seconds to wait."""
         now = time.monotonic()
         with self._lock:
-            while self._starts and now - self._starts[0] >= RATE_WINDOW_S:
+            window_s = self.config.rate_window_s
+            while self._starts and now - self._starts[0] >= window_s:
                 self._starts.popleft()
             if len(self._starts) >= self.config.starts_per_minute:
-                return max(0.0, RATE_WINDOW_S - (now - self._starts[0]))
+                self.stats["rate_limited"] += 1
+                return max(0.0, window_s - (now - self._starts[0]))
             self._starts.append(now)
+            self.stats["max_starts_in_window"] = max(
+                self.stats["max_starts_in_window"], len(self._starts)
+            )
             return None
 
     def release_start(self) -> None:
@@ -132,6 +138,7 @@ class SandboxEngine:
         with self._lock:
             if self._starts:
                 self._starts.pop()
+            self.stats["released_starts"] += 1
 
     # ------------------------------------------------------------ submit
 
@@ -248,6 +255,10 @@ class SandboxEngine:
         )
         with self._lock:
             self._tasks[task.id] = task
+            self.stats["in_flight"] += 1
+            self.stats["peak_in_flight"] = max(
+                self.stats["peak_in_flight"], self.stats["in_flight"]
+            )
         self._pool.submit(self._process, task)
         return task
 
@@ -267,6 +278,11 @@ class SandboxEngine:
                 self.config.audit_log.parent.mkdir(parents=True, exist_ok=True)
                 with self.config.audit_log.open("a", encoding="utf-8") as out:
                     out.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def stats_snapshot(self) -> dict[str, int]:
+        """A copy of the counters (in_flight, peak_in_flight, rate_limited, polls)."""
+        with self._lock:
+            return dict(self.stats)
 
     def audit_entries(self) -> list[dict[str, Any]]:
         """A copy of every audit entry so far."""
@@ -335,6 +351,7 @@ class SandboxEngine:
         self, task: Task, status: str, *, error: str = "", outputs: list[str] | None = None
     ) -> None:
         with self._lock:
+            self.stats["in_flight"] -= 1
             task.status = status
             task.error = error
             task.outputs = outputs or []
@@ -379,6 +396,7 @@ class SandboxEngine:
             task = self._tasks.get(prediction_id)
             if task is not None:
                 task.polls += 1
+                self.stats["polls"] += 1
             return task
 
     def snapshot(self, task: Task) -> dict[str, Any]:

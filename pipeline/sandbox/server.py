@@ -139,6 +139,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(
                     200, json.dumps(self.engine.audit_entries()).encode(), "application/json"
                 )
+            if method == "GET" and path == "/_sandbox/stats":
+                stats = self.engine.stats_snapshot()
+                return self._send(200, json.dumps(stats).encode(), "application/json")
             if method == "GET" and path == "/_sandbox/health":
                 return self._send(200, b'{"ok": true}', "application/json")
             if not path.startswith("/api/v3/"):

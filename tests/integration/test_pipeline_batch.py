@@ -12,36 +12,13 @@ from pipeline.sync_modes import SyncMode, expected_output_s, within_one_frame
 from tests.conftest import start_sandbox
 from tests.integration.stack import (
     ALL_MODES_ITEMS,
-    Stack,
     accepted_submits,
     in_process_worker,
     plan,
-    stack_settings,
     write_manifest,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def make_stack(tmp_path, redis_url, s3_server, bucket):
-    stacks = []
-
-    def make(sandbox, **sections):
-        settings = stack_settings(
-            sandbox_url=sandbox.url,
-            redis_url=redis_url,
-            s3_url=s3_server.url,
-            bucket=bucket,
-            **sections,
-        )
-        stack = Stack(settings)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        stack.close()
 
 
 def test_twenty_items_over_all_modes_end_in_s3_at_the_right_duration(tmp_path, make_stack):
