@@ -1,0 +1,113 @@
+"""The account's limits hold across real worker processes, and ambiguous submits are settled
+through the list call without paying twice."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import start_sandbox
+from tests.integration.stack import (
+    accepted_submits,
+    in_process_worker,
+    plan,
+    worker_processes,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def _stats(sandbox_url: str) -> dict[str, int]:
+    return dict(httpx.get(f"{sandbox_url}/_sandbox/stats", timeout=5).json())
+
+
+def test_limits_hold_across_two_worker_processes(tmp_path, make_stack):
+    # Given a provider allowing 3 starts per 2 s window and 10 tasks at once,
+    # and our account limits: the same starts, and 3 predictions in flight
+    items = [(f"g-{n}", 1.0 + n * 0.1, 1.0, "cut_off") for n in range(9)]
+    manifest = write_manifest(tmp_path / "m", items)
+    with start_sandbox(
+        tmp_path, starts_per_minute=3, rate_window_s=2.0, max_concurrent=10, processing_fixed_s=1.0
+    ) as sandbox:
+        stack = make_stack(
+            sandbox,
+            provider={
+                "starts_per_minute": 3,
+                "rate_window_s": 2.0,
+                "start_margin_s": 0.2,
+                "max_concurrent": 3,
+            },
+        )
+        # When two real prefork worker processes (2 children each) run the batch
+        with worker_processes(stack.settings, tmp_path, count=2, concurrency=2):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=90)
+        stats = _stats(sandbox.url)
+        submits = accepted_submits(sandbox.url)
+    # Then every item completed, the provider never refused a start, no window held more
+    # starts than allowed, and never more than 3 predictions were in flight
+    assert status["counts"]["completed"] == 9, status
+    assert len(submits) == 9
+    assert stats.get("rate_limited", 0) == 0
+    assert stats["max_starts_in_window"] <= 3
+    assert stats["peak_in_flight"] <= 3
+    assert stats["peak_in_flight"] >= 2, "the test did not exercise concurrency"
+
+
+def test_a_dropped_submit_is_adopted_from_the_list_not_posted_again(tmp_path, make_stack):
+    # Given a provider that creates each task and then drops the connection
+    items = [(f"d-{n}", 1.0 + n * 0.1, 1.0, "bounce") for n in range(3)]
+    manifest = write_manifest(tmp_path / "m", items)
+    with start_sandbox(tmp_path, faults={"submit_drop_rate": 1.0}) as sandbox:
+        stack = make_stack(sandbox)
+        with in_process_worker(stack):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id)
+        submits = accepted_submits(sandbox.url)
+    # Then each item was submitted once, found in the list, and completed
+    assert status["counts"]["completed"] == 3
+    assert len(submits) == 3
+    assert {s["outcome"] for s in submits} == {"accepted_dropped"}
+    report = stack.control.report(batch_id)["items_detail"]
+    assert all(i["reconciled"] for i in report)
+    assert sorted(i["prediction_id"] for i in report) == sorted(s["prediction_id"] for s in submits)
+
+
+def test_an_unresolvable_submit_needs_attention_and_is_never_reposted(tmp_path, make_stack):
+    # Given a provider that drops the answer and whose list hides the inputs
+    manifest = write_manifest(tmp_path / "m", [("blind", 1.0, 1.0, "cut_off")])
+    with start_sandbox(
+        tmp_path, list_includes_inputs=False, faults={"submit_drop_rate": 1.0}
+    ) as sandbox:
+        stack = make_stack(sandbox)
+        with in_process_worker(stack):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id)
+            # retry_failed leaves it alone unless asked explicitly
+            assert stack.control.retry_failed(batch_id) == []
+        submits = accepted_submits(sandbox.url)
+    assert status["counts"]["needs_attention"] == 1
+    assert len(submits) == 1
+    item = stack.control.report(batch_id)["items_detail"][0]
+    assert item["error_kind"] == "unresolved_submit"
+    assert [c["id"] for c in item["evidence"]["candidates"]] == [submits[0]["prediction_id"]]
+    assert "does not re-post" in item["hint"]
+
+
+def test_a_submit_that_created_nothing_is_posted_again_after_the_list_says_so(tmp_path, make_stack):
+    # Given a provider whose first submit of each pair answers 500 without creating a task
+    manifest = write_manifest(tmp_path / "m", [("again", 1.0, 1.0, "remap")])
+    with start_sandbox(tmp_path, faults={"submit_error_rate": 0.5, "seed": 5}) as sandbox:
+        stack = make_stack(sandbox, provider={"submit_timeout_s": 1.0})
+        with in_process_worker(stack):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id)
+        entries = httpx.get(f"{sandbox.url}/_sandbox/audit", timeout=5).json()
+    outcomes = [e["outcome"] for e in entries]
+    # Then it completed with exactly one task created, after the refused attempt(s)
+    assert status["counts"]["completed"] == 1
+    assert outcomes[0] == "error_not_created", "the fault did not happen: pick another seed"
+    assert outcomes.count("accepted") == 1
+    assert outcomes[-1] == "accepted"
+    assert set(outcomes[:-1]) == {"error_not_created"}
