@@ -1,0 +1,105 @@
+"""The ledger's atomic transitions, budget and content claims, on a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import pytest
+import redis
+
+from pipeline import keys
+from pipeline.ledger import Ledger
+from pipeline.states import ItemState
+
+
+@pytest.fixture
+def ledger(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield Ledger(client)
+    client.close()
+
+
+def _batch(ledger: Ledger, count: int = 2, budget: Decimal | None = None) -> str:
+    items = [{"id": f"i{n}", "price_usd": "0.5"} for n in range(count)]
+    ledger.create_batch("b1", {"name": "t", "created_at": 1.0}, items, budget_usd=budget)
+    return "b1"
+
+
+def test_only_one_of_many_racing_transitions_wins(ledger):
+    # Given a ready item and 16 threads trying to record the submit intent at once
+    batch = _batch(ledger)
+    ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.READY)
+    wins = []
+    barrier = threading.Barrier(16)
+
+    def race(n: int) -> None:
+        barrier.wait()
+        if ledger.transition(batch, "i0", [ItemState.READY], ItemState.SUBMITTING, {"by": n}).ok:
+            wins.append(n)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then exactly one recorded its intent
+    assert len(wins) == 1
+    assert ledger.item(batch, "i0")["by"] == str(wins[0])
+
+
+def test_a_refused_transition_reports_the_state_it_met(ledger):
+    batch = _batch(ledger)
+    result = ledger.transition(batch, "i0", [ItemState.RUNNING], ItemState.COLLECTING)
+    assert not result.ok and result.state == "pending"
+    assert ledger.item(batch, "i0")["state"] == "pending"
+
+
+def test_the_last_final_transition_completes_the_batch_and_a_reopen_undoes_it(ledger):
+    batch = _batch(ledger, count=2)
+    first = ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.FAILED)
+    assert first.ok and not first.batch_complete and first.done == 1
+    second = ledger.transition(batch, "i1", [ItemState.PENDING], ItemState.COMPLETED)
+    assert second.batch_complete
+    ledger.update_batch(batch, {"state": "finished"})
+    reopened = ledger.transition(batch, "i0", [ItemState.FAILED], ItemState.PENDING)
+    assert reopened.done == 1 and not reopened.batch_complete
+    assert ledger.batch(batch)["state"] == "running"
+
+
+def test_budget_reservations_are_atomic_idempotent_and_settled_once(ledger):
+    # Given a $1.00 budget and items estimated at $0.50
+    batch = _batch(ledger, count=3, budget=Decimal("1.00"))
+    assert ledger.reserve(batch, batch, "i0", Decimal("0.5"))
+    assert ledger.reserve(batch, batch, "i0", Decimal("0.5")), "a second reserve is a no-op"
+    assert ledger.reserve(batch, batch, "i1", Decimal("0.5"))
+    # Then a third is refused
+    assert not ledger.reserve(batch, batch, "i2", Decimal("0.5"))
+    assert ledger.budget(batch)["reserved_usd"] == Decimal("1")
+    # When one settles at its final cost, twice
+    assert ledger.settle(batch, batch, "i0", Decimal("0.3"))
+    assert not ledger.settle(batch, batch, "i0", Decimal("0.3"))
+    money = ledger.budget(batch)
+    assert money["reserved_usd"] == Decimal("0.5") and money["spent_usd"] == Decimal("0.3")
+    # and the freed money fits the third
+    assert ledger.reserve(batch, batch, "i2", Decimal("0.2"))
+
+
+def test_a_pair_is_claimed_once_then_reused(ledger):
+    first = ledger.claim("pair", "b1:a")
+    assert first.kind == "own"
+    assert ledger.claim("pair", "b1:a").kind == "own", "the owner may ask again"
+    assert ledger.claim("pair", "b2:x") == type(first)("wait", "b1:a", "")
+    ledger.complete_content("pair", "b1:a", "outputs/b1/a.mp4", ttl_s=60)
+    reuse = ledger.claim("pair", "b2:x")
+    assert (reuse.kind, reuse.output_key) == ("reuse", "outputs/b1/a.mp4")
+    assert 0 < ledger.redis.ttl(keys.content("pair")) <= 60
+    assert ledger.claim("pair", "b3:y", force=True).kind == "own"
+
+
+def test_a_released_claim_lets_another_item_pay(ledger):
+    ledger.claim("pair", "b1:a")
+    ledger.release_claim("pair", "b2:not-the-owner")
+    assert ledger.claim("pair", "b2:x").kind == "wait"
+    ledger.release_claim("pair", "b1:a")
+    assert ledger.claim("pair", "b2:x").kind == "own"
