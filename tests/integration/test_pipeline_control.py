@@ -10,6 +10,9 @@ import httpx
 import pytest
 
 from pipeline.errors import BudgetExceeded
+from pipeline.media import MediaInspector
+from pipeline.planning import plan_manifest
+from pipeline.remote import RemoteProber
 from tests.conftest import start_sandbox
 from tests.integration.stack import (
     accepted_submits,
@@ -180,3 +183,30 @@ def test_an_item_past_its_deadline_fails_timeout_and_keeps_its_prediction(tmp_pa
             assert stack.control.status(batch_id)["counts"]["running"] == 1
             stack.wait(batch_id)
         assert len(accepted_submits(sandbox.url)) == 1
+
+
+def test_s3_inputs_are_used_in_place(tmp_path, make_stack, media):
+    # Given a manifest whose inputs are already in a bucket
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox)
+        bucket = stack.settings.storage.bucket
+        stack.s3.upload_file(str(media["video_2s"]), bucket, "catalog/ep.mp4")
+        stack.s3.upload_file(str(media["audio_mp3"]), bucket, "catalog/ep-de.mp3")
+        manifest = tmp_path / "s3.csv"
+        manifest.write_text(
+            f"id,video,audio,sync_mode\nep,s3://{bucket}/catalog/ep.mp4,s3://{bucket}/catalog/ep-de.mp3,loop\n"
+        )
+        batch_plan = plan_manifest(
+            manifest,
+            media=stack.settings.media,
+            price=stack.settings.price,
+            inspector=MediaInspector(),
+            remote=RemoteProber(stack.s3),
+        )
+        with in_process_worker(stack):
+            batch_id = stack.control.start(batch_plan)
+            status = stack.wait(batch_id)
+    # Then nothing was copied into media/, and the output is there
+    assert status["counts"]["completed"] == 1
+    assert stack.keys("media/") == []
+    assert stack.keys(f"outputs/{batch_id}/") == [f"outputs/{batch_id}/ep.mp4"]
