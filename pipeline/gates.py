@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 from throttled import RateLimiterType, Throttled, rate_limiter, store
+from throttled.exceptions import BaseThrottledError
 
 from pipeline import keys
 from pipeline.ledger import LedgerError
@@ -147,5 +148,5 @@ class Gates:
     def _run(self, action: Callable[[], Any]) -> Any:
         try:
             return action()
-        except redis.RedisError as err:
+        except (redis.RedisError, BaseThrottledError) as err:
             raise LedgerError(f"the shared gates (Redis) failed: {type(err).__name__}") from err

@@ -77,3 +77,16 @@ def test_the_poll_rate_is_shared(make_gates):
     one, two = make_gates(polls_per_second=2.0), make_gates(polls_per_second=2.0)
     assert one.take_poll().passed and two.take_poll().passed
     assert not one.take_poll().passed
+
+
+def test_an_unreachable_redis_is_a_ledger_error_the_task_can_retry():
+    from pipeline.ledger import LedgerError
+    from pipeline.localstack import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
+    gates = Gates(client, url, ProviderSettings(), slot_lease_s=60)
+    for call in (gates.take_start, gates.cooling, lambda: gates.acquire_slot("b:1")):
+        with pytest.raises(LedgerError, match="Redis"):
+            call()
+    client.close()
