@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline import keys
-from pipeline.ledger import Transition
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
 
@@ -98,24 +97,44 @@ def end(
     cost_usd: Decimal = Decimal(0),
 ) -> list[Next]:
     """Move an item to a final state and clean up after it: its slot, its claim on the pair
-    (unless completed or unresolved), its budget reservation. Then finalize if it was last."""
+    (unless a prediction for it was or may have been paid), its budget reservation. Then
+    finalize if it was the last."""
     values: dict[str, object] = {"finished_at": rt.clock(), **(fields or {})}
     result = rt.ledger.transition(item.batch_id, item.id, allowed, to, values)
     if not result.ok:
         return []
-    return after_final(rt, item, to, result, cost_usd=cost_usd)
-
-
-def after_final(
-    rt: Runtime, item: Item, to: ItemState, result: Transition, *, cost_usd: Decimal
-) -> list[Next]:
-    """Release what a finished item held, and ask for the report when the batch is done."""
     rt.gates.release_slot(item.member)
-    if to not in (ItemState.COMPLETED, ItemState.NEEDS_ATTENTION):
+    if not paid_for(to, str(values.get("error_kind", ""))):
         rt.ledger.release_claim(item.text("identity"), item.member)
     scope = rt.ledger.batch(item.batch_id).get("budget_scope") or item.batch_id
     rt.ledger.settle(scope, item.batch_id, item.id, cost_usd)
     return [Next("finalize", item.batch_id)] if result.batch_complete else []
+
+
+def paid_for(state: str, error_kind: str) -> bool:
+    """True when an item in this final state holds a prediction that was, or may have been,
+    paid for: completed, unresolved, timed out (it may still finish) or uncollected. Its claim
+    on the pair stays, so no other item or batch pays for the pair again on its own.
+
+    >>> paid_for("failed", "timeout"), paid_for("failed", "input"), paid_for("completed", "")
+    (True, False, True)
+    """
+    if state in (ItemState.COMPLETED, ItemState.NEEDS_ATTENTION):
+        return True
+    return state == ItemState.FAILED and error_kind in (ErrorKind.TIMEOUT, ErrorKind.OUTPUT)
+
+
+def cancel(rt: Runtime, item: Item, allowed: Iterable[ItemState]) -> list[Next]:
+    """End an item that was never submitted because its batch was cancelled."""
+    return fail(
+        rt,
+        item,
+        allowed,
+        ErrorKind.CANCELLED,
+        "the batch was cancelled before this item was submitted",
+        "Retry the batch's failed items, or run the manifest again.",
+        to=ItemState.CANCELLED,
+    )
 
 
 def fail(

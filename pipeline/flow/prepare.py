@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pipeline.errors import StorageError
-from pipeline.flow.common import Item, batch_flag, end, fail, load, resume
+from pipeline.flow.common import Item, batch_flag, cancel, end, fail, load, paid_for, resume
 from pipeline.manifest import InputRef
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
@@ -31,7 +31,7 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if item.state is not ItemState.PENDING:
         return resume(rt, item, ItemState.PENDING)
     if batch_flag(rt, batch_id, "cancelled"):
-        return end(rt, item, [ItemState.PENDING], ItemState.CANCELLED, _cancelled())
+        return cancel(rt, item, [ItemState.PENDING])
     force = batch_flag(rt, batch_id, "force")
     claim = rt.ledger.claim(item.text("identity"), item.member, force=force)
     if claim.kind == "reuse":
@@ -111,14 +111,16 @@ def _wait(rt: Runtime, item: Item, owner: str) -> list[Next]:
     owner_batch, _, owner_item = owner.partition(":")
     record = rt.ledger.item(owner_batch, owner_item)
     state = record.get("state", "")
-    if state == ItemState.NEEDS_ATTENTION:
+    if state != ItemState.COMPLETED and paid_for(state, record.get("error_kind", "")):
         return fail(
             rt,
             item,
             [ItemState.PENDING],
             ErrorKind.UNRESOLVED_SUBMIT,
-            f"the same pair was submitted by {owner} with an unresolved outcome",
-            f"Resolve {owner} first (it may have been paid for); start with force to pay again.",
+            f"the same pair was already submitted by {owner}, which ended {state} "
+            f"({record.get('error_kind')}) holding a prediction that may be paid for",
+            f"Retry {owner} (it polls or collects its prediction again at no charge), "
+            "or start this batch with force to pay for the pair again.",
             to=ItemState.NEEDS_ATTENTION,
         )
     if not record or state in (ItemState.FAILED, ItemState.CANCELLED, ItemState.SKIPPED):
@@ -126,11 +128,3 @@ def _wait(rt: Runtime, item: Item, owner: str) -> list[Next]:
         return [Next("prepare", item.batch_id, item.id)]
     rt.ledger.update_item(item.batch_id, item.id, ItemState.PENDING, {"waiting_on": owner})
     return [Next("prepare", item.batch_id, item.id, rt.countdown(WAIT_FOR_OWNER_S))]
-
-
-def _cancelled() -> dict[str, object]:
-    return {
-        "error": "the batch was cancelled before this item was submitted",
-        "error_kind": ErrorKind.CANCELLED.value,
-        "hint": "Retry the batch's failed items, or run the manifest again.",
-    }

@@ -18,7 +18,7 @@ from pipeline.errors import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from pipeline.flow.common import Item, batch_flag, end, fail, load, resume
+from pipeline.flow.common import Item, batch_flag, cancel, fail, load, resume
 from pipeline.flow.polling import first_poll_delay_s
 from pipeline.remote import split_s3
 from pipeline.runtime import Next, Runtime
@@ -38,17 +38,7 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if item.state is not ItemState.READY:
         return resume(rt, item, ItemState.SUBMITTING)
     if batch_flag(rt, batch_id, "cancelled"):
-        return end(
-            rt,
-            item,
-            [ItemState.READY],
-            ItemState.CANCELLED,
-            {
-                "error": "the batch was cancelled before this item was submitted",
-                "error_kind": ErrorKind.CANCELLED.value,
-                "hint": "Retry the batch's failed items, or run the manifest again.",
-            },
-        )
+        return cancel(rt, item, [ItemState.READY])
     cooling = rt.gates.cooling()
     if not cooling.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(cooling.wait_s))]

@@ -178,6 +178,11 @@ def test_an_item_past_its_deadline_fails_timeout_and_keeps_its_prediction(tmp_pa
             item = stack.control.report(batch_id)["items_detail"][0]
             assert item["state"] == "failed" and item["error_kind"] == "timeout"
             assert item["prediction_id"] and item["prediction_id"] in item["error"]
+            # A re-run does not pay for the pair while that prediction may still finish
+            rerun = stack.control.start(plan(manifest, stack.settings))
+            assert stack.wait(rerun)["counts"]["needs_attention"] == 1
+            held = stack.control.report(rerun)["items_detail"][0]
+            assert f"{batch_id}:clip-0" in held["error"] and "force" in held["hint"]
             # Retrying polls the same prediction again instead of paying for a new one
             assert stack.control.retry_failed(batch_id) == ["clip-0"]
             assert stack.control.status(batch_id)["counts"]["running"] == 1
