@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.errors import ProviderError, ProviderRateLimited
 from pipeline.flow.common import Item, fail, load, resume
 from pipeline.flow.submit import accepted, strip_query
+from pipeline.provider.client import LIST_PAGE_SIZE_MAX
 from pipeline.provider.models import Prediction
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
@@ -23,6 +24,7 @@ from pipeline.states import ErrorKind, ItemState
 WINDOW_MARGIN_S = 300.0
 """Clock skew allowed between us and the provider when searching the list."""
 MAX_LIST_FAILURES = 10
+MAX_LIST_PAGES = 50
 
 
 def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
@@ -40,6 +42,7 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
                 created_after=_utc(intent_at - WINDOW_MARGIN_S),
                 created_before=_utc(now + WINDOW_MARGIN_S),
                 model=rt.settings.provider.model_path,
+                max_pages=MAX_LIST_PAGES,
             )
         )
     except ProviderError as err:
@@ -53,6 +56,11 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return [Next("reconcile", batch_id, item_id, rt.countdown(wait_s))]
     ours = [p for p in candidates if p.inputs is not None and _is_ours(p, item)]
     hidden = [p for p in candidates if p.inputs is None]
+    if not ours and len(candidates) >= MAX_LIST_PAGES * LIST_PAGE_SIZE_MAX:
+        # The window holds more than we read: absence proves nothing.
+        return _unresolved(
+            rt, item, f"the list holds more than the {len(candidates)} predictions read", []
+        )
     if ours:
         ours.sort(key=lambda p: p.created_at or datetime.min.replace(tzinfo=UTC))
         extra = [p.id for p in ours[1:]]
