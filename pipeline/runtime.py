@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -36,9 +36,6 @@ class Next:
     countdown_s: float = 0.0
 
 
-STEPS = ("prepare", "submit", "reconcile", "poll", "collect", "finalize")
-
-
 @dataclass
 class Runtime:
     """The clients one worker process shares between its tasks."""
@@ -51,7 +48,6 @@ class Runtime:
     http: httpx.Client
     """Fetches outputs from the provider's URLs."""
     clock: Callable[[], float] = time.time
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_settings(

@@ -16,9 +16,9 @@ from typing import Any
 from celery import Celery, Task
 
 from pipeline.errors import LipdubError, StorageError
-from pipeline.flow import run_step
+from pipeline.flow import STEPS, run_step
 from pipeline.ledger import LedgerError
-from pipeline.runtime import STEPS, Next, Runtime
+from pipeline.runtime import Next, Runtime
 from pipeline.settings import Settings
 
 log = logging.getLogger("lipdub.worker")

@@ -28,6 +28,9 @@ ITEM_STEPS: dict[str, ItemStep] = {
     "collect": collect,
 }
 
+STEPS = (*ITEM_STEPS, "finalize")
+"""Every step's name; a task is registered for each."""
+
 
 def run_step(rt: Runtime, step: str, batch_id: str, item_id: str | None) -> list[Next]:
     """Run one step by name: an item step, or `finalize` for the batch."""
@@ -38,4 +41,4 @@ def run_step(rt: Runtime, step: str, batch_id: str, item_id: str | None) -> list
     return ITEM_STEPS[step](rt, batch_id, item_id)
 
 
-__all__ = ["ITEM_STEPS", "Next", "run_step"]
+__all__ = ["ITEM_STEPS", "STEPS", "Next", "run_step"]
