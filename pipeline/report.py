@@ -105,11 +105,15 @@ def batch_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     status = batch_status(ledger, batch_id)
     batch = ledger.batch(batch_id)
     items = [item_report(record) for record in ledger.items(batch_id)]
+    bucket = batch.get("bucket", "")
+    for item in items:
+        item["output_uri"] = f"s3://{bucket}/{item['output_key']}" if item["output_key"] else None
     billable = sum(i["billable_s"] or 0.0 for i in items)
     return {
         **status,
         "manifest": batch.get("manifest", ""),
         "model": batch.get("model", ""),
+        "bucket": bucket,
         "price_model": _json(batch, "price_model"),
         "total_billable_s": round(billable, 3),
         "items_detail": items,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 from decimal import Decimal
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -348,3 +349,20 @@ def format_validation_error(err: ValidationError) -> str:
             message = "not a lipdub setting"
         lines.append(f"  - {name}: {message}{shown}")
     return "invalid settings:\n" + "\n".join(lines)
+
+
+def to_environment(settings: Settings) -> dict[str, str]:
+    """The settings as `LIPDUB_` environment variables, e.g. to configure a worker process.
+
+    The result holds the API key in clear: hand it to a child process, never to a log.
+    """
+    env: dict[str, str] = {}
+    for section, model in settings:
+        for field, value in model:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            text = str(value.value) if isinstance(value, Enum) else str(value)
+            env[f"{ENV_PREFIX}{section.upper()}{NESTED_DELIMITER}{field.upper()}"] = text
+    return env

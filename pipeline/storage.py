@@ -206,11 +206,12 @@ class Storage:
 
     def put_json(self, key: str, data: object) -> None:
         """Write a JSON document."""
-        body = json.dumps(data, indent=2, sort_keys=True).encode()
+        self.put_bytes(key, json.dumps(data, indent=2, sort_keys=True).encode(), "application/json")
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> None:
+        """Write a small object in one request."""
         try:
-            self.s3.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
-            )
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         except (ClientError, BotoCoreError) as err:
             raise StorageError(f"{key} could not be written: {_why(err)}") from err
 

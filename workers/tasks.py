@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
+from kombu.exceptions import OperationalError
 
 from pipeline.errors import LipdubError, StorageError
 from pipeline.flow import STEPS, run_step
@@ -44,6 +45,10 @@ class RuntimeHolder:
             return self._runtime
 
 
+class DispatchError(LipdubError):
+    """The broker did not take a task message (Redis down or refusing)."""
+
+
 class CeleryDispatcher:
     """Sends a `Next` as the matching task, with its countdown."""
 
@@ -53,12 +58,18 @@ class CeleryDispatcher:
 
     def send(self, step: Next) -> None:
         args: list[Any] = [step.batch_id, step.item_id]
-        self.app.send_task(
-            f"lipdub.{step.step}",
-            args=args,
-            countdown=step.countdown_s if step.countdown_s > 0 else None,
-            queue=self.queue,
-        )
+        try:
+            self.app.send_task(
+                f"lipdub.{step.step}",
+                args=args,
+                countdown=step.countdown_s if step.countdown_s > 0 else None,
+                queue=self.queue,
+            )
+        except OperationalError as err:
+            raise DispatchError(
+                f"the broker did not take the {step.step} task for {step.batch_id}: {err}. "
+                "Check that Redis is up (LIPDUB_REDIS__URL / LIPDUB_REDIS__BROKER_URL)."
+            ) from err
 
 
 def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> None:

@@ -1,4 +1,6 @@
-"""Finalize a batch once every item is final: write its report and mark it finished.
+"""Finalize a batch once every item is final: write its reports and mark it finished.
+
+The reports (JSON, CSV, HTML, Markdown) go to `reports/<batch>/` in the bucket.
 
 Any step whose transition leaves the set of finished items complete asks for this; it can be
 asked several times (redelivery, two last items at once), so it checks the set itself and
@@ -8,6 +10,7 @@ takes a guard that only one process holds. No chord is involved.
 from __future__ import annotations
 
 from pipeline.report import batch_report
+from pipeline.reporting import CONTENT_TYPES, render_all
 from pipeline.runtime import Next, Runtime
 from pipeline.states import BatchState
 from pipeline.storage import report_key
@@ -26,8 +29,11 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         finished_at = rt.clock()
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at})
         report = batch_report(rt.ledger, batch_id)
+        # JSON last: its presence means the set is complete.
+        for name, body in sorted(render_all(report).items(), key=lambda kv: kv[0].endswith("json")):
+            content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]
+            rt.storage.put_bytes(report_key(rt.storage.prefix, batch_id, name), body, content_type)
         key = report_key(rt.storage.prefix, batch_id)
-        rt.storage.put_json(key, report)
         rt.ledger.update_batch(batch_id, {"state": BatchState.FINISHED.value, "report_key": key})
     finally:
         rt.ledger.release_finalizer(batch_id)

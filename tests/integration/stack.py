@@ -22,7 +22,7 @@ from pipeline.media import MediaInspector
 from pipeline.planning import Plan, plan_manifest
 from pipeline.remote import make_s3_client
 from pipeline.samples import write_audio, write_video
-from pipeline.settings import Settings
+from pipeline.settings import Settings, to_environment
 from pipeline.storage import Storage
 from workers.app import create_app
 from workers.tasks import CeleryDispatcher
@@ -80,17 +80,7 @@ def stack_settings(
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as LIPDUB_ environment variables, for a worker subprocess."""
-    env: dict[str, str] = {}
-    for section, model in settings:
-        for field, value in model:
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            env[f"LIPDUB_{section.upper()}__{field.upper()}"] = str(
-                value.value if hasattr(value, "value") else value
-            )
-    return env
+    return to_environment(settings)
 
 
 def write_manifest(folder: Path, items: list[tuple[str, float, float, str]]) -> Path:

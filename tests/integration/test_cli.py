@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import free_port
 
-LIPDUB = [sys.executable, "-m", "pipeline.cli"]
+LIPDUB = [sys.executable, "-m", "workers.cli"]
 
 
 def run(args, cwd, **env):

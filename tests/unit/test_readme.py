@@ -5,7 +5,7 @@ from pathlib import Path
 
 from typer.main import get_command
 
-from pipeline.cli import app
+from workers.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

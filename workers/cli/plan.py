@@ -1,59 +1,36 @@
-"""The `lipdub` command line.
-
-Exit codes: 0 success; 1 the manifest is invalid (every problem is listed); 2 wrong usage;
-3 invalid settings; 4 the estimate is over the budget; 5 another lipdub error.
-"""
+"""`lipdub plan` and `lipdub samples`: validate and price a manifest; make sample media."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import signal
-import sys
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.errors import LipdubError, ManifestError, SettingsError
+from pipeline.errors import LipdubError, ManifestError
 from pipeline.media import MediaInspector, ProbeCache
 from pipeline.planning import Plan, plan_manifest
 from pipeline.pricing import to_cents
 from pipeline.remote import RemoteProber, make_s3_client
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings
 from pipeline.sync_modes import SyncMode
-
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_SETTINGS, EXIT_BUDGET, EXIT_ERROR = 0, 1, 2, 3, 4, 5
-
-app = typer.Typer(
-    name="lipdub",
-    help="Localize a video catalog with lip-sync (WaveSpeed sync/lipsync-3).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from workers.cli.common import (
+    EXIT_BUDGET,
+    EXIT_ERROR,
+    EXIT_INVALID,
+    app,
+    err,
+    fail,
+    out,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(Text(message))
-    return typer.Exit(code)
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except SettingsError as error:
-        raise _fail(f"lipdub: {error}", EXIT_SETTINGS) from None
+from workers.cli.common import settings as load_cli_settings
 
 
 @app.command()
@@ -68,11 +45,30 @@ def plan(
     ] = None,
 ) -> None:
     """Validate a manifest, probe its media and print the cost estimate. Spends nothing."""
-    settings = _settings()
+    settings = load_cli_settings()
+    result = build_plan(settings, manifest, sync_mode, as_json=as_json)
+    limit = Decimal(str(budget)) if budget is not None else settings.budget.batch_usd
+    over = limit is not None and result.total_usd > limit
+    if as_json:
+        out.print_json(json.dumps({"valid": True, "over_budget": over, **result.to_dict()}))
+    else:
+        print_plan(result)
+    if over:
+        raise fail(
+            f"the estimate ${to_cents(result.total_usd)} is over the budget ${limit}. "
+            "Raise --budget (or LIPDUB_BUDGET__BATCH_USD) or plan fewer items.",
+            EXIT_BUDGET,
+        )
+
+
+def build_plan(
+    settings: Settings, manifest: Path, sync_mode: SyncMode | None, *, as_json: bool
+) -> Plan:
+    """Plan the manifest with a progress bar; an invalid manifest exits 1 listing every problem."""
     cache = ProbeCache(settings.media.cache_path / "probe-cache.sqlite3")
     try:
         with _progress_bar("Checking media") as progress:
-            result = plan_manifest(
+            return plan_manifest(
                 manifest,
                 media=settings.media,
                 price=settings.price,
@@ -99,19 +95,7 @@ def plan(
             err.print(Text(f"lipdub: {manifest} is not valid: {error}"))
         raise typer.Exit(EXIT_INVALID) from None
     except LipdubError as error:
-        raise _fail(f"lipdub: {error}", EXIT_ERROR) from None
-    limit = Decimal(str(budget)) if budget is not None else settings.budget.batch_usd
-    over = limit is not None and result.total_usd > limit
-    if as_json:
-        out.print_json(json.dumps({"valid": True, "over_budget": over, **result.to_dict()}))
-    else:
-        _print_plan(result)
-    if over:
-        raise _fail(
-            f"lipdub: the estimate ${to_cents(result.total_usd)} is over the budget ${limit}. "
-            "Raise --budget (or LIPDUB_BUDGET__BATCH_USD) or plan fewer items.",
-            EXIT_BUDGET,
-        )
+        raise fail(str(error), EXIT_ERROR) from None
 
 
 @contextlib.contextmanager
@@ -144,7 +128,8 @@ def _remote_prober(settings: Settings) -> RemoteProber:
     )
 
 
-def _print_plan(result: Plan) -> None:
+def print_plan(result: Plan, *, max_rows: int = 50) -> None:
+    """The plan as a table (the first `max_rows` items) and the estimate line."""
     table = Table(title=f"Plan for {result.manifest.name}", title_justify="left")
     for name, justify in (
         ("row", "right"),
@@ -157,7 +142,7 @@ def _print_plan(result: Plan) -> None:
         ("USD", "right"),
     ):
         table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
-    for item in result.items:
+    for item in result.items[:max_rows]:
         table.add_row(
             str(item.row),
             Text(item.id),
@@ -168,6 +153,8 @@ def _print_plan(result: Plan) -> None:
             f"{item.billable_s:.2f}",
             f"{item.price_usd:.4f}",
         )
+    if len(result.items) > max_rows:
+        table.add_row("", Text(f"… {len(result.items) - max_rows} more"), *[""] * 6)
     table.add_section()
     table.add_row(
         "",
@@ -198,58 +185,3 @@ def samples(
 
     manifest = write_sample_catalog(folder)
     out.print(Text(f"Wrote {manifest} and its media. Next: lipdub plan {manifest}"))
-
-
-@app.command()
-def sandbox(
-    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8199,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    config: Annotated[Path | None, typer.Option(help="Sandbox config (TOML or JSON).")] = None,
-) -> None:
-    """Run the offline lipsync-3 provider: the WaveSpeed API without a key or a bill."""
-    from pydantic import ValidationError
-
-    from pipeline.sandbox.config import SandboxConfig
-    from pipeline.sandbox.server import SandboxServer
-
-    try:
-        sandbox_config = SandboxConfig.from_file(config) if config else SandboxConfig()
-    except (OSError, ValueError, ValidationError) as error:
-        raise _fail(f"lipdub: cannot use sandbox config {config}: {error}", EXIT_SETTINGS) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # httpx logs every URL it fetches; presigned input URLs carry credentials and signatures.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        server = SandboxServer(sandbox_config, host=host, port=port)
-    except OSError as error:
-        raise _fail(
-            f"lipdub: cannot listen on {host}:{port}: {error.strerror}. Try --port 0.", EXIT_ERROR
-        ) from None
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    out.print(
-        Text(
-            f"lipdub sandbox listening on {server.url} (model {sandbox_config.model_path}, "
-            f"API key {sandbox_config.api_keys[0]!r}); Ctrl-C stops it."
-        )
-    )
-    sys.stdout.flush()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.engine.stop()
-        out.print("sandbox stopped")
-
-
-def main() -> None:
-    """Entry point for `python -m pipeline.cli`."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,129 @@
+"""What a person wants to know about a finished (or running) batch, computed from its report.
+
+`summarize(report)` takes the dict `pipeline.report.batch_report` builds from the ledger and
+returns plain numbers: items by state, billable seconds, estimated vs. final cost, wall time,
+throughput, cost by sync_mode and by each metadata column, and each item's timeline.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pipeline.states import FINAL_STATES
+
+PHASE_NAMES = ("upload", "queue", "processing", "collect")
+MAX_GROUPS_PER_COLUMN = 50
+"""A metadata column with more distinct values than this (titles, say) is not a grouping."""
+
+
+@dataclass(frozen=True)
+class CostGroup:
+    """Items sharing one value of a column, and what they cost."""
+
+    value: str
+    items: int
+    completed: int
+    billable_s: float
+    estimate_usd: Decimal
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One item's phases as (phase, start, end) in seconds since the batch was created."""
+
+    item_id: str
+    state: str
+    phases: list[tuple[str, float, float]]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The headline figures of a batch."""
+
+    counts: dict[str, int]
+    items: int
+    final: int
+    completed: int
+    billable_s: float
+    estimate_usd: Decimal
+    cost_usd: Decimal
+    wall_s: float | None
+    items_per_minute: float | None
+    by_sync_mode: list[CostGroup]
+    by_metadata: dict[str, list[CostGroup]] = field(default_factory=dict)
+    timeline: list[TimelineRow] = field(default_factory=list)
+    timeline_span_s: float = 0.0
+
+
+def _usd(value: Any) -> Decimal:
+    return Decimal(str(value)) if value not in (None, "") else Decimal(0)
+
+
+def _groups(items: list[dict[str, Any]], value_of: Any) -> list[CostGroup]:
+    buckets: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in items:
+        buckets[str(value_of(item))].append(item)
+    groups = [
+        CostGroup(
+            value=value,
+            items=len(members),
+            completed=sum(1 for m in members if m["state"] == "completed"),
+            billable_s=round(sum(m["billable_s"] or 0.0 for m in members), 3),
+            estimate_usd=sum((_usd(m["estimate_usd"]) for m in members), Decimal(0)),
+            cost_usd=sum((_usd(m["cost_usd"]) for m in members), Decimal(0)),
+        )
+        for value, members in buckets.items()
+    ]
+    return sorted(groups, key=lambda g: (-g.cost_usd, -g.estimate_usd, g.value))
+
+
+def _timeline(items: list[dict[str, Any]], origin_s: float) -> tuple[list[TimelineRow], float]:
+    rows = []
+    span = 0.0
+    for item in items:
+        phases = []
+        for name in PHASE_NAMES:
+            phase = item["phases"].get(name)
+            if phase:
+                start, end = phase["start"] - origin_s, phase["end"] - origin_s
+                phases.append((name, round(start, 3), round(end, 3)))
+                span = max(span, end)
+        rows.append(TimelineRow(item_id=str(item["id"]), state=str(item["state"]), phases=phases))
+    return rows, span
+
+
+def summarize(report: dict[str, Any]) -> Summary:
+    """The figures for a report from `batch_report`."""
+    items: list[dict[str, Any]] = report["items_detail"]
+    counts = {state: n for state, n in report["counts"].items() if n}
+    final = sum(n for state, n in counts.items() if state in FINAL_STATES)
+    completed = counts.get("completed", 0)
+    created, finished = report.get("created_at"), report.get("finished_at")
+    wall_s = round(finished - created, 3) if created and finished else None
+    per_minute = round(completed / wall_s * 60, 2) if wall_s else None
+    columns = sorted({key for item in items for key in item["metadata"]})
+    by_metadata = {}
+    for column in columns:
+        groups = _groups(items, lambda item, c=column: item["metadata"].get(c, ""))
+        if len(groups) <= MAX_GROUPS_PER_COLUMN and len(groups) < max(len(items), 2):
+            by_metadata[column] = groups
+    timeline, span = _timeline(items, float(created or 0.0))
+    return Summary(
+        counts=counts,
+        items=len(items),
+        final=final,
+        completed=completed,
+        billable_s=round(sum(i["billable_s"] or 0.0 for i in items), 3),
+        estimate_usd=_usd(report.get("estimate_usd")),
+        cost_usd=sum((_usd(i["cost_usd"]) for i in items), Decimal(0)),
+        wall_s=wall_s,
+        items_per_minute=per_minute,
+        by_sync_mode=_groups(items, lambda item: item["sync_mode"]),
+        by_metadata=by_metadata,
+        timeline=timeline,
+        timeline_span_s=round(span, 3),
+    )

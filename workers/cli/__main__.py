@@ -1,0 +1,5 @@
+"""`python -m workers.cli ...` runs the `lipdub` command."""
+
+from workers.cli import main
+
+main()

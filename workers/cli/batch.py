@@ -1,0 +1,393 @@
+"""The batch commands: run, status, report, cancel, retry-failed, batches.
+
+`run` plans, asks before a large spend, starts the batch and follows it to its report; the
+others read or steer a batch by id, from any machine that reaches the same Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.pricing import to_cents
+from pipeline.reporting import FORMATS, ReportFormat, file_name, render, summarize, write_local
+from pipeline.settings import StorageSettings
+from pipeline.storage import output_key
+from pipeline.sync_modes import SyncMode
+from workers.cli.common import (
+    EXIT_BUDGET,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    app,
+    err,
+    fail,
+    guard,
+    out,
+    unknown_batch,
+)
+from workers.cli.common import settings as load_cli_settings
+from workers.cli.follow import follow, status_line
+from workers.cli.plan import build_plan, print_plan
+from workers.cli.session import Session
+
+REPORTS_DIR = Path("lipdub-reports")
+
+BatchId = Annotated[str, typer.Argument(help="The batch id `run` printed (see `lipdub batches`).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+OutDir = Annotated[
+    Path, typer.Option("--out", help="Folder for the local reports (one subfolder per batch).")
+]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `lipdub run` was asked to do."""
+
+    name: str | None = None
+    sync_mode: SyncMode | None = None
+    budget_usd: Decimal | None = None
+    partial_budget: bool = False
+    force: bool = False
+    yes: bool = False
+    detach: bool = False
+    as_json: bool = False
+    reports_dir: Path = REPORTS_DIR
+
+
+def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
+    """Plan, confirm, start, follow, write the reports; the exit code. Shared by `run` and `demo`."""
+    settings = session.settings
+    plan = build_plan(settings, manifest, options.sync_mode, as_json=options.as_json)
+    if not options.as_json:
+        print_plan(plan)
+    budget = options.budget_usd if options.budget_usd is not None else settings.budget.batch_usd
+    if budget is not None and plan.total_usd > budget and not options.partial_budget:
+        raise fail(
+            f"the estimate ${to_cents(plan.total_usd)} is over the budget ${budget}; nothing was "
+            "spent. Raise --budget, run fewer items, or add --partial-budget to run what fits.",
+            EXIT_BUDGET,
+        )
+    _confirm(plan.total_usd, settings.budget.confirm_above_usd, options.yes)
+    session.storage.ensure_bucket()
+    batch_id = session.control.start(
+        plan,
+        name=options.name,
+        budget_usd=options.budget_usd,
+        partial_budget=options.partial_budget,
+        force=options.force,
+    )
+    started = (
+        f"Started batch {batch_id}: {len(plan.items)} items, estimate "
+        f"${to_cents(plan.total_usd)}. Follow it with: lipdub status {batch_id} --follow"
+    )
+    if options.detach:
+        if options.as_json:
+            out.print_json(json.dumps(session.control.status(batch_id)))
+        else:
+            out.print(Text(started))
+        return EXIT_OK
+    err.print(Text(started))
+    return follow_to_report(session, batch_id, options.reports_dir, as_json=options.as_json)
+
+
+def _confirm(total_usd: Decimal, above_usd: Decimal, yes: bool) -> None:
+    if yes or total_usd <= above_usd:
+        return
+    question = f"Spend up to ${to_cents(total_usd)} on this batch?"
+    if not sys.stdin.isatty():
+        raise fail(
+            f"the estimate ${to_cents(total_usd)} is above LIPDUB_BUDGET__CONFIRM_ABOVE_USD "
+            f"(${above_usd}) and there is no terminal to ask on: add --yes to start anyway.",
+            EXIT_USAGE,
+        )
+    if not typer.confirm(question, default=False, err=True):
+        raise fail("not started; nothing was spent.", EXIT_USAGE)
+
+
+def follow_to_report(session: Session, batch_id: str, reports_dir: Path, *, as_json: bool) -> int:
+    """Follow the batch, then write its reports locally and print the summary; the exit code."""
+    try:
+        status = follow(lambda: session.control.status(batch_id), err)
+    except KeyboardInterrupt:
+        err.print(
+            Text(
+                f"\nStopped following. Batch {batch_id} keeps running on the workers; follow it "
+                f"again with: lipdub status {batch_id} --follow (or cancel it: lipdub cancel "
+                f"{batch_id})."
+            )
+        )
+        return EXIT_INTERRUPTED
+    report = session.control.report(batch_id)
+    paths = write_local(report, reports_dir / batch_id)
+    if as_json:
+        out.print_json(json.dumps({**status, "reports": [str(p) for p in paths]}))
+    else:
+        print_summary(report, paths, session.settings.storage)
+    return EXIT_OK if status["counts"].get("completed", 0) == status["items"] else EXIT_INCOMPLETE
+
+
+def print_summary(report: dict[str, Any], paths: list[Path], storage: StorageSettings) -> None:
+    """The finished batch in a few lines, then where its reports are."""
+    s = summarize(report)
+    table = Table(title=f"Batch {report['batch_id']} ({report['name']})", title_justify="left")
+    for column in ("state", "items", "billable s", "cost USD"):
+        table.add_column(column, justify="left" if column == "state" else "right")
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for item in report["items_detail"]:
+        by_state.setdefault(item["state"], []).append(item)
+    for state_name, items in sorted(by_state.items()):
+        table.add_row(
+            state_name,
+            str(len(items)),
+            f"{sum(i['billable_s'] or 0 for i in items):.1f}",
+            f"{sum(Decimal(i['cost_usd'] or 0) for i in items):.4f}",
+        )
+    table.add_section()
+    table.add_row("total", str(s.items), f"{s.billable_s:.1f}", f"{s.cost_usd:.4f}")
+    out.print(table)
+    wall = f"{s.wall_s:.0f} s" if s.wall_s is not None else "–"
+    out.print(
+        Text(
+            f"Cost ${s.cost_usd:.2f} (estimate ${s.estimate_usd:.2f}); wall time {wall}; "
+            f"outputs in s3://{storage.bucket}/{output_key(storage.prefix, report['batch_id'], '')}"
+        )
+    )
+    for item in report["items_detail"]:
+        if item["state"] != "completed" and item.get("error"):
+            out.print(Text(f"  {item['id']} (row {item['row']}): {item['error']}", style="red"))
+            if item.get("hint"):
+                out.print(Text(f"    → {item['hint']}"))
+    out.print(Text("Reports: " + ", ".join(str(p) for p in paths)))
+
+
+@app.command()
+def run(
+    manifest: Annotated[Path, typer.Argument(help="CSV, JSON, JSONL or YAML manifest.")],
+    name: Annotated[str | None, typer.Option(help="A name for the batch.")] = None,
+    sync_mode: Annotated[
+        SyncMode | None, typer.Option(help="Use this sync_mode for every row.")
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Spend at most this many USD (refuse if the estimate is over)."),
+    ] = None,
+    partial_budget: Annotated[
+        bool, typer.Option(help="With --budget: run what fits, skip the rest.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Pay again for pairs already paid for (normally reused).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending.")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Start the batch and return its id at once.")
+    ] = False,
+    as_json: AsJson = False,
+    reports_dir: OutDir = REPORTS_DIR,
+) -> None:
+    """Plan a manifest, start the batch and follow it until its report is written."""
+    settings = load_cli_settings()
+    options = RunOptions(
+        name=name,
+        sync_mode=sync_mode,
+        budget_usd=Decimal(str(budget)) if budget is not None else None,
+        partial_budget=partial_budget,
+        force=force,
+        yes=yes,
+        detach=detach,
+        as_json=as_json,
+        reports_dir=reports_dir,
+    )
+    with guard():
+        session = Session.connect(settings)
+        try:
+            code = run_batch(session, manifest, options)
+        finally:
+            session.close()
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    batch_id: BatchId,
+    follow_batch: Annotated[
+        bool, typer.Option("--follow", "-f", help="Follow until the batch finishes.")
+    ] = False,
+    as_json: AsJson = False,
+    reports_dir: OutDir = REPORTS_DIR,
+) -> None:
+    """Items per state, money so far, and (with --follow) a live display to the end."""
+    with guard():
+        session = Session.connect(load_cli_settings())
+        try:
+            current = _status_or_exit(session, batch_id)
+            if follow_batch:
+                code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
+                raise typer.Exit(code)
+            if as_json:
+                out.print_json(json.dumps(current))
+            else:
+                out.print(Text(f"{batch_id} ({current['name']}): {current['state']}"))
+                out.print(Text(status_line(current, datetime.now(tz=UTC).timestamp())))
+        finally:
+            session.close()
+
+
+def _status_or_exit(session: Session, batch_id: str) -> dict[str, Any]:
+    try:
+        return session.control.status(batch_id)
+    except KeyError:
+        raise unknown_batch(batch_id) from None
+
+
+@app.command()
+def report(
+    batch_id: BatchId,
+    fmt: Annotated[
+        str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}, or all (needs --out).")
+    ] = "md",
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write to this file (a folder with --format all)."),
+    ] = None,
+) -> None:
+    """The batch's report, rendered from the ledger (works while it is still running)."""
+    if fmt not in (*FORMATS, "all"):
+        raise fail(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)} or all", EXIT_USAGE)
+    if fmt == "all" and out_path is None:
+        raise fail("--format all writes four files: give a folder with --out", EXIT_USAGE)
+    with guard():
+        session = Session.connect(load_cli_settings())
+        try:
+            _status_or_exit(session, batch_id)
+            data = session.control.report(batch_id)
+        finally:
+            session.close()
+    if fmt == "all":
+        assert out_path is not None
+        for path in write_local(data, out_path):
+            out.print(Text(str(path)))
+        return
+    body = render(data, _format(fmt))
+    if out_path is None:
+        sys.stdout.write(body.decode())
+        sys.stdout.flush()
+        return
+    target = out_path / file_name(_format(fmt)) if out_path.is_dir() else out_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body)
+    out.print(Text(str(target)))
+
+
+def _format(name: str) -> ReportFormat:
+    for fmt in get_args(ReportFormat):
+        if fmt == name:
+            return fmt  # type: ignore[no-any-return]
+    raise ValueError(name)
+
+
+@app.command()
+def cancel(batch_id: BatchId, as_json: AsJson = False) -> None:
+    """Submit nothing more for the batch; what is already submitted is still collected."""
+    with guard():
+        session = Session.connect(load_cli_settings())
+        try:
+            _status_or_exit(session, batch_id)
+            current = session.control.cancel(batch_id)
+        finally:
+            session.close()
+    if as_json:
+        out.print_json(json.dumps(current))
+        return
+    out.print(
+        Text(
+            f"Cancelled {batch_id}: nothing more will be submitted; items already submitted "
+            f"are collected (you pay for those). Resume later with: lipdub retry-failed {batch_id}"
+        )
+    )
+
+
+@app.command("retry-failed")
+def retry_failed(
+    batch_id: BatchId,
+    include_needs_attention: Annotated[
+        bool,
+        typer.Option(help="Also retry needs_attention items (their earlier submit may be billed)."),
+    ] = False,
+    budget: Annotated[
+        float | None, typer.Option(help="A new budget for the batch, in USD.")
+    ] = None,
+    detach: Annotated[bool, typer.Option(help="Return at once instead of following.")] = False,
+    as_json: AsJson = False,
+    reports_dir: OutDir = REPORTS_DIR,
+) -> None:
+    """Run failed, skipped and cancelled items again (a timed-out item polls again, no new pay)."""
+    with guard():
+        session = Session.connect(load_cli_settings())
+        try:
+            _status_or_exit(session, batch_id)
+            retried = session.control.retry_failed(
+                batch_id,
+                include_needs_attention=include_needs_attention,
+                budget_usd=Decimal(str(budget)) if budget is not None else None,
+            )
+            if not retried:
+                message = f"nothing to retry in {batch_id}"
+                out.print_json(json.dumps({"retried": []})) if as_json else out.print(message)
+                return
+            err.print(Text(f"Retrying {len(retried)} items of {batch_id}: {', '.join(retried)}"))
+            if detach:
+                if as_json:
+                    out.print_json(json.dumps({"retried": retried}))
+                return
+            code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
+        finally:
+            session.close()
+    raise typer.Exit(code)
+
+
+@app.command()
+def batches(
+    limit: Annotated[int, typer.Option(help="How many, most recent first.")] = 20,
+    as_json: AsJson = False,
+) -> None:
+    """Recent batches with their state, progress and spend."""
+    with guard():
+        session = Session.connect(load_cli_settings())
+        try:
+            rows = [session.control.status(b) for b in session.ledger.batch_ids(limit)]
+        finally:
+            session.close()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        out.print("No batches yet. Start one with: lipdub run MANIFEST")
+        return
+    table = Table()
+    for column in ("batch", "name", "state", "done", "completed", "spent USD", "started"):
+        table.add_column(
+            column, justify="right" if column in ("done", "completed", "spent USD") else "left"
+        )
+    for row in rows:
+        created = row.get("created_at")
+        table.add_row(
+            row["batch_id"],
+            Text(row["name"]),
+            row["state"] + (" (cancelled)" if row["cancelled"] else ""),
+            f"{row['done']}/{row['items']}",
+            str(row["counts"].get("completed", 0)),
+            f"{Decimal(row['spent_usd']):.2f}",
+            datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%d %H:%M") if created else "",
+        )
+    out.print(table)

@@ -1,0 +1,170 @@
+"""The long-running commands: a worker, the sandbox, and the end-to-end demo."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from pipeline.errors import LipdubError
+from pipeline.localstack import LocalStackError
+from workers.cli.batch import RunOptions, run_batch
+from workers.cli.common import (
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_SETTINGS,
+    app,
+    err,
+    fail,
+    guard,
+    out,
+)
+from workers.cli.common import settings as load_cli_settings
+from workers.cli.session import Session
+
+
+def _quiet_http_logs() -> None:
+    # httpx logs every URL it fetches; presigned URLs carry credentials and signatures.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(help="Task processes (or threads) in this worker.")
+    ] = max(os.cpu_count() or 1, 2),
+    pool: Annotated[str, typer.Option(help="prefork, threads or solo.")] = "prefork",
+    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Worker name (default: celery@<host>).")
+    ] = None,
+) -> None:
+    """A Celery worker with lipdub's settings, on lipdub's queue. Start one per machine or more."""
+    from workers.app import create_app
+
+    settings = load_cli_settings()
+    logging.basicConfig(
+        level=loglevel.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
+    )
+    _quiet_http_logs()
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--loglevel={loglevel}",
+        f"--queues={settings.worker.queue}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    create_app(settings).worker_main(argv)
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8199,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    config: Annotated[Path | None, typer.Option(help="Sandbox config (TOML or JSON).")] = None,
+) -> None:
+    """Run the offline lipsync-3 provider: the WaveSpeed API without a key or a bill."""
+    from pydantic import ValidationError
+
+    from pipeline.sandbox.config import SandboxConfig
+    from pipeline.sandbox.server import SandboxServer
+
+    try:
+        sandbox_config = SandboxConfig.from_file(config) if config else SandboxConfig()
+    except (OSError, ValueError, ValidationError) as error:
+        raise fail(f"cannot use sandbox config {config}: {error}", EXIT_SETTINGS) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _quiet_http_logs()
+    try:
+        server = SandboxServer(sandbox_config, host=host, port=port)
+    except OSError as error:
+        raise fail(
+            f"cannot listen on {host}:{port}: {error.strerror}. Try --port 0.", EXIT_ERROR
+        ) from None
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    out.print(
+        Text(
+            f"lipdub sandbox listening on {server.url} (model {sandbox_config.model_path}, "
+            f"API key {sandbox_config.api_keys[0]!r}); Ctrl-C stops it."
+        )
+    )
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.engine.stop()
+        out.print("sandbox stopped")
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the sample media, logs and reports go.")
+    ] = Path("demo-output"),
+    workers: Annotated[int, typer.Option(help="Worker processes to start.")] = 2,
+) -> None:
+    """Run a real batch end to end on a bundled local stack, then stop it all.
+
+    Starts redis-server, moto's S3 server, the sandbox and worker processes, generates sample
+    media (all five sync modes, one item that fails on purpose), runs it like `lipdub run`,
+    prints the summary and the report paths, and leaves no process behind.
+    """
+    from pipeline.samples import write_sample_catalog
+    from workers.demo import DemoStack
+
+    _quiet_http_logs()
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    out.print(Text(f"Generating sample media in {workdir / 'catalog'} …"))
+    manifest = write_sample_catalog(workdir / "catalog")
+    out.print(Text(f"Starting redis-server, S3 (moto), the sandbox and {workers} workers …"))
+    code = EXIT_OK
+    try:
+        with guard(), DemoStack(workdir, workers=workers) as stack:
+            assert stack.settings is not None
+            out.print(
+                Text(
+                    f"  redis {stack.redis.url} · s3 {stack.s3.url} · sandbox {stack.sandbox.url} · "
+                    f"worker logs {workdir}/worker-*.log"
+                )
+            )
+            session = Session.connect(stack.settings)
+            try:
+                options = RunOptions(name="demo", yes=True, reports_dir=workdir / "reports")
+                code = run_batch(session, manifest, options)
+            finally:
+                session.close()
+            out.print(Text("Stopping the stack …"))
+    except KeyboardInterrupt:
+        err.print(Text("Interrupted: the demo stack is stopped."))
+        raise typer.Exit(130) from None
+    except ModuleNotFoundError as error:
+        raise fail(
+            f"the demo needs {error.name}: install it with pip install 'lipdub[demo]'", EXIT_ERROR
+        ) from None
+    except (LocalStackError, LipdubError) as error:
+        raise fail(str(error), EXIT_ERROR) from None
+    # The sample catalog fails one item on purpose (a video without a face): that is success.
+    if code == EXIT_INCOMPLETE:
+        code = EXIT_OK
+    out.print(Text("Demo finished; nothing is left running."))
+    raise typer.Exit(code)

@@ -1,0 +1,73 @@
+"""The connections a batch command needs: the ledger, the Celery dispatcher, the bucket."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from pipeline.batches import BatchControl
+from pipeline.ledger import Ledger, LedgerError
+from pipeline.remote import make_s3_client
+from pipeline.settings import Settings
+from pipeline.storage import Storage
+from workers.app import create_app
+from workers.tasks import CeleryDispatcher
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password, for messages.
+
+    >>> redacted_url("redis://:hunter2@cache:6379/0")
+    'redis://:***@cache:6379/0'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+@dataclass
+class Session:
+    """A connected batch control, for one command."""
+
+    settings: Settings
+    redis: redis.Redis
+    ledger: Ledger
+    control: BatchControl
+    s3: Any
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Session:
+        """Connect and check that Redis answers (LedgerError saying where to look if not)."""
+        client = redis.Redis.from_url(
+            settings.redis.url, decode_responses=True, socket_connect_timeout=5
+        )
+        ledger = Ledger(client)
+        try:
+            ledger.ping()
+        except LedgerError as error:
+            client.close()
+            raise LedgerError(
+                f"cannot reach Redis at {redacted_url(settings.redis.url)} ({error.__cause__}). "
+                "Start it, or point LIPDUB_REDIS__URL at it."
+            ) from None
+        dispatcher = CeleryDispatcher(create_app(settings), settings.worker.queue)
+        s3 = make_s3_client(
+            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
+        )
+        return cls(settings, client, ledger, BatchControl(ledger, dispatcher, settings), s3)
+
+    @property
+    def storage(self) -> Storage:
+        """The bucket."""
+        return Storage(self.s3, self.settings.storage)
+
+    def close(self) -> None:
+        """Close the Redis connection."""
+        self.redis.close()
