@@ -46,7 +46,9 @@ def test_twenty_items_over_all_modes_end_in_s3_at_the_right_duration(tmp_path, m
         # input-video seconds x $0.134, as estimated at planning time
         assert Decimal(item["cost_usd"]) == Decimal(item["estimate_usd"]) > 0
         assert set(item["phases"]) >= {"upload", "collect"}
-    assert stack.keys(f"reports/{batch_id}/") == [f"reports/{batch_id}/report.json"]
+    assert stack.keys(f"reports/{batch_id}/") == [
+        f"reports/{batch_id}/report.{ext}" for ext in ("csv", "html", "json", "md")
+    ]
     spent = Decimal(status["spent_usd"])
     assert spent == sum(Decimal(i["cost_usd"]) for i in report["items_detail"])
     assert Counter(i["sync_mode"] for i in report["items_detail"]) == dict.fromkeys(

@@ -115,4 +115,3 @@ def follow(
             return status
         pause.wait(interval_s)
         status = read_status()
-

@@ -1,0 +1,239 @@
+"""Every batch command through the real entry point (`python -m workers.cli`), on the real parts:
+a redis-server, `lipdub worker` processes, moto's S3 server and the sandbox over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from pipeline.settings import to_environment
+from tests.conftest import free_port, start_sandbox
+from tests.integration.stack import (
+    ROOT,
+    Stack,
+    accepted_submits,
+    stack_settings,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.slow
+
+LIPDUB = [sys.executable, "-m", "workers.cli"]
+ITEMS = [("intro", 1.0, 1.4, "loop"), ("outro", 1.2, 0.8, "cut_off"), ("promo", 0.8, 0.8, "remap")]
+
+
+class Cli:
+    """Runs `lipdub` as a user would, with the stack's settings in the environment."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+
+    def __call__(self, *args: str, timeout: float = 120, **extra_env: str):
+        return subprocess.run(
+            [*LIPDUB, *args],
+            cwd=self.cwd,
+            env={**self.env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*LIPDUB, *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @contextmanager
+    def worker(self, log: Path):
+        """`lipdub worker` (prefork), stopped with SIGTERM (warm shutdown) afterwards."""
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [*LIPDUB, "worker", "--concurrency=2", f"--hostname=t{os.getpid()}@%h"],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                yield proc
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@pytest.fixture
+def sandbox_server(tmp_path):
+    with start_sandbox(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(sandbox_server, redis_url, s3_server, bucket, tmp_path):
+    return stack_settings(
+        sandbox_url=sandbox_server.url,
+        redis_url=redis_url,
+        s3_url=s3_server.url,
+        bucket=bucket,
+        media={"cache_dir": tmp_path / "cache"},
+    )
+
+
+@pytest.fixture
+def cli(settings, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
+    env.pop("WAVESPEED_API_KEY", None)
+    env.update(to_environment(settings))
+    env["PYTHONPATH"] = str(ROOT)
+    env["COLUMNS"] = "200"
+    return Cli(env, tmp_path)
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    return write_manifest(tmp_path / "catalog", ITEMS)
+
+
+@pytest.fixture
+def stack(settings):
+    stack = Stack(settings)
+    yield stack
+    stack.close()
+
+
+def test_run_follows_the_batch_and_writes_every_report(
+    cli, manifest, stack, sandbox_server, tmp_path
+):
+    # Given a worker started with `lipdub worker`
+    with cli.worker(tmp_path / "worker.log"):
+        # When a user runs the manifest and lets it follow to the end
+        result = cli("run", str(manifest), "--yes", "--name", "de-catalog", "--out", "reports")
+    # Then it exits 0 with a summary naming the reports, written locally and in the bucket
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "Started batch" in result.stderr and "3/3 final" in result.stderr
+    batch_id = result.stderr.split("Started batch ")[1].split(":")[0]
+    local = tmp_path / "reports" / batch_id
+    assert sorted(p.name for p in local.iterdir()) == [
+        "report.csv", "report.html", "report.json", "report.md",
+    ]  # fmt: skip
+    assert f"Reports: {Path('reports') / batch_id / 'report.json'}" in result.stdout
+    assert "completed │     3" in result.stdout
+    assert stack.keys(f"reports/{batch_id}/") == [
+        f"reports/{batch_id}/report.{ext}" for ext in ("csv", "html", "json", "md")
+    ]
+    data = json.loads((local / "report.json").read_text())
+    assert data["name"] == "de-catalog" and data["counts"]["completed"] == 3
+    assert len(accepted_submits(sandbox_server.url)) == 3
+
+
+def test_detach_status_report_and_batches_give_scripts_json(cli, manifest, tmp_path):
+    # Given a batch started detached (no worker yet: it waits in the queue)
+    started = cli("run", str(manifest), "--yes", "--detach", "--json")
+    assert started.returncode == 0, started.stderr
+    batch_id = json.loads(started.stdout)["batch_id"]
+    # Then status shows it pending, and batches lists it
+    status = json.loads(cli("status", batch_id, "--json").stdout)
+    assert status["state"] == "running" and status["counts"]["pending"] == 3
+    listed = json.loads(cli("batches", "--json").stdout)
+    assert [b["batch_id"] for b in listed] == [batch_id]
+    # When a worker comes, status --follow follows it to the end
+    with cli.worker(tmp_path / "worker.log"):
+        followed = cli("status", batch_id, "--follow", "--json", "--out", "r")
+    assert followed.returncode == 0, followed.stderr
+    assert json.loads(followed.stdout)["counts"]["completed"] == 3
+    # And every report format is printed or written on demand
+    md = cli("report", batch_id)
+    assert md.returncode == 0 and "**3/3 completed**" in md.stdout
+    rows = list(csv.DictReader(io.StringIO(cli("report", batch_id, "--format", "csv").stdout)))
+    assert [r["id"] for r in rows] == ["intro", "outro", "promo"]
+    assert {r["language"] for r in rows} == {"de"}
+    html = cli("report", batch_id, "--format", "html", "--out", "page.html")
+    assert html.returncode == 0 and "<!DOCTYPE html>" in (tmp_path / "page.html").read_text()
+    written = cli("report", batch_id, "--format", "all", "--out", "all")
+    assert written.returncode == 0 and len(list((tmp_path / "all").iterdir())) == 4
+    table = cli("batches")
+    assert batch_id in table.stdout and "3/3" in table.stdout
+
+
+def test_cancel_then_retry_failed(cli, manifest, sandbox_server, tmp_path):
+    # Given a batch started while no worker runs, then cancelled
+    batch_id = json.loads(cli("run", str(manifest), "--yes", "--detach", "--json").stdout)[
+        "batch_id"
+    ]
+    cancelled = cli("cancel", batch_id)
+    assert cancelled.returncode == 0 and "nothing more will be submitted" in cancelled.stdout
+    with cli.worker(tmp_path / "worker.log"):
+        # When the worker comes, every item ends cancelled, and nothing was paid
+        ended = cli("status", batch_id, "--follow", "--json", "--out", "r")
+        assert ended.returncode == 6, ended.stderr
+        assert json.loads(ended.stdout)["counts"]["cancelled"] == 3
+        assert accepted_submits(sandbox_server.url) == []
+        # When the user retries, the items run and complete
+        retried = cli("retry-failed", batch_id, "--out", "r")
+    assert retried.returncode == 0, retried.stderr
+    assert "Retrying 3 items" in retried.stderr
+    assert len(accepted_submits(sandbox_server.url)) == 3
+    assert "nothing to retry" in cli("retry-failed", batch_id).stdout
+
+
+def test_ctrl_c_while_following_leaves_the_batch_running(cli, manifest, tmp_path):
+    # Given a run following a batch that no worker has picked up yet
+    proc = cli.popen("run", str(manifest), "--yes")
+    deadline = time.monotonic() + 60
+    seen = ""
+    while "Started batch" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    # When the user presses Ctrl-C
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    # Then it exits 130 saying how to follow again, and the batch is still there and running
+    assert proc.returncode == 130, stderr
+    batch_id = seen.split("Started batch ")[1].split(":")[0]
+    assert f"lipdub status {batch_id} --follow" in stderr and "Traceback" not in stderr
+    assert json.loads(cli("status", batch_id, "--json").stdout)["state"] == "running"
+    with cli.worker(tmp_path / "worker.log"):
+        assert cli("status", batch_id, "--follow", "--out", "r").returncode == 0
+
+
+def test_over_budget_and_unconfirmed_runs_spend_nothing(cli, manifest, sandbox_server):
+    over = cli("run", str(manifest), "--yes", "--budget", "0.10")
+    assert over.returncode == 4 and "over the budget $0.1" in over.stderr
+    unconfirmed = cli("run", str(manifest), LIPDUB_BUDGET__CONFIRM_ABOVE_USD="0.01")
+    assert unconfirmed.returncode == 2 and "add --yes" in unconfirmed.stderr
+    assert json.loads(cli("batches", "--json").stdout) == []
+    assert accepted_submits(sandbox_server.url) == []
+
+
+def test_errors_are_one_line_with_an_exit_code(cli, manifest):
+    unknown = cli("status", "b-nope")
+    assert unknown.returncode == 7 and "lipdub batches" in unknown.stderr
+    assert cli("report", "b-nope").returncode == 7
+    assert cli("cancel", "b-nope").returncode == 7
+    dead = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    down = cli("batches", LIPDUB_REDIS__URL=dead)
+    assert down.returncode == 5 and "cannot reach Redis at redis://:***@127.0.0.1" in down.stderr
+    assert "s3cret" not in down.stderr and "Traceback" not in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+    debug = cli("--debug", "batches", LIPDUB_REDIS__URL=dead)
+    assert "Traceback" in debug.stderr and "s3cret" not in debug.stderr
+    bad_format = cli("report", "b-nope", "--format", "pdf")
+    assert bad_format.returncode == 2 and "unknown --format" in bad_format.stderr
