@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])")
 PYTEST_ARGS ?=
 
-.PHONY: help setup test lint format demo sandbox bench clean
+.PHONY: help setup test lint format demo sandbox bench docs clean
 
 help:
 	@echo "make demo   - set up, then run a batch end to end on the bundled stack"
 	@echo "make test   - set up, then run the whole test suite"
 	@echo "make lint   - ruff and mypy (strict on pipeline/)"
 	@echo "make sandbox - run the offline lipsync-3 provider on http://127.0.0.1:8199"
+	@echo "make docs   - regenerate the README's configuration table from the settings model"
 
 $(BIN)/python:
 	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'lipdub needs Python 3.11 or newer; set PYTHON=python3.11 (or newer)')"
@@ -38,9 +39,7 @@ format: setup
 	$(BIN)/ruff check --fix pipeline workers tests
 
 demo: setup
-	@echo "The end-to-end demo (Redis, Celery workers, S3, sandbox) lands with the pipeline and CLI issues."
-	@echo "Until then: 'make sandbox' runs the offline provider, and '$(BIN)/lipdub plan configs/samples/manifest.csv' plans a batch."
-	@exit 2
+	$(BIN)/lipdub demo --workdir demo-output
 
 sandbox: setup
 	$(BIN)/lipdub sandbox --port 8199
@@ -48,5 +47,8 @@ sandbox: setup
 bench: setup
 	$(BIN)/python -m tests.bench.bench_plan
 
+docs: setup
+	$(BIN)/python -m pipeline.settings_doc --write README.md
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output lipdub-reports

@@ -36,12 +36,16 @@ class Rounding(StrEnum):
 class PriceModel(BaseModel):
     """Rate, basis, rounding and minimum. `PriceModel()` is the product page's price."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     rate_per_second_usd: Decimal = Field(default=Decimal("0.134"), ge=0)
+    """USD per billable second (the product page: 0.134)."""
     basis: PriceBasis = PriceBasis.INPUT_VIDEO
+    """What is billed: `input_video` seconds (documented) or `expected_output` seconds."""
     rounding: Rounding = Rounding.EXACT
+    """`exact`, `ceil_second` or `ceil_frame`."""
     minimum_billable_s: float = Field(default=0.0, ge=0)
+    """Seconds billed at least, per item."""
 
 
 CENT = Decimal("0.01")

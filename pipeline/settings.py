@@ -50,7 +50,8 @@ API_KEY_VARIABLE = "WAVESPEED_API_KEY"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become field descriptions: the README's settings table.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ProviderSettings(_Section):
@@ -61,25 +62,37 @@ class ProviderSettings(_Section):
     """
 
     base_url: str = "https://api.wavespeed.ai"
+    """The WaveSpeed API (or a sandbox: http:// is allowed on this machine only)."""
     model_path: str = "sync/lipsync-3"
+    """The model every item is submitted to."""
     api_key: SecretStr | None = None
+    """The API key; `WAVESPEED_API_KEY` is read too. A secret: never logged or reported."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds to wait for a connection to the provider."""
     read_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds to wait for an answer to a read (result, list)."""
     submit_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds to wait for the submit's answer; after that its outcome is reconciled, never re-posted."""
     max_get_attempts: int = Field(default=4, ge=1, le=20)
+    """Tries of an idempotent GET on a transient error (the submit POST is tried once)."""
     retry_base_delay_s: float = Field(default=0.5, gt=0)
+    """First back-off between GET tries, doubled each time."""
     retry_max_delay_s: float = Field(default=8.0, gt=0)
+    """Longest back-off between GET tries."""
     starts_per_minute: int = Field(default=2, ge=1)
+    """The account's submits per `rate_window_s` (Bronze 2, Silver 500, Gold 3,000, Ultra 5,000)."""
     rate_window_s: float = Field(default=60.0, gt=0)
     """The window `starts_per_minute` counts over: 60 for the real service (tests shrink it)."""
     start_margin_s: float = Field(default=1.0, ge=0)
     """Added to the window so network jitter never puts N+1 starts in one provider window."""
     max_concurrent: int = Field(default=2, ge=1)
+    """The account's predictions in flight at once (Bronze 2, Silver 300, Gold 3,000, Ultra 10,000)."""
     polls_per_second: float = Field(default=5.0, gt=0)
     """Result requests per second, shared by every worker."""
     cooldown_default_s: float = Field(default=10.0, gt=0)
     """How long every worker holds off after a 429 that names no Retry-After."""
     webhook_url: str | None = None
+    """Where the provider should POST completion webhooks (polling stays the safety net)."""
 
     @property
     def is_local(self) -> bool:
@@ -99,18 +112,26 @@ class StorageSettings(_Section):
     """The S3 bucket that holds inputs, outputs and reports."""
 
     bucket: str = "lipdub"
+    """The bucket for inputs (`media/`), outputs (`outputs/`) and reports (`reports/`)."""
     prefix: str = ""
+    """A key prefix inside the bucket, e.g. `lipdub/`."""
     endpoint_url: str | None = None
+    """An S3-compatible endpoint (MinIO, moto); unset for AWS."""
     region: str = "us-east-1"
+    """The bucket's region."""
     presign_expiry_s: int = Field(default=86_400, ge=60, le=604_800)
+    """Lifetime of the input URLs given to the provider; must cover `item_deadline_s`."""
     multipart_threshold_mb: int = Field(default=64, ge=5)
+    """Uploads larger than this go in parts."""
 
 
 class RedisSettings(_Section):
     """Redis holds the ledger and the shared gates; the broker defaults to the same server."""
 
     url: str = "redis://localhost:6379/0"
+    """The Redis that holds the ledger and the shared limits (run it with AOF persistence)."""
     broker_url: str | None = None
+    """The Celery broker, when not the same Redis."""
 
     @property
     def effective_broker_url(self) -> str:
@@ -127,11 +148,17 @@ class PollingSettings(_Section):
     """
 
     first_poll_min_s: float = Field(default=5.0, gt=0)
+    """The earliest first check after a submit (at least 5 s against the real provider)."""
     growth_factor: float = Field(default=1.5, ge=1.0, le=4.0)
+    """Each later check waits this much longer than the one before."""
     max_interval_s: float = Field(default=60.0, gt=0)
+    """The longest wait between two checks of one prediction."""
     expected_fixed_s: float = Field(default=20.0, ge=0)
+    """Expected processing time: this fixed part ..."""
     expected_per_video_s: float = Field(default=1.0, ge=0)
+    """... plus this much per second of video; the first check comes then."""
     item_deadline_s: float = Field(default=7_200.0, gt=0)
+    """An item not finished this long after its submit fails `timeout` (its prediction id is kept)."""
     reconcile_grace_s: float = Field(default=30.0, gt=0)
     """How long the list call must go on not showing a submit before it counts as not made."""
 
@@ -144,13 +171,19 @@ class WorkerSettings(_Section):
     """
 
     task_time_limit_s: int = Field(default=1_800, ge=10)
+    """Celery's hard time limit for one task."""
     task_soft_time_limit_s: int = Field(default=1_700, ge=5)
+    """Celery's soft time limit (below the hard one)."""
     max_countdown_s: float = Field(default=300.0, ge=1)
+    """The longest countdown a task is scheduled with; longer waits ask again."""
     visibility_timeout_s: int = Field(default=3_600, ge=30)
+    """Redis redelivers an unacknowledged task after this; must exceed the limits and countdown above."""
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Submissions of one item when the provider fails it for a transient reason."""
     retry_delay_s: float = Field(default=30.0, ge=0)
+    """Wait before submitting again after a transient provider failure."""
     queue: str = "lipdub"
+    """The Celery queue workers consume and tasks are sent to."""
     content_ttl_days: int = Field(default=30, ge=1)
     """How long a completed pair's output is remembered for reuse by later batches."""
 
@@ -171,19 +204,28 @@ class BudgetSettings(_Section):
     """Spending limits. `batch_usd` unset means no limit; above `confirm_above_usd` a run asks."""
 
     batch_usd: Decimal | None = Field(default=None, ge=0)
+    """A batch whose estimate is over this is refused (unset: no limit)."""
     confirm_above_usd: Decimal = Field(default=Decimal("10"), ge=0)
+    """`lipdub run` asks before starting a batch estimated above this (`--yes` skips)."""
 
 
 class MediaSettings(_Section):
     """Limits checked before any spend, and where probe results are cached."""
 
     max_duration_s: float = Field(default=600.0, gt=0)
+    """Longest accepted input, in seconds."""
     max_width: int = Field(default=4096, ge=16)
+    """Widest accepted video, in pixels."""
     max_height: int = Field(default=2160, ge=16)
+    """Tallest accepted video, in pixels."""
     max_file_size_mb: int = Field(default=2048, ge=1)
+    """Largest accepted input file."""
     allow_http_urls: bool = False
+    """Accept plain `http://` inputs (`https://` and `s3://` always are)."""
     probe_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds to read a remote input's header while planning."""
     cache_dir: Path = Path("~/.cache/lipdub")
+    """Where file hashes and probe results are cached."""
 
     @property
     def max_file_size_bytes(self) -> int:
@@ -200,6 +242,7 @@ class BatchSettings(_Section):
     """Defaults for a batch."""
 
     default_sync_mode: SyncMode = DEFAULT_SYNC_MODE
+    """The sync_mode of rows that name none."""
 
 
 class PriceSettings(PriceModel):

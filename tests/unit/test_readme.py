@@ -28,3 +28,42 @@ def test_every_lipdub_command_it_mentions_exists():
     as_code = r"(?:`|^\s*)(?:\.venv/bin/)?lipdub ([a-z][\w-]*)"
     mentioned = set(re.findall(as_code, README, flags=re.M))
     assert mentioned and mentioned <= commands, mentioned - commands
+
+
+def test_the_configuration_table_is_generated_from_the_settings_model():
+    from pipeline.settings_doc import BEGIN, END, settings_table
+
+    current = README.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert current.strip() == settings_table().strip(), "run `make docs` to update README.md"
+
+
+def test_the_exit_code_table_is_the_one_the_cli_uses():
+    from workers.cli import EXIT_CODES
+
+    table = README.split("<!-- exit-codes:begin -->", 1)[1].split("<!-- exit-codes:end -->")[0]
+    rows = dict(re.findall(r"^\| `(\d+)` \| (.+) \|$", table, flags=re.M))
+    assert {int(code): text for code, text in rows.items()} == EXIT_CODES
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_troubleshooting_covers_every_error_class_and_error_kind():
+    # Import the modules that define errors outside pipeline.errors.
+    import pipeline.localstack
+    import pipeline.storage  # noqa: F401
+    import workers.tasks  # noqa: F401
+    from pipeline.errors import LipdubError
+    from pipeline.provider.webhooks import WebhookRejected
+    from pipeline.states import ErrorKind
+
+    section = README.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    for error in [*_subclasses(LipdubError), WebhookRejected]:
+        if error.__module__.startswith("pipeline.sandbox"):
+            continue
+        assert f"`{error.__name__}`" in section, error.__name__
+    for kind in ErrorKind:
+        assert f"| `{kind.value}` |" in section, kind.value

@@ -80,6 +80,10 @@ def sandbox(
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8199,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     config: Annotated[Path | None, typer.Option(help="Sandbox config (TOML or JSON).")] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="The URL clients reach it at, for output links (e.g. in compose)."),
+    ] = None,
 ) -> None:
     """Run the offline lipsync-3 provider: the WaveSpeed API without a key or a bill."""
     from pydantic import ValidationError
@@ -89,6 +93,10 @@ def sandbox(
 
     try:
         sandbox_config = SandboxConfig.from_file(config) if config else SandboxConfig()
+        if public_url:
+            sandbox_config = sandbox_config.model_copy(
+                update={"public_url": public_url.rstrip("/")}
+            )
     except (OSError, ValueError, ValidationError) as error:
         raise fail(f"cannot use sandbox config {config}: {error}", EXIT_SETTINGS) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

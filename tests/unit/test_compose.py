@@ -1,0 +1,138 @@
+"""docker-compose.yml and the Dockerfile, kept honest without a Docker engine."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import typer
+import yaml
+
+from pipeline.settings import CONFIG_FILE_VARIABLE, setting_names
+from workers.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+LIPDUB_IMAGE = "lipdub:latest"
+
+
+def environment(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def lipdub_services() -> dict[str, dict]:
+    return {name: s for name, s in SERVICES.items() if s.get("image") == LIPDUB_IMAGE}
+
+
+def test_the_services_the_design_names_are_there():
+    assert set(SERVICES) >= {"redis", "minio", "minio-init", "worker", "beat", "flower", "sandbox"}
+    assert set(lipdub_services()) == {"worker", "beat", "flower", "sandbox"}
+    assert SERVICES["sandbox"]["profiles"] == ["sandbox"]
+
+
+def test_every_lipdub_variable_set_is_a_real_setting():
+    known = set(setting_names()) | {CONFIG_FILE_VARIABLE}
+    seen = set()
+    for name, service in SERVICES.items():
+        for variable in environment(service):
+            if variable.startswith("LIPDUB_"):
+                assert variable in known, f"{name}: {variable} is not a lipdub setting"
+                seen.add(variable)
+    assert {"LIPDUB_REDIS__URL", "LIPDUB_STORAGE__ENDPOINT_URL"} <= seen
+
+
+def test_services_reference_each_other_correctly():
+    volumes = set(COMPOSE.get("volumes") or {})
+    for name, service in SERVICES.items():
+        for dependency in service.get("depends_on") or {}:
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+            assert (
+                "sandbox" not in (SERVICES[dependency].get("profiles") or []) or name == "sandbox"
+            )
+        for value in environment(service).values():
+            if "://" in value and "${" not in value:
+                host = urlsplit(value).hostname
+                assert host in SERVICES, f"{name}: {value} names no service"
+        for mount in service.get("volumes") or []:
+            source = str(mount).split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in volumes, f"{name}: volume {source} is not declared"
+    # one service builds the image the others run
+    assert [n for n, s in lipdub_services().items() if "build" in s] == ["worker"]
+
+
+def test_redis_persists_with_aof_and_workers_scale():
+    command = SERVICES["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(str(v).endswith(":/data") for v in SERVICES["redis"]["volumes"])
+    worker = SERVICES["worker"]
+    # --scale needs no fixed name and no host port
+    assert "container_name" not in worker and "ports" not in worker
+
+
+def _command(argv: list[str]):
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    command = commands.get(argv[0])
+    assert command is not None, f"lipdub has no command {argv[0]!r}"
+    return command
+
+
+@pytest.mark.parametrize("name", ["worker", "sandbox"])
+def test_lipdub_commands_and_options_exist(name):
+    argv = [str(a) for a in SERVICES[name]["command"]]
+    command = _command(argv)
+    options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+    for arg in argv[1:]:
+        if arg.startswith("--"):
+            assert arg.split("=")[0] in options, f"{name}: lipdub {argv[0]} has no {arg}"
+
+
+def test_the_bucket_minio_init_creates_is_the_one_lipdub_uses():
+    bucket = environment(SERVICES["minio-init"])["BUCKET"]
+    assert bucket == environment(SERVICES["worker"])["LIPDUB_STORAGE__BUCKET"]
+
+
+def test_compose_variables_are_documented_in_the_env_example():
+    text = (ROOT / "docker-compose.yml").read_text()
+    example = (ROOT / "configs" / ".env.example").read_text()
+    for variable in set(re.findall(r"\$\{([A-Z_]+)", text)):
+        assert f"{variable}=" in example, f"{variable} is not in configs/.env.example"
+
+
+def test_the_dockerfile_copies_what_exists_and_installs_real_extras():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for extra in re.findall(r'pip install "\.\[([a-z,]+)\]"', dockerfile)[0].split(","):
+        assert extra in extras
+    assert 'ENTRYPOINT ["lipdub"]' in dockerfile
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None, reason="docker-compose is not installed here"
+)
+def test_docker_compose_config_accepts_the_file(tmp_path):
+    env = {"MINIO_ROOT_PASSWORD": "test-password", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
