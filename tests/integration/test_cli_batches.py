@@ -200,7 +200,8 @@ def test_ctrl_c_while_following_leaves_the_batch_running(cli, manifest, tmp_path
     proc = cli.popen("run", str(manifest), "--yes")
     deadline = time.monotonic() + 60
     seen = ""
-    while "Started batch" not in seen and time.monotonic() < deadline:
+    # (it says that no worker is there yet, and follows)
+    while "No worker answered yet" not in seen and time.monotonic() < deadline:
         seen += proc.stderr.readline()
     # When the user presses Ctrl-C
     proc.send_signal(signal.SIGINT)

@@ -98,7 +98,9 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
             out.print(Text(started))
         return EXIT_OK
     err.print(Text(started))
-    return follow_to_report(session, batch_id, options.reports_dir, as_json=options.as_json)
+    return follow_to_report(
+        session, batch_id, options.reports_dir, as_json=options.as_json, check_workers=True
+    )
 
 
 def _confirm(total_usd: Decimal, above_usd: Decimal, yes: bool) -> None:
@@ -115,10 +117,28 @@ def _confirm(total_usd: Decimal, above_usd: Decimal, yes: bool) -> None:
         raise fail("not started; nothing was spent.", EXIT_USAGE)
 
 
-def follow_to_report(session: Session, batch_id: str, reports_dir: Path, *, as_json: bool) -> int:
+def follow_to_report(
+    session: Session,
+    batch_id: str,
+    reports_dir: Path,
+    *,
+    as_json: bool,
+    check_workers: bool = False,
+) -> int:
     """Follow the batch, then write its reports locally and print the summary; the exit code."""
     try:
-        status = follow(lambda: session.control.status(batch_id), err)
+        if check_workers and not session.workers_online():
+            err.print(
+                Text(
+                    "No worker answered yet: items wait in the queue "
+                    f"{session.settings.worker.queue!r} until one runs. Start one with: "
+                    "lipdub worker (same LIPDUB_REDIS__URL).",
+                    style="yellow",
+                )
+            )
+        status = follow(
+            lambda: session.control.status(batch_id), err, interval_s=_interval_s(session, batch_id)
+        )
     except KeyboardInterrupt:
         err.print(
             Text(
@@ -135,6 +155,11 @@ def follow_to_report(session: Session, batch_id: str, reports_dir: Path, *, as_j
     else:
         print_summary(report, paths, session.settings.storage)
     return EXIT_OK if status["counts"].get("completed", 0) == status["items"] else EXIT_INCOMPLETE
+
+
+def _interval_s(session: Session, batch_id: str) -> float:
+    """Re-read a big batch's status less often: each read touches every item."""
+    return max(0.5, len(session.ledger.item_ids(batch_id)) / 2000)
 
 
 def print_summary(report: dict[str, Any], paths: list[Path], storage: StorageSettings) -> None:

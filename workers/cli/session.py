@@ -7,6 +7,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
 
 from pipeline.batches import BatchControl
 from pipeline.ledger import Ledger, LedgerError
@@ -41,6 +43,7 @@ class Session:
     ledger: Ledger
     control: BatchControl
     s3: Any
+    app: Celery
 
     @classmethod
     def connect(cls, settings: Settings) -> Session:
@@ -57,11 +60,19 @@ class Session:
                 f"cannot reach Redis at {redacted_url(settings.redis.url)} ({error.__cause__}). "
                 "Start it, or point LIPDUB_REDIS__URL at it."
             ) from None
-        dispatcher = CeleryDispatcher(create_app(settings), settings.worker.queue)
+        app = create_app(settings)
+        dispatcher = CeleryDispatcher(app, settings.worker.queue)
         s3 = make_s3_client(
             endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
         )
-        return cls(settings, client, ledger, BatchControl(ledger, dispatcher, settings), s3)
+        return cls(settings, client, ledger, BatchControl(ledger, dispatcher, settings), s3, app)
+
+    def workers_online(self, timeout_s: float = 1.0) -> int:
+        """How many workers answer a ping within `timeout_s` (0 when none, or on trouble)."""
+        try:
+            return len(self.app.control.ping(timeout=timeout_s) or [])
+        except (OperationalError, redis.RedisError, OSError):
+            return 0  # only a hint for the user: never fail a run on it
 
     @property
     def storage(self) -> Storage:
