@@ -15,7 +15,7 @@
     throttled:v1:gcra:lipdub:polls      (throttled-py) the poll-rate GCRA           expires by itself
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
-TTL; `Ledger.forget_batch` deletes one batch's keys when a user wants them gone.
+TTL. There is no command to delete a batch's record yet: delete its keys by hand if you must.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,7 +68,6 @@ def demo_settings(workdir: Path, *, redis_url: str, s3_url: str, sandbox_url: st
             "retry_delay_s": 1.0,
         },
         media={"cache_dir": workdir / "cache"},  # type: ignore[arg-type]
-        budget={"confirm_above_usd": "100"},  # type: ignore[arg-type]
     )
 
 
@@ -99,6 +99,9 @@ class DemoStack:
     def start(self) -> Self:
         """Start Redis, S3, the sandbox, then the workers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # The bucket lives in memory, so the ledger must start empty too: a ledger from an
+        # earlier demo would point at outputs this S3 server never had.
+        shutil.rmtree(self.redis.workdir, ignore_errors=True)
         # moto accepts any credentials; these keep real ones (if any) out of the demo.
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
             os.environ.pop(name, None)

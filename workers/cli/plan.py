@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -130,7 +131,13 @@ def _remote_prober(settings: Settings) -> RemoteProber:
 
 def print_plan(result: Plan, *, max_rows: int = 50) -> None:
     """The plan as a table (the first `max_rows` items) and the estimate line."""
-    table = Table(title=f"Plan for {result.manifest.name}", title_justify="left")
+    table = Table(
+        title=f"Plan for {result.manifest.name}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
     for name, justify in (
         ("row", "right"),
         ("id", "left"),
@@ -141,7 +148,13 @@ def print_plan(result: Plan, *, max_rows: int = 50) -> None:
         ("billable s", "right"),
         ("USD", "right"),
     ):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        # Only the id may wrap: numbers and modes stay whole in an 80-column log.
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            overflow="fold",
+            no_wrap=name != "id",
+        )
     for item in result.items[:max_rows]:
         table.add_row(
             str(item.row),
