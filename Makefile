@@ -46,6 +46,7 @@ sandbox: setup
 
 bench: setup
 	$(BIN)/python -m tests.bench.bench_plan
+	$(BIN)/python -m tests.bench.bench_demo
 
 docs: setup
 	$(BIN)/python -m pipeline.settings_doc --write README.md
