@@ -1,12 +1,16 @@
 """The account's limits, shared by every worker on every machine through Redis.
 
-- **Starts per minute**: a GCRA from throttled-py (`RedisStore`), burst 1, so starts are spaced
-  evenly: `rate_window_s + start_margin_s` divided by `starts_per_minute`. Evenly spaced starts
-  satisfy a provider that counts a sliding window, a fixed window or a token bucket alike; the
-  margin absorbs network jitter between our decision and the provider's clock. The script
-  reads Redis's clock, so workers on machines with skewed clocks still agree.
+- **Starts per minute**: start *reservations* in a sorted-set log. An item holding a slot asks
+  once and is told its own start time; it comes back exactly then, so a thousand waiting items
+  cost a thousand asks, not a thousand asks per start. Pacing `window` (the default) allows
+  `starts_per_minute` starts in any `rate_window_s + start_margin_s`: right for a provider
+  counting a sliding or fixed window, or a token bucket of that size. Pacing `even` spaces
+  starts by that window divided by `starts_per_minute`: also right for a bucket that holds a
+  single start. The margin absorbs network jitter between our decision and the provider's
+  clock. The script reads Redis's clock, so workers with skewed clocks still agree.
 - **Concurrency slots**: a sorted set of in-flight items with lease ends; an item holds its
-  slot from before its POST until its prediction is final. Acquiring is idempotent.
+  slot from before its POST until its prediction is final. Acquiring is idempotent. An item
+  that finds none registers as a waiter; whoever frees a slot wakes the oldest waiters.
 - **Poll rate**: a second GCRA (burst = one second's worth) for result requests.
 - **Cool-down**: after a 429 every worker holds off until the Retry-After has passed.
 
@@ -28,21 +32,61 @@ from pipeline import keys
 from pipeline.ledger import LedgerError
 from pipeline.settings import ProviderSettings
 
+# KEYS: slots, waiters. ARGV: member, max concurrent, lease s, key TTL s.
 _ACQUIRE_SLOT = """
 local now = redis.call('TIME')
 local now_s = tonumber(now[1]) + tonumber(now[2]) / 1000000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_s)
 local lease_end = now_s + tonumber(ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], lease_end, ARGV[1])
-  return {1, 0}
-end
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+if redis.call('ZSCORE', KEYS[1], ARGV[1])
+   or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], lease_end, ARGV[1])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-  return {1, 0}
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
 end
-return {0, redis.call('ZCARD', KEYS[1])}
+redis.call('ZADD', KEYS[2], 'NX', now_s, ARGV[1])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+return 0
+"""
+
+# KEYS: slots, waiters. ARGV: member to release (or ""), max concurrent.
+# Returns the waiters woken: as many of the oldest as there are free slots.
+_RELEASE_SLOT = """
+local now = redis.call('TIME')
+local now_s = tonumber(now[1]) + tonumber(now[2]) / 1000000
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_s)
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+if free <= 0 then return {} end
+local woken = redis.call('ZRANGE', KEYS[2], 0, free - 1)
+if #woken > 0 then redis.call('ZREM', KEYS[2], unpack(woken)) end
+return woken
+"""
+
+# KEYS: the start log. ARGV: reservation name, starts allowed per window, window s.
+# Returns (as text: Lua numbers would be truncated) the seconds until the reserved start.
+_RESERVE_START = """
+local now = redis.call('TIME')
+local now_s = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now_s - window))
+local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if mine then return tostring(tonumber(mine) - now_s) end
+local at = now_s
+local count = redis.call('ZCARD', KEYS[1])
+if count >= limit then
+  local kth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
+  at = math.max(at, tonumber(kth[2]) + window)
+end
+if count > 0 then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  at = math.max(at, tonumber(last[2]))
+end
+redis.call('ZADD', KEYS[1], at, ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(window * 2 + 60))
+return tostring(at - now_s)
 """
 
 _COOL_DOWN = """
@@ -74,20 +118,18 @@ class Gates:
         provider: ProviderSettings,
         *,
         slot_lease_s: float,
-        slot_wait_s: float = 5.0,
+        slot_recheck_s: float = 300.0,
     ) -> None:
         self.redis = client
         self.provider = provider
         self.slot_lease_s = slot_lease_s
-        self.slot_wait_s = slot_wait_s
+        self.slot_recheck_s = slot_recheck_s
         shared = store.RedisStore(server=redis_url)
-        window = timedelta(seconds=provider.rate_window_s + provider.start_margin_s)
-        self._starts = Throttled(
-            key=keys.STARTS_LIMITER,
-            using=RateLimiterType.GCRA.value,
-            quota=rate_limiter.per_duration(window, limit=provider.starts_per_minute, burst=1),
-            store=shared,
-        )
+        window_s = provider.rate_window_s + provider.start_margin_s
+        if provider.start_pacing == "even":
+            self._starts_allowed, self._start_window_s = 1, window_s / provider.starts_per_minute
+        else:
+            self._starts_allowed, self._start_window_s = provider.starts_per_minute, window_s
         per_second = max(1, round(provider.polls_per_second))
         self._polls = Throttled(
             key=keys.POLLS_LIMITER,
@@ -100,29 +142,49 @@ class Gates:
             store=shared,
         )
         self._acquire = client.register_script(_ACQUIRE_SLOT)
+        self._release = client.register_script(_RELEASE_SLOT)
+        self._reserve = client.register_script(_RESERVE_START)
         self._cool = client.register_script(_COOL_DOWN)
 
-    def take_start(self) -> GateAnswer:
-        """Take one start from the per-minute allowance, or learn how long until the next."""
-        return self._limit(self._starts)
+    def reserve_start(self, reservation: str) -> GateAnswer:
+        """Reserve a start (idempotent per `reservation` name): passed when it is due now,
+        else how long until it is. Name one reservation per submit attempt."""
+        wait_s = float(
+            self._run(
+                lambda: self._reserve(
+                    keys=[keys.START_LOG],
+                    args=[reservation, self._starts_allowed, self._start_window_s],
+                )
+            )
+        )
+        return PASSED if wait_s <= 0.001 else GateAnswer(False, wait_s)
 
     def take_poll(self) -> GateAnswer:
         """Take one result request from the shared poll rate."""
         return self._limit(self._polls)
 
     def acquire_slot(self, member: str) -> GateAnswer:
-        """Hold one of the account's concurrency slots for `member` (idempotent)."""
-        got, _ = self._run(
+        """Hold one of the account's concurrency slots for `member` (idempotent).
+
+        When none is free the member becomes a waiter: `release_slot` will name it when one
+        is. `wait_s` is only the safety net (a wake-up lost with a crashed worker)."""
+        got = self._run(
             lambda: self._acquire(
-                keys=[keys.SLOTS],
+                keys=[keys.SLOTS, keys.SLOT_WAITERS],
                 args=[member, self.provider.max_concurrent, self.slot_lease_s, keys.SLOT_KEY_TTL_S],
             )
         )
-        return PASSED if int(got) else GateAnswer(False, self.slot_wait_s)
+        return PASSED if int(got) else GateAnswer(False, self.slot_recheck_s)
 
-    def release_slot(self, member: str) -> None:
-        """Free the member's slot (nothing happens if it holds none)."""
-        self._run(lambda: self.redis.zrem(keys.SLOTS, member))
+    def release_slot(self, member: str = "") -> list[str]:
+        """Free the member's slot (if it holds one); the waiters to wake, oldest first, as
+        many as there are free slots. With no member, only wakes waiters."""
+        woken = self._run(
+            lambda: self._release(
+                keys=[keys.SLOTS, keys.SLOT_WAITERS], args=[member, self.provider.max_concurrent]
+            )
+        )
+        return [str(name) for name in woken]
 
     def in_flight(self) -> int:
         """Slots held now (leases not yet ended)."""

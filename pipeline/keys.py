@@ -10,8 +10,9 @@
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
                                                claimed: CLAIM_TTL_S; completed: worker.content_ttl_days
     lipdub:gate:slots                    zset  in-flight predictions -> lease end SLOT_KEY_TTL_S, refreshed
+    lipdub:gate:slot_waiters             zset  items waiting for a slot -> since   SLOT_KEY_TTL_S, refreshed
+    lipdub:gate:starts                   zset  start reservations -> start time     2 windows, refreshed
     lipdub:gate:cooldown                 str   a 429 hold-off for every worker     Retry-After
-    throttled:v1:gcra:lipdub:starts     (throttled-py) the starts-per-minute GCRA   expires by itself
     throttled:v1:gcra:lipdub:polls      (throttled-py) the poll-rate GCRA           expires by itself
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
@@ -23,8 +24,9 @@ from __future__ import annotations
 PREFIX = "lipdub"
 BATCH_INDEX = f"{PREFIX}:batches"
 SLOTS = f"{PREFIX}:gate:slots"
+SLOT_WAITERS = f"{PREFIX}:gate:slot_waiters"
+START_LOG = f"{PREFIX}:gate:starts"
 COOLDOWN = f"{PREFIX}:gate:cooldown"
-STARTS_LIMITER = f"{PREFIX}:starts"
 POLLS_LIMITER = f"{PREFIX}:polls"
 
 FINALIZE_GUARD_S = 120
@@ -70,5 +72,15 @@ def content(identity: str) -> str:
 
 
 def slot_member(batch_id: str, item_id: str) -> str:
-    """An item's name in the concurrency-slot set."""
+    """An item's name in the concurrency-slot set (batch ids never hold a colon)."""
     return f"{batch_id}:{item_id}"
+
+
+def slot_member_ids(member: str) -> tuple[str, str]:
+    """(batch id, item id) of a slot member.
+
+    >>> slot_member_ids("b20261124-031305-e046ca:ep1.de")
+    ('b20261124-031305-e046ca', 'ep1.de')
+    """
+    batch_id, item_id = member.split(":", 1)
+    return batch_id, item_id

@@ -17,7 +17,7 @@ import os
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -85,6 +85,9 @@ class ProviderSettings(_Section):
     """The window `starts_per_minute` counts over: 60 for the real service (tests shrink it)."""
     start_margin_s: float = Field(default=1.0, ge=0)
     """Added to the window so network jitter never puts N+1 starts in one provider window."""
+    start_pacing: Literal["window", "even"] = "window"
+    """`window`: up to `starts_per_minute` at once, then wait for the window; `even`: one every
+    window / `starts_per_minute` (for a provider whose bucket holds a single start)."""
     max_concurrent: int = Field(default=2, ge=1)
     """The account's predictions in flight at once (Bronze 2, Silver 300, Gold 3,000, Ultra 10,000)."""
     polls_per_second: float = Field(default=5.0, gt=0)

@@ -103,12 +103,19 @@ def end(
     result = rt.ledger.transition(item.batch_id, item.id, allowed, to, values)
     if not result.ok:
         return []
-    rt.gates.release_slot(item.member)
+    woken = free_slot(rt, item)
     if not paid_for(to, str(values.get("error_kind", ""))):
         rt.ledger.release_claim(item.text("identity"), item.member)
     scope = rt.ledger.batch(item.batch_id).get("budget_scope") or item.batch_id
     rt.ledger.settle(scope, item.batch_id, item.id, cost_usd)
-    return [Next("finalize", item.batch_id)] if result.batch_complete else []
+    return woken + ([Next("finalize", item.batch_id)] if result.batch_complete else [])
+
+
+def free_slot(rt: Runtime, item: Item | None = None) -> list[Next]:
+    """Give the item's concurrency slot back (if it holds one) and wake the items waiting
+    for a slot: their submit steps, now. Without an item, only wakes waiters."""
+    woken = rt.gates.release_slot(item.member if item else "")
+    return [Next("submit", *keys.slot_member_ids(member)) for member in woken]
 
 
 def paid_for(state: str, error_kind: str) -> bool:

@@ -14,7 +14,7 @@ from pipeline.errors import (
     ProviderError,
     ProviderRateLimited,
 )
-from pipeline.flow.common import Item, fail, is_transient, load, resume
+from pipeline.flow.common import Item, fail, free_slot, is_transient, load, resume
 from pipeline.flow.polling import next_poll_delay_s
 from pipeline.provider.models import Prediction, Status
 from pipeline.runtime import Next, Runtime
@@ -91,7 +91,7 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             f"prediction {prediction.id} completed without an output",
             "Retry the item; report it to WaveSpeed if it happens again.",
         )
-    rt.gates.release_slot(item.member)
+    woken = free_slot(rt, item)
     fields: dict[str, object] = {
         "provider_done_at": rt.clock(),
         "output_url": prediction.outputs[0],
@@ -100,7 +100,7 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     if not item.text("processing_at"):
         fields["processing_at"] = rt.clock()
     moved = rt.ledger.transition(item.batch_id, item.id, RUNNING, ItemState.COLLECTING, fields)
-    return [Next("collect", item.batch_id, item.id)] if moved.ok else []
+    return woken + ([Next("collect", item.batch_id, item.id)] if moved.ok else [])
 
 
 def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
@@ -108,7 +108,7 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     attempts = item.count("attempts")
     limit = rt.settings.worker.max_attempts
     if is_transient(error) and attempts < limit:
-        rt.gates.release_slot(item.member)
+        woken = free_slot(rt, item)
         history = list(item.data("errors") or [])
         history.append({"prediction_id": prediction.id, "error": error})
         moved = rt.ledger.transition(
@@ -119,7 +119,8 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             {"errors": history, "prediction_id": ""},
         )
         delay_s = rt.settings.worker.retry_delay_s * attempts
-        return [Next("submit", item.batch_id, item.id, rt.countdown(delay_s))] if moved.ok else []
+        again = [Next("submit", item.batch_id, item.id, rt.countdown(delay_s))]
+        return woken + (again if moved.ok else [])
     if is_transient(error):
         return fail(
             rt,

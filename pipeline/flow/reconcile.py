@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import ProviderError, ProviderRateLimited
-from pipeline.flow.common import Item, fail, load, resume
+from pipeline.flow.common import Item, fail, free_slot, load, resume
 from pipeline.flow.submit import accepted, strip_query
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX
 from pipeline.provider.models import Prediction
@@ -82,7 +82,7 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     grace_s = rt.settings.polling.reconcile_grace_s + rt.settings.provider.submit_timeout_s
     if waited_s < grace_s:
         return [Next("reconcile", batch_id, item_id, rt.countdown(max(1.0, grace_s / 3)))]
-    rt.gates.release_slot(item.member)
+    woken = free_slot(rt, item)
     moved = rt.ledger.transition(
         batch_id,
         item_id,
@@ -92,7 +92,7 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             "last_submit_error": f"not created: the list call showed no such prediction for {waited_s:.0f} s"
         },
     )
-    return [Next("submit", batch_id, item_id)] if moved.ok else []
+    return woken + ([Next("submit", batch_id, item_id)] if moved.ok else [])
 
 
 def _is_ours(prediction: Prediction, item: Item) -> bool:

@@ -1,8 +1,10 @@
 """Submit an item: through the gates, intent recorded before the POST, never twice.
 
-Order: cancelled? → 429 cool-down → budget reservation → concurrency slot → start allowance
+Order: cancelled? → 429 cool-down → budget reservation → concurrency slot → start reservation
 → intent (state `submitting`) → POST → prediction id (state `running`). A gate that says
-"not yet" reschedules the step; the budget saying "no" ends the item `skipped`. A submit
+"not yet" reschedules the step: for a start, at the reserved time (keeping the slot); for a
+slot, when one is freed (the step that frees it wakes this one). The budget saying "no" ends
+the item `skipped`. A submit
 found already in `submitting` (a redelivered task, a crash mid-POST) is never re-posted:
 it goes to reconciliation.
 """
@@ -18,7 +20,7 @@ from pipeline.errors import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from pipeline.flow.common import Item, batch_flag, cancel, fail, load, resume
+from pipeline.flow.common import Item, batch_flag, cancel, fail, free_slot, load, resume
 from pipeline.flow.polling import first_poll_delay_s
 from pipeline.remote import split_s3
 from pipeline.runtime import Next, Runtime
@@ -36,7 +38,8 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if item.state is ItemState.SUBMITTING:
         return [Next("reconcile", batch_id, item_id)]
     if item.state is not ItemState.READY:
-        return resume(rt, item, ItemState.SUBMITTING)
+        # Woken for a slot it no longer needs: pass the wake-up on.
+        return resume(rt, item, ItemState.SUBMITTING) + free_slot(rt)
     if batch_flag(rt, batch_id, "cancelled"):
         return cancel(rt, item, [ItemState.READY])
     cooling = rt.gates.cooling()
@@ -59,9 +62,9 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     slot = rt.gates.acquire_slot(item.member)
     if not slot.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s))]
-    start = rt.gates.take_start()
+    # One reservation per submit attempt: a redelivered task finds its own again.
+    start = rt.gates.reserve_start(f"{item.member}:{item.count('submits') + 1}")
     if not start.passed:
-        rt.gates.release_slot(item.member)
         return [Next("submit", batch_id, item_id, rt.countdown(start.wait_s))]
     video_url = _fetch_url(rt, item.text("video_ref"))
     audio_url = _fetch_url(rt, item.text("audio_ref"))
@@ -75,7 +78,7 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if not moved.ok:
         # Another delivery of this task won the intent and holds the slot now; leave it.
         if moved.state in {s.value for s in FINAL_STATES}:
-            rt.gates.release_slot(item.member)
+            return free_slot(rt, item)
         return []
     try:
         prediction = rt.provider.submit(
@@ -145,11 +148,12 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
 
 def _not_created(rt: Runtime, item: Item, why: str, wait_s: float) -> list[Next]:
     """The provider certainly created nothing: back to ready, try again later."""
-    rt.gates.release_slot(item.member)
+    woken = free_slot(rt, item)
     moved = rt.ledger.transition(
         item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.READY, {"last_submit_error": why}
     )
-    return [Next("submit", item.batch_id, item.id, rt.countdown(wait_s))] if moved.ok else []
+    again = [Next("submit", item.batch_id, item.id, rt.countdown(wait_s))]
+    return woken + (again if moved.ok else [])
 
 
 def _fetch_url(rt: Runtime, ref: str) -> str:

@@ -111,3 +111,24 @@ def test_a_submit_that_created_nothing_is_posted_again_after_the_list_says_so(tm
     assert outcomes.count("accepted") == 1
     assert outcomes[-1] == "accepted"
     assert set(outcomes[:-1]) == {"error_not_created"}
+
+
+def test_a_freed_slot_wakes_the_next_item_at_once(tmp_path, make_stack, sandbox):
+    # Given one slot for four items, and a safety-net recheck (the longest countdown) of 100 s
+    items = [(f"s-{n}", 0.6 + n * 0.08, 0.6, "cut_off") for n in range(4)]  # four distinct pairs
+    manifest = write_manifest(tmp_path / "m", items)
+    stack = make_stack(
+        sandbox,
+        provider={"max_concurrent": 1},
+        worker={"max_countdown_s": 100.0, "visibility_timeout_s": 300},
+    )
+    with in_process_worker(stack):
+        batch_id = stack.control.start(plan(manifest, stack.settings))
+        # Then all four complete long before any waiter's recheck would have come due:
+        # each item that frees the slot wakes the next one waiting for it
+        status = stack.wait(batch_id, timeout_s=60)
+    assert status["counts"]["completed"] == 4
+    report = stack.control.report(batch_id)
+    starts = sorted(i["phases"]["queue"]["start"] for i in report["items_detail"])
+    assert starts[-1] - starts[0] < 50, starts
+    assert _stats(sandbox.url)["peak_in_flight"] == 1

@@ -25,21 +25,51 @@ def make_gates(redis_url):
         client.close()
 
 
-def test_starts_are_spaced_evenly_and_shared_between_gate_objects(make_gates):
-    # Given 4 starts per 2 s window, seen by two workers' gate objects
-    one = make_gates(starts_per_minute=4, rate_window_s=2.0, start_margin_s=0.0)
-    two = make_gates(starts_per_minute=4, rate_window_s=2.0, start_margin_s=0.0)
-    # Then the first start passes and the next, from either, waits about 0.5 s
-    assert one.take_start().passed
-    refused = two.take_start()
-    assert not refused.passed and 0.3 < refused.wait_s <= 0.5
-    assert not one.take_start().passed
+def test_window_pacing_allows_a_window_of_starts_then_reserves_later_ones(make_gates):
+    # Given 3 starts per 2 s window (+ 0.5 s margin), seen by two workers' gate objects
+    one = make_gates(starts_per_minute=3, rate_window_s=2.0, start_margin_s=0.5)
+    two = make_gates(starts_per_minute=3, rate_window_s=2.0, start_margin_s=0.5)
+    # Then three starts are due now, from either
+    assert one.reserve_start("a:1").passed
+    assert two.reserve_start("b:1").passed and one.reserve_start("c:1").passed
+    # and the fourth and later are reserved one window after the start they replace
+    fourth = two.reserve_start("d:1")
+    assert not fourth.passed and 2.3 < fourth.wait_s <= 2.5
+    assert 2.3 < one.reserve_start("e:1").wait_s <= 2.5
+    assert 2.3 < one.reserve_start("f:1").wait_s <= 2.5
+    assert 4.8 < one.reserve_start("g:1").wait_s <= 5.0
 
 
-def test_the_margin_lengthens_the_spacing(make_gates):
-    gates = make_gates(starts_per_minute=2, rate_window_s=2.0, start_margin_s=2.0)
-    assert gates.take_start().passed
-    assert 1.8 < gates.take_start().wait_s <= 2.0  # (2 s + 2 s) / 2 starts
+def test_a_reservation_is_kept_for_its_name(make_gates):
+    gates = make_gates(starts_per_minute=1, rate_window_s=2.0, start_margin_s=0.0)
+    assert gates.reserve_start("a:1").passed
+    later = gates.reserve_start("b:1")
+    # asking again (a redelivered task) gets the same time, and takes no other start
+    again = gates.reserve_start("b:1")
+    assert abs(again.wait_s - later.wait_s) < 0.05
+    assert gates.reserve_start("c:1").wait_s > later.wait_s + 1.9
+    # a new attempt of an item is a new reservation
+    assert gates.reserve_start("a:2").wait_s > 5.9
+
+
+def test_even_pacing_spaces_every_start(make_gates):
+    # 2 starts per (2 s + 2 s): one every 2 s, even the second
+    gates = make_gates(
+        starts_per_minute=2, rate_window_s=2.0, start_margin_s=2.0, start_pacing="even"
+    )
+    assert gates.reserve_start("a:1").passed
+    assert 1.8 < gates.reserve_start("b:1").wait_s <= 2.0
+    assert 3.8 < gates.reserve_start("c:1").wait_s <= 4.0
+
+
+def test_reserved_starts_never_exceed_the_limit_in_any_window(make_gates):
+    # Given many reservations at once, 5 per 1 s window
+    gates = make_gates(starts_per_minute=5, rate_window_s=1.0, start_margin_s=0.0)
+    now = time.monotonic()
+    starts = sorted(now + max(0.0, gates.reserve_start(f"x{n}:1").wait_s) for n in range(23))
+    # Then no window of 1 s (less a hair for the clock) holds more than 5
+    for i, start in enumerate(starts):
+        assert sum(1 for s in starts[i:] if s < start + 0.99) <= 5
 
 
 def test_slots_never_exceed_the_limit_and_are_idempotent(make_gates):
@@ -50,8 +80,24 @@ def test_slots_never_exceed_the_limit_and_are_idempotent(make_gates):
     refused = gates.acquire_slot("b:3")
     assert not refused.passed and refused.wait_s > 0
     assert gates.in_flight() == 2
-    gates.release_slot("b:1")
+    assert gates.release_slot("b:1") == ["b:3"], "the waiter is woken"
     assert gates.acquire_slot("b:3").passed
+
+
+def test_freed_slots_wake_the_oldest_waiters_once(make_gates):
+    gates = make_gates(max_concurrent=2)
+    assert gates.acquire_slot("b:1").passed and gates.acquire_slot("b:2").passed
+    for waiter in ("b:3", "b:4", "b:5"):
+        assert not gates.acquire_slot(waiter).passed
+    assert not gates.acquire_slot("b:3").passed, "asking again keeps its place"
+    # one slot freed: the oldest waiter only, and it leaves the queue
+    assert gates.release_slot("b:1") == ["b:3"]
+    assert gates.acquire_slot("b:3").passed
+    # each slot freed wakes the next, in order; then nobody is waiting
+    assert gates.release_slot("b:2") == ["b:4"]
+    assert gates.release_slot("b:3") == ["b:5"]
+    assert gates.release_slot() == []
+    assert gates.in_flight() == 0
 
 
 def test_an_expired_lease_frees_its_slot(redis_url):
@@ -86,7 +132,13 @@ def test_an_unreachable_redis_is_a_ledger_error_the_task_can_retry():
     url = f"redis://127.0.0.1:{free_port()}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
     gates = Gates(client, url, ProviderSettings(), slot_lease_s=60)
-    for call in (gates.take_start, gates.cooling, lambda: gates.acquire_slot("b:1")):
+    calls = (
+        lambda: gates.reserve_start("b:1:1"),
+        gates.cooling,
+        lambda: gates.acquire_slot("b:1"),
+        gates.release_slot,
+    )
+    for call in calls:
         with pytest.raises(LedgerError, match="Redis"):
             call()
     client.close()
