@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])")
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help setup test lint format demo sandbox bench docs clean
 
@@ -12,6 +13,7 @@ help:
 	@echo "make test   - set up, then run the whole test suite"
 	@echo "make lint   - ruff and mypy (strict on pipeline/)"
 	@echo "make sandbox - run the offline lipsync-3 provider on http://127.0.0.1:8199"
+	@echo "make bench  - the benchmarks (throughput, limits, polls, re-run, overhead, memory, planning)"
 	@echo "make docs   - regenerate the README's configuration table from the settings model"
 
 $(BIN)/python:
@@ -45,8 +47,7 @@ sandbox: setup
 	$(BIN)/lipdub sandbox --port 8199
 
 bench: setup
-	$(BIN)/python -m tests.bench.bench_plan
-	$(BIN)/python -m tests.bench.bench_demo
+	$(BIN)/python -m tests.bench.run_all $(BENCH_ARGS)
 
 docs: setup
 	$(BIN)/python -m pipeline.settings_doc --write README.md

@@ -124,8 +124,8 @@ class StorageSettings(_Section):
     """The bucket's region."""
     presign_expiry_s: int = Field(default=86_400, ge=60, le=604_800)
     """Lifetime of the input URLs given to the provider; must cover `item_deadline_s`."""
-    multipart_threshold_mb: int = Field(default=64, ge=5)
-    """Uploads larger than this go in parts."""
+    multipart_threshold_mb: int = Field(default=16, ge=5)
+    """Uploads larger than this go in parts; a worker holds about twice this in memory per transfer."""
 
 
 class RedisSettings(_Section):

@@ -33,6 +33,8 @@ from pipeline.errors import StorageError
 from pipeline.settings import StorageSettings
 
 MB = 1024 * 1024
+PART_SIZE = 8 * MB
+TRANSFER_PARTS_IN_MEMORY = 4
 
 
 class InputChanged(StorageError):
@@ -109,9 +111,16 @@ class Storage:
         from boto3.s3.transfer import TransferConfig
 
         threshold = settings.multipart_threshold_mb * MB
+        # Our streams are not seekable, so boto3 holds each part in memory until it is sent:
+        # at most TRANSFER_PARTS_IN_MEMORY parts of PART_SIZE, whatever the file's size
+        # (tests/bench/bench_memory.py measures it).
         self._transfer = TransferConfig(
-            multipart_threshold=threshold, multipart_chunksize=max(8 * MB, threshold // 8)
+            multipart_threshold=threshold,
+            multipart_chunksize=PART_SIZE,
+            max_concurrency=TRANSFER_PARTS_IN_MEMORY,
         )
+        # boto3's constructor does not take this s3transfer setting; the attribute is read.
+        self._transfer.max_in_memory_upload_chunks = TRANSFER_PARTS_IN_MEMORY
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (a local S3 server, a first run)."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings, load_settings
@@ -24,7 +25,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     acks late, rejected on worker loss, one message prefetched, and a visibility timeout
     above every countdown and time limit (validated in WorkerSettings)."""
     worker = settings.worker
-    transport = {"visibility_timeout": worker.visibility_timeout_s}
+    transport = {
+        "visibility_timeout": worker.visibility_timeout_s,
+        # Priorities (workers.tasks.STEP_PRIORITY): polls and submits must not queue behind
+        # a backlog of uploads. The Redis transport keeps one list per step, 0 first.
+        "priority_steps": list(range(10)),
+        "queue_order_strategy": "priority",
+    }
     return {
         "broker_url": settings.redis.effective_broker_url,
         "broker_transport_options": transport,
@@ -58,6 +65,7 @@ def create_app(
     app.conf.update(celery_config(settings))
     holder = RuntimeHolder(runtime_factory or (lambda: Runtime.from_settings(settings)))
     register_tasks(app, holder, settings)
+    worker_process_init.connect(holder.warm_up, weak=False)
     return app
 
 

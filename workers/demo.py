@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -71,17 +72,34 @@ def demo_settings(workdir: Path, *, redis_url: str, s3_url: str, sandbox_url: st
     )
 
 
-class DemoStack:
-    """Start the stack on enter, stop every part of it on exit (also after Ctrl-C)."""
+SettingsFactory = Callable[..., Settings]
+"""Builds the stack's settings: (workdir, *, redis_url, s3_url, sandbox_url) -> Settings."""
 
-    def __init__(self, workdir: Path, *, workers: int = 2, concurrency: int = 2) -> None:
+
+class DemoStack:
+    """Start the stack on enter, stop every part of it on exit (also after Ctrl-C).
+
+    The demo's sandbox and settings by default; the benchmarks pass their own.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        workers: int = 2,
+        concurrency: int = 2,
+        sandbox_config: SandboxConfig | None = None,
+        settings_factory: SettingsFactory = demo_settings,
+    ) -> None:
         self.workdir = workdir.resolve()
         self.worker_count = workers
         self.concurrency = concurrency
+        self.settings_factory = settings_factory
         self.redis = RedisServer(self.workdir / "redis", appendonly=True)
         self.s3 = S3Server()
         self.sandbox = SandboxServer(
-            SandboxConfig(
+            sandbox_config
+            or SandboxConfig(
                 starts_per_minute=DEMO_STARTS_PER_WINDOW,
                 rate_window_s=DEMO_WINDOW_S,
                 max_concurrent=DEMO_MAX_CONCURRENT,
@@ -112,7 +130,7 @@ class DemoStack:
             self.s3.start()
             self.sandbox.start()
             self._sandbox_started = True
-            self.settings = demo_settings(
+            self.settings = self.settings_factory(
                 self.workdir,
                 redis_url=self.redis.url,
                 s3_url=self.s3.url,

@@ -24,6 +24,17 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("lipdub.worker")
 
+STEP_PRIORITY = {
+    "poll": 0,
+    "collect": 1,
+    "submit": 2,
+    "reconcile": 2,
+    "finalize": 3,
+    "prepare": 6,
+}
+"""Lower runs first. Time-critical steps (a poll due now, a freed slot's next submit) go
+before uploads, which a large batch queues by the hundred at its start."""
+
 INFRA_RETRY_S = 5.0
 INFRA_MAX_RETRIES = 20
 
@@ -36,6 +47,14 @@ class RuntimeHolder:
         self._runtime: Runtime | None = None
         self._pid = 0
         self._lock = threading.Lock()
+
+    def warm_up(self, **_: Any) -> None:
+        """Build this process's Runtime now (a pool process has just started), so that its
+        first task does not pay for creating the clients. Trouble waits for that task."""
+        try:
+            self.get()
+        except LipdubError as err:
+            log.warning("could not connect yet (%s); the first task will try again", err)
 
     def get(self) -> Runtime:
         with self._lock:
@@ -64,6 +83,7 @@ class CeleryDispatcher:
                 args=args,
                 countdown=step.countdown_s if step.countdown_s > 0 else None,
                 queue=self.queue,
+                priority=STEP_PRIORITY.get(step.step, 5),
             )
         except OperationalError as err:
             raise DispatchError(

@@ -35,6 +35,9 @@ FILE_CHUNK_BYTES = 1024 * 1024
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Many clients connect at once (a thread pool, many workers): the default backlog of 5
+    # resets connections a real service would accept.
+    request_queue_size = 256
     engine: SandboxEngine
 
 

@@ -29,3 +29,15 @@ def test_the_app_has_one_task_per_step_and_reads_no_settings_at_import():
     assert names == {
         f"lipdub.{s}" for s in ("prepare", "submit", "reconcile", "poll", "collect", "finalize")
     }
+
+
+def test_time_critical_steps_are_consumed_before_uploads():
+    from pipeline.flow import STEPS
+    from workers.tasks import STEP_PRIORITY
+
+    options = celery_config(Settings())["broker_transport_options"]
+    assert options["queue_order_strategy"] == "priority"
+    assert set(STEP_PRIORITY) == set(STEPS)
+    assert set(STEP_PRIORITY.values()) <= set(options["priority_steps"])
+    # a poll that is due, or a freed slot's next submit, never waits behind a batch's uploads
+    assert STEP_PRIORITY["poll"] < STEP_PRIORITY["submit"] < STEP_PRIORITY["prepare"]

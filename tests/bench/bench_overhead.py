@@ -1,0 +1,192 @@
+"""Orchestration overhead: lipdub's own cost per item when the provider costs nothing.
+
+A sandbox that answers at once, with no limits, and 2 `lipdub worker` processes: items per
+second end to end, and CPU-seconds per item over every process (workers and their pool
+children, redis-server, this process's S3 server and sandbox), less the same stack's CPU
+when idle (the baseline, measured in the same run). Then a profile: a smaller batch run step
+by step in this process under cProfile, to show where the time goes.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import heapq
+import io
+import pstats
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.batches import BatchControl
+from pipeline.flow import STEPS, run_step
+from pipeline.media import MediaInspector
+from pipeline.planning import plan_manifest
+from pipeline.runtime import Next, Runtime
+from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
+from workers.cli.session import Session
+
+SANDBOX = {
+    "starts_per_minute": 1_000_000,
+    "max_concurrent": 64,
+    "processing_fixed_s": 0.0,
+    "processing_per_video_s": 0.0,
+}
+PROVIDER = {
+    "starts_per_minute": 1_000_000,
+    "max_concurrent": 64,
+    "polls_per_second": 10_000.0,
+    "start_margin_s": 0.0,
+}
+POLLING = {
+    "first_poll_min_s": 0.05,
+    "max_interval_s": 0.5,
+    "expected_fixed_s": 0.0,
+    "expected_per_video_s": 0.0,
+}
+
+
+def _cpu_s() -> tuple[float, float]:
+    """CPU seconds of this process (S3 server, sandbox) and of its children that have ended
+    (workers with their pool processes, redis-server)."""
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return mine.ru_utime + mine.ru_stime, children.ru_utime + children.ru_stime
+
+
+def _stack_cpu_s(workdir: Path, items: int, profile_items: int) -> dict[str, Any]:
+    manifest = write_catalog(workdir / "catalog", items)[0] if items else None
+    before = _cpu_s()
+    stack = bench_stack(workdir / "stack", SANDBOX, provider=PROVIDER, polling=POLLING)
+    figures: dict[str, Any] = {}
+    with stack:
+        assert stack.settings is not None
+        session = Session.connect(stack.settings)
+        try:
+            session.storage.ensure_bucket()
+            wait_for_workers(session, stack.worker_count)
+            if manifest is not None:
+                plan = plan_manifest(
+                    manifest, media=stack.settings.media, price=stack.settings.price,
+                    inspector=MediaInspector(),
+                )  # fmt: skip
+                batch_id = session.control.start(plan, name="overhead")
+                wait_finished(session, batch_id, timeout_s=items * 2 + 120)
+                report = session.control.report(batch_id)
+                wall = float(report["finished_at"]) - float(report["created_at"])
+                figures = {"wall_s": round(wall, 2), "items_per_s": round(items / wall, 2)}
+        finally:
+            session.close()
+    after = _cpu_s()
+    cpu = {"self": after[0] - before[0], "children": after[1] - before[1]}
+    if profile_items:
+        # outside the timed part: the stack above is stopped; this one runs no workers
+        figures["profile"] = profile(workdir / "profile", profile_items)
+    return {"cpu_s": {k: round(v, 2) for k, v in cpu.items()}, **figures}
+
+
+def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
+    """Idle stack first (the baseline), then the same stack with a batch."""
+    idle = _stack_cpu_s(workdir / "idle", 0, 0)
+    busy = _stack_cpu_s(workdir / "busy", items, profile_items)
+    workers = (busy["cpu_s"]["children"] - idle["cpu_s"]["children"]) / items
+    stand_ins = (busy["cpu_s"]["self"] - idle["cpu_s"]["self"]) / items
+    return {
+        "items": items,
+        "items_per_s": busy["items_per_s"],
+        "wall_s": busy["wall_s"],
+        "cpu_s_idle_stack": idle["cpu_s"],
+        "cpu_s_with_batch": busy["cpu_s"],
+        "cpu_s_per_item": round(workers + stand_ins, 4),
+        "cpu_s_per_item_workers_and_redis": round(workers, 4),
+        "cpu_s_per_item_s3_and_sandbox": round(stand_ins, 4),
+        "profile": busy["profile"],
+    }
+
+
+@dataclass
+class _LocalDispatcher:
+    """Runs steps in this process in due order (the profile needs them in one thread)."""
+
+    queue: list[tuple[float, int, Next]] = field(default_factory=list)
+    sent: int = 0
+
+    def send(self, step: Next) -> None:
+        heapq.heappush(self.queue, (time.monotonic() + step.countdown_s, self.sent, step))
+        self.sent += 1
+
+
+def profile(workdir: Path, items: int) -> dict[str, Any]:
+    """Run `items` through every step in this process under cProfile (CPU time of this
+    thread); CPU per step and the functions of lipdub that take the most time of their own."""
+    manifest, _ = write_catalog(workdir / "catalog", items, video_s=1.5)
+    stack = bench_stack(workdir / "stack", SANDBOX, provider=PROVIDER, polling=POLLING, workers=0)
+    with stack:
+        assert stack.settings is not None
+        runtime = Runtime.from_settings(stack.settings)
+        runtime.storage.ensure_bucket()
+        dispatcher = _LocalDispatcher()
+        control = BatchControl(runtime.ledger, dispatcher, stack.settings)
+        plan = plan_manifest(
+            manifest, media=stack.settings.media, price=stack.settings.price,
+            inspector=MediaInspector(),
+        )  # fmt: skip
+        control.start(plan, name="profile")
+        # CPU time of this thread only: waiting on the network (and the S3 server and the
+        # sandbox, which run on other threads here) is not lipdub's cost.
+        profiler = cProfile.Profile(time.thread_time)
+        start = time.perf_counter()
+        while dispatcher.queue:
+            due, _, step = heapq.heappop(dispatcher.queue)
+            time.sleep(max(0.0, due - time.monotonic()))  # the benchmark waits, not a worker
+            profiler.enable()
+            following = run_step(runtime, step.step, step.batch_id, step.item_id)
+            profiler.disable()
+            for nxt in following:
+                dispatcher.send(nxt)
+        wall = time.perf_counter() - start
+        runtime.close()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    table: dict[tuple[str, int, str], Any] = stats.stats  # type: ignore[attr-defined]
+    steps = {}
+    own = []
+    for (filename, _line, name), (_cc, calls, tottime, cumtime, _callers) in table.items():
+        if "/pipeline/flow/" in filename and name in STEPS and filename.endswith(f"/{name}.py"):
+            steps[name] = {"calls": calls, "seconds": round(cumtime, 3)}
+        own.append((tottime, f"{Path(filename).parent.name}/{Path(filename).name}:{name}"))
+    total = sum(s["seconds"] for s in steps.values()) or 1.0
+    hottest = max(steps.items(), key=lambda kv: kv[1]["seconds"])[0] if steps else ""
+    return {
+        "items": items,
+        "wall_s": round(wall, 2),
+        "step_seconds": {
+            k: {**v, "share": round(v["seconds"] / total, 3)} for k, v in steps.items()
+        },
+        "hottest_step": hottest,
+        "own_time_top": [
+            {"function": where, "seconds": round(t, 3)}
+            for t, where in sorted(own, reverse=True)[:8]
+        ],
+        "by_library": _by_library(table),
+    }
+
+
+def _by_library(table: dict[tuple[str, int, str], Any]) -> dict[str, float]:
+    """Own CPU time grouped by where the code lives: lipdub, the clients, PyAV, the rest."""
+    groups = {"lipdub": 0.0, "redis": 0.0, "boto": 0.0, "httpx": 0.0, "pyav": 0.0, "other": 0.0}
+    for (filename, _line, _name), (_cc, _calls, tottime, _cum, _callers) in table.items():
+        if "/pipeline/" in filename or "/workers/" in filename:
+            key = "lipdub"
+        elif "/redis/" in filename:
+            key = "redis"
+        elif "/botocore/" in filename or "/boto3/" in filename or "/s3transfer/" in filename:
+            key = "boto"
+        elif "/httpx/" in filename or "/httpcore/" in filename:
+            key = "httpx"
+        elif "/av/" in filename or filename.startswith("av."):
+            key = "pyav"
+        else:
+            key = "other"
+        groups[key] += tottime
+    return {k: round(v, 3) for k, v in groups.items()}

@@ -1,0 +1,89 @@
+"""Pure arithmetic for the benchmarks: the ideal makespan, window counts, poll minimums.
+
+Kept apart from the runs so that tests/unit/test_bench_figures.py can check it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+
+from pipeline.flow.polling import first_poll_delay_s, next_poll_delay_s
+from pipeline.settings import PollingSettings
+
+
+def ideal_makespan_s(
+    durations_s: Sequence[float], *, starts_per_window: int, window_s: float, max_concurrent: int
+) -> float:
+    """The shortest time in which a provider with these limits can run every job, all of them
+    ready at 0: each starts as early as both the sliding window (at most `starts_per_window`
+    starts in any `window_s`) and the concurrency limit allow. Jobs run in the given order,
+    as a batch does.
+
+    >>> ideal_makespan_s([1.0] * 4, starts_per_window=2, window_s=10.0, max_concurrent=4)
+    11.0
+    >>> ideal_makespan_s([3.0] * 4, starts_per_window=100, window_s=60.0, max_concurrent=2)
+    6.0
+    """
+    starts: list[float] = []
+    running: list[float] = []  # end times, a heap
+    makespan = 0.0
+    for duration in durations_s:
+        at = starts[-1] if starts else 0.0  # in order: the heap below forgets ended jobs
+        if len(starts) >= starts_per_window:
+            at = max(at, starts[-starts_per_window] + window_s)
+        while running and len(running) >= max_concurrent:
+            at = max(at, heapq.heappop(running))
+        while running and running[0] <= at:
+            heapq.heappop(running)
+        starts.append(at)
+        heapq.heappush(running, at + duration)
+        makespan = max(makespan, at + duration)
+    return makespan
+
+
+def most_in_window(times_s: Sequence[float], window_s: float) -> int:
+    """The largest number of `times_s` inside any window of `window_s` (half-open).
+
+    >>> most_in_window([0.0, 0.5, 1.0, 1.2, 5.0], 1.0)
+    3
+    """
+    ordered = sorted(times_s)
+    best = 0
+    first = 0
+    for last, time_s in enumerate(ordered):
+        while time_s - ordered[first] >= window_s:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def min_polls(polling: PollingSettings, video_s: float, processing_s: float) -> int:
+    """The fewest result requests the polling policy can make to see a job that takes
+    `processing_s` from its submit: its schedule's first point at or after the end.
+
+    >>> p = PollingSettings(first_poll_min_s=5, expected_fixed_s=20, expected_per_video_s=1)
+    >>> min_polls(p, video_s=10.0, processing_s=25.0), min_polls(p, video_s=10.0, processing_s=40.0)
+    (1, 2)
+    """
+    at = first_poll_delay_s(polling, video_s)
+    delay = at
+    polls = 1
+    while at < processing_s:
+        delay = next_poll_delay_s(polling, delay)
+        at += delay
+        polls += 1
+    return polls
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (`fraction` 0.95 for p95).
+
+    >>> percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.95)
+    10
+    """
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]

@@ -1,0 +1,200 @@
+"""`make bench`: every benchmark of issue 6 in one run, one table, one results file.
+
+    python -m tests.bench.run_all [--items 200] [--plan-rows 10000] [--memory-mib 64,256,1024]
+
+Writes tests/bench/results/<date>.json. Figures only: the test suite asserts none of them.
+Targets (from the issue) are shown beside the figures, with whether this run met them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.bench import bench_memory, bench_overhead, bench_plan, bench_throughput
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _row(
+    measure: str, lipdub: object, baseline: object = "", target: str = "", met: object = ""
+) -> list[str]:
+    mark = {True: "yes", False: "NO"}.get(met, "") if isinstance(met, bool) else str(met)
+    return [measure, str(lipdub), str(baseline), target, mark]
+
+
+def table(results: dict[str, Any]) -> list[list[str]]:
+    """The rows of the printed table."""
+    rows = [["measure", "lipdub", "baseline", "target", "met"]]
+    t = results.get("throughput")
+    if t:
+        ours, even, sdk = t["lipdub_window"], t["lipdub_even"], t["sdk"]
+        rows += [
+            _row(
+                f"1 makespan s, {ours['items']} items (ideal {ours['ideal_s']})",
+                ours["makespan_s"],
+                f"SDK {sdk['makespan_s']}",
+            ),
+            _row(
+                "1 achieved / ideal",
+                ours["achieved_vs_ideal"],
+                f"SDK {sdk['achieved_vs_ideal']}",
+                ">= 0.9, ahead of SDK",
+                ours["achieved_vs_ideal"] >= 0.9 and ours["makespan_s"] < sdk["makespan_s"],
+            ),
+            _row("1 achieved / ideal, even pacing", even["achieved_vs_ideal"], "", "(option)"),
+            _row(
+                "2 most starts in a 60 s window (limit 120)",
+                ours["most_starts_in_window"],
+                f"SDK {sdk['most_starts_in_window']}",
+                "<= 120",
+                ours["most_starts_in_window"] <= 120,
+            ),
+            _row(
+                "2 429 answers",
+                ours["rate_limited_429"],
+                f"SDK {sdk['rate_limited_429']}",
+                "0",
+                ours["rate_limited_429"] == 0,
+            ),
+            _row(
+                "2 most predictions at once (limit 20)",
+                ours["peak_in_flight"],
+                f"SDK {sdk['peak_in_flight']}",
+                "<= 20",
+                ours["peak_in_flight"] <= 20,
+            ),
+            _row(
+                f"3 polls per item mean / p95 (policy min {ours['polls_policy_min_mean']})",
+                f"{ours['polls_mean']} / {ours['polls_p95']}",
+                f"SDK {sdk['polls_mean']}",
+                "within 1 of min",
+                ours["polls_over_min_max"] <= 1,
+            ),
+        ]
+        rerun = ours.get("rerun")
+        if rerun:
+            rows.append(
+                _row(
+                    "4 re-run: wall s / bytes uploaded / submits",
+                    f"{rerun['wall_s']} / {rerun['bytes_uploaded']} / {rerun['submits']}",
+                    "",
+                    "0 bytes, 0 submits",
+                    rerun["bytes_uploaded"] == 0 and rerun["submits"] == 0,
+                )
+            )
+    o = results.get("overhead")
+    if o:
+        rows += [
+            _row(f"5 items per second, {o['items']} items, no latency", o["items_per_s"]),
+            _row(
+                "5 CPU s per item: workers+redis / S3+sandbox",
+                f"{o['cpu_s_per_item_workers_and_redis']} / {o['cpu_s_per_item_s3_and_sandbox']}",
+                f"idle stack {o['cpu_s_idle_stack']}",
+            ),
+            _row(
+                "5 hottest step (share of step CPU)",
+                f"{o['profile']['hottest_step']} ({o['profile']['step_seconds'][o['profile']['hottest_step']]['share']:.0%})",
+            ),
+        ]
+    m = results.get("memory")
+    if m:
+        peaks = " / ".join(f"{r['after_collect_mb']:.0f}" for r in m)
+        sizes = " / ".join(str(r["size_mib"]) for r in m)
+        worst = max(r["after_collect_mb"] for r in m)
+        flat = worst - min(r["after_collect_mb"] for r in m) < 0.1 * worst + 20
+        rows.append(
+            _row(
+                f"6 worker peak RSS MB for {sizes} MiB",
+                peaks,
+                f"idle {m[0]['baseline_mb']:.0f}",
+                "flat, < 250",
+                flat and worst < 250,
+            )
+        )
+    p = results.get("planning")
+    if p:
+        rows.append(
+            _row(
+                f"7 plan {p['rows']} rows s: warm / cold",
+                f"{p['warm_cache_s']} / {p['cold_cache_s']}",
+                f"no cache {p['no_cache_s']}",
+                "warm < 10",
+                p["warm_cache_s"] < 10,
+            )
+        )
+    return rows
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=200, help="items for throughput (to 2000)")
+    parser.add_argument("--overhead-items", type=int, default=200)
+    parser.add_argument("--plan-rows", type=int, default=10_000)
+    parser.add_argument("--memory-mib", default="64,256,1024")
+    parser.add_argument(
+        "--only", default="throughput,overhead,memory,planning", help="comma-separated subset"
+    )
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "date": datetime.now(tz=UTC).date().isoformat(),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "arch": platform.machine(),
+        },
+        "command": "make bench",
+    }
+    with tempfile.TemporaryDirectory(prefix="lipdub-bench-") as scratch:
+        root = Path(scratch)
+        if "throughput" in only:
+            results["throughput"] = {
+                "lipdub_window": bench_throughput.run_lipdub(
+                    root / "window", args.items, "window", rerun=True
+                ),
+                "lipdub_even": bench_throughput.run_lipdub(
+                    root / "even", args.items, "even", rerun=False
+                ),
+                "sdk": bench_throughput.run_sdk(root / "sdk", args.items),
+            }
+        if "overhead" in only:
+            results["overhead"] = bench_overhead.run(root / "overhead", args.overhead_items)
+        if "memory" in only:
+            sizes = [int(s) for s in args.memory_mib.split(",")]
+            results["memory"] = bench_memory.run(root / "memory", sizes)
+        if "planning" in only:
+            results["planning"] = bench_plan.run(root / "planning", args.plan_rows)
+    results["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    rows = table(results)
+    print()
+    print(
+        f"lipdub benchmarks, {results['date']}, {os.cpu_count()} cores, {results['bench_wall_s']} s"
+    )
+    print_table(rows)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{results['date']}.json"
+    out.write_text(json.dumps({**results, "table": rows}, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

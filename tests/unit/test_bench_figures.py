@@ -1,0 +1,49 @@
+"""The benchmarks' arithmetic: if the ideal or the counts were wrong, every figure would be."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.settings import PollingSettings
+from tests.bench.figures import ideal_makespan_s, min_polls, most_in_window, percentile
+
+
+def test_ideal_is_bound_by_the_window_when_jobs_are_short():
+    # 120 per 60 s, 20 at a time, 1 s jobs: 120 in the first 6 s, the next 80 from 60 s
+    jobs = [1.0] * 200
+    assert ideal_makespan_s(jobs, starts_per_window=120, window_s=60, max_concurrent=20) == 64.0
+
+
+def test_ideal_is_bound_by_concurrency_when_jobs_are_long():
+    jobs = [10.0] * 40
+    assert ideal_makespan_s(jobs, starts_per_window=1000, window_s=60, max_concurrent=20) == 20.0
+
+
+def test_ideal_handles_uneven_jobs():
+    # two slots: 5 s and 1 s start at 0; the 1 s job frees its slot first
+    assert (
+        ideal_makespan_s([5, 1, 1, 1], starts_per_window=10, window_s=60, max_concurrent=2) == 5.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("times", "window", "expected"),
+    [([], 1.0, 0), ([0, 1, 2], 1.0, 1), ([0, 0.5, 0.99, 1.0], 1.0, 3), ([5, 1, 3, 2], 2.5, 3)],
+)
+def test_most_in_window(times, window, expected):
+    assert most_in_window(times, window) == expected
+
+
+def test_min_polls_follows_the_growing_schedule():
+    policy = PollingSettings(
+        first_poll_min_s=1, expected_fixed_s=2, expected_per_video_s=0, growth_factor=2,
+        max_interval_s=100,
+    )  # fmt: skip
+    # polls at 2, 2+4=6, 6+8=14 s
+    assert [min_polls(policy, 0, p) for p in (1.0, 2.0, 2.1, 6.0, 13.9)] == [1, 1, 2, 2, 3]
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([3, 1, 2], 0.5) == 2
+    assert percentile([1] * 19 + [9], 0.95) == 1
+    assert percentile([1] * 18 + [9, 9], 0.95) == 9
