@@ -97,7 +97,7 @@ def table(results: dict[str, Any]) -> list[list[str]]:
             _row(
                 "5 CPU s per item: workers+redis / S3+sandbox",
                 f"{o['cpu_s_per_item_workers_and_redis']} / {o['cpu_s_per_item_s3_and_sandbox']}",
-                f"idle stack {o['cpu_s_idle_stack']}",
+                f"idle stack {sum(o['cpu_s_idle_stack'].values()):.2f} s in all",
             ),
             _row(
                 "5 hottest step (share of step CPU)",
