@@ -59,11 +59,23 @@ def batch_status(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     }
 
 
+def _phase_bounds(record: dict[str, str]) -> dict[str, tuple[float | None, float | None]]:
+    """Each phase's (start, end). The provider's own inference time, when it reports one,
+    splits queue from processing better than the poll that first saw `processing`."""
+    bounds = {phase: (_float(record, start), _float(record, stop)) for phase, start, stop in PHASES}
+    submitted, done = _float(record, "submitted_at"), _float(record, "provider_done_at")
+    inference_ms = _float(record, "inference_ms")
+    if submitted is not None and done is not None and inference_ms:
+        began = max(submitted, done - inference_ms / 1000)
+        bounds["queue"] = (submitted, began)
+        bounds["processing"] = (began, done)
+    return bounds
+
+
 def item_report(record: dict[str, str]) -> dict[str, Any]:
     """One item as the report shows it."""
     phases = {}
-    for phase, start, stop in PHASES:
-        begin, finish = _float(record, start), _float(record, stop)
+    for phase, (begin, finish) in _phase_bounds(record).items():
         if begin is not None and finish is not None and finish >= begin:
             phases[phase] = {"start": begin, "end": finish, "seconds": round(finish - begin, 3)}
     video = _json(record, "video") or {}

@@ -9,6 +9,7 @@ inline styles makes sure of it. Jinja2 autoescaping escapes every value, so a ma
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -68,6 +69,24 @@ def _timeline_bars(summary: Summary) -> list[dict[str, Any]]:
     return bars
 
 
+def _ticks(span_s: float, most: int = 6) -> list[tuple[float, str]]:
+    """(x px, label) marks on the timeline's time axis, at a round step (1, 2 or 5 x 10^k s).
+
+    >>> _ticks(13.4)
+    [(0.0, '0 s'), (283.6, '5 s'), (567.2, '10 s')]
+    """
+    span = span_s or 1.0
+    step = 10 ** math.floor(math.log10(span / most))
+    for factor in (1, 2, 5, 10):
+        if span / (step * factor) <= most:
+            step *= factor
+            break
+    count = int(span // step)
+    return [
+        (round(TIMELINE_WIDTH_PX * n * step / span, 1), f"{n * step:g} s") for n in range(count + 1)
+    ]
+
+
 def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
     """The HTML page."""
     s = summary or summarize(report)
@@ -84,6 +103,7 @@ def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
         timeline_rows=rows,
         timeline_hidden=max(0, len(s.timeline) - len(rows)),
         bars=_timeline_bars(s),
+        ticks=_ticks(s.timeline_span_s),
         timeline_width=TIMELINE_WIDTH_PX,
         row_px=TIMELINE_ROW_PX,
         max_estimate=max([g.estimate_usd for g in s.by_sync_mode], default=Decimal(0))

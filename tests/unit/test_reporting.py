@@ -162,3 +162,23 @@ def test_json_is_the_whole_report_and_every_format_renders():
 def test_an_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown report format"):
         render(report([]), "pdf")  # type: ignore[arg-type]
+
+
+def test_the_provider_inference_time_splits_queue_from_processing():
+    from pipeline.report import item_report
+
+    record = {
+        "id": "a",
+        "created_at": "100",
+        "uploaded_at": "101",
+        "submitted_at": "102",
+        "processing_at": "110",  # the first poll that saw it: later than it really began
+        "provider_done_at": "110",
+        "finished_at": "111",
+        "inference_ms": "3000",
+    }
+    phases = item_report(record)["phases"]
+    assert phases["queue"]["seconds"] == 5.0 and phases["processing"]["seconds"] == 3.0
+    del record["inference_ms"]  # without it, the phases are as the polls saw them
+    phases = item_report(record)["phases"]
+    assert phases["queue"]["seconds"] == 8.0 and phases["processing"]["seconds"] == 0.0
