@@ -4,7 +4,7 @@
     lipdub:batch:<b>                     hash  the batch record                 kept (the record)
     lipdub:batch:<b>:items               list  item ids in manifest order       kept
     lipdub:batch:<b>:done                set   ids of items in a final state    kept
-    lipdub:batch:<b>:finalizing          str   the finalizer's guard            FINALIZE_GUARD_S
+    lipdub:batch:<b>:finalizing          str   the finalizer's guard            the task time limit
     lipdub:item:<b>:<i>                  hash  the item record                  kept
     lipdub:budget:<scope>                hash  limit, reserved, spent (micro-USD) kept while its batch is
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
@@ -29,8 +29,6 @@ START_LOG = f"{PREFIX}:gate:starts"
 COOLDOWN = f"{PREFIX}:gate:cooldown"
 POLLS_LIMITER = f"{PREFIX}:polls"
 
-FINALIZE_GUARD_S = 120
-"""A finalizer that died holding the guard is replaced after this long."""
 CLAIM_TTL_S = 8 * 24 * 3600
 """An unfinished claim outlives the provider's 7-day history, then lapses."""
 SLOT_KEY_TTL_S = 8 * 24 * 3600

@@ -241,15 +241,19 @@ class Ledger:
         """The most recent batches first."""
         return list(self._call(lambda: self.redis.zrevrange(keys.BATCH_INDEX, 0, limit - 1)))
 
-    def acquire_finalizer(self, batch_id: str) -> bool:
-        """Become the one process that writes the batch's report (for FINALIZE_GUARD_S)."""
+    def acquire_finalizer(self, batch_id: str, guard_s: int) -> bool:
+        """Become the one process that writes the batch's report, for `guard_s` seconds: a
+        finalizer that dies holding the guard is replaced once it lapses."""
         return bool(
             self._call(
-                lambda: self.redis.set(
-                    keys.batch_finalizing(batch_id), "1", nx=True, ex=keys.FINALIZE_GUARD_S
-                )
+                lambda: self.redis.set(keys.batch_finalizing(batch_id), "1", nx=True, ex=guard_s)
             )
         )
+
+    def finalizer_guard_left_s(self, batch_id: str) -> float:
+        """Seconds until the finalizer's guard lapses (0 when nobody holds it)."""
+        left_ms = int(self._call(lambda: self.redis.pttl(keys.batch_finalizing(batch_id))))
+        return max(0.0, left_ms / 1000)
 
     def release_finalizer(self, batch_id: str) -> None:
         """Let another finalizer run (after a retry re-opened the batch)."""

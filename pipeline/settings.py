@@ -179,8 +179,8 @@ class WorkerSettings(_Section):
     """Celery's soft time limit (below the hard one)."""
     max_countdown_s: float = Field(default=300.0, ge=1)
     """The longest countdown a task is scheduled with; longer waits ask again."""
-    visibility_timeout_s: int = Field(default=3_600, ge=30)
-    """Redis redelivers an unacknowledged task after this; must exceed the limits and countdown above."""
+    visibility_timeout_s: int = Field(default=3_600, ge=12)
+    """Redis redelivers an unacknowledged task after this (also how long the tasks of a worker that died without warning wait); must exceed the longest countdown plus the hard time limit."""
     max_attempts: int = Field(default=3, ge=1, le=10)
     """Submissions of one item when the provider fails it for a transient reason."""
     retry_delay_s: float = Field(default=30.0, ge=0)
@@ -194,10 +194,12 @@ class WorkerSettings(_Section):
     def _consistent(self) -> WorkerSettings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
-        longest = max(self.task_time_limit_s, self.max_countdown_s)
+        # A task is acknowledged after it ran (acks_late): it may wait out its countdown and
+        # then run up to the hard limit, all that time unacknowledged.
+        longest = self.task_time_limit_s + self.max_countdown_s
         if self.visibility_timeout_s <= longest:
             raise ValueError(
-                f"visibility_timeout_s must exceed task_time_limit_s and max_countdown_s "
+                f"visibility_timeout_s must exceed task_time_limit_s + max_countdown_s "
                 f"({longest:g} s), or waiting tasks are delivered twice"
             )
         return self

@@ -31,6 +31,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # a backlog of uploads. The Redis transport keeps one list per step, 0 first.
         "priority_steps": list(range(10)),
         "queue_order_strategy": "priority",
+        # The tasks of a worker that died without warning come back once their visibility
+        # timeout passes; look for them often enough that they do not wait much longer.
+        "unacked_restore_interval": restore_interval_s(worker.visibility_timeout_s),
+        "unacked_restore_throttle": 1,
     }
     return {
         "broker_url": settings.redis.effective_broker_url,
@@ -52,6 +56,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
+
+
+def restore_interval_s(visibility_timeout_s: int) -> float:
+    """How often a worker looks for tasks left unacknowledged by a dead one: a tenth of the
+    visibility timeout, between 1 and 30 s (a cheap, bounded Redis scan each time).
+
+    >>> restore_interval_s(3600), restore_interval_s(15)
+    (30.0, 1.5)
+    """
+    return min(30.0, max(1.0, visibility_timeout_s / 10))
 
 
 def create_app(

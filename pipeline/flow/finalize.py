@@ -5,6 +5,10 @@ The reports (JSON, CSV, HTML, Markdown) go to `reports/<batch>/` in the bucket.
 Any step whose transition leaves the set of finished items complete asks for this; it can be
 asked several times (redelivery, two last items at once), so it checks the set itself and
 takes a guard that only one process holds. No chord is involved.
+
+The guard lasts as long as Celery's hard time limit, the longest a live finalizer can run.
+A finalize that finds it held looks again when it lapses, so a finalizer killed mid-write
+(its guard left behind) is replaced, and the batch still finishes.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         return []
     if rt.ledger.done_count(batch_id) < int(batch.get("item_count") or 0):
         return []
-    if not rt.ledger.acquire_finalizer(batch_id):
-        return []
+    if not rt.ledger.acquire_finalizer(batch_id, rt.settings.worker.task_time_limit_s):
+        wait_s = rt.ledger.finalizer_guard_left_s(batch_id) + 1.0
+        return [Next("finalize", batch_id, countdown_s=rt.countdown(wait_s))]
     try:
         finished_at = rt.clock()
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at})

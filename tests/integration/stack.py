@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -160,28 +161,42 @@ def in_process_worker(stack: Stack, concurrency: int = 4) -> Iterator[None]:
 
 @contextmanager
 def worker_processes(
-    settings: Settings, tmp_path: Path, *, count: int = 1, concurrency: int = 2
+    settings: Settings,
+    tmp_path: Path,
+    *,
+    count: int = 1,
+    concurrency: int = 2,
+    app: str = "workers.app",
+    extra_env: dict[str, str] | None = None,
+    name: str = "worker",
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Real `celery worker` processes (prefork), configured only through the environment."""
+    """Real `celery worker` processes (prefork), configured only through the environment.
+
+    Each runs in a session of its own, so a test can kill one whole worker (main process and
+    pool) with its process group, and nothing is left behind when the test ends.
+    """
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")},
         **settings_env(settings),
+        **(extra_env or {}),
         "PYTHONPATH": str(ROOT),
     }
     procs = []
     logs = []
     for n in range(count):
-        log = (tmp_path / f"worker-{n}.log").open("wb")
+        log = (tmp_path / f"{name}-{n}.log").open("ab")
         logs.append(log)
         procs.append(
             subprocess.Popen(
                 [
-                    sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                    sys.executable, "-m", "celery", "-A", app, "worker",
                     "--pool=prefork", f"--concurrency={concurrency}", "--loglevel=INFO",
-                    f"--hostname=w{n}-{os.getpid()}@%h", "--without-gossip",
-                    "--without-mingle", "--without-heartbeat", "-Q", settings.worker.queue,
+                    f"--hostname={name}{n}-{os.getpid()}-{time.monotonic_ns()}@%h",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat",
+                    "-Q", settings.worker.queue,
                 ],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         )  # fmt: skip
     try:
@@ -196,6 +211,9 @@ def worker_processes(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            # Pool processes of a worker that was killed must not outlive the test.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         for log in logs:
             log.close()
 

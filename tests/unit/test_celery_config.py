@@ -17,7 +17,11 @@ def test_redelivery_settings_are_consistent():
     timeout = config["broker_transport_options"]["visibility_timeout"]
     assert config["result_backend_transport_options"]["visibility_timeout"] == timeout
     assert timeout > config["task_time_limit"] > config["task_soft_time_limit"]
-    assert timeout > settings.worker.max_countdown_s
+    assert timeout > settings.worker.max_countdown_s + config["task_time_limit"]
+    # Tasks a dead worker left unacknowledged are looked for at least every tenth of it.
+    options = config["broker_transport_options"]
+    assert options["unacked_restore_throttle"] == 1
+    assert options["unacked_restore_interval"] <= timeout / 10
 
 
 def test_the_app_has_one_task_per_step_and_reads_no_settings_at_import():

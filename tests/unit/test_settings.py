@@ -152,6 +152,18 @@ def test_visibility_timeout_must_outlast_every_countdown_and_time_limit(monkeypa
     assert "visibility_timeout_s must exceed" in str(caught.value)
 
 
+def test_visibility_timeout_covers_a_full_countdown_then_a_full_run(monkeypatch):
+    # A task waits out its countdown unacknowledged, then runs up to the hard limit.
+    monkeypatch.setenv("LIPDUB_WORKER__TASK_TIME_LIMIT_S", "2000")
+    monkeypatch.setenv("LIPDUB_WORKER__TASK_SOFT_TIME_LIMIT_S", "1900")
+    monkeypatch.setenv("LIPDUB_WORKER__MAX_COUNTDOWN_S", "1700")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "(3700 s)" in str(caught.value)
+    monkeypatch.setenv("LIPDUB_WORKER__VISIBILITY_TIMEOUT_S", "3701")
+    assert load_settings().worker.visibility_timeout_s == 3701
+
+
 def test_presigned_urls_must_outlive_the_item_deadline(monkeypatch):
     monkeypatch.setenv("LIPDUB_STORAGE__PRESIGN_EXPIRY_S", "3600")
     with pytest.raises(SettingsError) as caught:

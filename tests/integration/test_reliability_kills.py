@@ -1,0 +1,64 @@
+"""SIGKILL a worker at every point of an item's life: the batch still completes, every item
+is paid for exactly once (the sandbox's audit log says so), and its outputs and reports are
+whole. Real `celery worker` subprocesses, real Redis, moto's S3 server, the sandbox."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.media import probe
+from tests.chaos.crash import CRASH_POINTS
+from tests.chaos.kills import kill_settings, run_with_kills
+from tests.chaos.outcome import paid_pairs
+from tests.conftest import start_sandbox
+from tests.integration.stack import audit, plan, write_manifest
+
+pytestmark = pytest.mark.slow
+
+ITEMS = [("k-a", 1.0, 1.4, "bounce"), ("k-b", 1.2, 0.8, "loop"), ("k-c", 0.8, 0.8, "remap")]
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_a_worker_killed_at_any_point_loses_nothing_and_pays_once(tmp_path, make_stack, point):
+    # Given a batch of three items and a worker that dies, main process and pool, at `point`
+    manifest = write_manifest(tmp_path / "m", ITEMS)
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **kill_settings())
+        # When the batch runs until the kill, then on a healthy worker
+        batch_id, kills, status = run_with_kills(
+            stack, plan(manifest, stack.settings), tmp_path, [point], timeout_s=60
+        )
+        entries = audit(sandbox.url)
+    # Then the kill happened where it was meant to, and took the whole worker down
+    assert [(k.point, k.worker_gone) for k in kills] == [(point, True)]
+    # And every item completed, each pair paid for exactly once
+    assert {k: v for k, v in status["counts"].items() if v} == {"completed": 3}, status
+    assert sorted(paid_pairs(entries).values()) == [1, 1, 1]
+    report = stack.control.report(batch_id)
+    # And each output is a whole video of the right length, and the reports are all there
+    for item in report["items_detail"]:
+        info = probe(stack.storage.presign(item["output_key"]))
+        assert abs(info.duration_s - item["expected_output_s"]) < 0.05, item["id"]
+    assert stack.keys(f"reports/{batch_id}/") == [
+        f"reports/{batch_id}/report.{ext}" for ext in ("csv", "html", "json", "md")
+    ]
+    written = json.loads(stack.storage.get_bytes(f"reports/{batch_id}/report.json"))
+    assert [i["state"] for i in written["items_detail"]] == ["completed"] * 3
+
+
+@pytest.mark.parametrize("point", ["after_post", "collect", "finalize"])
+def test_a_pool_process_killed_mid_task_is_run_again_at_once(tmp_path, make_stack, point):
+    # Given a worker whose pool process (not the worker) dies at `point`, as the OOM killer does
+    manifest = write_manifest(tmp_path / "m", ITEMS)
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **kill_settings())
+        _batch_id, kills, status = run_with_kills(
+            stack, plan(manifest, stack.settings), tmp_path, [point], scope="pool", timeout_s=60
+        )
+        entries = audit(sandbox.url)
+    # Then the worker survived, Celery ran the task again, and nothing was paid twice
+    assert [(k.point, k.worker_gone) for k in kills] == [(point, False)]
+    assert {k: v for k, v in status["counts"].items() if v} == {"completed": 3}, status
+    assert sorted(paid_pairs(entries).values()) == [1, 1, 1]
