@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from pipeline.errors import LipdubError, StorageError
@@ -109,16 +110,26 @@ def _make_task(
         try:
             following = run_step(runtime, step, batch_id, item_id)
         except (LedgerError, StorageError) as err:
-            retries = self.request.retries
-            log.warning(
-                "%s %s/%s: %s; again in %.0f s", step, batch_id, item_id, err, INFRA_RETRY_S
-            )
-            raise self.retry(countdown=INFRA_RETRY_S * (retries + 1), exc=err) from err
+            countdown_s = INFRA_RETRY_S * (self.request.retries + 1)
+            log.warning("%s %s/%s: %s; again in %.0f s", step, batch_id, item_id, err, countdown_s)
+            try:
+                raise self.retry(countdown=countdown_s, exc=err) from err
+            except Reject as unsent:
+                # Celery could not send the retry (the broker is away too) and would drop
+                # this message: keep it instead.
+                raise _back_to_queue(step, batch_id, item_id) from unsent
         except LipdubError:
             log.exception("%s %s/%s failed", step, batch_id, item_id)
             raise
-        for nxt in following:
-            dispatcher.send(nxt)
+        try:
+            for nxt in following:
+                dispatcher.send(nxt)
+        except DispatchError as err:
+            # The step's work is recorded but its follow-up was not sent. Acknowledging this
+            # message would strand the item: run the step again instead (it finds its work
+            # done and sends the follow-up).
+            log.warning("%s %s/%s: %s", step, batch_id, item_id, err)
+            raise _back_to_queue(step, batch_id, item_id) from err
         log.info(
             "%s %s/%s -> %s",
             step,
@@ -130,3 +141,11 @@ def _make_task(
     run.__name__ = f"lipdub_{step}"
     run.__doc__ = f"Run the `{step}` step, then schedule what it asks for."
     return run
+
+
+def _back_to_queue(step: str, batch_id: str, item_id: str | None) -> Reject:
+    """Reject the message with requeue: it runs again once the broker takes it back. If the
+    broker is still away even that fails, and the message stays unacknowledged in Redis,
+    which hands it out again after the visibility timeout. Either way it is not lost."""
+    log.warning("%s %s/%s goes back to the queue", step, batch_id, item_id or "-")
+    return Reject(f"{step} {batch_id}/{item_id or '-'}: the broker is unavailable", requeue=True)
