@@ -280,9 +280,20 @@ class SandboxEngine:
                     out.write(json.dumps(entry, sort_keys=True) + "\n")
 
     def stats_snapshot(self) -> dict[str, int]:
-        """A copy of the counters (in_flight, peak_in_flight, rate_limited, polls)."""
+        """A copy of the counters (in_flight, peak_in_flight, rate_limited, polls), and how
+        many times each fault happened as `fault_<name>`."""
         with self._lock:
-            return dict(self.stats)
+            counters = dict(self.stats)
+        return counters | {f"fault_{k}": v for k, v in self.faults.injected_counts().items()}
+
+    def task_states(self) -> list[dict[str, Any]]:
+        """Every task's id and status, for tests that judge what was paid: a completed task
+        was charged, a failed one was not (unless `charge_failed`), and one still running
+        may yet be."""
+        with self._lock:
+            return [
+                {"prediction_id": task.id, "status": task.status} for task in self._tasks.values()
+            ]
 
     def audit_entries(self) -> list[dict[str, Any]]:
         """A copy of every audit entry so far."""

@@ -7,7 +7,9 @@ run reproducible from its seed.
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import threading
 
 from pipeline.sandbox.config import FaultConfig
 
@@ -25,6 +27,9 @@ class FaultPlan:
 
     def __init__(self, config: FaultConfig) -> None:
         self.config = config
+        self._lock = threading.Lock()
+        self.injected: collections.Counter[str] = collections.Counter()
+        """How many times each fault happened (one decision per request)."""
 
     def draw(self, fault: str, key: str) -> float:
         """A uniform number in [0, 1) fixed by (seed, fault, key)."""
@@ -34,7 +39,16 @@ class FaultPlan:
     def hits(self, fault: str, key: str) -> bool:
         """True when the fault named `fault` (a `FaultConfig` field minus `_rate`) happens."""
         rate: float = getattr(self.config, f"{fault}_rate")
-        return rate > 0 and self.draw(fault, key) < rate
+        hit = rate > 0 and self.draw(fault, key) < rate
+        if hit:
+            with self._lock:
+                self.injected[fault] += 1
+        return hit
+
+    def injected_counts(self) -> dict[str, int]:
+        """A copy of how many times each fault happened."""
+        with self._lock:
+            return dict(self.injected)
 
     def task_error(self, key: str) -> tuple[str, bool]:
         """Which realistic error a failing task reports, fixed by key."""

@@ -142,6 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(
                     200, json.dumps(self.engine.audit_entries()).encode(), "application/json"
                 )
+            if method == "GET" and path == "/_sandbox/tasks":
+                tasks = self.engine.task_states()
+                return self._send(200, json.dumps(tasks).encode(), "application/json")
             if method == "GET" and path == "/_sandbox/stats":
                 stats = self.engine.stats_snapshot()
                 return self._send(200, json.dumps(stats).encode(), "application/json")

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 FINAL_STATES = {"completed", "failed", "skipped", "cancelled", "needs_attention"}
 
 
@@ -41,25 +43,46 @@ class Outcome:
         }
 
 
+def accepted(audit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Submits that created a task, whatever answer the client got."""
+    return [e for e in audit if str(e.get("outcome", "")).startswith("accepted")]
+
+
 def paid_pairs(audit: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
     """How many tasks the provider created for each (video, audio, sync_mode) pair."""
-    return Counter(
-        (str(e["video_sha256"]), str(e["audio_sha256"]), str(e["sync_mode"]))
-        for e in audit
-        if str(e.get("outcome", "")).startswith("accepted")
-    )
+    return Counter(_pair(e) for e in accepted(audit))
 
 
-def duplicate_submissions(audit: list[dict[str, Any]]) -> int:
-    """Tasks created beyond the first for a pair: money paid twice."""
-    return sum(count - 1 for count in paid_pairs(audit).values())
+def duplicate_submissions(audit: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> int:
+    """Tasks for a pair beyond the first that were, or may yet be, charged: money paid twice.
+
+    A task the provider failed is not charged, so submitting the pair again after it (a
+    bounded retry of a transient failure) is not a duplicate; a second task while the first
+    completed, or is still running, is.
+    """
+    failed = {t["prediction_id"] for t in tasks if t["status"] == "failed"}
+    live = Counter(_pair(e) for e in accepted(audit) if e["prediction_id"] not in failed)
+    return sum(count - 1 for count in live.values())
+
+
+def _pair(entry: dict[str, Any]) -> tuple[str, str, str]:
+    return (str(entry["video_sha256"]), str(entry["audio_sha256"]), str(entry["sync_mode"]))
+
+
+def sandbox_witness(sandbox_url: str) -> dict[str, Any]:
+    """What the sandbox saw: its audit of submits, its tasks' states, its fault counters."""
+    with httpx.Client(base_url=sandbox_url, timeout=10) as http:
+        return {
+            name: http.get(f"/_sandbox/{name}").raise_for_status().json()
+            for name in ("audit", "tasks", "stats")
+        }
 
 
 def judge(
     scenario: str,
     faults: str,
     report: dict[str, Any],
-    audit: list[dict[str, Any]],
+    witness: dict[str, Any],
     expected_items: int,
     wall_s: float,
 ) -> Outcome:
@@ -82,7 +105,7 @@ def judge(
         faults=faults,
         completed=completed,
         failed=dict(failed),
-        duplicate_submissions=duplicate_submissions(audit),
+        duplicate_submissions=duplicate_submissions(witness["audit"], witness["tasks"]),
         lost=expected_items - final,
         wall_s=wall_s,
     )

@@ -1,0 +1,57 @@
+"""A provider that misbehaves in every way at once: each item ends in a final state with a
+reason a person can act on, retries stay within their bounds, and no pair is paid twice."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from tests.chaos.outcome import judge, sandbox_witness
+from tests.chaos.provider_faults import (
+    FAULT_NAMES,
+    faults_injected,
+    lipdub_settings,
+    sandbox_faults,
+)
+from tests.conftest import client_for, start_sandbox
+from tests.integration.stack import plan, worker_processes, write_manifest
+
+pytestmark = pytest.mark.slow
+
+MODES = ("cut_off", "loop", "bounce", "silence", "remap")
+# Distinct lengths: identical media would be one pair, paid once and reused.
+ITEMS = [(f"p-{n:02d}", 0.6 + 0.04 * n, 0.8, MODES[n % 5]) for n in range(24)]
+SEED = 5
+
+
+def test_every_provider_fault_at_once_ends_every_item_clearly_and_pays_once(tmp_path, make_stack):
+    # Given a sandbox with every fault on, seeded, and lipdub's bounds set
+    manifest = write_manifest(tmp_path / "m", ITEMS)
+    with start_sandbox(tmp_path, faults=sandbox_faults(SEED)) as sandbox:
+        stack = make_stack(sandbox, **lipdub_settings(max_attempts=3, item_deadline_s=8.0))
+        # When the batch runs on a real worker process
+        with worker_processes(stack.settings, tmp_path, concurrency=4):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            stack.wait(batch_id, timeout_s=100)
+        witness = sandbox_witness(sandbox.url)
+        balance_usd = client_for(sandbox).balance_usd()
+    report = stack.control.report(batch_id)
+    outcome = judge("provider faults", "all", report, witness, len(ITEMS), 0.0)
+    # Then every fault really happened (else the seed proves nothing: pick another)
+    injected = faults_injected(witness["stats"])
+    assert set(injected) == set(FAULT_NAMES), (
+        f"seed {SEED} missed {set(FAULT_NAMES) - set(injected)}"
+    )
+    # And nothing was lost or paid twice, and most items still completed
+    assert outcome.lost == 0 and outcome.duplicate_submissions == 0, outcome
+    assert outcome.completed >= len(ITEMS) // 2, outcome
+    for item in report["items_detail"]:
+        # Retries stayed within their bounds
+        assert item["attempts"] <= 3, item
+        if item["state"] != "completed":
+            # And every item that did not complete says why and what to do
+            assert item["error"] and item["hint"] and item["error_kind"], item
+    assert outcome.failed, "with these rates some items must fail; the test would prove less"
+    # And lipdub's spend is the provider's bill: failed tasks were charged by neither
+    assert Decimal(report["spent_usd"]) == Decimal("1000") - balance_usd, report["spent_usd"]
