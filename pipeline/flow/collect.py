@@ -42,13 +42,13 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         size = rt.storage.copy_from_url(item.text("output_url"), key, rt.http)
         url = rt.storage.presign(key, expiry_s=PROBE_URL_EXPIRY_S)
     except StorageError as err:
-        errors = rt.ledger.count(batch_id, item_id, "collect_errors")
-        if errors >= MAX_COLLECT_ERRORS:
-            return _failed(rt, item, str(err), cost)
-        return [Next("collect", batch_id, item_id, rt.countdown(5.0 * errors))]
+        return _collect_error(rt, item, str(err), cost)
     try:
         info = probe(url, timeout_s=rt.settings.media.probe_timeout_s)
     except MediaError as err:
+        if not _still_there(rt, key):
+            # S3 went away between the copy and the probe: not the output's fault.
+            return _collect_error(rt, item, f"the output could not be read back: {err}", cost)
         rt.storage.delete(key)
         return _failed(rt, item, f"the output is not a readable video: {err}", cost)
     expected_s = item.number("expected_output_s")
@@ -76,6 +76,24 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         item.text("identity"), item.member, key, rt.settings.worker.content_ttl_days * 86_400
     )
     return end(rt, item, COLLECTING, ItemState.COMPLETED, fields, cost_usd=cost)
+
+
+def _still_there(rt: Runtime, key: str) -> bool:
+    """True when S3 answers that the copied output exists."""
+    try:
+        return rt.storage.exists(key)
+    except StorageError:
+        return False
+
+
+def _collect_error(rt: Runtime, item: Item, error: str, cost: Decimal) -> list[Next]:
+    """Storage trouble while collecting: try again later, a bounded number of times. The
+    item's output is recorded only after a whole copy was probed, so a half-written object
+    is never taken for it."""
+    errors = rt.ledger.count(item.batch_id, item.id, "collect_errors")
+    if errors >= MAX_COLLECT_ERRORS:
+        return _failed(rt, item, error, cost)
+    return [Next("collect", item.batch_id, item.id, rt.countdown(5.0 * errors))]
 
 
 def _failed(rt: Runtime, item: Item, error: str, cost: Decimal) -> list[Next]:

@@ -82,7 +82,12 @@ def _put(rt: Runtime, item: Item, name: str) -> str:
     key = media_key(rt.storage.prefix, data["sha256"], ref.location)
     if not ref.path.is_file():
         raise StorageError(f"{ref.path} is not readable by this worker")
-    rt.storage.upload_file(ref.path, key, data["sha256"])
+    try:
+        rt.storage.upload_file(ref.path, key, data["sha256"])
+    except InputChanged:
+        raise
+    except StorageError as err:
+        raise StorageError(f"the {name} {ref.path.name} could not be uploaded: {err}") from err
     return f"s3://{rt.storage.bucket}/{key}"
 
 

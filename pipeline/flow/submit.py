@@ -11,6 +11,7 @@ it goes to reconciliation.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import (
@@ -28,6 +29,9 @@ from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 
 UNAVAILABLE_RETRY_S = 15.0
 FIRST_RECONCILE_S = 2.0
+MAX_FETCH_FAILURES = 4
+FETCH_RETRY_S = 10.0
+_FETCH_FAILED = re.compile(r"(fail\w*|unable|could ?n.t) to (download|fetch)", re.I)
 
 
 def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
@@ -100,6 +104,8 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             "Set WAVESPEED_API_KEY to a valid key, then retry the failed items.",
         )
     except ProviderRejected as err:
+        if could_not_fetch(str(err)):
+            return _fetch_failed(rt, item, str(err))
         return fail(
             rt,
             item,
@@ -154,6 +160,37 @@ def _not_created(rt: Runtime, item: Item, why: str, wait_s: float) -> list[Next]
     )
     again = [Next("submit", item.batch_id, item.id, rt.countdown(wait_s))]
     return woken + (again if moved.ok else [])
+
+
+def could_not_fetch(error: str) -> bool:
+    """True when a refusal says the provider could not download an input: our storage (or
+    the way to it) failed, not the media. Nothing was created, so submitting again is safe.
+
+    >>> could_not_fetch("failed to download video: ConnectError")
+    True
+    >>> could_not_fetch("video has no face")
+    False
+    """
+    return bool(_FETCH_FAILED.search(error))
+
+
+def _fetch_failed(rt: Runtime, item: Item, error: str) -> list[Next]:
+    """The provider could not download the inputs: try again later, a bounded number of times
+    (S3 may be away for a while), then fail with the storage to blame."""
+    failures = rt.ledger.count(item.batch_id, item.id, "fetch_failures")
+    if failures < MAX_FETCH_FAILURES:
+        return _not_created(
+            rt, item, f"the provider could not fetch the inputs: {error}", FETCH_RETRY_S * failures
+        )
+    return fail(
+        rt,
+        item,
+        [ItemState.SUBMITTING],
+        ErrorKind.STORAGE,
+        f"the provider could not download the inputs ({failures} tries): {error}",
+        "Check that the bucket's presigned URLs are reachable from the provider "
+        "(LIPDUB_STORAGE__ENDPOINT_URL), then retry the failed items.",
+    )
 
 
 def _fetch_url(rt: Runtime, ref: str) -> str:

@@ -1,0 +1,58 @@
+"""Storage faults: the S3 endpoint down for a while, and errors on upload and on collect.
+
+Lipdub and the provider both reach S3 through `FaultyS3Proxy` (presigned URLs point at it),
+so an outage is an outage for everyone, as it would be in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.chaos.s3_proxy import FaultyS3Proxy
+from tests.integration.stack import Stack
+
+
+def storage_settings(proxy: FaultyS3Proxy) -> dict[str, dict[str, Any]]:
+    """Lipdub's S3 endpoint is the proxy; short countdowns so retries come within seconds."""
+    return {
+        "storage": {"endpoint_url": proxy.url},
+        "worker": {
+            "task_time_limit_s": 10,
+            "task_soft_time_limit_s": 8,
+            "max_countdown_s": 2.0,
+            "visibility_timeout_s": 13,
+            "retry_delay_s": 0.2,
+        },
+    }
+
+
+def outage_when_in_flight(
+    stack: Stack, proxy: FaultyS3Proxy, batch_id: str, down_s: float, timeout_s: float = 60.0
+) -> dict[str, int]:
+    """Take S3 down for `down_s` once items are both uploading and in flight at the provider.
+
+    Returns the batch's counts when the outage began (the proof that it hit a live batch).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = stack.control.status(batch_id)
+        counts = status["counts"]
+        in_flight = sum(counts.get(s, 0) for s in ("submitting", "running", "collecting"))
+        if in_flight and counts.get("pending", 0):
+            break
+        if status["state"] == "finished" or time.monotonic() > deadline:
+            raise AssertionError(f"no moment with uploads and predictions at once: {status}")
+        time.sleep(0.02)
+    proxy.stop()
+    time.sleep(down_s)  # the test holds S3 down; no worker sleeps
+    proxy.start()
+    return dict(counts)
+
+
+def media_key_of(path: Path) -> str:
+    """The content-addressed key lipdub uploads a local file to."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"media/sha256/{digest}{path.suffix.lower()}"

@@ -1,0 +1,88 @@
+"""Storage faults: S3 down for a while then back, and errors on upload and on collect.
+Retries are bounded and end in a clear failure; a half-written object is never taken for
+an output; nothing is paid twice."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.chaos.outcome import paid_pairs
+from tests.chaos.s3_proxy import FaultyS3Proxy
+from tests.chaos.storage_faults import media_key_of, outage_when_in_flight, storage_settings
+from tests.conftest import start_sandbox
+from tests.integration.stack import audit, plan, worker_processes, write_manifest
+
+pytestmark = pytest.mark.slow
+
+MODES = ("cut_off", "loop", "bounce", "silence", "remap")
+ITEMS = [(f"s-{n}", 0.6 + 0.04 * n, 0.8, MODES[n % 5]) for n in range(10)]
+
+
+def _nonzero(counts):
+    return {k: v for k, v in counts.items() if v}
+
+
+def test_s3_down_for_a_while_then_back_loses_nothing(tmp_path, make_stack, s3_server):
+    manifest = write_manifest(tmp_path / "m", ITEMS)
+    with (
+        FaultyS3Proxy(s3_server.url) as proxy,
+        start_sandbox(tmp_path, processing_fixed_s=0.4) as sandbox,
+    ):
+        stack = make_stack(sandbox, **storage_settings(proxy))
+        with worker_processes(stack.settings, tmp_path, concurrency=2):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            # When S3 goes away for 3 s while items upload and others are at the provider
+            at_outage = outage_when_in_flight(stack, proxy, batch_id, down_s=3.0)
+            status = stack.wait(batch_id, timeout_s=90)
+        entries = audit(sandbox.url)
+    # Then the outage hit a live batch, and every item still completed, each paid once
+    assert at_outage.get("pending"), at_outage
+    assert _nonzero(status["counts"]) == {"completed": len(ITEMS)}, status
+    assert sorted(paid_pairs(entries).values()) == [1] * len(ITEMS)
+
+
+def test_upload_and_collect_errors_are_bounded_then_clear_and_never_paid_twice(
+    tmp_path, make_stack, s3_server
+):
+    manifest = write_manifest(tmp_path / "m", ITEMS[:4])
+    with FaultyS3Proxy(s3_server.url) as proxy, start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **storage_settings(proxy))
+        bucket = stack.settings.storage.bucket
+        # Given S3 that answers some writes SlowDown (botocore retries those), refuses every
+        # upload of one item's video, and every write of another item's output
+        flaky = proxy.fail("PUT", rf"^/{bucket}/media/", times=3)
+        video_key = media_key_of(tmp_path / "m" / "s-1.mp4")
+        refused_upload = proxy.fail("*", rf"^/{bucket}/{re.escape(video_key)}$", status=500)
+        refused_output = proxy.fail(
+            "*", rf"^/{bucket}/outputs/[^/]+/s-2\.mp4$", status=500, code="InternalError"
+        )
+        with worker_processes(stack.settings, tmp_path, concurrency=2):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=90)
+            report = {i["id"]: i for i in stack.control.report(batch_id)["items_detail"]}
+            # Then the flaky writes were absorbed, and the two refused items failed clearly
+            assert flaky.hits == 3 and refused_upload.hits and refused_output.hits
+            assert _nonzero(status["counts"]) == {"completed": 2, "failed": 2}, status
+            upload = report["s-1"]
+            assert upload["error_kind"] == "storage" and "s-1.mp4" in upload["error"]
+            assert not upload["prediction_id"], "an item whose input never arrived is not submitted"
+            collect = report["s-2"]
+            assert collect["error_kind"] == "output" and "could not be stored" in collect["error"]
+            # And nothing half-written was taken for s-2's output
+            assert not collect["output_key"]
+            assert stack.keys(f"outputs/{batch_id}/") == [
+                f"outputs/{batch_id}/s-0.mp4",
+                f"outputs/{batch_id}/s-3.mp4",
+            ]
+            # When S3 is healthy again and the failed items are retried
+            proxy.clear()
+            assert sorted(stack.control.retry_failed(batch_id)) == ["s-1", "s-2"]
+            status = stack.wait(batch_id, timeout_s=60)
+        entries = audit(sandbox.url)
+    # Then both complete: s-2 collected its paid prediction again, nothing was paid twice
+    assert _nonzero(status["counts"]) == {"completed": 4}, status
+    assert sorted(paid_pairs(entries).values()) == [1, 1, 1, 1]
+    again = {i["id"]: i for i in stack.control.report(batch_id)["items_detail"]}
+    assert again["s-2"]["prediction_id"] == collect["prediction_id"]
