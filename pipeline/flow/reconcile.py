@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.errors import ProviderError, ProviderRateLimited
+from pipeline.errors import ProviderAuthError, ProviderError, ProviderRateLimited
 from pipeline.flow.common import Item, fail, free_slot, load, resume
 from pipeline.flow.submit import accepted, strip_query
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX
@@ -44,6 +44,15 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
                 model=rt.settings.provider.model_path,
                 max_pages=MAX_LIST_PAGES,
             )
+        )
+    except ProviderAuthError as err:
+        # Asking again will not help until the key is fixed, and nobody can tell whether the
+        # submit created a prediction: a person must look.
+        return _unresolved(
+            rt,
+            item,
+            f"the API key was refused, so the provider's list could not be read: {err}",
+            [],
         )
     except ProviderError as err:
         failures = rt.ledger.count(batch_id, item_id, "reconcile_failures")

@@ -9,6 +9,7 @@ The stdlib server is used on purpose: it lets a fault close the socket without a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mimetypes
@@ -54,11 +55,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
+    _request_body: bytes | None = None
+
     def _body(self) -> bytes:
+        """The request's body, read once."""
+        if self._request_body is not None:
+            return self._request_body
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the unread body must not be taken for a request
             raise InputRejected("request body too large")
-        return self.rfile.read(length) if length else b""
+        self._request_body = self.rfile.read(length) if length else b""
+        return self._request_body
 
     def _json_body(self) -> dict[str, Any]:
         raw = self._body()
@@ -94,6 +102,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(envelope).encode(), "application/json")
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        # An answer before the body was read (401, 404) must still consume it, or the next
+        # request on this kept-alive connection would start in the middle of it.
+        with contextlib.suppress(InputRejected):
+            self._body()
         envelope = {"code": status, "message": message, "data": None}
         self._send(status, json.dumps(envelope).encode(), "application/json", headers)
 
@@ -132,6 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._route("PUT")
 
     def _route(self, method: str) -> None:
+        self._request_body = None  # a new request on this connection
         path = urlsplit(self.path).path
         try:
             if method == "GET" and path.startswith("/files/"):

@@ -67,11 +67,11 @@ class Cli:
         )
 
     @contextmanager
-    def worker(self, log: Path):
+    def worker(self, log: Path, *args: str):
         """`lipdub worker` (prefork), stopped with SIGTERM (warm shutdown) afterwards."""
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [*LIPDUB, "worker", "--concurrency=2", f"--hostname=t{os.getpid()}@%h"],
+                [*LIPDUB, "worker", "--concurrency=2", f"--hostname=t{os.getpid()}@%h", *args],
                 cwd=self.cwd,
                 env=self.env,
                 stdout=out,

@@ -36,9 +36,12 @@ def _prediction(n: int, video: str = "http://elsewhere/v.mp4") -> dict:
     }
 
 
-def _runtime(redis_url: str, listing: list[dict]) -> Runtime:
+def _runtime(redis_url: str, listing: list[dict], status: int = 200) -> Runtime:
     def handler(request: httpx.Request) -> httpx.Response:
         import json
+
+        if status != 200:
+            return httpx.Response(status, json={"code": status, "message": "Unauthorized"})
 
         body = json.loads(request.content)
         start = (body["page"] - 1) * body["page_size"]
@@ -71,8 +74,8 @@ def submitting(redis_url):
 
     made: list[Runtime] = []
 
-    def make(listing: list[dict]) -> Runtime:
-        rt = _runtime(redis_url, listing)
+    def make(listing: list[dict], status: int = 200) -> Runtime:
+        rt = _runtime(redis_url, listing, status)
         made.append(rt)
         rt.ledger.create_batch(
             "b", {"created_at": NOW_S}, [{"id": "i", "sync_mode": "cut_off"}], budget_usd=None
@@ -108,4 +111,14 @@ def test_a_list_longer_than_we_read_proves_nothing(submitting):
     # Then the item is not submitted again: a person looks
     item = rt.ledger.item("b", "i")
     assert item["state"] == "needs_attention" and "more than" in item["error"]
+    assert [n.step for n in following] == ["finalize"]
+
+
+def test_a_refused_key_needs_a_person_at_once_instead_of_asking_again(submitting):
+    # Given a provider that refuses the key for the list call too
+    rt = submitting([], status=401)
+    following = reconcile(rt, "b", "i")
+    # Then nobody can tell whether the submit created a prediction: a person looks, now
+    item = rt.ledger.item("b", "i")
+    assert item["state"] == "needs_attention" and "API key was refused" in item["error"]
     assert [n.step for n in following] == ["finalize"]
