@@ -9,6 +9,8 @@
     lipdub:budget:<scope>                hash  limit, reserved, spent (micro-USD) kept while its batch is
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
                                                claimed: CLAIM_TTL_S; completed: worker.content_ttl_days
+    lipdub:prediction:<p>                str   the item a prediction id belongs to CLAIM_TTL_S
+    lipdub:webhook:<id>                  str   a webhook delivery already taken   WEBHOOK_SEEN_TTL_S
     lipdub:gate:slots                    zset  in-flight predictions -> lease end SLOT_KEY_TTL_S, refreshed
     lipdub:gate:slot_waiters             zset  items waiting for a slot -> since   SLOT_KEY_TTL_S, refreshed
     lipdub:gate:starts                   zset  start reservations -> start time     2 windows, refreshed
@@ -32,6 +34,8 @@ POLLS_LIMITER = f"{PREFIX}:polls"
 CLAIM_TTL_S = 8 * 24 * 3600
 """An unfinished claim outlives the provider's 7-day history, then lapses."""
 SLOT_KEY_TTL_S = 8 * 24 * 3600
+WEBHOOK_SEEN_TTL_S = 3600
+"""Longer than a delivery stays fresh (300 s), so a replay within its freshness is caught."""
 
 
 def batch(batch_id: str) -> str:
@@ -82,3 +86,13 @@ def slot_member_ids(member: str) -> tuple[str, str]:
     """
     batch_id, item_id = member.split(":", 1)
     return batch_id, item_id
+
+
+def prediction(prediction_id: str) -> str:
+    """The item (`<batch>:<item>`) a prediction was made for."""
+    return f"{PREFIX}:prediction:{prediction_id}"
+
+
+def webhook_seen(webhook_id: str) -> str:
+    """Set when a webhook delivery was taken; a second delivery with the id is a replay."""
+    return f"{PREFIX}:webhook:{webhook_id}"

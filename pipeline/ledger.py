@@ -354,6 +354,24 @@ class Ledger:
         )
         return Claim(str(kind), str(current or ""), str(output_key or ""))
 
+    def index_prediction(self, prediction_id: str, member: str) -> None:
+        """Remember which item (`<batch>:<item>`) a prediction belongs to (for webhooks)."""
+        self._call(
+            lambda: self.redis.set(keys.prediction(prediction_id), member, ex=keys.CLAIM_TTL_S)
+        )
+
+    def item_of_prediction(self, prediction_id: str) -> str | None:
+        """The `<batch>:<item>` a prediction was made for, or None if not ours."""
+        value = self._call(lambda: self.redis.get(keys.prediction(prediction_id)))
+        return str(value) if value else None
+
+    def first_delivery(self, webhook_id: str) -> bool:
+        """True the first time a webhook id is seen; False for a replay."""
+        key = keys.webhook_seen(webhook_id)
+        return bool(
+            self._call(lambda: self.redis.set(key, "1", nx=True, ex=keys.WEBHOOK_SEEN_TTL_S))
+        )
+
     def complete_content(self, identity: str, owner: str, output_key: str, ttl_s: int) -> None:
         """Remember that this pair is paid for and where its output is."""
         self._call(

@@ -95,7 +95,9 @@ class ProviderSettings(_Section):
     cooldown_default_s: float = Field(default=10.0, gt=0)
     """How long every worker holds off after a 429 that names no Retry-After."""
     webhook_url: str | None = None
-    """Where the provider should POST completion webhooks (polling stays the safety net)."""
+    """Where the provider should POST completion webhooks (`lipdub webhooks` listens; polling stays the safety net)."""
+    webhook_secret: SecretStr | None = None
+    """The account's webhook signing secret (`whsec_...`); unset: `lipdub webhooks` asks the provider for it. A secret."""
 
     @property
     def is_local(self) -> bool:

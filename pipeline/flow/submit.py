@@ -144,6 +144,8 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
         "poll_interval_s": delay_s,
         "reconciled": reconciled,
     }
+    # Before the transition: a webhook may arrive as soon as the item is running.
+    rt.ledger.index_prediction(prediction_id, item.member)
     moved = rt.ledger.transition(
         item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.RUNNING, fields
     )

@@ -125,6 +125,52 @@ def sandbox(
 
 
 @app.command()
+def webhooks(
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8280,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Receive the provider's webhooks on POST /webhooks: a finished prediction is polled at
+    once instead of at its next scheduled poll. Forged, stale and replayed deliveries are
+    refused. Point LIPDUB_PROVIDER__WEBHOOK_URL at it (through your TLS proxy)."""
+    from pipeline.provider.client import ProviderClient
+    from pipeline.webhook_inbox import WebhookInbox
+    from workers.tasks import CeleryDispatcher
+    from workers.webhooks import WebhookServer
+
+    settings = load_cli_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _quiet_http_logs()
+    with guard():
+        session = Session.connect(settings)
+        secret = settings.provider.webhook_secret
+        if secret is None:
+            provider = ProviderClient.from_settings(settings.provider)
+            try:
+                secret = provider.webhook_secret()
+            finally:
+                provider.close()
+        inbox = WebhookInbox(session.ledger, secret)
+        dispatcher = CeleryDispatcher(session.app, settings.worker.queue)
+    try:
+        server = WebhookServer(inbox, dispatcher, host=host, port=port)
+    except OSError as error:
+        raise fail(
+            f"cannot listen on {host}:{port}: {error.strerror}. Try --port 0.", EXIT_ERROR
+        ) from None
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    out.print(Text(f"lipdub webhooks listening on {server.url}; Ctrl-C stops it."))
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        session.close()
+        out.print("webhooks stopped")
+
+
+@app.command()
 def demo(
     workdir: Annotated[
         Path, typer.Option(help="Where the sample media, logs and reports go.")

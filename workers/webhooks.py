@@ -1,0 +1,110 @@
+"""The webhook receiver: an HTTP endpoint the provider POSTs finished predictions to.
+
+    lipdub webhooks --port 8280     # set LIPDUB_PROVIDER__WEBHOOK_URL=https://<public>/webhooks
+
+Each delivery is judged by `pipeline.webhook_inbox.WebhookInbox`; one it takes sends the
+item's poll task at once. It runs beside the workers (any number of receivers may run: the
+replay check is in Redis). Put it behind your TLS proxy; it speaks plain HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pipeline.errors import LipdubError
+from pipeline.webhook_inbox import Verdict, WebhookInbox
+from workers.tasks import CeleryDispatcher
+
+log = logging.getLogger("lipdub.webhooks")
+
+PATH = "/webhooks"
+MAX_BODY_BYTES = 1024 * 1024
+"""A prediction is a few kB; anything far larger is not one."""
+
+
+class WebhookServer:
+    """Serves `POST /webhooks` on host:port (port 0 picks a free one) until `stop()`."""
+
+    def __init__(
+        self,
+        inbox: WebhookInbox,
+        dispatcher: CeleryDispatcher,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.inbox = inbox
+        self.dispatcher = dispatcher
+        self.verdicts: list[Verdict] = []
+        """Every answer given, newest last (for the operator's log and for tests)."""
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:
+                pass  # each verdict is logged once, below
+
+            def do_POST(self) -> None:
+                receiver._handle(self)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}{PATH}"
+
+    def start(self) -> WebhookServer:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until interrupted."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> WebhookServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if handler.path.split("?", 1)[0] != PATH:
+            verdict = Verdict(404, f"no route {handler.path}; deliveries go to {PATH}")
+        elif length > MAX_BODY_BYTES:
+            handler.close_connection = True
+            verdict = Verdict(413, "refused: the body is too large to be a prediction")
+        else:
+            body = handler.rfile.read(length) if length else b""
+            verdict = self._judge(dict(handler.headers.items()), body)
+        self.verdicts.append(verdict)
+        log.info("webhook %s: %s", verdict.status, verdict.message)
+        payload = verdict.message.encode()
+        handler.send_response(verdict.status)
+        handler.send_header("Content-Type", "text/plain; charset=utf-8")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    def _judge(self, headers: dict[str, str], body: bytes) -> Verdict:
+        try:
+            verdict = self.inbox.receive(headers, body)
+            if verdict.wake is not None:
+                self.dispatcher.send(verdict.wake)
+        except LipdubError as err:
+            # Redis or the broker away: the provider retries, and polling covers it anyway.
+            return Verdict(503, f"not taken now: {err}")
+        return verdict
