@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])")
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: help setup test lint format demo sandbox bench docs clean
+.PHONY: help setup test lint format demo sandbox bench chaos docs clean
 
 help:
 	@echo "make demo   - set up, then run a batch end to end on the bundled stack"
@@ -14,6 +15,7 @@ help:
 	@echo "make lint   - ruff and mypy (strict on pipeline/)"
 	@echo "make sandbox - run the offline lipsync-3 provider on http://127.0.0.1:8199"
 	@echo "make bench  - the benchmarks (throughput, limits, polls, re-run, overhead, memory, planning)"
+	@echo "make chaos  - fault scenarios at scale (kills, Redis restarts, provider and S3 faults, hostile input, secrets, webhooks)"
 	@echo "make docs   - regenerate the README's configuration table from the settings model"
 
 $(BIN)/python:
@@ -48,6 +50,9 @@ sandbox: setup
 
 bench: setup
 	$(BIN)/python -m tests.bench.run_all $(BENCH_ARGS)
+
+chaos: setup
+	$(BIN)/python -m tests.chaos.run_all $(CHAOS_ARGS)
 
 docs: setup
 	$(BIN)/python -m pipeline.settings_doc --write README.md

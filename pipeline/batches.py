@@ -45,7 +45,11 @@ _ATTEMPT_FIELDS = (
     "cost_usd",
     "billable_s_final",
     "collect_errors",
-    "storage_errors",
+    "collect_errors_since",
+    "upload_errors",
+    "upload_errors_since",
+    "fetch_errors",
+    "fetch_errors_since",
     "reconcile_failures",
 )
 
@@ -122,6 +126,7 @@ class BatchControl:
         }
         self.ledger.create_batch(batch_id, record, items, budget_usd=budget)
         for item in items:
+            # `next_step`/`next_due_at` are in the item's fields already (the sweeper's record).
             self.dispatcher.send(Next("prepare", batch_id, str(item["id"])))
         if not items:
             self.dispatcher.send(Next("finalize", batch_id))
@@ -171,7 +176,9 @@ class BatchControl:
             moved = self.ledger.transition(batch_id, record["id"], allowed, to, fields)
             if moved.ok:
                 retried.append(record["id"])
-                self.dispatcher.send(Next(step, batch_id, record["id"]))
+                again = Next(step, batch_id, record["id"])
+                self.ledger.expect([again], self.clock())
+                self.dispatcher.send(again)
         if retried:
             self.ledger.update_batch(batch_id, {"finished_at": ""})
         return retried
@@ -183,7 +190,7 @@ class BatchControl:
             deadline = now + self.settings.polling.item_deadline_s
             return "poll", ItemState.RUNNING, {"deadline_at": deadline, "settled": False}
         if kind == ErrorKind.OUTPUT and record.get("output_url"):
-            return "collect", ItemState.COLLECTING, {"collect_errors": 0}
+            return "collect", ItemState.COLLECTING, {"collect_errors": 0, "collect_errors_since": ""}
         fields: dict[str, object] = dict.fromkeys(_ATTEMPT_FIELDS, "")
         fields.update({"attempts": 0, "settled": False, "reserved_micros": 0, "prediction_id": ""})
         return "prepare", ItemState.PENDING, fields
@@ -211,4 +218,6 @@ class BatchControl:
             "billable_s": item.billable_s,
             "price_usd": str(item.price_usd),
             "created_at": now,
+            "next_step": "prepare",
+            "next_due_at": now,
         }

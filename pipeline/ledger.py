@@ -18,13 +18,16 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from pipeline import keys
 from pipeline.errors import LipdubError
 from pipeline.states import FINAL_STATES, BatchState, ItemState
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Next
 
 MICROS_PER_USD = 1_000_000
 
@@ -353,6 +356,27 @@ class Ledger:
             )
         )
         return Claim(str(kind), str(current or ""), str(output_key or ""))
+
+    def expect(self, steps: Iterable[Next], now: float) -> None:
+        """Record, per item, the step a message was just sent for and when it is due: the
+        sweeper re-sends it if it never runs (a message the broker lost)."""
+        expected = [n for n in steps if n.item_id is not None]
+        if not expected:
+            return
+
+        def write() -> None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for step in expected:
+                    pipe.hset(
+                        keys.item(step.batch_id, str(step.item_id)),
+                        mapping={
+                            "next_step": step.step,
+                            "next_due_at": repr(now + step.countdown_s),
+                        },
+                    )
+                pipe.execute()
+
+        self._call(write)
 
     def index_prediction(self, prediction_id: str, member: str) -> None:
         """Remember which item (`<batch>:<item>`) a prediction belongs to (for webhooks)."""

@@ -118,6 +118,8 @@ class StorageSettings(_Section):
 
     bucket: str = "lipdub"
     """The bucket for inputs (`media/`), outputs (`outputs/`) and reports (`reports/`)."""
+    retry_for_s: float = Field(default=600.0, ge=0)
+    """How long an item keeps retrying while storage fails (its upload, its output's copy, the provider's download of its inputs) before it fails: an S3 outage shorter than this loses nothing."""
     prefix: str = ""
     """A key prefix inside the bucket, e.g. `lipdub/`."""
     endpoint_url: str | None = None
@@ -189,6 +191,8 @@ class WorkerSettings(_Section):
     """Wait before submitting again after a transient provider failure."""
     queue: str = "lipdub"
     """The Celery queue workers consume and tasks are sent to."""
+    sweep_interval_s: float = Field(default=60.0, ge=1)
+    """How often a worker looks for steps whose message was lost (one worker at a time)."""
     content_ttl_days: int = Field(default=30, ge=1)
     """How long a completed pair's output is remembered for reuse by later batches."""
 

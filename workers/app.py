@@ -13,10 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings, load_settings
+from workers.sweeper import Sweeper
 from workers.tasks import RuntimeHolder, register_tasks
 
 
@@ -80,6 +81,10 @@ def create_app(
     holder = RuntimeHolder(runtime_factory or (lambda: Runtime.from_settings(settings)))
     register_tasks(app, holder, settings)
     worker_process_init.connect(holder.warm_up, weak=False)
+    # Only a worker's main process gets worker_ready: one sweeper thread per worker.
+    sweeper = Sweeper(app, settings)
+    worker_ready.connect(sweeper.start, weak=False)
+    worker_shutdown.connect(sweeper.stop, weak=False)
     return app
 
 

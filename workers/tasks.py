@@ -122,9 +122,10 @@ def _make_task(
             log.exception("%s %s/%s failed", step, batch_id, item_id)
             raise
         try:
+            runtime.ledger.expect(following, runtime.clock())
             for nxt in following:
                 dispatcher.send(nxt)
-        except DispatchError as err:
+        except (DispatchError, LedgerError) as err:
             # The step's work is recorded but its follow-up was not sent. Acknowledging this
             # message would strand the item: run the step again instead (it finds its work
             # done and sends the follow-up).

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pipeline.errors import MediaError, StorageError
-from pipeline.flow.common import Item, end, fail, load, resume
+from pipeline.flow.common import Item, end, fail, load, resume, storage_retry_in
 from pipeline.media import probe
 from pipeline.pricing import price_usd
 from pipeline.runtime import Next, Runtime
@@ -20,7 +20,6 @@ from pipeline.storage import output_key
 from pipeline.sync_modes import within_one_frame
 
 COLLECTING = [ItemState.COLLECTING]
-MAX_COLLECT_ERRORS = 4
 PROBE_URL_EXPIRY_S = 900
 
 
@@ -87,13 +86,13 @@ def _still_there(rt: Runtime, key: str) -> bool:
 
 
 def _collect_error(rt: Runtime, item: Item, error: str, cost: Decimal) -> list[Next]:
-    """Storage trouble while collecting: try again later, a bounded number of times. The
+    """Storage trouble while collecting: try again later, for `storage.retry_for_s`. The
     item's output is recorded only after a whole copy was probed, so a half-written object
     is never taken for it."""
-    errors = rt.ledger.count(item.batch_id, item.id, "collect_errors")
-    if errors >= MAX_COLLECT_ERRORS:
+    countdown_s = storage_retry_in(rt, item, "collect")
+    if countdown_s is None:
         return _failed(rt, item, error, cost)
-    return [Next("collect", item.batch_id, item.id, rt.countdown(5.0 * errors))]
+    return [Next("collect", item.batch_id, item.id, countdown_s)]
 
 
 def _failed(rt: Runtime, item: Item, error: str, cost: Decimal) -> list[Next]:

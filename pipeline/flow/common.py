@@ -190,3 +190,27 @@ def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
         return []
     countdown = item.number("poll_interval_s") if state is ItemState.RUNNING else 0.0
     return [Next(_RESUME_STEP[state], item.batch_id, item.id, rt.countdown(countdown))]
+
+
+STORAGE_RETRY_BASE_S = 5.0
+MIN_STORAGE_TRIES = 3
+
+
+def storage_retry_in(rt: Runtime, item: Item, what: str) -> float | None:
+    """Count one storage failure of `what` (upload, collect, fetch) for the item. Returns the
+    countdown before the next try (doubling), or None when it has failed for longer than
+    `storage.retry_for_s` and at least MIN_STORAGE_TRIES times: time to give up, clearly.
+
+    Bounded by time rather than by a count, so that an outage of a given length is survived
+    whatever the countdowns are.
+    """
+    tries = rt.ledger.count(item.batch_id, item.id, f"{what}_errors")
+    since_field = f"{what}_errors_since"
+    now = rt.clock()
+    since = float(rt.ledger.item(item.batch_id, item.id).get(since_field) or 0)
+    if not since:
+        since = now
+        rt.ledger.update_item(item.batch_id, item.id, item.state, {since_field: now})
+    if tries >= MIN_STORAGE_TRIES and now - since >= rt.settings.storage.retry_for_s:
+        return None
+    return rt.countdown(STORAGE_RETRY_BASE_S * 2 ** min(tries - 1, 10))

@@ -12,15 +12,23 @@ from __future__ import annotations
 from decimal import Decimal
 
 from pipeline.errors import StorageError
-from pipeline.flow.common import Item, batch_flag, cancel, end, fail, load, paid_for, resume
+from pipeline.flow.common import (
+    Item,
+    batch_flag,
+    cancel,
+    end,
+    fail,
+    load,
+    paid_for,
+    resume,
+    storage_retry_in,
+)
 from pipeline.manifest import InputRef
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
 from pipeline.storage import InputChanged, media_key, output_key
 
 WAIT_FOR_OWNER_S = 5.0
-MAX_STORAGE_ERRORS = 3
-UPLOAD_RETRY_S = 10.0
 
 
 def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
@@ -53,8 +61,8 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             "Plan and start the batch again.",
         )
     except StorageError as err:
-        errors = rt.ledger.count(batch_id, item_id, "storage_errors")
-        if errors >= MAX_STORAGE_ERRORS:
+        countdown_s = storage_retry_in(rt, item, "upload")
+        if countdown_s is None:
             return fail(
                 rt,
                 item,
@@ -63,7 +71,7 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
                 str(err),
                 "Check the bucket settings (LIPDUB_STORAGE__*) and that S3 is reachable, then retry the failed items.",
             )
-        return [Next("prepare", batch_id, item_id, rt.countdown(UPLOAD_RETRY_S * errors))]
+        return [Next("prepare", batch_id, item_id, countdown_s)]
     fields["uploaded_at"] = str(rt.clock())
     moved = rt.ledger.transition(batch_id, item_id, [ItemState.PENDING], ItemState.READY, fields)
     return [Next("submit", batch_id, item_id)] if moved.ok else []

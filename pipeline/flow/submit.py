@@ -21,7 +21,16 @@ from pipeline.errors import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from pipeline.flow.common import Item, batch_flag, cancel, fail, free_slot, load, resume
+from pipeline.flow.common import (
+    Item,
+    batch_flag,
+    cancel,
+    fail,
+    free_slot,
+    load,
+    resume,
+    storage_retry_in,
+)
 from pipeline.flow.polling import first_poll_delay_s
 from pipeline.remote import split_s3
 from pipeline.runtime import Next, Runtime
@@ -29,8 +38,6 @@ from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 
 UNAVAILABLE_RETRY_S = 15.0
 FIRST_RECONCILE_S = 2.0
-MAX_FETCH_FAILURES = 4
-FETCH_RETRY_S = 10.0
 _FETCH_FAILED = re.compile(r"(fail\w*|unable|could ?n.t) to (download|fetch)", re.I)
 
 
@@ -177,19 +184,19 @@ def could_not_fetch(error: str) -> bool:
 
 
 def _fetch_failed(rt: Runtime, item: Item, error: str) -> list[Next]:
-    """The provider could not download the inputs: try again later, a bounded number of times
+    """The provider could not download the inputs: try again later, for `storage.retry_for_s`
     (S3 may be away for a while), then fail with the storage to blame."""
-    failures = rt.ledger.count(item.batch_id, item.id, "fetch_failures")
-    if failures < MAX_FETCH_FAILURES:
+    countdown_s = storage_retry_in(rt, item, "fetch")
+    if countdown_s is not None:
         return _not_created(
-            rt, item, f"the provider could not fetch the inputs: {error}", FETCH_RETRY_S * failures
+            rt, item, f"the provider could not fetch the inputs: {error}", countdown_s
         )
     return fail(
         rt,
         item,
         [ItemState.SUBMITTING],
         ErrorKind.STORAGE,
-        f"the provider could not download the inputs ({failures} tries): {error}",
+        f"the provider could not download the inputs: {error}",
         "Check that the bucket's presigned URLs are reachable from the provider "
         "(LIPDUB_STORAGE__ENDPOINT_URL), then retry the failed items.",
     )

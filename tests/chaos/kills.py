@@ -40,6 +40,7 @@ def kill_settings() -> dict[str, dict[str, Any]]:
             "max_countdown_s": 2.0,
             "visibility_timeout_s": 13,
             "retry_delay_s": 0.2,
+            "sweep_interval_s": 1.0,
         }
     }
 

@@ -35,7 +35,11 @@ def run_with_redis_restarts(
     batch_id = stack.control.start(batch_plan, name="redis-restart")
     total = len(batch_plan.items)
     done = 0
-    with worker_processes(stack.settings, workdir, count=workers, concurrency=2, name="w"):
+    # `lipdub worker`, as shipped: its supervisor restarts a Celery worker that dies of the
+    # broker's restart (workers.supervise says why).
+    with worker_processes(
+        stack.settings, workdir, count=workers, concurrency=2, name="w", supervised=True
+    ):
         for n in range(restarts):
             # Restart when the batch is a share of the way through: items in every phase.
             threshold = total * (n + 1) // (restarts + 2)

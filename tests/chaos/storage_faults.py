@@ -18,13 +18,14 @@ from tests.integration.stack import Stack
 def storage_settings(proxy: FaultyS3Proxy) -> dict[str, dict[str, Any]]:
     """Lipdub's S3 endpoint is the proxy; short countdowns so retries come within seconds."""
     return {
-        "storage": {"endpoint_url": proxy.url},
+        "storage": {"endpoint_url": proxy.url, "retry_for_s": 8.0},
         "worker": {
             "task_time_limit_s": 10,
             "task_soft_time_limit_s": 8,
             "max_countdown_s": 2.0,
             "visibility_timeout_s": 13,
             "retry_delay_s": 0.2,
+            "sweep_interval_s": 1.0,
         },
     }
 

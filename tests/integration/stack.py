@@ -169,8 +169,10 @@ def worker_processes(
     app: str = "workers.app",
     extra_env: dict[str, str] | None = None,
     name: str = "worker",
+    supervised: bool = False,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Real `celery worker` processes (prefork), configured only through the environment.
+    """Real `celery worker` processes (prefork), configured only through the environment;
+    `supervised`: `lipdub worker` instead, which starts its Celery worker again if it dies.
 
     Each runs in a session of its own, so a test can kill one whole worker (main process and
     pool) with its process group, and nothing is left behind when the test ends.
@@ -186,15 +188,37 @@ def worker_processes(
     for n in range(count):
         log = (tmp_path / f"{name}-{n}.log").open("ab")
         logs.append(log)
+        hostname = f"--hostname={name}{n}-{os.getpid()}-{time.monotonic_ns()}@%h"
+        if supervised:
+            command = [
+                sys.executable,
+                "-m",
+                "workers.cli",
+                "worker",
+                f"--concurrency={concurrency}",
+                hostname,
+            ]
+        else:
+            command = [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                "--pool=prefork",
+                f"--concurrency={concurrency}",
+                "--loglevel=INFO",
+                hostname,
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-Q",
+                settings.worker.queue,
+            ]
         procs.append(
             subprocess.Popen(
-                [
-                    sys.executable, "-m", "celery", "-A", app, "worker",
-                    "--pool=prefork", f"--concurrency={concurrency}", "--loglevel=INFO",
-                    f"--hostname={name}{n}-{os.getpid()}-{time.monotonic_ns()}@%h",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                    "-Q", settings.worker.queue,
-                ],
+                command,
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

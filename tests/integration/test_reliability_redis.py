@@ -10,7 +10,14 @@ from tests.chaos.kills import kill_settings
 from tests.chaos.outcome import paid_pairs
 from tests.chaos.redis_restart import run_with_redis_restarts
 from tests.conftest import start_sandbox
-from tests.integration.stack import Stack, audit, plan, stack_settings, write_manifest
+from tests.integration.stack import (
+    Stack,
+    audit,
+    plan,
+    stack_settings,
+    worker_processes,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,3 +53,20 @@ def test_a_restarted_redis_loses_nothing(tmp_path, s3_server, bucket):
     assert {k: v for k, v in status["counts"].items() if v} == {"completed": len(ITEMS)}, status
     assert sorted(paid_pairs(entries).values()) == [1] * len(ITEMS)
     assert report["state"] == "finished"
+
+
+def test_steps_whose_messages_the_broker_lost_are_sent_again(tmp_path, make_stack):
+    # Given a started batch whose task messages are all lost before any worker takes them
+    manifest = write_manifest(tmp_path / "m", ITEMS[:3])
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **kill_settings())
+        batch_id = stack.control.start(plan(manifest, stack.settings))
+        assert stack.app.control.purge() == 3
+        # When a worker runs: its sweeper finds the steps overdue past the time limit
+        with worker_processes(stack.settings, tmp_path, concurrency=2):
+            status = stack.wait(batch_id, timeout_s=60)
+        entries = audit(sandbox.url)
+    # Then every item completed anyway, each paid once, and the worker said what it re-sent
+    assert {k: v for k, v in status["counts"].items() if v} == {"completed": 3}, status
+    assert sorted(paid_pairs(entries).values()) == [1, 1, 1]
+    assert "sent 3 step(s) again whose message was lost" in (tmp_path / "worker-0.log").read_text()

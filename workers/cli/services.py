@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -51,11 +51,28 @@ def worker(
     hostname: Annotated[
         str | None, typer.Option(help="Worker name (default: celery@<host>).")
     ] = None,
+    supervise: Annotated[
+        bool,
+        typer.Option(
+            help="Start the Celery worker again if it dies (OOM, a lost broker); "
+            "--no-supervise runs it in this process."
+        ),
+    ] = True,
 ) -> None:
     """A Celery worker with lipdub's settings, on lipdub's queue. Start one per machine or more."""
     from workers.app import create_app
 
     settings = load_cli_settings()
+    if supervise:
+        from workers.supervise import supervise as run_supervised
+
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        child = [sys.executable, "-m", "workers.cli", "worker", "--no-supervise"]
+        child += [f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}"]
+        child += [f"--hostname={hostname}"] if hostname else []
+        raise typer.Exit(run_supervised(child))
     logging.basicConfig(
         level=loglevel.upper(),
         format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
@@ -72,7 +89,15 @@ def worker(
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    create_app(settings).worker_main(argv)
+    # Celery's programmatic entry drops the worker's exit code; read it off the worker (its
+    # `worker_init` signal hands it over), so that a worker that died of an unrecoverable error
+    # does not exit 0 like one that was stopped: the supervisor restarts the former.
+    from celery.signals import worker_init
+
+    workers: list[Any] = []
+    worker_init.connect(lambda sender, **_: workers.append(sender), weak=False)
+    create_app(settings).start(argv)
+    raise typer.Exit(int(workers[0].exitcode or 0) if workers else 1)
 
 
 @app.command()

@@ -1,0 +1,42 @@
+"""Find the steps whose message was lost, so that nothing stalls on a broker's slip.
+
+Every time a step is sent for an item, the item records it (`next_step`, `next_due_at`,
+`Ledger.expect`). A step still expected long after it was due was lost: Redis's transport can
+drop a message that was in flight when the connection broke (popped by a worker that died
+before recording it as unacknowledged). Steps are idempotent, so sending one again is safe;
+the cost of a false alarm is one extra run that finds nothing to do.
+
+"Long after" is the hard time limit past the due time (a step that started cannot still be
+running then), and only while the broker's queue is empty (a message waiting behind a
+backlog is late, not lost). A complete batch that was never finished gets its finalize again.
+"""
+
+from __future__ import annotations
+
+from pipeline.ledger import Ledger
+from pipeline.runtime import Next
+from pipeline.states import BatchState, ItemState
+
+ACTIVE_BATCHES = 50
+"""How many of the most recent batches are looked at."""
+
+
+def stalled_steps(ledger: Ledger, *, now: float, grace_s: float) -> list[Next]:
+    """Steps to send again: expected more than `grace_s` ago and not run since."""
+    found: list[Next] = []
+    for batch_id in ledger.batch_ids(ACTIVE_BATCHES):
+        batch = ledger.batch(batch_id)
+        if not batch or batch.get("state") == BatchState.FINISHED:
+            continue
+        total = int(batch.get("item_count") or 0)
+        if ledger.done_count(batch_id) >= total:
+            if ledger.finalizer_guard_left_s(batch_id) == 0:
+                found.append(Next("finalize", batch_id))
+            continue
+        for record in ledger.items(batch_id):
+            if not record or ItemState(record["state"]).final:
+                continue
+            due = float(record.get("next_due_at") or 0)
+            if record.get("next_step") and due and now > due + grace_s:
+                found.append(Next(record["next_step"], batch_id, record["id"]))
+    return found

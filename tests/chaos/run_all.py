@@ -1,0 +1,420 @@
+"""`make chaos`: every fault scenario of the reliability issue at scale, one table, one file.
+
+    python -m tests.chaos.run_all [--items 100] [--only kills,redis,...]
+
+Each scenario starts its own redis-server, sandbox and real `celery worker` processes (moto's
+S3 server is shared), runs a batch while injecting its faults, and is judged by the ledger's
+report and the sandbox's audit. Duplicate submissions and lost items must be 0. Writes
+tests/chaos/results/<date>.json. The test suite runs the same scenarios small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from pipeline.errors import ManifestError
+from pipeline.localstack import RedisServer, S3Server, free_port
+from pipeline.provider.webhooks import sign
+from pipeline.sandbox.config import SandboxConfig
+from pipeline.settings import Settings
+from pipeline.webhook_inbox import WebhookInbox
+from tests.chaos.crash import CRASH_POINTS
+from tests.chaos.kills import kill_settings, run_with_kills
+from tests.chaos.outcome import Outcome, judge, sandbox_witness
+from tests.chaos.provider_faults import faults_injected, lipdub_settings, sandbox_faults
+from tests.chaos.redis_restart import run_with_redis_restarts
+from tests.chaos.s3_proxy import FaultyS3Proxy
+from tests.chaos.secrets import RedisMonitor, leaks, redis_values
+from tests.chaos.storage_faults import media_key_of, outage_when_in_flight, storage_settings
+from tests.conftest import start_sandbox
+from tests.integration.stack import Stack, plan, stack_settings, worker_processes, write_manifest
+from tests.integration.test_reliability_input import hostile_catalog
+from workers.tasks import CeleryDispatcher
+from workers.webhooks import WebhookServer
+
+RESULTS = Path(__file__).parent / "results"
+MODES = ("cut_off", "loop", "bounce", "silence", "remap")
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "chaos", "AWS_SECRET_ACCESS_KEY": "chaos", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+
+def items(count: int, prefix: str) -> list[tuple[str, float, float, str]]:
+    """`count` items, every pair distinct (the audio lengths differ), all five modes."""
+    return [
+        (f"{prefix}-{n:03d}", 0.5 + 0.04 * (n % 20), 0.6 + 0.01 * n, MODES[n % 5])
+        for n in range(count)
+    ]
+
+
+class Scenario:
+    """A fresh Redis, sandbox and bucket for one scenario, and its settings."""
+
+    def __init__(self, name: str, root: Path, s3: S3Server, count: int) -> None:
+        self.name = name
+        self.workdir = root / name
+        self.workdir.mkdir(parents=True)
+        self.s3 = s3
+        self.count = count
+        self.bucket = f"chaos-{name}-{secrets.token_hex(3)}"
+
+    def settings(self, sandbox_url: str, redis_url: str, **sections: Any) -> Settings:
+        return stack_settings(
+            sandbox_url=sandbox_url,
+            redis_url=redis_url,
+            s3_url=self.s3.url,
+            bucket=self.bucket,
+            **sections,
+        )
+
+    def manifest(self, count: int | None = None) -> Path:
+        return write_manifest(self.workdir / "catalog", items(count or self.count, self.name))
+
+
+def scenario_kills(sc: Scenario) -> Outcome:
+    """A worker SIGKILLed at every point of an item's life, one after another."""
+    points = list(CRASH_POINTS)
+    with RedisServer(sc.workdir / "redis") as redis_server, start_sandbox(sc.workdir) as sandbox:
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **kill_settings()))
+        started = time.monotonic()
+        batch_id, kills, _ = run_with_kills(
+            stack, plan(sc.manifest(), stack.settings), sc.workdir, points, timeout_s=600
+        )
+        outcome = judge(
+            "worker SIGKILL at each point",
+            f"{len(kills)} kills ({', '.join(k.point for k in kills)})",
+            stack.control.report(batch_id),
+            sandbox_witness(sandbox.url),
+            sc.count,
+            time.monotonic() - started,
+        )
+        stack.close()
+    return outcome
+
+
+def scenario_redis(sc: Scenario) -> Outcome:
+    """Redis (AOF on) restarted three times mid-batch."""
+    with (
+        RedisServer(sc.workdir / "redis", appendonly=True) as redis_server,
+        start_sandbox(sc.workdir, processing_fixed_s=0.5) as sandbox,
+    ):
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **kill_settings()))
+        started = time.monotonic()
+        batch_id, restarts, _ = run_with_redis_restarts(
+            stack, redis_server, plan(sc.manifest(), stack.settings), sc.workdir,
+            restarts=3, workers=2, timeout_s=600,
+        )  # fmt: skip
+        outcome = judge(
+            "Redis restarted mid-batch",
+            f"{restarts} restarts",
+            stack.control.report(batch_id),
+            sandbox_witness(sandbox.url),
+            sc.count,
+            time.monotonic() - started,
+        )
+        stack.close()
+    return outcome
+
+
+def scenario_provider(sc: Scenario) -> Outcome:
+    """Every provider fault at once: 429 storms, 5xx, drops, slow, hung, malformed, failed
+    and never-finishing tasks."""
+    with (
+        RedisServer(sc.workdir / "redis") as redis_server,
+        start_sandbox(sc.workdir, faults=sandbox_faults(seed=5)) as sandbox,
+    ):
+        sections = lipdub_settings(max_attempts=3, item_deadline_s=15.0)
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
+        started = time.monotonic()
+        with worker_processes(stack.settings, sc.workdir, count=2, concurrency=4):
+            batch_id = stack.control.start(plan(sc.manifest(), stack.settings))
+            stack.wait(batch_id, timeout_s=600)
+        witness = sandbox_witness(sandbox.url)
+        injected = faults_injected(witness["stats"])
+        outcome = judge(
+            "every provider fault at once",
+            ", ".join(f"{k} {v}" for k, v in sorted(injected.items())),
+            stack.control.report(batch_id),
+            witness,
+            sc.count,
+            time.monotonic() - started,
+        )
+        stack.close()
+    return outcome
+
+
+def scenario_storage_outage(sc: Scenario) -> Outcome:
+    """S3 down for 3 s, twice, while items upload and others are at the provider."""
+    with (
+        RedisServer(sc.workdir / "redis") as redis_server,
+        FaultyS3Proxy(sc.s3.url) as proxy,
+        start_sandbox(sc.workdir, processing_fixed_s=0.4) as sandbox,
+    ):
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **storage_settings(proxy)))
+        started = time.monotonic()
+        with worker_processes(stack.settings, sc.workdir, count=2, concurrency=2):
+            batch_id = stack.control.start(plan(sc.manifest(), stack.settings))
+            outages = 0
+            for _ in range(2):
+                try:
+                    outage_when_in_flight(stack, proxy, batch_id, down_s=3.0)
+                    outages += 1
+                except AssertionError:
+                    break  # the batch is past its uploads
+            stack.wait(batch_id, timeout_s=600)
+        outcome = judge(
+            "S3 down, then back",
+            f"{outages} outages of 3 s",
+            stack.control.report(batch_id),
+            sandbox_witness(sandbox.url),
+            sc.count,
+            time.monotonic() - started,
+        )
+        stack.close()
+    return outcome
+
+
+def scenario_storage_errors(sc: Scenario) -> Outcome:
+    """S3 answering SlowDown to some writes, and refusing one item's upload and another's
+    output for good: those two fail clearly; the rest complete."""
+    with (
+        RedisServer(sc.workdir / "redis") as redis_server,
+        FaultyS3Proxy(sc.s3.url) as proxy,
+        start_sandbox(sc.workdir) as sandbox,
+    ):
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **storage_settings(proxy)))
+        manifest = sc.manifest()
+        bucket = sc.bucket
+        proxy.fail("PUT", rf"^/{bucket}/media/", times=sc.count // 5)
+        first = items(sc.count, sc.name)
+        proxy.fail("*", rf"^/{bucket}/{media_key_of(manifest.parent / f'{first[1][0]}.mp4')}$", status=500)  # fmt: skip
+        proxy.fail("*", rf"^/{bucket}/outputs/[^/]+/{first[2][0]}\.mp4$", status=500)
+        started = time.monotonic()
+        with worker_processes(stack.settings, sc.workdir, count=2, concurrency=2):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            stack.wait(batch_id, timeout_s=600)
+        outcome = judge(
+            "S3 errors on upload and collect",
+            f"{proxy.injected()} S3 errors",
+            stack.control.report(batch_id),
+            sandbox_witness(sandbox.url),
+            sc.count,
+            time.monotonic() - started,
+        )
+        stack.close()
+    return outcome
+
+
+def scenario_hostile(sc: Scenario) -> Outcome:
+    """A manifest with one hostile case per row: refused whole, before any spend."""
+    manifest, expected = hostile_catalog(sc.workdir / "catalog")
+    with start_sandbox(sc.workdir) as sandbox:
+        started = time.monotonic()
+        settings = Settings()
+        try:
+            plan(manifest, settings)
+            refused: dict[str, int] = {}
+        except ManifestError as err:
+            rows = {p.row for p in err.problems}
+            refused = {"refused at planning (rows)": len(rows)}
+            missing = set(expected) - {(p.row, p.field) for p in err.problems}
+            if missing:
+                refused["NOT NAMED"] = len(missing)
+        witness = sandbox_witness(sandbox.url)
+    rows = len(manifest.read_text().splitlines()) - 1
+    return Outcome(
+        scenario="hostile input",
+        items=rows,
+        faults=f"{len(expected)} hostile rows, HTML and formula metadata",
+        completed=0,
+        failed=refused,
+        duplicate_submissions=len(witness["audit"]),  # any submission at all is a failure here
+        lost=0,
+        wall_s=time.monotonic() - started,
+    )
+
+
+def scenario_secrets(sc: Scenario) -> Outcome:
+    """A batch with a known key and failing provider: the key in no log, report or message."""
+    key = f"sk-live-{secrets.token_hex(16)}"
+    with (
+        RedisServer(sc.workdir / "redis") as redis_server,
+        start_sandbox(sc.workdir, api_keys=[key], faults=sandbox_faults(seed=5)) as sandbox,
+    ):
+        sections = lipdub_settings(max_attempts=3, item_deadline_s=15.0)
+        sections["provider"]["api_key"] = key
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
+        started = time.monotonic()
+        with (
+            RedisMonitor(redis_server.url) as monitor,
+            worker_processes(stack.settings, sc.workdir, count=1, concurrency=4),
+        ):
+            batch_id = stack.control.start(plan(sc.manifest(), stack.settings))
+            stack.wait(batch_id, timeout_s=600)
+        texts = [
+            *monitor.commands,
+            *redis_values(redis_server.url),
+            *(p.read_text(errors="replace") for p in sc.workdir.glob("*.log")),
+            *(stack.storage.get_bytes(k).decode() for k in stack.keys("reports/")),
+        ]
+        found = leaks(key, texts)
+        outcome = judge(
+            "secrets (known API key)",
+            f"{len(monitor.commands)} Redis commands, {len(texts)} texts searched; "
+            f"key found {len(found)} times",
+            stack.control.report(batch_id),
+            sandbox_witness(sandbox.url),
+            sc.count,
+            time.monotonic() - started,
+        )
+        if found:
+            outcome.failed["KEY LEAKED"] = len(found)
+        stack.close()
+    return outcome
+
+
+def scenario_webhooks(sc: Scenario) -> Outcome:
+    """Webhooks on, half of them lost on the way; forged, stale and replayed ones sent too."""
+    port = free_port()
+    secret = SandboxConfig().webhook_secret
+    with (
+        RedisServer(sc.workdir / "redis") as redis_server,
+        start_sandbox(sc.workdir, webhook_attempts=1) as sandbox,
+    ):
+        sections: dict[str, Any] = {
+            "provider": {"webhook_url": f"http://127.0.0.1:{port}/webhooks"},
+            "polling": {"first_poll_min_s": 6.0, "max_interval_s": 6.0, "expected_fixed_s": 6.0},
+        }
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
+        inbox = WebhookInbox(stack.ledger, SecretStr(secret))
+        dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+        started = time.monotonic()
+        refused = 0
+        with worker_processes(stack.settings, sc.workdir, count=1, concurrency=4):
+            batch_id = stack.control.start(plan(sc.manifest(), stack.settings))
+            # The receiver is up for the first half of the batch only: the rest are missed.
+            with WebhookServer(inbox, dispatcher, port=port) as receiver:
+                _wait_done(stack, batch_id, sc.count // 2)
+                body = b'{"id": "forged"}'
+                now = int(time.time())
+                for headers in (
+                    sign("whsec_attacker", "f1", now, body).as_dict(),
+                    sign(secret, "f2", now - 3600, body).as_dict(),
+                    sign(secret, "f3", now, body).as_dict(),
+                    sign(secret, "f3", now, body).as_dict(),
+                ):
+                    answer = httpx.post(receiver.url, content=body, headers=headers)
+                    refused += answer.status_code in (401, 409)
+                taken = sum(1 for v in receiver.verdicts if v.wake is not None)
+            stack.wait(batch_id, timeout_s=600)
+        missed = len(sandbox.engine.webhook_deliveries) - taken
+        outcome = judge(
+            "webhooks: forged, stale, replayed, missed",
+            f"{refused}/3 bad deliveries refused, {missed} missed, {taken} taken",
+            stack.control.report(batch_id),
+            sandbox_witness(sandbox.url),
+            sc.count,
+            time.monotonic() - started,
+        )
+        if refused != 3:
+            outcome.failed["BAD DELIVERY TAKEN"] = 3 - refused
+        stack.close()
+    return outcome
+
+
+def _wait_done(stack: Stack, batch_id: str, done: int) -> None:
+    deadline = time.monotonic() + 300
+    while stack.control.status(batch_id)["counts"].get("completed", 0) < done:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
+SCENARIOS: dict[str, Callable[[Scenario], Outcome]] = {
+    "kills": scenario_kills,
+    "redis": scenario_redis,
+    "provider": scenario_provider,
+    "storage-outage": scenario_storage_outage,
+    "storage-errors": scenario_storage_errors,
+    "hostile": scenario_hostile,
+    "secrets": scenario_secrets,
+    "webhooks": scenario_webhooks,
+}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """A plain-text table (fits a CI log)."""
+    columns = list(rows[0]) if rows else []
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    line = " | ".join(c.ljust(widths[c]) for c in columns)
+    print(line)
+    print("-+-".join("-" * widths[c] for c in columns))
+    for row in rows:
+        print(" | ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100)
+    parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--no-save", action="store_true", help="do not write the results file")
+    args = parser.parse_args(argv)
+    os.environ.update({k: os.environ.get(k, v) for k, v in AWS_ENV.items()})
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {list(SCENARIOS)}")
+    started = time.monotonic()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="lipdub-chaos-") as tmp, S3Server() as s3:
+        for name in names:
+            print(f"chaos: {name} ...", flush=True)
+            try:
+                outcome = SCENARIOS[name](Scenario(name, Path(tmp), s3, args.items))
+                rows.append(outcome.row())
+            except Exception as err:  # a scenario that breaks is a result, not a crash
+                rows.append(Outcome(name, args.items, f"SCENARIO ERROR: {err}", lost=-1).row())
+            print(f"  {rows[-1]}", flush=True)
+    print()
+    print_table(rows)
+    ok = all(r["duplicate submissions"] == 0 and r["lost"] == 0 for r in rows) and not any(
+        key in r["failed (reason)"] for r in rows for key in ("LEAKED", "NOT NAMED", "TAKEN")
+    )
+    total_s = time.monotonic() - started
+    print(f"\n{'all guarantees held' if ok else 'A GUARANTEE BROKE'} ({total_s:.0f} s)")
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        now = datetime.now(UTC)
+        target = RESULTS / f"{now:%Y-%m-%d}.json"
+        target.write_text(
+            json.dumps(
+                {
+                    "date": now.isoformat(timespec="seconds"),
+                    "command": "make chaos",
+                    "items": args.items,
+                    "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+                    "wall_s": round(total_s, 1),
+                    "all_guarantees_held": ok,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        print(f"results: {target}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Keep a Celery worker running: `lipdub worker` runs it as a child and starts it again when it
+dies of anything but a stop it was asked for.
+
+Why: a worker can die in ways no task code can prevent: the kernel's OOM killer, or Celery's
+consumer giving up ("Unrecoverable error") when Redis restarts while it holds unacknowledged
+messages (seen with kombu 5.7.0: closing the lost channel raises AttributeError). Its tasks are
+safe in Redis and come back after the visibility timeout, but only a running worker takes
+them. Under docker-compose `restart: unless-stopped` would do this too; on a plain machine
+this is the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+log = logging.getLogger("lipdub.worker")
+
+
+@dataclass
+class RestartPolicy:
+    """Back-off between restarts: doubling from `first_s` to `max_s`, reset after a child
+    that ran `healthy_after_s`."""
+
+    first_s: float = 1.0
+    max_s: float = 30.0
+    healthy_after_s: float = 60.0
+    _next_s: float = field(default=0.0, init=False)
+
+    def delay_after(self, ran_s: float) -> float:
+        """Seconds to wait before the next start, given how long the last child ran.
+
+        >>> policy = RestartPolicy()
+        >>> [policy.delay_after(1) for _ in range(7)]
+        [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+        >>> policy.delay_after(120)
+        1.0
+        """
+        if ran_s >= self.healthy_after_s or not self._next_s:
+            self._next_s = self.first_s
+        else:
+            self._next_s = min(self.max_s, self._next_s * 2)
+        return self._next_s
+
+
+def supervise(
+    argv: Sequence[str],
+    *,
+    policy: RestartPolicy | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Run `argv` until it exits 0 or this process is told to stop; restart it otherwise.
+
+    SIGTERM and SIGINT end the loop, with a SIGTERM (warm shutdown) to the child.
+    Returns the child's last exit code.
+    """
+    policy = policy or RestartPolicy()
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        # SIGTERM either way: a warm shutdown. (A Ctrl-C in a terminal reaches the child
+        # directly too; Celery takes a second SIGINT for a cold shutdown, a SIGTERM not.)
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            started = clock()
+            child = subprocess.Popen(list(argv))  # noqa: S603 - our own interpreter and args
+            code = _wait(child)
+            if stopping or code == 0:
+                return code
+            delay_s = policy.delay_after(clock() - started)
+            log.error(
+                "the Celery worker exited with %s; starting it again in %.0f s", code, delay_s
+            )
+            deadline = clock() + delay_s
+            while not stopping and clock() < deadline:
+                time.sleep(0.1)  # the supervisor waits, not a task
+            if stopping:
+                return code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _wait(child: subprocess.Popen[bytes]) -> int:
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # already passed on by the handler; keep waiting
+            continue

@@ -1,0 +1,100 @@
+"""The sweeper: a thread in each worker's main process that sends again the steps whose
+message was lost (`pipeline.sweep` says how they are found).
+
+One worker sweeps at a time (a Redis lock as long as the interval); a sweep happens only when
+the queue is empty. Started by Celery's `worker_ready` signal, stopped by `worker_shutdown`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from pipeline import keys
+from pipeline.ledger import Ledger, LedgerError
+from pipeline.runtime import Next
+from pipeline.settings import Settings
+from pipeline.sweep import stalled_steps
+from workers.tasks import CeleryDispatcher, DispatchError
+
+log = logging.getLogger("lipdub.sweeper")
+
+SWEEP_LOCK = f"{keys.PREFIX}:sweeper"
+
+
+class Sweeper:
+    """Sweeps every `worker.sweep_interval_s` until stopped."""
+
+    def __init__(
+        self, app: Celery, settings: Settings, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, sender: Any = None, **_: Any) -> None:
+        """Start the thread (a `worker_ready` receiver; workers of other apps are ignored)."""
+        if getattr(sender, "app", None) is not self.app or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="lipdub-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self, sender: Any = None, **_: Any) -> None:
+        """Stop the thread (a `worker_shutdown` receiver)."""
+        if getattr(sender, "app", None) is self.app:
+            self._stop.set()
+
+    def _run(self) -> None:
+        interval_s = self.settings.worker.sweep_interval_s
+        client = redis.Redis.from_url(self.settings.redis.url, decode_responses=True)
+        try:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.sweep_once(client)
+                except (LedgerError, DispatchError, OperationalError, redis.RedisError) as err:
+                    log.warning("sweep skipped: %s", err)
+                except Exception:  # the thread must outlive a bug: it is the safety net
+                    log.exception("sweep failed")
+        finally:
+            client.close()
+
+    def sweep_once(self, client: redis.Redis) -> list[Next]:
+        """One sweep, if this worker holds the lock and the queue is empty. Returns what was
+        sent again."""
+        interval_s = self.settings.worker.sweep_interval_s
+        if not client.set(SWEEP_LOCK, "1", nx=True, px=int(interval_s * 1000)):
+            return []
+        if self.queued() > 0:
+            return []
+        ledger = Ledger(client)
+        now = self.clock()
+        lost = stalled_steps(ledger, now=now, grace_s=float(self.settings.worker.task_time_limit_s))
+        if lost:
+            ledger.expect(lost, now)
+            dispatcher = CeleryDispatcher(self.app, self.settings.worker.queue)
+            for step in lost:
+                dispatcher.send(step)
+            log.warning(
+                "sent %d step(s) again whose message was lost: %s",
+                len(lost),
+                ", ".join(f"{s.step} {s.batch_id}/{s.item_id or '-'}" for s in lost[:10]),
+            )
+        return lost
+
+    def queued(self) -> int:
+        """Messages waiting in lipdub's queue (every priority), by kombu's channel API."""
+        with self.app.connection_for_write() as connection:
+            # Not passive: the transport knows a queue only once something declared it.
+            declared = connection.default_channel.queue_declare(
+                queue=self.settings.worker.queue, durable=True, auto_delete=False
+            )
+            return int(declared.message_count)
