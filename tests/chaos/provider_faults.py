@@ -37,9 +37,14 @@ def sandbox_faults(seed: int) -> dict[str, Any]:
 
 def lipdub_settings(*, max_attempts: int, item_deadline_s: float) -> dict[str, dict[str, Any]]:
     """Lipdub's settings for the run: a hung answer times out, a stuck task meets its deadline."""
+    # A hung submit is still created once its hang ends (after the sandbox fetched the inputs,
+    # which takes seconds on 2 loaded cores): lipdub's grace (submit timeout plus reconcile
+    # grace) must outlast that, or an absence from the list is taken for "never made" and the
+    # pair is paid twice. The same holds for the real provider: see reconcile_grace_s.
+    grace_s = ALL_FAULTS["hang_s"] + 7.5
     return {
         "provider": {"submit_timeout_s": 1.0, "read_timeout_s": 1.5, "cooldown_default_s": 0.5},
-        "polling": {"item_deadline_s": item_deadline_s, "reconcile_grace_s": 1.0},
+        "polling": {"item_deadline_s": item_deadline_s, "reconcile_grace_s": grace_s},
         "worker": {"max_attempts": max_attempts},
     }
 

@@ -5,6 +5,7 @@ whole. Real `celery worker` subprocesses, real Redis, moto's S3 server, the sand
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ from tests.chaos.crash import CRASH_POINTS
 from tests.chaos.kills import kill_settings, run_with_kills
 from tests.chaos.outcome import paid_pairs
 from tests.conftest import start_sandbox
-from tests.integration.stack import audit, plan, write_manifest
+from tests.integration.stack import audit, plan, worker_processes, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -62,3 +63,36 @@ def test_a_pool_process_killed_mid_task_is_run_again_at_once(tmp_path, make_stac
     assert [(k.point, k.worker_gone) for k in kills] == [(point, False)]
     assert {k: v for k, v in status["counts"].items() if v} == {"completed": 3}, status
     assert sorted(paid_pairs(entries).values()) == [1, 1, 1]
+
+
+def test_lipdub_worker_starts_its_celery_worker_again_when_it_dies(tmp_path, make_stack):
+    import signal
+
+    import psutil
+
+    # Given `lipdub worker` (supervised) whose Celery worker is SIGKILLed before any work
+    manifest = write_manifest(tmp_path / "m", ITEMS)
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **kill_settings())
+        with worker_processes(stack.settings, tmp_path, supervised=True) as (supervisor,):
+            log = tmp_path / "worker-0.log"
+            _wait_for(lambda: "ready." in log.read_text())
+            (celery_main,) = psutil.Process(supervisor.pid).children()
+            celery_main.send_signal(signal.SIGKILL)
+            # When a batch then runs
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=60)
+            (again,) = psutil.Process(supervisor.pid).children()
+        entries = audit(sandbox.url)
+    # Then the supervisor started a new Celery worker, which did the work, paying once each
+    assert again.pid != celery_main.pid
+    assert "exited with -9; starting it again" in log.read_text()
+    assert {k: v for k, v in status["counts"].items() if v} == {"completed": 3}, status
+    assert sorted(paid_pairs(entries).values()) == [1, 1, 1]
+
+
+def _wait_for(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
