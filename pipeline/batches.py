@@ -190,7 +190,11 @@ class BatchControl:
             deadline = now + self.settings.polling.item_deadline_s
             return "poll", ItemState.RUNNING, {"deadline_at": deadline, "settled": False}
         if kind == ErrorKind.OUTPUT and record.get("output_url"):
-            return "collect", ItemState.COLLECTING, {"collect_errors": 0, "collect_errors_since": ""}
+            return (
+                "collect",
+                ItemState.COLLECTING,
+                {"collect_errors": 0, "collect_errors_since": ""},
+            )
         fields: dict[str, object] = dict.fromkeys(_ATTEMPT_FIELDS, "")
         fields.update({"attempts": 0, "settled": False, "reserved_micros": 0, "prediction_id": ""})
         return "prepare", ItemState.PENDING, fields

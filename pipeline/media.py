@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import av
 import av.error
@@ -89,7 +90,7 @@ def probe(source: str | Path, *, timeout_s: float | None = None) -> MediaInfo:
     }
     if timeout_s:
         options["timeout"] = str(int(timeout_s * 1_000_000))
-    name = Path(str(source)).name if is_path else str(source)
+    name = Path(str(source)).name if is_path else shown_url(str(source))
     try:
         with av.open(str(source), mode="r", options=options) as container:
             return _describe(container, source)
@@ -265,3 +266,17 @@ class MediaInspector:
         if self.cache is not None:
             self.cache.remember_probe(sha, info)
         return sha, info
+
+
+def shown_url(url: str) -> str:
+    """A URL fit for a message: without its query, fragment or credentials, which may hold a
+    presigned signature or a token.
+
+    >>> shown_url("http://user:pw@s3.local/b/out.mp4?X-Amz-Signature=abc#t")
+    'http://s3.local/b/out.mp4'
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -8,6 +8,7 @@ same bytes.
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal
 
 from pipeline.errors import MediaError, StorageError
@@ -45,10 +46,13 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     try:
         info = probe(url, timeout_s=rt.settings.media.probe_timeout_s)
     except MediaError as err:
-        if not _still_there(rt, key):
-            # S3 went away between the copy and the probe: not the output's fault.
-            return _collect_error(rt, item, f"the output could not be read back: {err}", cost)
-        rt.storage.delete(key)
+        # S3 away between the copy and the probe looks the same as a broken output, so it is
+        # tried again (copy and probe) for as long as storage trouble is; only then it fails.
+        countdown_s = storage_retry_in(rt, item, "collect")
+        if countdown_s is not None:
+            return [Next("collect", batch_id, item_id, countdown_s)]
+        with contextlib.suppress(StorageError):
+            rt.storage.delete(key)
         return _failed(rt, item, f"the output is not a readable video: {err}", cost)
     expected_s = item.number("expected_output_s")
     fields: dict[str, object] = {
@@ -75,14 +79,6 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         item.text("identity"), item.member, key, rt.settings.worker.content_ttl_days * 86_400
     )
     return end(rt, item, COLLECTING, ItemState.COMPLETED, fields, cost_usd=cost)
-
-
-def _still_there(rt: Runtime, key: str) -> bool:
-    """True when S3 answers that the copied output exists."""
-    try:
-        return rt.storage.exists(key)
-    except StorageError:
-        return False
 
 
 def _collect_error(rt: Runtime, item: Item, error: str, cost: Decimal) -> list[Next]:

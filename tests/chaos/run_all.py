@@ -55,8 +55,7 @@ def items(count: int, prefix: str) -> list[tuple[str, float, float, str]]:
     the last), all five modes. Distinct files matter: a fault aimed at one item's upload
     would otherwise hit every item sharing its content."""
     return [
-        (f"{prefix}-{n:03d}", 0.4 + 0.04 * n, 0.6 + 0.01 * n, MODES[n % 5])
-        for n in range(count)
+        (f"{prefix}-{n:03d}", 0.4 + 0.04 * n, 0.6 + 0.01 * n, MODES[n % 5]) for n in range(count)
     ]
 
 

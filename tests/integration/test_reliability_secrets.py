@@ -80,3 +80,7 @@ def test_the_api_key_appears_nowhere(tmp_path, redis_url, s3_server, bucket):
     assert any("body" in c for c in monitor.commands), "no Celery message was seen"
     for secret in (key, wrong_key):
         assert leaks(secret, texts) == []
+    # And no presigned URL's signature was recorded in the ledger or a report
+    recorded = [*written, *redis_values(redis_url)]
+    for mark in ("Signature=", "X-Amz-Credential"):
+        assert leaks(mark, recorded) == []

@@ -86,3 +86,22 @@ def test_upload_and_collect_errors_are_bounded_then_clear_and_never_paid_twice(
     assert sorted(paid_pairs(entries).values()) == [1, 1, 1, 1]
     again = {i["id"]: i for i in stack.control.report(batch_id)["items_detail"]}
     assert again["s-2"]["prediction_id"] == collect["prediction_id"]
+
+
+def test_an_output_that_cannot_be_read_back_for_a_while_is_collected_again(
+    tmp_path, make_stack, s3_server
+):
+    # Given S3 that fails the first reads of the copied output (the probe), as in an outage
+    manifest = write_manifest(tmp_path / "m", ITEMS[:1])
+    with FaultyS3Proxy(s3_server.url) as proxy, start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **storage_settings(proxy))
+        bucket = stack.settings.storage.bucket
+        unreadable = proxy.fail("GET", rf"^/{bucket}/outputs/", times=2, status=503)
+        with worker_processes(stack.settings, tmp_path, concurrency=2):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=60)
+        entries = audit(sandbox.url)
+    # Then it was copied and probed again, not failed as a broken output, and paid once
+    assert unreadable.hits == 2
+    assert _nonzero(status["counts"]) == {"completed": 1}, status
+    assert sorted(paid_pairs(entries).values()) == [1]
