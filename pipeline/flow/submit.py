@@ -38,6 +38,8 @@ from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 
 UNAVAILABLE_RETRY_S = 15.0
 FIRST_RECONCILE_S = 2.0
+_SIGNATURE_MARKS = ("X-Amz-", "Signature=", "AWSAccessKeyId=")
+"""A query holding one of these is a presigned URL's (SigV4 or SigV2): never stored."""
 _FETCH_FAILED = re.compile(r"(fail\w*|unable|could ?n.t) to (download|fetch)", re.I)
 
 
@@ -215,8 +217,12 @@ def strip_query(url: str) -> str:
 
     >>> strip_query("http://s3.local/b/media/x.mp4?X-Amz-Signature=abc")
     'http://s3.local/b/media/x.mp4'
+    >>> strip_query("http://s3.local/b/a.wav?AWSAccessKeyId=k&Signature=abc&Expires=1")
+    'http://s3.local/b/a.wav'
+    >>> strip_query("https://cdn.example/a.wav?v=2")
+    'https://cdn.example/a.wav?v=2'
     """
     parts = urlsplit(url)
-    if not parts.query or "X-Amz-" not in parts.query:
+    if not parts.query or not any(mark in parts.query for mark in _SIGNATURE_MARKS):
         return url
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
