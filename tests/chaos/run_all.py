@@ -162,7 +162,8 @@ def scenario_storage_outage(sc: Scenario) -> Outcome:
         FaultyS3Proxy(sc.s3.url) as proxy,
         start_sandbox(sc.workdir, processing_fixed_s=0.4) as sandbox,
     ):
-        stack = Stack(sc.settings(sandbox.url, redis_server.url, **storage_settings(proxy)))
+        sections = storage_settings(proxy, retry_for_s=30.0)
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
         started = time.monotonic()
         with worker_processes(stack.settings, sc.workdir, count=2, concurrency=2):
             batch_id = stack.control.start(plan(sc.manifest(), stack.settings))

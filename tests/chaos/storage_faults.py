@@ -15,10 +15,13 @@ from tests.chaos.s3_proxy import FaultyS3Proxy
 from tests.integration.stack import Stack
 
 
-def storage_settings(proxy: FaultyS3Proxy) -> dict[str, dict[str, Any]]:
-    """Lipdub's S3 endpoint is the proxy; short countdowns so retries come within seconds."""
+def storage_settings(proxy: FaultyS3Proxy, retry_for_s: float = 8.0) -> dict[str, dict[str, Any]]:
+    """Lipdub's S3 endpoint is the proxy; short countdowns so retries come within seconds.
+    `retry_for_s` is how long an item rides out storage trouble: longer than any outage a
+    scenario means to survive (back-to-back outages add up), shorter than its test's patience
+    where a refusal for good must end in a clear failure."""
     return {
-        "storage": {"endpoint_url": proxy.url, "retry_for_s": 8.0},
+        "storage": {"endpoint_url": proxy.url, "retry_for_s": retry_for_s},
         "worker": {
             "task_time_limit_s": 10,
             "task_soft_time_limit_s": 8,

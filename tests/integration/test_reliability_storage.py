@@ -30,7 +30,7 @@ def test_s3_down_for_a_while_then_back_loses_nothing(tmp_path, make_stack, s3_se
         FaultyS3Proxy(s3_server.url) as proxy,
         start_sandbox(tmp_path, processing_fixed_s=0.4) as sandbox,
     ):
-        stack = make_stack(sandbox, **storage_settings(proxy))
+        stack = make_stack(sandbox, **storage_settings(proxy, retry_for_s=30.0))
         with worker_processes(stack.settings, tmp_path, concurrency=2):
             batch_id = stack.control.start(plan(manifest, stack.settings))
             # When S3 goes away for 3 s while items upload and others are at the provider
