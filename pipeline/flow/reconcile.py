@@ -63,6 +63,10 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         if failures >= MAX_LIST_FAILURES:
             return _unresolved(rt, item, f"the list call failed {failures} times: {err}", [])
         return [Next("reconcile", batch_id, item_id, rt.countdown(wait_s))]
+    # An earlier attempt's prediction (failed, so this item submits again) has the same inputs:
+    # adopting it would take the old failure for the new submit's outcome and pay again.
+    earlier = set(item.data("prediction_ids") or [])
+    candidates = [p for p in candidates if p.id not in earlier]
     ours = [p for p in candidates if p.inputs is not None and _is_ours(p, item)]
     hidden = [p for p in candidates if p.inputs is None]
     if not ours and len(candidates) >= MAX_LIST_PAGES * LIST_PAGE_SIZE_MAX:

@@ -122,3 +122,15 @@ def test_a_refused_key_needs_a_person_at_once_instead_of_asking_again(submitting
     item = rt.ledger.item("b", "i")
     assert item["state"] == "needs_attention" and "API key was refused" in item["error"]
     assert [n.step for n in following] == ["finalize"]
+
+
+def test_an_earlier_attempts_prediction_is_not_taken_for_this_submit(submitting):
+    # Given an item submitting again after its first prediction failed (same inputs)
+    earlier = {**_prediction(1, video=VIDEO), "status": "failed"}
+    rt = submitting(
+        [earlier, {**_prediction(2, video=VIDEO), "created_at": "2027-01-15T08:01:00Z"}]
+    )
+    assert rt.ledger.update_item("b", "i", ItemState.SUBMITTING, {"prediction_ids": ["p1"]})
+    # Then the new prediction is adopted, not the failed one (which would pay a third time)
+    reconcile(rt, "b", "i")
+    assert rt.ledger.item("b", "i")["prediction_id"] == "p2"
