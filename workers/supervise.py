@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ def supervise(
     """
     policy = policy or RestartPolicy()
     stopping = False
+    stopped = threading.Event()
     child: subprocess.Popen[bytes] | None = None
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -68,6 +70,7 @@ def supervise(
         # directly too; Celery takes a second SIGINT for a cold shutdown, a SIGTERM not.)
         nonlocal stopping
         stopping = True
+        stopped.set()
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
 
@@ -83,10 +86,7 @@ def supervise(
             log.error(
                 "the Celery worker exited with %s; starting it again in %.0f s", code, delay_s
             )
-            deadline = clock() + delay_s
-            while not stopping and clock() < deadline:
-                time.sleep(0.1)  # the supervisor waits, not a task
-            if stopping:
+            if stopped.wait(delay_s):  # a stop during the back-off ends it at once
                 return code
     finally:
         for signum, handler in previous.items():

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.chaos.kills import kill_settings
 from tests.chaos.s3_proxy import FaultyS3Proxy
 from tests.integration.stack import Stack
 
@@ -22,14 +23,7 @@ def storage_settings(proxy: FaultyS3Proxy, retry_for_s: float = 8.0) -> dict[str
     where a refusal for good must end in a clear failure."""
     return {
         "storage": {"endpoint_url": proxy.url, "retry_for_s": retry_for_s},
-        "worker": {
-            "task_time_limit_s": 10,
-            "task_soft_time_limit_s": 8,
-            "max_countdown_s": 2.0,
-            "visibility_timeout_s": 13,
-            "retry_delay_s": 0.2,
-            "sweep_interval_s": 1.0,
-        },
+        **kill_settings(),
     }
 
 
