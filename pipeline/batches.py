@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -96,12 +96,17 @@ class BatchControl:
         budget_usd: Decimal | None = None,
         partial_budget: bool = False,
         force: bool = False,
+        batch_id: str | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> str:
         """Record the batch and fan out its items. Returns the batch id.
 
         With a budget below the estimate the batch is refused (BudgetExceeded) unless
         `partial_budget`: then items run until the budget is reserved and the rest end
-        `skipped`. `force` pays again for pairs that were already paid for.
+        `skipped`. `force` pays again for pairs that were already paid for. A given
+        `batch_id` that exists already starts nothing (a start retried after a crash; the
+        sweeper sends whatever the first start did not). `extra`: more batch fields (a
+        schedule's name, window, inbox).
         """
         budget = budget_usd if budget_usd is not None else self.settings.budget.batch_usd
         if budget is not None and plan.total_usd > budget and not partial_budget:
@@ -110,9 +115,12 @@ class BatchControl:
                 "budget, or start with partial_budget to run what fits"
             )
         now = self.clock()
-        batch_id = new_batch_id(now)
+        batch_id = batch_id or new_batch_id(now)
         model = self.settings.provider.model_path
         items = [self._item_fields(item, model, now) for item in plan.items]
+        if extra and extra.get("output_prefix"):
+            for fields in items:
+                fields["output_folder"] = extra["output_prefix"]
         record: dict[str, object] = {
             "name": name or plan.manifest.stem,
             "manifest": str(plan.manifest),
@@ -123,8 +131,10 @@ class BatchControl:
             "cancelled": False,
             "price_model": plan.price_model.model_dump(mode="json"),
             "estimate_usd": str(plan.total_usd),
+            **(extra or {}),
         }
-        self.ledger.create_batch(batch_id, record, items, budget_usd=budget)
+        if not self.ledger.create_batch(batch_id, record, items, budget_usd=budget):
+            return batch_id
         for item in items:
             # `next_step`/`next_due_at` are in the item's fields already (the sweeper's record).
             self.dispatcher.send(Next("prepare", batch_id, str(item["id"])))
@@ -196,7 +206,15 @@ class BatchControl:
                 {"collect_errors": 0, "collect_errors_since": ""},
             )
         fields: dict[str, object] = dict.fromkeys(_ATTEMPT_FIELDS, "")
-        fields.update({"attempts": 0, "settled": False, "reserved_micros": 0, "prediction_id": ""})
+        fields.update(
+            {
+                "attempts": 0,
+                "settled": False,
+                "reserved_micros": 0,
+                "reserved_in": "",
+                "prediction_id": "",
+            }
+        )
         return "prepare", ItemState.PENDING, fields
 
     @staticmethod

@@ -16,6 +16,12 @@
     lipdub:gate:starts                   zset  start reservations -> start time     2 windows, refreshed
     lipdub:gate:cooldown                 str   a 429 hold-off for every worker     Retry-After
     throttled:v1:gcra:lipdub:polls      (throttled-py) the poll-rate GCRA           expires by itself
+    lipdub:schedule:<s>:fired            str   the latest fire time handled (epoch s) kept
+    lipdub:schedule:<s>:last             hash  the last run's outcome               kept
+    lipdub:schedule:<s>:pickup:<p>       hash  one manifest's pickup: claim, batch   kept
+    lipdub:schedule:<s>:parked           zset  items waiting for the window/budget  SLOT_KEY_TTL_S, refreshed
+    lipdub:schedule:beat                 str   the scheduler's lock (one beat acts) schedule.lock_timeout_s
+    lipdub:notice:<event>                hash  a notification: text, attempts, sent ONCE_TTL_S
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
 TTL. There is no command to delete a batch's record yet: delete its keys by hand if you must.
@@ -34,6 +40,7 @@ POLLS_LIMITER = f"{PREFIX}:polls"
 CLAIM_TTL_S = 8 * 24 * 3600
 """An unfinished claim outlives the provider's 7-day history, then lapses."""
 SLOT_KEY_TTL_S = 8 * 24 * 3600
+ONCE_TTL_S = 8 * 24 * 3600
 WEBHOOK_SEEN_TTL_S = 3600
 """Longer than a delivery stays fresh (300 s), so a replay within its freshness is caught."""
 
@@ -96,3 +103,16 @@ def prediction(prediction_id: str) -> str:
 def webhook_seen(webhook_id: str) -> str:
     """Set when a webhook delivery was taken; a second delivery with the id is a replay."""
     return f"{PREFIX}:webhook:{webhook_id}"
+
+
+def schedule(name: str, part: str) -> str:
+    """A schedule's state: `fired`, `last`, `parked`, or `pickup:<id>`."""
+    return f"{PREFIX}:schedule:{name}:{part}"
+
+
+BEAT_LOCK = f"{PREFIX}:schedule:beat"
+
+
+def notice(event: str) -> str:
+    """A notification, posted once per event and sent until it is delivered."""
+    return f"{PREFIX}:notice:{event}"

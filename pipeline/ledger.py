@@ -15,7 +15,7 @@ kept as integer micro-USD so reservations can be added atomically.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,9 @@ from pipeline.states import FINAL_STATES, BatchState, ItemState
 
 if TYPE_CHECKING:
     from pipeline.runtime import Next
+
+BATCH_STEPS = frozenset({"finalize", "conclude", "notify"})
+"""Steps about a whole batch (or, for `notify`, a schedule's notice), not one item."""
 
 MICROS_PER_USD = 1_000_000
 
@@ -81,26 +84,32 @@ return {1, ARGV[2], done, total}
 """
 
 _RESERVE = """
-local held = tonumber(redis.call('HGET', KEYS[2], 'reserved_micros') or '0')
-if held > 0 or redis.call('HGET', KEYS[2], 'settled') == '1' then return 1 end
+local item = KEYS[#KEYS]
+local held = tonumber(redis.call('HGET', item, 'reserved_micros') or '0')
+if held > 0 or redis.call('HGET', item, 'settled') == '1' then return 1 end
 local amount = tonumber(ARGV[1])
-local limit = redis.call('HGET', KEYS[1], 'limit_micros')
-local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved_micros') or '0')
-local spent = tonumber(redis.call('HGET', KEYS[1], 'spent_micros') or '0')
-if limit and limit ~= '' and reserved + spent + amount > tonumber(limit) then return 0 end
-redis.call('HINCRBY', KEYS[1], 'reserved_micros', amount)
-redis.call('HSET', KEYS[2], 'reserved_micros', amount)
+for i = 1, #KEYS - 1 do
+  local limit = redis.call('HGET', KEYS[i], 'limit_micros')
+  local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved_micros') or '0')
+  local spent = tonumber(redis.call('HGET', KEYS[i], 'spent_micros') or '0')
+  if limit and limit ~= '' and reserved + spent + amount > tonumber(limit) then return 0 end
+end
+for i = 1, #KEYS - 1 do redis.call('HINCRBY', KEYS[i], 'reserved_micros', amount) end
+redis.call('HSET', item, 'reserved_micros', amount, 'reserved_in', ARGV[2])
 return 1
 """
 
 _SETTLE = """
-if redis.call('HGET', KEYS[2], 'settled') == '1' then return 0 end
-local held = tonumber(redis.call('HGET', KEYS[2], 'reserved_micros') or '0')
+local item = KEYS[#KEYS]
+if redis.call('HGET', item, 'settled') == '1' then return 0 end
+local held = tonumber(redis.call('HGET', item, 'reserved_micros') or '0')
 local final = tonumber(ARGV[1])
--- (Lua's -0 is not an integer to Redis: skip zero increments)
-if held ~= 0 then redis.call('HINCRBY', KEYS[1], 'reserved_micros', 0 - held) end
-if final ~= 0 then redis.call('HINCRBY', KEYS[1], 'spent_micros', final) end
-redis.call('HSET', KEYS[2], 'reserved_micros', 0, 'settled', '1', 'cost_micros', final)
+for i = 1, #KEYS - 1 do
+  -- (Lua's -0 is not an integer to Redis: skip zero increments)
+  if held ~= 0 then redis.call('HINCRBY', KEYS[i], 'reserved_micros', 0 - held) end
+  if final ~= 0 then redis.call('HINCRBY', KEYS[i], 'spent_micros', final) end
+end
+redis.call('HSET', item, 'reserved_micros', 0, 'settled', '1', 'cost_micros', final)
 return 1
 """
 
@@ -175,10 +184,15 @@ class Ledger:
         items: list[dict[str, object]],
         *,
         budget_usd: Decimal | None,
-    ) -> None:
-        """Write a batch and its items (state pending) in one transaction."""
+    ) -> bool:
+        """Write a batch and its items (state pending) in one transaction. False (and nothing
+        written) when a batch with this id exists already: a start retried after a crash."""
         try:
             with self.redis.pipeline(transaction=True) as pipe:
+                pipe.watch(keys.batch(batch_id))  # type: ignore[no-untyped-call]
+                if pipe.exists(keys.batch(batch_id)):
+                    return False
+                pipe.multi()
                 pipe.hset(
                     keys.batch(batch_id),
                     mapping={
@@ -201,6 +215,9 @@ class Ledger:
                     pipe.hset(keys.item(batch_id, str(item["id"])), mapping=fields)
                 pipe.zadd(keys.BATCH_INDEX, {batch_id: float(str(record.get("created_at", 0)))})
                 pipe.execute()
+                return True
+        except redis.WatchError:
+            return False
         except redis.RedisError as err:
             raise LedgerError(f"could not write batch {batch_id}: {type(err).__name__}") from err
 
@@ -305,27 +322,39 @@ class Ledger:
 
     # ------------------------------------------------------------ money
 
-    def reserve(self, scope: str, batch_id: str, item_id: str, amount_usd: Decimal) -> bool:
-        """Reserve an item's estimated cost in a budget. True when reserved (or already held)."""
+    def reserve(
+        self, scope: str | Sequence[str], batch_id: str, item_id: str, amount_usd: Decimal
+    ) -> bool:
+        """Reserve an item's estimated cost in one budget or several at once (a batch's and
+        its schedule's nightly one): all or none. True when reserved (or already held)."""
+        scopes = [scope] if isinstance(scope, str) else list(scope)
         return bool(
             self._call(
                 lambda: self._reserve(
-                    keys=[keys.budget(scope), keys.item(batch_id, item_id)],
-                    args=[to_micros(amount_usd)],
+                    keys=[*map(keys.budget, scopes), keys.item(batch_id, item_id)],
+                    args=[to_micros(amount_usd), " ".join(scopes)],
                 )
             )
         )
 
     def settle(self, scope: str, batch_id: str, item_id: str, final_usd: Decimal) -> bool:
-        """Replace the item's reservation by its final cost (once; later calls do nothing)."""
+        """Replace the item's reservation by its final cost (once; later calls do nothing),
+        in every budget it reserved in (`scope` when it reserved in none)."""
+        item_key = keys.item(batch_id, item_id)
+        reserved_in = self._call(lambda: self.redis.hget(item_key, "reserved_in")) or ""
+        scopes = reserved_in.split() or [scope]
         return bool(
             self._call(
                 lambda: self._settle(
-                    keys=[keys.budget(scope), keys.item(batch_id, item_id)],
-                    args=[to_micros(final_usd)],
+                    keys=[*map(keys.budget, scopes), item_key], args=[to_micros(final_usd)]
                 )
             )
         )
+
+    def ensure_budget_limit(self, scope: str, limit_usd: Decimal) -> None:
+        """Give a budget its limit unless it has one (a nightly budget's first use)."""
+        key = keys.budget(scope)
+        self._call(lambda: self.redis.hsetnx(key, "limit_micros", str(to_micros(limit_usd))))
 
     def set_budget_limit(self, scope: str, limit_usd: Decimal | None) -> None:
         """Change a budget's limit (None: no limit)."""
@@ -360,7 +389,7 @@ class Ledger:
     def expect(self, steps: Iterable[Next], now: float) -> None:
         """Record, per item, the step a message was just sent for and when it is due: the
         sweeper re-sends it if it never runs (a message the broker lost)."""
-        expected = [n for n in steps if n.item_id is not None]
+        expected = [n for n in steps if n.item_id is not None and n.step not in BATCH_STEPS]
         if not expected:
             return
 

@@ -127,8 +127,12 @@ def plan_manifest(
     remote: RemoteProber | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    base_dir: Path | str | None = None,
 ) -> Plan:
     """Validate, probe and price every row. Raises ManifestError listing every problem.
+
+    Relative inputs start from the manifest's folder, or from `base_dir` (a folder or an
+    `s3://` prefix) for a manifest read away from its media (an inbox's `processing/`).
 
     `progress(done, total)` is called from the planning threads as each distinct input has
     been checked (the first plan of a big catalog reads every byte once).
@@ -137,7 +141,7 @@ def plan_manifest(
     raw_rows, problems = read_manifest(manifest)
     rows, row_problems = check_rows(
         raw_rows,
-        base_dir=manifest.parent,
+        base_dir=manifest.parent if base_dir is None else base_dir,
         default_sync_mode=default_sync_mode,
         allow_http=media.allow_http_urls,
     )

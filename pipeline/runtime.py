@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import redis
 
 from pipeline.gates import Gates
-from pipeline.ledger import Ledger
+from pipeline.ledger import BATCH_STEPS, Ledger
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
 from pipeline.remote import make_s3_client
+from pipeline.schedules.config import ScheduleSpec, load_schedules
 from pipeline.settings import Settings
 from pipeline.storage import Storage
+
+__all__ = ["BATCH_STEPS", "Next", "Runtime"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Runtime:
     http: httpx.Client
     """Fetches outputs from the provider's URLs."""
     clock: Callable[[], float] = time.time
+    schedules: dict[str, ScheduleSpec] = field(default_factory=dict)
+    """The schedules (configs/schedule.yaml): where a scheduled batch's inbox is, whom to notify."""
 
     @classmethod
     def from_settings(
@@ -81,6 +86,7 @@ class Runtime:
                 transport=transport,
             ),
             clock=clock,
+            schedules=load_schedules(settings.schedule.file, settings.schedule.yaml),
         )
 
     def close(self) -> None:

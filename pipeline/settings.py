@@ -256,6 +256,36 @@ class BatchSettings(_Section):
     """The sync_mode of rows that name none."""
 
 
+class ScheduleSettings(_Section):
+    """Overnight schedules (`lipdub beat`): where they are defined and how beat runs them."""
+
+    file: Path = Path("configs/schedule.yaml")
+    """The schedules file (see configs/schedule.yaml); a missing file means no schedules."""
+    yaml: str = ""
+    """The schedules as YAML text, instead of the file (for environments without files)."""
+    tick_s: float = Field(default=30.0, ge=0.5, le=600)
+    """How often beat checks the schedules (fire times, windows opening)."""
+    lock_timeout_s: float = Field(default=90.0, ge=1.5)
+    """A beat that stops renewing its lock for this long is replaced by a standby beat."""
+    inbox_settle_s: float = Field(default=10.0, ge=0)
+    """A dropped manifest is picked up once it has not changed for this long (still copying)."""
+    pickup_lease_s: float = Field(default=900.0, ge=10)
+    """How long a pickup may take before another run takes it over (it died mid-pickup)."""
+    notify_url: SecretStr | None = None
+    """Where to POST notifications (a Slack-compatible incoming webhook); a schedule may name its own. A secret."""
+    notify_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds to wait for the notification URL; a failed POST is tried again, never blocking a batch."""
+
+    @model_validator(mode="after")
+    def _lock_outlives_ticks(self) -> ScheduleSettings:
+        if self.lock_timeout_s < 3 * self.tick_s:
+            raise ValueError(
+                f"lock_timeout_s ({self.lock_timeout_s}) must be at least 3 × tick_s "
+                f"({self.tick_s}): the active beat renews its lock once per tick"
+            )
+        return self
+
+
 class PriceSettings(PriceModel):
     """The price model (see pipeline.pricing): rate, basis, rounding, minimum."""
 
@@ -291,6 +321,7 @@ class Settings(BaseSettings):
     media: MediaSettings = MediaSettings()
     batch: BatchSettings = BatchSettings()
     worker: WorkerSettings = WorkerSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @model_validator(mode="after")
     def _polling_within_guidance(self) -> Settings:

@@ -47,9 +47,13 @@ def media_key(prefix: str, sha256: str, name: str) -> str:
     return f"{prefix}media/sha256/{sha256}{suffix}"
 
 
-def output_key(prefix: str, batch_id: str, output_name: str) -> str:
-    """Where an item's output goes."""
-    return f"{prefix}outputs/{batch_id}/{output_name}"
+def output_key(prefix: str, batch_id: str, output_name: str, folder: str = "") -> str:
+    """Where an item's output goes: under `outputs/`, or a schedule's own `folder`.
+
+    >>> output_key("", "b-1", "ep1.mp4", folder="nightly/de/")
+    'nightly/de/b-1/ep1.mp4'
+    """
+    return f"{prefix}{folder or 'outputs/'}{batch_id}/{output_name}"
 
 
 def report_key(prefix: str, batch_id: str, name: str = "report.json") -> str:

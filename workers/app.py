@@ -17,6 +17,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings, load_settings
+from workers.beat import beat_config
 from workers.sweeper import Sweeper
 from workers.tasks import RuntimeHolder, register_tasks
 
@@ -78,6 +79,7 @@ def create_app(
     settings = settings or load_settings()
     app = Celery("lipdub", set_as_current=False)
     app.conf.update(celery_config(settings))
+    app.conf.update(beat_config(settings))
     holder = RuntimeHolder(runtime_factory or (lambda: Runtime.from_settings(settings)))
     register_tasks(app, holder, settings)
     worker_process_init.connect(holder.warm_up, weak=False)

@@ -17,10 +17,12 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from pipeline.batches import BatchControl
 from pipeline.errors import LipdubError, StorageError
 from pipeline.flow import STEPS, run_step
 from pipeline.ledger import LedgerError
 from pipeline.runtime import Next, Runtime
+from pipeline.schedules.runner import Scheduler
 from pipeline.settings import Settings
 
 log = logging.getLogger("lipdub.worker")
@@ -31,6 +33,8 @@ STEP_PRIORITY = {
     "submit": 2,
     "reconcile": 2,
     "finalize": 3,
+    "conclude": 3,
+    "notify": 4,
     "prepare": 6,
 }
 """Lower runs first. Time-critical steps (a poll due now, a freed slot's next submit) go
@@ -94,12 +98,27 @@ class CeleryDispatcher:
 
 
 def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> None:
-    """Register one task per step on `app`."""
+    """Register one task per step on `app`, and the schedules' tick (beat sends it)."""
     dispatcher = CeleryDispatcher(app, settings.worker.queue)
     for step in STEPS:
         app.task(name=f"lipdub.{step}", bind=True, shared=False, max_retries=INFRA_MAX_RETRIES)(
             _make_task(step, holder, dispatcher)
         )
+
+    def schedule_tick() -> None:
+        """Do what the schedules say is due now (`pipeline.schedules.runner.Scheduler.tick`).
+        Trouble is logged, not retried: the next tick, a few seconds on, tries again."""
+        runtime = holder.get()
+        control = BatchControl(runtime.ledger, dispatcher, runtime.settings, clock=runtime.clock)
+        scheduler = Scheduler.build(
+            runtime.settings, runtime.schedules, control, runtime.storage.s3
+        )
+        try:
+            scheduler.tick()
+        except LipdubError as err:
+            log.warning("schedule tick: %s; the next tick tries again", err)
+
+    app.task(name="lipdub.schedule_tick", shared=False, ignore_result=True)(schedule_tick)
 
 
 def _make_task(

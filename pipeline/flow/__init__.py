@@ -17,6 +17,8 @@ from pipeline.flow.prepare import prepare
 from pipeline.flow.reconcile import reconcile
 from pipeline.flow.submit import submit
 from pipeline.runtime import Next, Runtime
+from pipeline.schedules.conclude import conclude
+from pipeline.schedules.notices import notify
 
 ItemStep = Callable[[Runtime, str, str], list[Next]]
 
@@ -28,14 +30,19 @@ ITEM_STEPS: dict[str, ItemStep] = {
     "collect": collect,
 }
 
-STEPS = (*ITEM_STEPS, "finalize")
+STEPS = (*ITEM_STEPS, "finalize", "conclude", "notify")
 """Every step's name; a task is registered for each."""
 
 
 def run_step(rt: Runtime, step: str, batch_id: str, item_id: str | None) -> list[Next]:
-    """Run one step by name: an item step, or `finalize` for the batch."""
+    """Run one step by name: an item step, `finalize` or `conclude` for the batch, or
+    `notify` (its `batch_id` is the schedule's name, its `item_id` the notice's event)."""
     if step == "finalize":
         return finalize(rt, batch_id)
+    if step == "conclude":
+        return conclude(rt, batch_id)
+    if step == "notify":
+        return notify(rt, batch_id, item_id or "")
     if item_id is None:
         raise ValueError(f"step {step!r} needs an item id")
     return ITEM_STEPS[step](rt, batch_id, item_id)

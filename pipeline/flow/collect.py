@@ -35,7 +35,7 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         rt.ledger.update_item(
             batch_id, item_id, ItemState.COLLECTING, {"collect_started_at": rt.clock()}
         )
-    key = output_key(rt.storage.prefix, batch_id, item.text("output"))
+    key = output_key(rt.storage.prefix, batch_id, item.text("output"), item.text("output_folder"))
     billable_s = item.number("billable_s")
     cost = price_usd(rt.settings.price, billable_s)
     try:

@@ -1,6 +1,7 @@
 """Finalize a batch once every item is final: write its reports and mark it finished.
 
-The reports (JSON, CSV, HTML, Markdown) go to `reports/<batch>/` in the bucket.
+The reports (JSON, CSV, HTML, Markdown) go to `reports/<batch>/` in the bucket. A batch a
+schedule started then concludes: its manifest is filed in its inbox with the report.
 
 Any step whose transition leaves the set of finished items complete asks for this; it can be
 asked several times (redelivery, two last items at once), so it checks the set itself and
@@ -23,8 +24,10 @@ from pipeline.storage import report_key
 def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     """Write the report when the batch is complete; do nothing otherwise or if already done."""
     batch = rt.ledger.batch(batch_id)
-    if not batch or batch.get("state") == BatchState.FINISHED:
+    if not batch:
         return []
+    if batch.get("state") == BatchState.FINISHED:
+        return _conclude_if_scheduled(batch)
     if rt.ledger.done_count(batch_id) < int(batch.get("item_count") or 0):
         return []
     if not rt.ledger.acquire_finalizer(batch_id, rt.settings.worker.task_time_limit_s):
@@ -42,4 +45,14 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         rt.ledger.update_batch(batch_id, {"state": BatchState.FINISHED.value, "report_key": key})
     finally:
         rt.ledger.release_finalizer(batch_id)
-    return []
+    return _conclude_if_scheduled(rt.ledger.batch(batch_id))
+
+
+def _conclude_if_scheduled(batch: dict[str, str]) -> list[Next]:
+    """A scheduled batch then files its manifest in its inbox (`pipeline.schedules.conclude`),
+    unless that has been done since it last finished (a redelivered finalize asks again)."""
+    if not batch.get("schedule"):
+        return []
+    if float(batch.get("concluded_at") or 0) >= float(batch.get("finished_at") or 0):
+        return []
+    return [Next("conclude", batch["id"])]

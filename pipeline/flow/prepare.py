@@ -101,7 +101,9 @@ def _put(rt: Runtime, item: Item, name: str) -> str:
 
 def _reuse(rt: Runtime, item: Item, owner: str, source_key: str) -> list[Next]:
     """Complete the item with the output of an earlier payment for the same pair."""
-    target = output_key(rt.storage.prefix, item.batch_id, item.text("output"))
+    target = output_key(
+        rt.storage.prefix, item.batch_id, item.text("output"), item.text("output_folder")
+    )
     if not source_key or not rt.storage.exists(source_key):
         # The earlier output is gone: forget it and pay for the pair again.
         rt.ledger.forget_content(item.text("identity"))

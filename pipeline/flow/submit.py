@@ -1,6 +1,7 @@
 """Submit an item: through the gates, intent recorded before the POST, never twice.
 
-Order: cancelled? → 429 cool-down → budget reservation → concurrency slot → start reservation
+Order: cancelled? → 429 cool-down → (a scheduled batch: its window, its nightly budget,
+`pipeline.schedules.gate`) → budget reservation → concurrency slot → start reservation
 → intent (state `submitting`) → POST → prediction id (state `running`). A gate that says
 "not yet" reschedules the step: for a start, at the reserved time (keeping the slot); for a
 slot, when one is freed (the step that frees it wakes this one). The budget saying "no" ends
@@ -34,6 +35,7 @@ from pipeline.flow.common import (
 from pipeline.flow.polling import first_poll_delay_s
 from pipeline.remote import split_s3
 from pipeline.runtime import Next, Runtime
+from pipeline.schedules.gate import ScheduledBatch, scheduled_gate
 from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 
 UNAVAILABLE_RETRY_S = 15.0
@@ -58,8 +60,24 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     cooling = rt.gates.cooling()
     if not cooling.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(cooling.wait_s))]
-    scope = rt.ledger.batch(batch_id).get("budget_scope") or batch_id
-    if not rt.ledger.reserve(scope, batch_id, item_id, item.price_usd):
+    batch = rt.ledger.batch(batch_id)
+    scope = batch.get("budget_scope") or batch_id
+    scheduled = ScheduledBatch.of(batch)
+    if scheduled is not None:
+        gate = scheduled_gate(rt, item, scope, scheduled)
+        if gate.refusal:
+            return fail(
+                rt,
+                item,
+                [ItemState.READY],
+                ErrorKind.BUDGET,
+                gate.refusal,
+                "Raise the schedule's nightly_budget_usd, then retry the skipped items.",
+                to=ItemState.SKIPPED,
+            )
+        if not gate.passed:
+            return list(gate.following)
+    elif not rt.ledger.reserve(scope, batch_id, item_id, item.price_usd):
         budget = rt.ledger.budget(scope)
         committed = (budget["reserved_usd"] or 0) + (budget["spent_usd"] or 0)
         return fail(

@@ -66,7 +66,7 @@ class ManifestRow:
 def check_rows(
     rows: list[RawRow],
     *,
-    base_dir: Path,
+    base_dir: Path | str,
     default_sync_mode: SyncMode,
     allow_http: bool = False,
 ) -> tuple[list[ManifestRow], list[Problem]]:
@@ -192,8 +192,15 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def parse_input(value: str, *, base_dir: Path, allow_http: bool = False) -> InputRef | str:
-    """An InputRef for a manifest value, or the reason it is not one (a string)."""
+def parse_input(value: str, *, base_dir: Path | str, allow_http: bool = False) -> InputRef | str:
+    """An InputRef for a manifest value, or the reason it is not one (a string).
+
+    `base_dir` is the folder relative paths start from: a local folder, or an `s3://`
+    prefix (a manifest dropped in an S3 inbox names its inputs relative to the inbox).
+
+    >>> parse_input("de/ep1.wav", base_dir="s3://media/inbox/")
+    InputRef(kind='s3', location='s3://media/inbox/de/ep1.wav')
+    """
     match = URL_SCHEME.match(value)
     if match:
         scheme = match.group(1).lower()
@@ -213,6 +220,14 @@ def parse_input(value: str, *, base_dir: Path, allow_http: bool = False) -> Inpu
         return f"unsupported URL scheme {scheme}:// in {value!r}"
     if value.startswith("//"):
         return f"{value!r} has no scheme; write https://..."
+    if isinstance(base_dir, str):
+        relative = PurePosixPath(value)
+        if relative.is_absolute() or ".." in relative.parts:
+            return (
+                f"{value!r} is not inside the inbox: in an s3:// inbox, name inputs relative "
+                "to the inbox (without '..') or as s3://bucket/key"
+            )
+        return InputRef("s3", base_dir.rstrip("/") + "/" + relative.as_posix())
     path = Path(value).expanduser()
     if not path.is_absolute():
         path = base_dir / path

@@ -1,0 +1,82 @@
+"""Conclude a finished scheduled batch: file its manifest, with its report, and tell someone.
+
+The manifest moves from `processing/` to `done/` when every item completed, else to
+`failed/`, and `<name>.report.{json,csv,html,md}` are written beside it. Concluding again
+(a redelivered task, a batch finished again after `retry-failed`) moves the manifest to
+where it now belongs and rewrites its report; the chosen name is recorded before the move,
+so a crash between the two never files it twice. A name already taken in the target folder
+(yesterday's catalog.csv) gets the batch id: `catalog.<batch>.csv`.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from pipeline.report import batch_report
+from pipeline.reporting import render_all, summarize
+from pipeline.runtime import Next, Runtime
+from pipeline.schedules.inbox import open_inbox
+from pipeline.schedules.notices import post_notice
+from pipeline.schedules.store import ScheduleStore
+from pipeline.states import BatchState
+
+
+def conclude(rt: Runtime, batch_id: str) -> list[Next]:
+    """File the manifest of a finished scheduled batch and post its notification."""
+    batch = rt.ledger.batch(batch_id)
+    if not batch.get("schedule") or batch.get("state") != BatchState.FINISHED:
+        return []
+    report = batch_report(rt.ledger, batch_id)
+    summary = summarize(report)
+    folder = "done" if summary.completed == summary.items else "failed"
+    inbox = open_inbox(batch["inbox"], rt.storage.s3)
+    original = batch["inbox_manifest"]
+    current = (batch.get("inbox_folder") or "processing", batch.get("inbox_name") or original)
+    if batch.get("inbox_target") == folder and batch.get("inbox_target_name"):
+        final = batch["inbox_target_name"]
+    elif current[0] == folder:
+        final = current[1]
+    else:
+        final = original if not inbox.exists(folder, original) else _with_batch(original, batch_id)
+        rt.ledger.update_batch(batch_id, {"inbox_target": folder, "inbox_target_name": final})
+    inbox.move(current, (folder, final))
+    stem = PurePosixPath(final).stem
+    for name, body in sorted(render_all(report).items()):
+        inbox.write(folder, f"{stem}.{name}", body)
+    rt.ledger.update_batch(
+        batch_id, {"inbox_folder": folder, "inbox_name": final, "concluded_at": rt.clock()}
+    )
+    text = finished_text(
+        batch["schedule"], batch_id, report, f"{inbox.location.rstrip('/')}/{folder}/{final}"
+    )
+    event = f"{batch_id}.finished.{batch.get('finished_at', '')}"
+    return post_notice(ScheduleStore(rt.ledger.redis), batch["schedule"], event, text)
+
+
+def finished_text(schedule: str, batch_id: str, report: dict[str, Any], filed_as: str) -> str:
+    """The Markdown summary a finished batch's notification carries."""
+    s = summarize(report)
+    lines = [
+        f"**{schedule}**: batch `{batch_id}` finished: {s.completed}/{s.items} completed, "
+        f"cost ${s.cost_usd:.2f} (estimate ${s.estimate_usd:.2f}).",
+        f"Manifest filed as `{filed_as}`, report beside it.",
+    ]
+    others = {state: n for state, n in s.counts.items() if n and state != "completed"}
+    if others:
+        lines.append("Not completed: " + ", ".join(f"{n} {state}" for state, n in others.items()))
+        details = report.get("items_detail") or []
+        failed = [i for i in details if isinstance(i, dict) and i.get("state") != "completed"]
+        for item in failed[:10]:
+            lines.append(
+                f"• `{item['id']}` (row {item['row']}): {item.get('error') or item['state']}"
+            )
+        if len(failed) > 10:
+            lines.append(f"• … and {len(failed) - 10} more (see the report)")
+        lines.append(f"Run them again with: `lipdub retry-failed {batch_id}`")
+    return "\n".join(lines)
+
+
+def _with_batch(name: str, batch_id: str) -> str:
+    path = PurePosixPath(name)
+    return f"{path.stem}.{batch_id}{path.suffix}"
