@@ -8,7 +8,8 @@
                                          with items not completed (its report says which)
 
 Only files at the top level with a manifest extension are picked up, and only once they have
-not changed for `settle_s` (a copy still being written is left for the next run). A
+not changed for `settle_s` (a copy still being written is left for the next run; an S3
+object appears whole, so it needs no settling). A
 manifest named like one still in `processing/` waits until that one is done. Moves are
 idempotent: moving a file that has been moved already does nothing.
 """
@@ -38,6 +39,12 @@ class Dropped:
     name: str
     tag: str
     modified_s: float
+    atomic: bool = False
+    """Written in one go (an S3 PUT): never seen half-written, so no need to let it settle."""
+
+    def settling(self, now_s: float, settle_s: float) -> bool:
+        """True while it may still be being written: changed less than `settle_s` ago."""
+        return not self.atomic and 0 <= now_s - self.modified_s < settle_s
 
     @property
     def pickup_id(self) -> str:
@@ -127,7 +134,8 @@ class S3Inbox:
                     name = obj["Key"][len(prefix) :]
                     if is_manifest(name):
                         tag = str(obj.get("ETag", "")).strip('"')[:16]
-                        found.append(Dropped(name, tag, obj["LastModified"].timestamp()))
+                        modified_s = obj["LastModified"].timestamp()
+                        found.append(Dropped(name, tag, modified_s, atomic=True))
         except (BotoCoreError, ClientError) as err:
             raise StorageError(f"could not list the inbox {self.location}: {err}") from err
         return sorted(found, key=lambda d: d.name)

@@ -205,7 +205,7 @@ class Scheduler:
         self, spec: ScheduleSpec, inbox: Inbox, dropped: Dropped, outcome: RunOutcome
     ) -> None:
         now = self.clock()
-        if now - dropped.modified_s < self.settings.schedule.inbox_settle_s:
+        if dropped.settling(now, self.settings.schedule.inbox_settle_s):
             outcome.waiting.append(f"{dropped.name}: still changing; picked up once it settles")
             return
         if inbox.exists("processing", dropped.name):

@@ -52,10 +52,10 @@ class Decision:
 
 def latest_fire_s(spec: ScheduleSpec, now_s: float) -> float:
     """The most recent fire time at or before `now_s`."""
-    now = datetime.fromtimestamp(now_s, tz=spec.zone)
-    if croniter.match(spec.cron, now):
-        return float(int(now_s))
-    return float(croniter(spec.cron, now).get_prev(float))
+    # croniter's get_prev is exclusive of its start for some expressions and not for others:
+    # start a millisecond on, so a fire time at exactly `now_s` counts either way.
+    start = datetime.fromtimestamp(now_s + 0.001, tz=spec.zone)
+    return float(croniter(spec.cron, start).get_prev(float))
 
 
 def next_fire_s(spec: ScheduleSpec, now_s: float) -> float:

@@ -1,0 +1,84 @@
+"""Run the pipeline's steps in the test's own thread on a clock the test moves.
+
+The steps are the real ones, on the real parts (Redis, moto's S3, the sandbox over HTTP);
+only time is the test's: a countdown moves the clock instead of waiting for it, so a test
+can cross a submission window or a night in a second. The `StepLoop` is the `Dispatcher`
+the batch control and the scheduler send steps to.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pipeline.flow import run_step
+from pipeline.runtime import Next, Runtime
+
+
+class TestClock:
+    """Epoch seconds that move only when told to."""
+
+    __test__ = False
+
+    def __init__(self, start_s: float) -> None:
+        self.now_s = start_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def set(self, when: datetime | float) -> None:
+        value = when.timestamp() if isinstance(when, datetime) else when
+        assert value >= self.now_s, "the clock never goes back"
+        self.now_s = value
+
+
+def utc(*parts: int) -> datetime:
+    """A UTC date-time."""
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+class StepLoop:
+    """Runs sent steps in due order; moves the clock to each one's due time."""
+
+    def __init__(self, rt: Runtime, clock: TestClock) -> None:
+        self.rt = rt
+        self.clock = clock
+        self._queue: list[tuple[float, int, Next]] = []
+        self._sent = 0
+        self.ran: list[Next] = []
+
+    def send(self, step: Next) -> None:
+        heapq.heappush(self._queue, (self.clock() + step.countdown_s, self._sent, step))
+        self._sent += 1
+
+    def run(
+        self,
+        *,
+        stop: Callable[[], bool] = lambda: False,
+        until_s: float | None = None,
+        max_steps: int = 5_000,
+    ) -> None:
+        """Run steps until none is left, `stop()` is true, or the next is due after `until_s`."""
+        for _ in range(max_steps):
+            if stop() or not self._queue:
+                return
+            due_s, _, step = self._queue[0]
+            if until_s is not None and due_s > until_s:
+                return
+            heapq.heappop(self._queue)
+            if due_s > self.clock():
+                # The sandbox works in real time: let a little pass with each countdown.
+                time.sleep(min(due_s - self.clock(), 0.05))
+                self.clock.set(due_s)
+            following = run_step(self.rt, step.step, step.batch_id, step.item_id)
+            self.ran.append(step)
+            self.rt.ledger.expect(following, self.clock())
+            for nxt in following:
+                self.send(nxt)
+        raise AssertionError(f"still running after {max_steps} steps: {self._queue[:5]}")
+
+    def pending(self) -> list[Next]:
+        """Steps sent and not run yet."""
+        return [step for _, _, step in sorted(self._queue)]
