@@ -87,7 +87,7 @@ def _command(argv: list[str]):
     return command
 
 
-@pytest.mark.parametrize("name", ["worker", "sandbox", "webhooks"])
+@pytest.mark.parametrize("name", ["worker", "beat", "sandbox", "webhooks"])
 def test_lipdub_commands_and_options_exist(name):
     argv = [str(a) for a in SERVICES[name]["command"]]
     command = _command(argv)
@@ -100,6 +100,17 @@ def test_lipdub_commands_and_options_exist(name):
 def test_the_bucket_minio_init_creates_is_the_one_lipdub_uses():
     bucket = environment(SERVICES["minio-init"])["BUCKET"]
     assert bucket == environment(SERVICES["worker"])["LIPDUB_STORAGE__BUCKET"]
+
+
+def test_beat_runs_the_shipped_schedules_whose_inbox_is_in_that_bucket():
+    from pipeline.schedules.config import load_schedules
+
+    assert "entrypoint" not in SERVICES["beat"], "the image's entrypoint: lipdub"
+    assert SERVICES["beat"]["command"] == ["beat"]
+    default_bucket = re.search(r":-([a-z0-9-]+)\}", environment(SERVICES["minio-init"])["BUCKET"])
+    assert default_bucket is not None
+    for spec in load_schedules(ROOT / "configs" / "schedule.yaml").values():
+        assert spec.inbox.startswith(f"s3://{default_bucket.group(1)}/"), spec.name
 
 
 def test_compose_variables_are_documented_in_the_env_example():

@@ -181,7 +181,7 @@ def beat(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("lipdub.beat").info(
-        "%d schedule(s): %s; checking every %.0f s",
+        "%d schedule(s): %s; checking every %g s",
         len(schedules),
         ", ".join(f"{s.name} ({s.cron} {s.timezone})" for s in schedules.values()) or "none",
         settings.schedule.tick_s,
