@@ -30,6 +30,8 @@ from pipeline.settings import Settings
 from pipeline.states import ErrorKind, ItemState
 
 RETRYABLE = (ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
+PARKED = ("window", "nightly budget")
+"""`waiting_on` of an item a schedule's gate parked (`pipeline.schedules.gate`)."""
 
 # Fields of an attempt that a fresh retry clears.
 _ATTEMPT_FIELDS = (
@@ -155,6 +157,11 @@ class BatchControl:
         if not self.ledger.batch(batch_id):
             raise KeyError(batch_id)
         self.ledger.update_batch(batch_id, {"cancelled": True, "cancelled_at": self.clock()})
+        # Items parked for a schedule's window or budget have no step on its way: send one
+        # now, so they end cancelled tonight rather than when their wait is over.
+        for record in self.ledger.items(batch_id):
+            if record.get("state") == ItemState.READY and record.get("waiting_on") in PARKED:
+                self.dispatcher.send(Next("submit", batch_id, record["id"]))
         return self.status(batch_id)
 
     def retry_failed(

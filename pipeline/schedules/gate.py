@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from pipeline.batches import PARKED
 from pipeline.flow.common import Item
 from pipeline.runtime import Next, Runtime
 from pipeline.schedules.config import WindowSpec
@@ -95,7 +96,7 @@ def scheduled_gate(
             f"batch `{item.batch_id}` has items waiting for it to open again."
         )
         notice = post_notice(store, scheduled.schedule, f"{item.batch_id}.window.{opens:.0f}", text)
-        return _park(rt, store, item, scheduled, opens, "window", notice)
+        return _park(rt, store, item, scheduled, opens, PARKED[0], notice)
     tonight = scheduled.night_scope(now)
     if scheduled.nightly_budget_usd is not None:
         rt.ledger.ensure_budget_limit(tonight, scheduled.nightly_budget_usd)
@@ -119,7 +120,7 @@ def scheduled_gate(
         f"is spent or reserved; batch `{item.batch_id}` has items waiting for the next night."
     )
     notice = post_notice(store, scheduled.schedule, f"{item.batch_id}.budget.{night}", text)
-    return _park(rt, store, item, scheduled, next_night, "nightly budget", notice)
+    return _park(rt, store, item, scheduled, next_night, PARKED[1], notice)
 
 
 def _park(

@@ -20,10 +20,12 @@ from pipeline.batches import BatchControl
 from pipeline.keys import slot_member
 from pipeline.runtime import Runtime
 from pipeline.schedules.gate import night_scope
+from pipeline.schedules.notices import MAX_ATTEMPTS
 from pipeline.schedules.runner import Scheduler, settings_planner
 from pipeline.schedules.store import ScheduleStore
 from pipeline.settings import Settings
 from tests.conftest import start_sandbox
+from tests.integration.listener import Listener
 from tests.integration.stack import accepted_submits, plan, stack_settings, write_manifest
 from tests.integration.stepping import StepLoop, TestClock, utc
 
@@ -394,3 +396,59 @@ def test_an_unreachable_inbox_is_reported_in_the_outcome(world):
     w.scheduler.schedules["night"] = spec
     outcome = w.scheduler.run("night")
     assert outcome.started == [] and "could not list the inbox" in outcome.errors[0]
+
+
+def test_cancelling_a_scheduled_batch_ends_its_parked_items_now(world):
+    w = world({"window": {"start": "01:00", "end": "02:00"}}, start=utc(2026, 11, 24, 10, 0))
+    drop(w.inbox, "c.csv", [(f"k{n}", 1.0, 1.0 + n / 10, "cut_off") for n in range(2)])
+    [started] = w.scheduler.run("night").started
+    w.loop.run()
+    assert {r["state"] for r in w.rt.ledger.items(started["batch_id"])} == {"ready"}
+    w.control.cancel(started["batch_id"])
+    w.loop.run()
+    status = w.control.status(started["batch_id"])
+    assert status["state"] == "finished" and status["counts"]["cancelled"] == 2
+    assert (w.inbox / "failed" / "c.csv").exists()
+    assert accepted_submits(w.sandbox_url) == []
+    # Its entries in the parked set, woken later, change nothing.
+    w.clock.set(utc(2026, 11, 25, 1, 0, 1))
+    w.scheduler.tick()
+    w.loop.run()
+    assert accepted_submits(w.sandbox_url) == []
+
+
+def test_a_failing_notification_url_is_retried_then_given_up_and_never_holds_the_batch(world):
+    with Listener(status=500) as listener:
+        w = world({"notify_url": listener.url}, start=utc(2026, 11, 24, 10, 0))
+        drop(w.inbox, "n.csv", [("q0", 1.0, 1.0, "cut_off")])
+        [started] = w.scheduler.run("night").started
+        # When the batch runs while the notification URL answers 500
+        w.loop.run()
+        # Then the batch finished and was filed all the same
+        assert w.control.status(started["batch_id"])["state"] == "finished"
+        assert (w.inbox / "done" / "n.csv").exists()
+        # And the notice was tried MAX_ATTEMPTS times, waiting longer each time, then given up
+        attempts = [s for s in w.loop.ran if s.step == "notify"]
+        assert len(attempts) == MAX_ATTEMPTS
+        [key] = w.rt.ledger.redis.keys("lipdub:notice:*finished*")
+        assert w.rt.ledger.redis.hget(key, "sent") == "gave up: HTTP 500"
+        assert listener.bodies == []
+
+
+def test_a_notification_is_delivered_once_as_a_slack_body(world):
+    with Listener() as listener:
+        w = world({"notify_url": listener.url}, start=utc(2026, 11, 24, 10, 0))
+        (w.inbox / "bad.csv").write_text("id,video,audio\nb1,nope.mp4,nope.wav\n")
+        drop(w.inbox, "good.csv", [("g0", 1.0, 1.0, "cut_off")])
+        outcome = w.scheduler.run("night")
+        w.loop.run()
+        texts = listener.texts()
+        assert len(texts) == 2, texts
+        refused = next(t for t in texts if "refused" in t)
+        assert "`bad.csv` was refused, nothing was spent" in refused
+        finished = next(t for t in texts if "finished" in t)
+        assert f"batch `{outcome.started[0]['batch_id']}` finished: 1/1 completed" in finished
+        # Run again: nothing new to say
+        w.scheduler.run("night")
+        w.loop.run()
+        assert len(listener.texts()) == 2
