@@ -113,6 +113,16 @@ redis.call('HSET', item, 'reserved_micros', 0, 'settled', '1', 'cost_micros', fi
 return 1
 """
 
+_UNRESERVE = """
+local item = KEYS[#KEYS]
+if redis.call('HGET', item, 'settled') == '1' then return 0 end
+local held = tonumber(redis.call('HGET', item, 'reserved_micros') or '0')
+if held == 0 then return 0 end
+for i = 1, #KEYS - 1 do redis.call('HINCRBY', KEYS[i], 'reserved_micros', 0 - held) end
+redis.call('HSET', item, 'reserved_micros', 0, 'reserved_in', '')
+return 1
+"""
+
 _CLAIM = """
 local state = redis.call('HGET', KEYS[1], 'state')
 local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -168,6 +178,7 @@ class Ledger:
         self._transition = client.register_script(_TRANSITION)
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
+        self._unreserve = client.register_script(_UNRESERVE)
         self._claim = client.register_script(_CLAIM)
         self._release_claim = client.register_script(_RELEASE_CLAIM)
 
@@ -350,6 +361,14 @@ class Ledger:
                 )
             )
         )
+
+    def unreserve(self, batch_id: str, item_id: str) -> bool:
+        """Give an unsettled item's reservation back to every budget it was made in (the
+        item waits instead of running). True when there was one."""
+        item_key = keys.item(batch_id, item_id)
+        reserved_in = self._call(lambda: self.redis.hget(item_key, "reserved_in")) or ""
+        budgets = [keys.budget(scope) for scope in reserved_in.split()]
+        return bool(self._call(lambda: self._unreserve(keys=[*budgets, item_key], args=[])))
 
     def ensure_budget_limit(self, scope: str, limit_usd: Decimal) -> None:
         """Give a budget its limit unless it has one (a nightly budget's first use)."""

@@ -6,6 +6,7 @@ the real local servers they started. Nothing here is global.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import redis
 
+from pipeline.errors import SettingsError
 from pipeline.gates import Gates
 from pipeline.ledger import BATCH_STEPS, Ledger
 from pipeline.provider.client import ProviderClient
@@ -23,7 +25,9 @@ from pipeline.schedules.config import ScheduleSpec, load_schedules
 from pipeline.settings import Settings
 from pipeline.storage import Storage
 
-__all__ = ["BATCH_STEPS", "Next", "Runtime"]
+__all__ = ["BATCH_STEPS", "Next", "Runtime", "schedules_or_none"]
+
+log = logging.getLogger("lipdub.runtime")
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class Runtime:
                 transport=transport,
             ),
             clock=clock,
-            schedules=load_schedules(settings.schedule.file, settings.schedule.yaml),
+            schedules=schedules_or_none(settings),
         )
 
     def close(self) -> None:
@@ -98,3 +102,13 @@ class Runtime:
     def countdown(self, seconds: float) -> float:
         """A countdown within the broker's visibility timeout (longer waits ask again)."""
         return max(0.0, min(seconds, self.settings.worker.max_countdown_s))
+
+
+def schedules_or_none(settings: Settings) -> dict[str, ScheduleSpec]:
+    """The schedules, or none when their file is invalid: a typo in it must not stop a
+    worker's batches. `lipdub beat` and `lipdub schedule` refuse the file and say why."""
+    try:
+        return load_schedules(settings.schedule.file, settings.schedule.yaml)
+    except SettingsError as err:
+        log.error("%s; no schedule is used until it is fixed", err)
+        return {}

@@ -18,10 +18,11 @@ from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from pipeline.batches import BatchControl
-from pipeline.errors import LipdubError, StorageError
+from pipeline.errors import LipdubError, SettingsError, StorageError
 from pipeline.flow import STEPS, run_step
 from pipeline.ledger import LedgerError
 from pipeline.runtime import Next, Runtime
+from pipeline.schedules.config import load_schedules
 from pipeline.schedules.runner import Scheduler
 from pipeline.settings import Settings
 
@@ -109,12 +110,17 @@ def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> No
         """Do what the schedules say is due now (`pipeline.schedules.runner.Scheduler.tick`).
         Trouble is logged, not retried: the next tick, a few seconds on, tries again."""
         runtime = holder.get()
-        control = BatchControl(runtime.ledger, dispatcher, runtime.settings, clock=runtime.clock)
-        scheduler = Scheduler.build(
-            runtime.settings, runtime.schedules, control, runtime.storage.s3
-        )
         try:
-            scheduler.tick()
+            # Read each time: an edited schedule file applies at the next tick.
+            schedules = load_schedules(
+                runtime.settings.schedule.file, runtime.settings.schedule.yaml
+            )
+            control = BatchControl(
+                runtime.ledger, dispatcher, runtime.settings, clock=runtime.clock
+            )
+            Scheduler.build(runtime.settings, schedules, control, runtime.storage.s3).tick()
+        except SettingsError as err:
+            log.error("schedule tick: %s; no schedule runs until it is fixed", err)
         except LipdubError as err:
             log.warning("schedule tick: %s; the next tick tries again", err)
 

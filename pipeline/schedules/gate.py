@@ -35,6 +35,7 @@ class ScheduledBatch:
     schedule: str
     window: Window
     nightly_budget_usd: Decimal | None
+    created_at_s: float
 
     @classmethod
     def of(cls, batch: dict[str, str]) -> ScheduledBatch | None:
@@ -49,6 +50,7 @@ class ScheduledBatch:
             name,
             Window(WindowSpec(**spec) if spec else None, zone),
             Decimal(limit) if limit else None,
+            float(batch.get("created_at") or 0),
         )
 
     def night_scope(self, now_s: float) -> str:
@@ -91,11 +93,17 @@ def scheduled_gate(
     window = scheduled.window
     if not window.is_open(now):
         opens = window.next_open_s(now)
-        text = (
-            f"**{scheduled.schedule}**: the submission window ({window.describe()}) is closed; "
-            f"batch `{item.batch_id}` has items waiting for it to open again."
-        )
-        notice = post_notice(store, scheduled.schedule, f"{item.batch_id}.window.{opens:.0f}", text)
+        notice: list[Next] = []
+        closed = window.last_closed_s(now)
+        if closed is not None and scheduled.created_at_s < closed:
+            # The window closed on this batch (not: it was started outside its window).
+            text = (
+                f"**{scheduled.schedule}**: the submission window ({window.describe()}) closed "
+                f"with items of batch `{item.batch_id}` still to submit; they wait for the "
+                "next window."
+            )
+            event = f"{item.batch_id}.window.{closed:.0f}"
+            notice = post_notice(store, scheduled.schedule, event, text)
         return _park(rt, store, item, scheduled, opens, PARKED[0], notice)
     tonight = scheduled.night_scope(now)
     if scheduled.nightly_budget_usd is not None:
@@ -141,5 +149,8 @@ def _park(
     )
     if not moved:
         return GateOutcome(passed=False)
+    # A reservation made before it waited for a slot goes back: tonight's budget is for
+    # items that can still run tonight.
+    rt.ledger.unreserve(item.batch_id, item.id)
     store.park(scheduled.schedule, item.member, until_s)
     return GateOutcome(passed=False, following=tuple(notice))

@@ -80,6 +80,11 @@ class LocalInbox:
     def dropped(self, folder: str = "") -> list[Dropped]:
         base = self.root / folder
         if not base.is_dir():
+            if not folder:
+                raise StorageError(
+                    f"the inbox folder {self.root} does not exist: create it, or fix the "
+                    "schedule's `inbox`"
+                )
             return []
         found = []
         for entry in sorted(os.scandir(base), key=lambda e: e.name):

@@ -169,14 +169,18 @@ class Scheduler:
         """Pick up every settled manifest in the schedule's inbox; what was done."""
         spec = self.schedules[name]
         outcome = RunOutcome(name, trigger, self.clock())
-        try:
-            inbox = open_inbox(spec.inbox, self.s3)
-            for dropped in inbox.dropped(""):
-                self._pick_up(spec, inbox, dropped, outcome)
-            for dropped in inbox.dropped("processing"):
-                self._resume(spec, inbox, dropped, outcome)
-        except LipdubError as err:
-            outcome.errors.append(f"{spec.inbox}: {err}")
+        inbox = open_inbox(spec.inbox, self.s3)
+        for folder, handle in (("", self._pick_up), ("processing", self._resume)):
+            try:
+                found = inbox.dropped(folder)
+            except LipdubError as err:
+                outcome.errors.append(f"{spec.inbox}: {err}")
+                break
+            for dropped in found:
+                try:
+                    handle(spec, inbox, dropped, outcome)
+                except LipdubError as err:  # this manifest's trouble; the others go on
+                    outcome.errors.append(f"{dropped.name}: {err} (tried again at the next run)")
         for problem in outcome.errors:
             log.warning("schedule %s: %s", name, problem)
         log.info(

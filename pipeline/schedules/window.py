@@ -39,6 +39,14 @@ class Window:
         occurrence = self._occurrence(now_s)
         return occurrence[1] if occurrence and self.spec else None
 
+    def last_closed_s(self, now_s: float) -> float | None:
+        """When the latest window that has ended by `now_s` closed (None: no window)."""
+        if self.spec is None:
+            return None
+        today = _local(now_s, self.zone).date()
+        ends = [self._bounds(today - timedelta(days=d))[1] for d in range(3)]
+        return max(end for end in ends if end <= now_s)
+
     def next_open_s(self, now_s: float) -> float:
         """When submits may next begin: `now_s` if open, else the next opening."""
         if self.spec is None or self.is_open(now_s):

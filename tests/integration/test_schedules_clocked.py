@@ -124,6 +124,7 @@ def test_no_submit_after_the_window_closes_collects_continue_and_the_rest_resume
     assert {r["state"] for r in items.values()} == {"ready"}
     assert {r["waiting_on"] for r in items.values()} == {"window"}
     assert w.store.parked_count("night") == 3
+    assert not w.rt.ledger.redis.keys("lipdub:notice:*"), "started before its window: no notice"
 
     # When the window is open (late in it), beat's tick wakes them; the first is submitted
     w.clock.set(utc(2026, 11, 24, 1, 29, 50))
@@ -142,7 +143,9 @@ def test_no_submit_after_the_window_closes_collects_continue_and_the_rest_resume
     next_open = utc(2026, 11, 25, 1, 0).timestamp()
     assert float(items["w1"]["next_due_at"]) == next_open, "the sweeper's record: due then"
     notices = w.rt.ledger.redis.keys("lipdub:notice:*window*")
-    assert notices, "the window's closing with items waiting is notified"
+    assert len(notices) == 1, "the window's closing with items waiting is notified, once"
+    tonight = w.rt.ledger.budget(night_scope("night", "2026-11-24"))
+    assert tonight["reserved_usd"] == 0, "waiting items hold no reservation over the day"
 
     # When the next window opens
     w.clock.set(utc(2026, 11, 25, 1, 0, 5))

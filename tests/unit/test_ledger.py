@@ -85,6 +85,34 @@ def test_budget_reservations_are_atomic_idempotent_and_settled_once(ledger):
     assert ledger.reserve(batch, batch, "i2", Decimal("0.2"))
 
 
+def test_a_reservation_in_two_budgets_is_all_or_none_settles_in_both_and_can_be_returned(ledger):
+    # Given a batch without a limit and a night's budget of $1.00
+    batch = _batch(ledger, count=3)
+    ledger.set_budget_limit("night", Decimal("1.00"))
+    both = [batch, "night"]
+    assert ledger.reserve(both, batch, "i0", Decimal("0.6"))
+    # Then an item the night cannot take is refused in both (the batch keeps nothing)
+    assert not ledger.reserve(both, batch, "i1", Decimal("0.6"))
+    assert ledger.budget(batch)["reserved_usd"] == Decimal("0.6")
+    # When the first item waits instead of running, its reservation goes back to both
+    assert ledger.unreserve(batch, "i0") and not ledger.unreserve(batch, "i0")
+    assert ledger.budget(batch)["reserved_usd"] == ledger.budget("night")["reserved_usd"] == 0
+    # And a settled reservation lands in every budget it was made in, whatever scope is named
+    assert ledger.reserve(both, batch, "i1", Decimal("0.6"))
+    assert ledger.settle(batch, batch, "i1", Decimal("0.5"))
+    for scope in both:
+        money = ledger.budget(scope)
+        assert money["spent_usd"] == Decimal("0.5") and money["reserved_usd"] == 0
+    assert not ledger.unreserve(batch, "i1"), "a settled item has nothing to give back"
+
+
+def test_a_batch_id_is_written_once(ledger):
+    items = [{"id": "i0", "price_usd": "0.5"}]
+    assert ledger.create_batch("bx", {"created_at": 1.0}, items, budget_usd=None)
+    assert not ledger.create_batch("bx", {"created_at": 2.0, "name": "again"}, [], budget_usd=None)
+    assert ledger.batch("bx").get("name") is None and ledger.item_ids("bx") == ["i0"]
+
+
 def test_a_pair_is_claimed_once_then_reused(ledger):
     first = ledger.claim("pair", "b1:a")
     assert first.kind == "own"
