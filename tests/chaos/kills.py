@@ -89,6 +89,8 @@ def _crash_once(
             if stack.control.status(batch_id)["state"] == "finished":
                 return None
             if proc.poll() is not None or time.monotonic() > deadline:
+                if marker.exists():
+                    break  # it crashed at its point between our two looks
                 raise AssertionError(
                     f"the crashing worker for {point} exited ({proc.returncode}) or timed out "
                     f"before its point; see {workdir}/crash-{n}-{point}-0.log"

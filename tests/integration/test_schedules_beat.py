@@ -1,5 +1,6 @@
 """`lipdub beat` for real: two beat processes, a `lipdub worker`, a schedule every two seconds,
-a manifest dropped in a local inbox, and a local listener for the notification."""
+a manifest dropped in a local inbox, and a local listener for the notification. Then the
+active beat is killed and the other one takes over."""
 
 from __future__ import annotations
 
@@ -96,25 +97,41 @@ def test_two_beats_start_a_dropped_manifest_once_file_it_with_its_report_and_not
                 wait_for(lambda: listener.bodies, 30, "the notification")
                 # And the beats keep ticking without starting it again
                 time.sleep(3)
+                # When the active beat is killed, the one standing by takes over
+                logs = [tmp_path / f"beat-{n}.log" for n in range(2)]
+                [active] = [n for n in range(2) if "now the active" in logs[n].read_text()]
+                os.killpg(beats[active].pid, signal.SIGKILL)
+                beats[active].wait()
+                text = write_manifest(inbox / "second", [("m0", 1.2, 1.0, "loop")]).read_text()
+                partial = inbox / ".second.csv.part"  # hidden: never picked up half-written
+                partial.write_text(text.replace(",m0.", ",second/m0."))
+                partial.rename(inbox / "second.csv")
+                wait_for(
+                    lambda: (done / "second.report.json").exists(), 120, "the standby's run"
+                )
+                standby = logs[1 - active].read_text()
+                assert "now the active scheduler" in standby
             finally:
                 for beat in beats:
                     stop(beat)
     logs = [(tmp_path / f"beat-{n}.log").read_text() for n in range(2)]
     worker_log = (tmp_path / "worker.log").read_text()
     ledger = Ledger(redis.Redis.from_url(redis_url, decode_responses=True))
-    [batch_id] = ledger.batch_ids(10)
-    assert len(accepted_submits(sandbox_server.url)) == 3, "each pair paid for once"
+    batch_ids = ledger.batch_ids(10)
+    assert len(batch_ids) == 2, "one batch per manifest"
+    batch_id = next(b for b in batch_ids if ledger.batch(b)["inbox_manifest"] == "manifest.csv")
+    assert len(accepted_submits(sandbox_server.url)) == 4, "each pair paid for once"
     assert (inbox / "done" / "manifest.csv").exists()
     assert not (inbox / "manifest.csv").exists()
     assert not (inbox / "processing" / "manifest.csv").exists()
     report = json.loads((inbox / "done" / "manifest.report.json").read_text())
     assert report["batch_id"] == batch_id and report["counts"]["completed"] == 3
-    # One notification: the batch's end, as Markdown in a Slack-compatible body.
-    [text] = listener.texts()
-    assert f"batch `{batch_id}` finished: 3/3 completed" in text
-    # One beat acted; the other stood by.
+    # One notification per batch: its end, as Markdown in a Slack-compatible body.
+    texts = listener.texts()
+    assert len(texts) == 2
+    assert sum(f"batch `{batch_id}` finished: 3/3 completed" in t for t in texts) == 1
+    # One beat acted; the other stood by until the first was killed.
     assert any("standing by" in log for log in logs), logs
-    assert any("now the active scheduler" in log for log in logs), logs
     # The notification URL is a secret: in no log.
     for text_log in (*logs, worker_log):
         assert "secret-token" not in text_log
