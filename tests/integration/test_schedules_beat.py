@@ -106,9 +106,7 @@ def test_two_beats_start_a_dropped_manifest_once_file_it_with_its_report_and_not
                 partial = inbox / ".second.csv.part"  # hidden: never picked up half-written
                 partial.write_text(text.replace(",m0.", ",second/m0."))
                 partial.rename(inbox / "second.csv")
-                wait_for(
-                    lambda: (done / "second.report.json").exists(), 120, "the standby's run"
-                )
+                wait_for(lambda: (done / "second.report.json").exists(), 120, "the standby's run")
                 standby = logs[1 - active].read_text()
                 assert "now the active scheduler" in standby
             finally:
