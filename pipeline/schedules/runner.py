@@ -27,7 +27,7 @@ from typing import Any
 from pipeline.batches import BatchControl
 from pipeline.errors import LipdubError, ManifestError
 from pipeline.keys import slot_member_ids
-from pipeline.ledger import Ledger
+from pipeline.ledger import Ledger, from_micros, to_micros
 from pipeline.media import MediaInspector, ProbeCache
 from pipeline.planning import Plan, plan_manifest
 from pipeline.remote import RemoteProber, make_s3_client
@@ -358,11 +358,31 @@ class Scheduler:
         return outcome
 
     def _refresh_budget(self, spec: ScheduleSpec, now: float) -> None:
-        """Tonight's budget follows the configuration (a raised limit applies at once)."""
-        if spec.nightly_budget_usd is None:
+        """Tonight's budget follows the configuration. A raised (or removed) limit applies at
+        once: items parked for the budget are woken to try again while the window is open
+        (those that still do not fit park again)."""
+        window = Window(spec.window, spec.zone)
+        scope = night_scope(spec.name, window.night(now))
+        before = self.ledger.budget(scope)["limit_usd"]
+        after = spec.nightly_budget_usd
+        if after is not None:
+            after = from_micros(to_micros(after))  # as the ledger keeps it: no change every tick
+        if before == after:
             return
-        night = Window(spec.window, spec.zone).night(now)
-        self.ledger.set_budget_limit(night_scope(spec.name, night), spec.nightly_budget_usd)
+        self.ledger.set_budget_limit(scope, after)
+        raised = before is not None and (after is None or after > before)
+        if raised and window.is_open(now):
+            due = self.store.pop_parked(spec.name, float("inf"))
+            steps = [Next("submit", *slot_member_ids(member)) for member in due]
+            self.ledger.expect(steps, now)
+            for step in steps:
+                self.control.dispatcher.send(step)
+            log.info(
+                "schedule %s: tonight's budget is now %s; %d item(s) try again",
+                spec.name,
+                after,
+                len(steps),
+            )
 
 
 def scheduled_batch_id(now_s: float, schedule: str, pickup_id: str) -> str:

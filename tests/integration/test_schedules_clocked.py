@@ -455,3 +455,25 @@ def test_a_notification_is_delivered_once_as_a_slack_body(world):
         w.scheduler.run("night")
         w.loop.run()
         assert len(listener.texts()) == 2
+
+
+def test_raising_tonights_budget_lets_the_parked_items_run_tonight(world, tmp_path):
+    inbox = tmp_path / "inbox"
+    drop(inbox, "r.csv", [(f"u{n}", 1.0, 1.0 + n / 10, "cut_off") for n in range(3)])
+    per_item = plan(inbox / "r.csv", Settings()).items[0].price_usd
+    w = world({"nightly_budget_usd": str(per_item)}, start=utc(2026, 11, 24, 10, 0))
+    [started] = w.scheduler.run("night").started
+    w.scheduler.tick()  # tonight's limit, as configured
+    w.loop.run()
+    assert len(accepted_submits(w.sandbox_url)) == 1
+    # When the configuration raises tonight's budget, the next tick wakes the parked items
+    raised = w.scheduler.schedules["night"].model_copy(update={"nightly_budget_usd": per_item * 2})
+    w.scheduler.schedules["night"] = raised
+    w.clock.set(w.clock() + 30)
+    w.scheduler.tick()
+    w.loop.run()
+    # Then one more fits tonight; the last waits for the next night
+    assert len(accepted_submits(w.sandbox_url)) == 2
+    waiting = [r for r in w.rt.ledger.items(started["batch_id"]) if r["state"] == "ready"]
+    assert len(waiting) == 1 and waiting[0]["waiting_on"] == "nightly budget"
+    assert len(w.rt.ledger.redis.keys("lipdub:notice:*budget*")) == 1, "notified once a night"
