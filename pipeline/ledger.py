@@ -49,7 +49,8 @@ def from_micros(micros: int) -> Decimal:
     return (Decimal(micros) / MICROS_PER_USD).normalize()
 
 
-def _text(value: object) -> str:
+def field_text(value: object) -> str:
+    """A value as the ledger stores it in a hash field (None as empty, floats exact)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -68,6 +69,9 @@ local allowed = cjson.decode(ARGV[1])
 local ok = false
 for _, s in ipairs(allowed) do if s == state then ok = true end end
 if not ok then return {0, state, 0, 0} end
+for k, v in pairs(cjson.decode(ARGV[6])) do
+  if (redis.call('HGET', KEYS[1], k) or '') ~= v then return {0, state, 0, 0} end
+end
 local fields = cjson.decode(ARGV[3])
 redis.call('HSET', KEYS[1], 'state', ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
@@ -207,7 +211,7 @@ class Ledger:
                 pipe.hset(
                     keys.batch(batch_id),
                     mapping={
-                        **{k: _text(v) for k, v in record.items()},
+                        **{k: field_text(v) for k, v in record.items()},
                         "id": batch_id,
                         "state": BatchState.RUNNING.value,
                         "item_count": str(len(items)),
@@ -221,7 +225,7 @@ class Ledger:
                 if items:
                     pipe.rpush(keys.batch_items(batch_id), *[str(i["id"]) for i in items])
                 for item in items:
-                    fields: dict[Any, Any] = {k: _text(v) for k, v in item.items()}
+                    fields: dict[Any, Any] = {k: field_text(v) for k, v in item.items()}
                     fields["state"] = ItemState.PENDING.value
                     pipe.hset(keys.item(batch_id, str(item["id"])), mapping=fields)
                 pipe.zadd(keys.BATCH_INDEX, {batch_id: float(str(record.get("created_at", 0)))})
@@ -240,7 +244,7 @@ class Ledger:
         """Set fields of the batch record."""
         self._call(
             lambda: self.redis.hset(
-                keys.batch(batch_id), mapping={k: _text(v) for k, v in fields.items()}
+                keys.batch(batch_id), mapping={k: field_text(v) for k, v in fields.items()}
             )
         )
 
@@ -299,14 +303,23 @@ class Ledger:
         allowed: Iterable[ItemState],
         to: ItemState,
         fields: Mapping[str, object] | None = None,
+        *,
+        when: Mapping[str, object] | None = None,
     ) -> Transition:
-        """Move an item to `to` if its state is one of `allowed`, writing `fields` with it."""
+        """Move an item to `to` if its state is one of `allowed` and each field named in `when`
+        still holds that value, writing `fields` with it.
+
+        `when` fences a step to the attempt it examined (see `Item.fence`): the state alone
+        cannot tell `submitting` of this attempt from `submitting` of the next one, so a stale
+        step could otherwise undo a newer attempt's intent and have the pair posted twice.
+        """
         args = [
             json.dumps([s.value for s in allowed]),
             to.value,
-            json.dumps({k: _text(v) for k, v in (fields or {}).items()}),
+            json.dumps({k: field_text(v) for k, v in (fields or {}).items()}),
             "1" if to in FINAL_STATES else "0",
             item_id,
+            json.dumps({k: field_text(v) for k, v in (when or {}).items()}),
         ]
         result = self._call(
             lambda: self._transition(
@@ -322,10 +335,17 @@ class Ledger:
         return Transition(bool(ok), str(state), int(done), int(total))
 
     def update_item(
-        self, batch_id: str, item_id: str, state: ItemState, fields: Mapping[str, object]
+        self,
+        batch_id: str,
+        item_id: str,
+        state: ItemState,
+        fields: Mapping[str, object],
+        *,
+        when: Mapping[str, object] | None = None,
     ) -> bool:
-        """Write fields only while the item is still in `state`. False if it moved on."""
-        return self.transition(batch_id, item_id, [state], state, fields).ok
+        """Write fields only while the item is still in `state` (and matches `when`). False if
+        it moved on."""
+        return self.transition(batch_id, item_id, [state], state, fields, when=when).ok
 
     def count(self, batch_id: str, item_id: str, field: str, by: int = 1) -> int:
         """Add to a counter of the item (polls, errors)."""

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline import keys
+from pipeline.ledger import field_text
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
 
@@ -75,6 +76,19 @@ class Item:
     def price_usd(self) -> Decimal:
         return Decimal(self.record.get("price_usd") or "0")
 
+    @property
+    def fence(self) -> dict[str, str]:
+        """The submit attempt this view describes, as a condition for the ledger's
+        transitions: a step acts only on the attempt it read. Without it a stale step (a
+        redelivered or swept duplicate) that read `submitting` of attempt 1 could move
+        `submitting` of attempt 2 back to `ready`, and the pair would be posted twice."""
+        return {"submits": self.text("submits")}
+
+    def updated(self, state: ItemState, fields: Mapping[str, object]) -> Item:
+        """This view after a transition the step itself made (to `state`, writing `fields`)."""
+        written = {k: field_text(v) for k, v in fields.items()}
+        return Item(self.batch_id, {**self.record, **written, "state": state.value})
+
 
 def load(rt: Runtime, batch_id: str, item_id: str) -> Item | None:
     """The item, or None when the ledger has no such item (a stale task)."""
@@ -100,7 +114,7 @@ def end(
     (unless a prediction for it was or may have been paid), its budget reservation. Then
     finalize if it was the last."""
     values: dict[str, object] = {"finished_at": rt.clock(), **(fields or {})}
-    result = rt.ledger.transition(item.batch_id, item.id, allowed, to, values)
+    result = rt.ledger.transition(item.batch_id, item.id, allowed, to, values, when=item.fence)
     if not result.ok:
         return []
     woken = free_slot(rt, item)

@@ -77,7 +77,7 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     }
     if prediction.status == Status.PROCESSING and not item.text("processing_at"):
         fields["processing_at"] = rt.clock()
-    rt.ledger.update_item(batch_id, item_id, ItemState.RUNNING, fields)
+    rt.ledger.update_item(batch_id, item_id, ItemState.RUNNING, fields, when=item.fence)
     return [Next("poll", batch_id, item_id, rt.countdown(float(str(fields["poll_interval_s"]))))]
 
 
@@ -91,7 +91,6 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             f"prediction {prediction.id} completed without an output",
             "Retry the item; report it to WaveSpeed if it happens again.",
         )
-    woken = free_slot(rt, item)
     fields: dict[str, object] = {
         "provider_done_at": rt.clock(),
         "output_url": prediction.outputs[0],
@@ -99,8 +98,12 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     }
     if not item.text("processing_at"):
         fields["processing_at"] = rt.clock()
-    moved = rt.ledger.transition(item.batch_id, item.id, RUNNING, ItemState.COLLECTING, fields)
-    return woken + ([Next("collect", item.batch_id, item.id)] if moved.ok else [])
+    moved = rt.ledger.transition(
+        item.batch_id, item.id, RUNNING, ItemState.COLLECTING, fields, when=item.fence
+    )
+    if not moved.ok:
+        return []
+    return [*free_slot(rt, item), Next("collect", item.batch_id, item.id)]
 
 
 def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
@@ -108,7 +111,6 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     attempts = item.count("attempts")
     limit = rt.settings.worker.max_attempts
     if is_transient(error) and attempts < limit:
-        woken = free_slot(rt, item)
         history = list(item.data("errors") or [])
         history.append({"prediction_id": prediction.id, "error": error})
         moved = rt.ledger.transition(
@@ -117,10 +119,12 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             RUNNING,
             ItemState.READY,
             {"errors": history, "prediction_id": ""},
+            when=item.fence,
         )
+        if not moved.ok:
+            return []  # a duplicate of this poll got here first; the next attempt is its
         delay_s = rt.settings.worker.retry_delay_s * attempts
-        again = [Next("submit", item.batch_id, item.id, rt.countdown(delay_s))]
-        return woken + (again if moved.ok else [])
+        return [*free_slot(rt, item), Next("submit", item.batch_id, item.id, rt.countdown(delay_s))]
     if is_transient(error):
         return fail(
             rt,

@@ -79,7 +79,11 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         extra = [p.id for p in ours[1:]]
         if extra:
             rt.ledger.update_item(
-                batch_id, item_id, ItemState.SUBMITTING, {"duplicate_predictions": extra}
+                batch_id,
+                item_id,
+                ItemState.SUBMITTING,
+                {"duplicate_predictions": extra},
+                when=item.fence,
             )
         return accepted(rt, item, ours[0].id, reconciled=True)
     if hidden:
@@ -95,7 +99,8 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     grace_s = rt.settings.polling.reconcile_grace_s + rt.settings.provider.submit_timeout_s
     if waited_s < grace_s:
         return [Next("reconcile", batch_id, item_id, rt.countdown(max(1.0, grace_s / 3)))]
-    woken = free_slot(rt, item)
+    # Only for the attempt this step read: a duplicate of this step that read the same attempt
+    # must not send the item back to `ready` once the next attempt has recorded its intent.
     moved = rt.ledger.transition(
         batch_id,
         item_id,
@@ -104,8 +109,11 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         {
             "last_submit_error": f"not created: the list call showed no such prediction for {waited_s:.0f} s"
         },
+        when=item.fence,
     )
-    return woken + ([Next("submit", batch_id, item_id)] if moved.ok else [])
+    if not moved.ok:
+        return []
+    return [*free_slot(rt, item), Next("submit", batch_id, item_id)]
 
 
 def _is_ours(prediction: Prediction, item: Item) -> bool:

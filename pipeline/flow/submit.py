@@ -105,12 +105,15 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         "video_match": strip_query(video_url),
         "audio_match": strip_query(audio_url),
     }
-    moved = rt.ledger.transition(batch_id, item_id, [ItemState.READY], ItemState.SUBMITTING, intent)
+    moved = rt.ledger.transition(
+        batch_id, item_id, [ItemState.READY], ItemState.SUBMITTING, intent, when=item.fence
+    )
     if not moved.ok:
         # Another delivery of this task won the intent and holds the slot now; leave it.
         if moved.state in {s.value for s in FINAL_STATES}:
             return free_slot(rt, item)
         return []
+    item = item.updated(ItemState.SUBMITTING, intent)  # from here on, this attempt's view
     try:
         prediction = rt.provider.submit(
             video_url=video_url,
@@ -149,6 +152,7 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             item_id,
             ItemState.SUBMITTING,
             {"outcome_unknown": str(err), "outcome_unknown_at": rt.clock()},
+            when=item.fence,
         )
         return [Next("reconcile", batch_id, item_id, FIRST_RECONCILE_S)]
     return accepted(rt, item, prediction.id, reconciled=False)
@@ -174,7 +178,7 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
     # Before the transition: a webhook may arrive as soon as the item is running.
     rt.ledger.index_prediction(prediction_id, item.member)
     moved = rt.ledger.transition(
-        item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.RUNNING, fields
+        item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.RUNNING, fields, when=item.fence
     )
     if not moved.ok:
         return []
@@ -182,13 +186,18 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
 
 
 def _not_created(rt: Runtime, item: Item, why: str, wait_s: float) -> list[Next]:
-    """The provider certainly created nothing: back to ready, try again later."""
-    woken = free_slot(rt, item)
+    """This attempt certainly created nothing: back to ready, try again later."""
     moved = rt.ledger.transition(
-        item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.READY, {"last_submit_error": why}
+        item.batch_id,
+        item.id,
+        [ItemState.SUBMITTING],
+        ItemState.READY,
+        {"last_submit_error": why},
+        when=item.fence,
     )
-    again = [Next("submit", item.batch_id, item.id, rt.countdown(wait_s))]
-    return woken + (again if moved.ok else [])
+    if not moved.ok:
+        return []  # a newer attempt (or the item's end) owns the slot now
+    return [*free_slot(rt, item), Next("submit", item.batch_id, item.id, rt.countdown(wait_s))]
 
 
 def could_not_fetch(error: str) -> bool:

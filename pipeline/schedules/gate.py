@@ -148,6 +148,7 @@ def _park(
         item.id,
         ItemState.READY,
         {"waiting_on": reason, "next_step": "submit", "next_due_at": repr(until_s)},
+        when=item.fence,
     )
     if not moved:
         return GateOutcome(passed=False)

@@ -29,6 +29,8 @@ class Outcome:
     duplicate_submissions: int = 0
     lost: int = 0
     wall_s: float = 0.0
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    """For each pair paid twice, the sandbox's audit entries of its submits (to diagnose)."""
 
     def row(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,32 @@ def duplicate_submissions(audit: list[dict[str, Any]], tasks: list[dict[str, Any
     failed = {t["prediction_id"] for t in tasks if t["status"] == "failed"}
     live = Counter(_pair(e) for e in accepted(audit) if e["prediction_id"] not in failed)
     return sum(count - 1 for count in live.values())
+
+
+def duplicate_evidence(
+    audit: list[dict[str, Any]], tasks: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every submit of each pair counted by `duplicate_submissions`, in order, with its time,
+    outcome and task status: enough to tell a late-created POST from a retry."""
+    status = {t["prediction_id"]: t["status"] for t in tasks}
+    live = [e for e in accepted(audit) if status.get(e["prediction_id"]) != "failed"]
+    twice = {pair for pair, count in Counter(_pair(e) for e in live).items() if count > 1}
+    return [
+        {
+            "pair": [sha[:12] for sha in pair[:2]] + [pair[2]],
+            "submits": [
+                {
+                    "ts": e["ts"],
+                    "outcome": e["outcome"],
+                    "prediction_id": e.get("prediction_id"),
+                    "status": status.get(e.get("prediction_id", "")),
+                }
+                for e in audit
+                if "video_sha256" in e and _pair(e) == pair
+            ],
+        }
+        for pair in sorted(twice)
+    ]
 
 
 def _pair(entry: dict[str, Any]) -> tuple[str, str, str]:
@@ -106,6 +134,7 @@ def judge(
         completed=completed,
         failed=dict(failed),
         duplicate_submissions=duplicate_submissions(witness["audit"], witness["tasks"]),
+        evidence=duplicate_evidence(witness["audit"], witness["tasks"]),
         lost=expected_items - final,
         wall_s=wall_s,
     )

@@ -371,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--no-save", action="store_true", help="do not write the results file")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="run in this folder and keep it (worker and sandbox logs, Redis data) to diagnose",
+    )
     args = parser.parse_args(argv)
     os.environ.update({k: os.environ.get(k, v) for k, v in AWS_ENV.items()})
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -379,15 +384,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenarios {sorted(unknown)}; choose from {list(SCENARIOS)}")
     started = time.monotonic()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="lipdub-chaos-") as tmp, S3Server() as s3:
+    evidence: dict[str, list[dict[str, Any]]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="lipdub-chaos-") as tmp,
+        S3Server() as s3,
+    ):
+        root = args.keep.resolve() if args.keep else Path(tmp)
         for name in names:
             print(f"chaos: {name} ...", flush=True)
             try:
-                outcome = SCENARIOS[name](Scenario(name, Path(tmp), s3, args.items))
+                outcome = SCENARIOS[name](Scenario(name, root, s3, args.items))
                 rows.append(outcome.row())
+                if outcome.evidence:
+                    evidence[rows[-1]["scenario"]] = outcome.evidence
             except Exception as err:  # a scenario that breaks is a result, not a crash
                 rows.append(Outcome(name, args.items, f"SCENARIO ERROR: {err}", lost=-1).row())
             print(f"  {rows[-1]}", flush=True)
+            for paid_twice in evidence.get(rows[-1]["scenario"], []):
+                print(f"  paid twice: {json.dumps(paid_twice)}", flush=True)
     print()
     print_table(rows)
     ok = all(r["duplicate submissions"] == 0 and r["lost"] == 0 for r in rows) and not any(
@@ -409,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                     "wall_s": round(total_s, 1),
                     "all_guarantees_held": ok,
                     "rows": rows,
+                    "paid_twice": evidence,
                 },
                 indent=2,
             )

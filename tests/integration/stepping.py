@@ -82,3 +82,10 @@ class StepLoop:
     def pending(self) -> list[Next]:
         """Steps sent and not run yet."""
         return [step for _, _, step in sorted(self._queue)]
+
+    def take(self, name: str) -> list[Next]:
+        """Remove the pending steps called `name` (the test runs them itself, in its order)."""
+        taken = [entry for entry in self._queue if entry[2].step == name]
+        self._queue = [entry for entry in self._queue if entry[2].step != name]
+        heapq.heapify(self._queue)
+        return [step for _, _, step in sorted(taken)]

@@ -55,6 +55,25 @@ def test_a_refused_transition_reports_the_state_it_met(ledger):
     assert ledger.item(batch, "i0")["state"] == "pending"
 
 
+def test_a_fenced_transition_acts_only_on_the_attempt_it_read(ledger):
+    # Given an item submitting its second attempt
+    batch = _batch(ledger)
+    ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.SUBMITTING, {"submits": 2})
+    # When a step that read the first attempt tries to send it back to ready
+    stale = ledger.transition(
+        batch, "i0", [ItemState.SUBMITTING], ItemState.READY, {"x": 1}, when={"submits": "1"}
+    )
+    # Then nothing changes; the step that read the second attempt may
+    assert not stale.ok and stale.state == "submitting"
+    assert ledger.item(batch, "i0")["state"] == "submitting" and "x" not in ledger.item(batch, "i0")
+    assert ledger.transition(
+        batch, "i0", [ItemState.SUBMITTING], ItemState.READY, when={"submits": 2}
+    ).ok
+    # And an absent field matches the empty value (an item never submitted)
+    assert ledger.update_item(batch, "i1", ItemState.PENDING, {"y": 1}, when={"submits": ""})
+    assert not ledger.update_item(batch, "i1", ItemState.PENDING, {"y": 2}, when={"submits": "1"})
+
+
 def test_the_last_final_transition_completes_the_batch_and_a_reopen_undoes_it(ledger):
     batch = _batch(ledger, count=2)
     first = ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.FAILED)

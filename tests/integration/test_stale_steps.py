@@ -1,0 +1,242 @@
+"""A stale step never undoes a newer submit attempt: the pair is not paid for twice.
+
+Steps are delivered at least once: the sweeper re-sends a step it thinks lost, Redis
+redelivers an unacknowledged task. Two copies of a step read the same attempt; if one of them
+waits on the provider while the other goes on and a new attempt starts, the late copy finds
+the item in the same state (`submitting`, `running`) of a *different* attempt. Found by `make
+chaos` (the secrets scenario, 2026-11-24): two reconcile copies, the late one sent the next
+attempt's in-flight intent back to `ready`, and the pair was posted again.
+
+Here the interleaving is exact. The steps are the real ones on the real parts (Redis, moto's
+S3, the sandbox over HTTP), run in the test's thread on the test's clock; the late copy runs
+in "worker B", whose injected httpx transport holds its provider call while "worker A" runs
+the other copy and the next attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pipeline.batches import BatchControl
+from pipeline.flow import run_step
+from pipeline.runtime import Next, Runtime
+from pipeline.sandbox.config import FaultConfig
+from pipeline.sandbox.faults import TASK_ERRORS, FaultPlan
+from pipeline.settings import Settings
+from tests.conftest import start_sandbox
+from tests.integration.stack import accepted_submits, plan, stack_settings, write_manifest
+from tests.integration.stepping import StepLoop, TestClock
+
+Action = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
+
+
+class Interleave(httpx.BaseTransport):
+    """The real HTTP transport, with one-shot actions at chosen requests (`METHOD /path`).
+    An action gets the request and a `forward()` that sends it for real."""
+
+    def __init__(self) -> None:
+        self._real = httpx.HTTPTransport()
+        self._actions: list[tuple[str, Action]] = []
+
+    def at(self, request_line: str, action: Action) -> None:
+        self._actions.append((request_line, action))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        line = f"{request.method} {request.url.path}"
+        for n, (wanted, action) in enumerate(self._actions):
+            if line == wanted:
+                del self._actions[n]
+                return action(request, lambda: self._real.handle_request(request))
+        return self._real.handle_request(request)
+
+
+SUBMIT = "POST /api/v3/sync/lipsync-3"
+LIST = "POST /api/v3/predictions"
+
+
+@dataclass
+class Workers:
+    """Two workers' runtimes on one clock; A's step loop; the batch control."""
+
+    settings: Settings
+    clock: TestClock
+    a: Runtime
+    b: Runtime
+    a_http: Interleave
+    b_http: Interleave
+    loop: StepLoop
+    control: BatchControl
+    sandbox_url: str
+
+    def item(self, batch_id: str) -> dict[str, str]:
+        [record] = self.a.ledger.items(batch_id)
+        return record
+
+
+@pytest.fixture
+def workers(tmp_path, redis_url, s3_server, bucket) -> Iterator[Callable[..., Workers]]:
+    sandboxes = []
+
+    def make(**sandbox_options: object) -> Workers:
+        sandbox = start_sandbox(tmp_path, processing_fixed_s=0.2, **sandbox_options)
+        sandbox.__enter__()
+        sandboxes.append(sandbox)
+        settings = stack_settings(
+            sandbox_url=sandbox.url,
+            redis_url=redis_url,
+            s3_url=s3_server.url,
+            bucket=bucket,
+            provider={"submit_timeout_s": 1.0},
+            polling={"reconcile_grace_s": 5.0},
+            worker={"max_attempts": 3, "retry_delay_s": 1.0},
+            media={"cache_dir": tmp_path / "cache"},
+        )
+        clock = TestClock(1_795_000_000.0)
+        a_http, b_http = Interleave(), Interleave()
+        a = Runtime.from_settings(settings, clock=clock, transport=a_http)
+        b = Runtime.from_settings(settings, clock=clock, transport=b_http)
+        a.storage.ensure_bucket()
+        loop = StepLoop(a, clock)
+        control = BatchControl(a.ledger, loop, settings, clock=clock)
+        return Workers(settings, clock, a, b, a_http, b_http, loop, control, sandbox.url)
+
+    yield make
+    for sandbox in sandboxes:
+        sandbox.__exit__(None, None, None)
+
+
+def lost_on_the_way(
+    request: httpx.Request, forward: Callable[[], httpx.Response]
+) -> httpx.Response:
+    """The POST left and no answer came back; the provider never got it (nothing created)."""
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+class HeldPost:
+    """Holds a POST after its intent is recorded, until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.posting = threading.Event()
+        self.go = threading.Event()
+
+    def __call__(
+        self, request: httpx.Request, forward: Callable[[], httpx.Response]
+    ) -> httpx.Response:
+        self.posting.set()
+        assert self.go.wait(30), "the test never let the POST go"
+        return forward()
+
+
+def test_a_late_reconcile_copy_does_not_undo_the_next_attempts_intent(tmp_path, workers):
+    w = workers()
+    manifest = write_manifest(tmp_path / "m", [("r0", 1.0, 1.0, "cut_off")])
+    # Given a submit whose POST was lost on the way: outcome unknown, nothing created
+    w.a_http.at(SUBMIT, lost_on_the_way)
+    batch_id = w.control.start(plan(manifest, w.settings))
+    w.loop.run(stop=lambda: bool(w.loop.take("reconcile")))
+    item = w.item(batch_id)
+    assert item["state"] == "submitting" and item["submits"] == "1"
+    # and two copies of its reconcile step (one swept or redelivered), due after the grace
+    w.clock.set(float(item["intent_at"]) + 5.0 + 1.0 + 1)
+    held = HeldPost()
+    following: dict[str, list[Next]] = {}
+    next_attempt = threading.Thread(
+        target=lambda: following.update(x=run_step(w.a, "submit", batch_id, "r0"))
+    )
+
+    def meanwhile(request: httpx.Request, forward: Callable[[], httpx.Response]) -> httpx.Response:
+        # B's list call has left, and finds nothing. Before B hears back, A runs the other
+        # copy (nothing created: back to ready) and the next attempt records its intent and
+        # POSTs, slowly.
+        answer = forward()
+        [submit] = run_step(w.a, "reconcile", batch_id, "r0")
+        assert submit.step == "submit"
+        w.a_http.at(SUBMIT, held)
+        next_attempt.start()
+        assert held.posting.wait(30)
+        return answer
+
+    w.b_http.at(LIST, meanwhile)
+    try:
+        # When B's copy decides, on what it read before the next attempt began
+        late = run_step(w.b, "reconcile", batch_id, "r0")
+        # Then it leaves the next attempt alone: still submitting, attempt 2
+        item = w.item(batch_id)
+        assert (item["state"], item["submits"]) == ("submitting", "2")
+        assert late == []
+    finally:
+        held.go.set()
+        next_attempt.join(30)
+    for step in following["x"]:
+        w.loop.send(step)
+    w.loop.run()
+    # And the pair was paid for once, by attempt 2, which completed
+    assert w.item(batch_id)["state"] == "completed"
+    assert len(accepted_submits(w.sandbox_url)) == 1
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def seed_failing_first_attempt_only(video: Path, audio: Path, mode: str) -> int:
+    """A fault seed under which the sandbox fails this pair's first task with a transient
+    error (the provider's own trouble) and not its second."""
+    key = f"{_sha256(video)}:{_sha256(audio)}:{mode}"
+    for seed in range(1000):
+        faults = FaultPlan(FaultConfig(seed=seed, task_failure_rate=0.5))
+        first, second = f"{key}#0", f"{key}#1"
+        if (
+            faults.hits("task_failure", first)
+            and faults.task_error(first)[1]
+            and not faults.hits("task_failure", second)
+        ):
+            return seed
+    raise AssertionError("no seed in 1000 fails the first attempt only")
+
+
+def test_a_late_poll_copy_does_not_drop_the_next_attempts_prediction(tmp_path, workers):
+    manifest = write_manifest(tmp_path / "m", [("p0", 1.0, 1.0, "cut_off")])
+    seed = seed_failing_first_attempt_only(tmp_path / "m/p0.mp4", tmp_path / "m/p0.wav", "cut_off")
+    assert any(transient for _, transient in TASK_ERRORS)
+    # Given a provider that fails the first task of the pair with its own (transient) trouble
+    w = workers(faults={"seed": seed, "task_failure_rate": 0.5})
+    batch_id = w.control.start(plan(manifest, w.settings))
+    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
+    first = w.item(batch_id)["prediction_id"]
+    while w.a.provider.get_result(first).status not in ("failed", "completed"):
+        threading.Event().wait(0.05)  # the test waits for the sandbox (workers never do)
+    assert w.a.provider.get_result(first).status == "failed"
+    following: dict[str, list[Next]] = {}
+
+    def meanwhile(request: httpx.Request, forward: Callable[[], httpx.Response]) -> httpx.Response:
+        # B's copy of the poll reads "failed". Before it acts, A's copy reads the same and
+        # the next attempt is submitted and running.
+        answer = forward()
+        [submit] = run_step(w.a, "poll", batch_id, "p0")
+        assert submit.step == "submit"
+        following["x"] = run_step(w.a, "submit", batch_id, "p0")
+        return answer
+
+    w.b_http.at(f"GET /api/v3/predictions/{first}/result", meanwhile)
+    # When B's late copy acts on the first prediction's failure
+    late = run_step(w.b, "poll", batch_id, "p0")
+    # Then the second prediction is still the item's, running
+    item = w.item(batch_id)
+    second = item["prediction_id"]
+    assert item["state"] == "running" and second not in ("", first)
+    assert late == []
+    for step in following["x"]:
+        w.loop.send(step)
+    w.loop.run()
+    # And it completed with the second prediction: two tasks, the first failed (not charged)
+    assert w.item(batch_id)["state"] == "completed"
+    submits = accepted_submits(w.sandbox_url)
+    assert [s["prediction_id"] for s in submits] == [first, second]
