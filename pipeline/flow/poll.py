@@ -122,7 +122,7 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             when=item.fence,
         )
         if not moved.ok:
-            return []  # a duplicate of this poll got here first; the next attempt is its
+            return []  # a copy of this poll already moved the item on to its next attempt
         delay_s = rt.settings.worker.retry_delay_s * attempts
         return [*free_slot(rt, item), Next("submit", item.batch_id, item.id, rt.countdown(delay_s))]
     if is_transient(error):
