@@ -10,7 +10,11 @@
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
                                                claimed: CLAIM_TTL_S; completed: worker.content_ttl_days
     lipdub:prediction:<p>                str   the item a prediction id belongs to CLAIM_TTL_S
-    lipdub:webhook:<id>                  str   a webhook delivery already taken   WEBHOOK_SEEN_TTL_S
+    lipdub:webhook:<id>:<ts>             str   a webhook delivery already taken   WEBHOOK_SEEN_TTL_S
+    lipdub:submits                       zset  POSTs whose prediction is not known yet CLAIM_TTL_S, refreshed
+                                               (`<batch>:<item>` -> intent epoch s)
+    lipdub:observed:<p>                  hash  what was seen of a prediction not (yet) ours: CLAIM_TTL_S
+                                               its inputs (a webhook), its output's seconds
     lipdub:gate:slots                    zset  in-flight predictions -> lease end SLOT_KEY_TTL_S, refreshed
     lipdub:gate:slot_waiters             zset  items waiting for a slot -> since   SLOT_KEY_TTL_S, refreshed
     lipdub:gate:starts                   zset  start reservations -> start time     2 windows, refreshed
@@ -100,9 +104,19 @@ def prediction(prediction_id: str) -> str:
     return f"{PREFIX}:prediction:{prediction_id}"
 
 
-def webhook_seen(webhook_id: str) -> str:
-    """Set when a webhook delivery was taken; a second delivery with the id is a replay."""
-    return f"{PREFIX}:webhook:{webhook_id}"
+def webhook_seen(webhook_id: str, timestamp_s: str) -> str:
+    """Set when a webhook delivery was taken. The provider's retries keep the id (its
+    example gives the prediction's) with a new timestamp and signature, so a delivery is
+    its id and timestamp: the same pair again is a replay."""
+    return f"{PREFIX}:webhook:{webhook_id}:{timestamp_s}"
+
+
+UNSETTLED_SUBMITS = f"{PREFIX}:submits"
+
+
+def observed(prediction_id: str) -> str:
+    """What was observed of a prediction that no item has claimed (yet)."""
+    return f"{PREFIX}:observed:{prediction_id}"
 
 
 def schedule(name: str, part: str) -> str:

@@ -108,6 +108,7 @@ def item_report(record: dict[str, str]) -> dict[str, Any]:
         "error_kind": record.get("error_kind") or None,
         "hint": record.get("hint") or None,
         "evidence": _json(record, "evidence"),
+        "failed_predictions": _json(record, "errors") or [],
         "phases": phases,
     }
 

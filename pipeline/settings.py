@@ -92,6 +92,8 @@ class ProviderSettings(_Section):
     """The account's predictions in flight at once (Bronze 2, Silver 300, Gold 3,000, Ultra 10,000)."""
     polls_per_second: float = Field(default=5.0, gt=0)
     """Result requests per second, shared by every worker."""
+    clock_skew_s: float = Field(default=5.0, ge=0)
+    """How far the provider's clock may be from ours: a lost submit's prediction is looked for among those created while the POST was on its way, give or take this."""
     cooldown_default_s: float = Field(default=10.0, gt=0)
     """How long every worker holds off after a 429 that names no Retry-After."""
     webhook_url: str | None = None
@@ -168,6 +170,8 @@ class PollingSettings(_Section):
     """An item not finished this long after its submit fails `timeout` (its prediction id is kept)."""
     reconcile_grace_s: float = Field(default=30.0, gt=0)
     """How long the list call must go on not showing a submit before it counts as not made."""
+    reconcile_max_wait_s: float = Field(default=1_800.0, gt=0)
+    """How long reconcile waits for evidence (a lost submit's candidates to finish, another POST's answer) before a person is asked."""
 
 
 class WorkerSettings(_Section):

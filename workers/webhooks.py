@@ -9,6 +9,7 @@ replay check is in Redis). Put it behind your TLS proxy; it speaks plain HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,15 +82,18 @@ class WebhookServer:
         self.stop()
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
         if handler.path.split("?", 1)[0] != PATH:
+            handler.close_connection = True  # its body, if any, is left unread
             verdict = Verdict(404, f"no route {handler.path}; deliveries go to {PATH}")
-        elif length > MAX_BODY_BYTES:
-            handler.close_connection = True
-            verdict = Verdict(413, "refused: the body is too large to be a prediction")
         else:
-            body = handler.rfile.read(length) if length else b""
-            verdict = self._judge(dict(handler.headers.items()), body)
+            try:
+                body = read_body(handler, MAX_BODY_BYTES)
+            except ValueError as error:
+                handler.close_connection = True
+                body = None
+                verdict = Verdict(413 if "large" in str(error) else 400, f"refused: {error}")
+            if body is not None:
+                verdict = self._judge(dict(handler.headers.items()), body)
         self.verdicts.append(verdict)
         log.info("webhook %s: %s", verdict.status, verdict.message)
         payload = verdict.message.encode()
@@ -102,9 +106,43 @@ class WebhookServer:
     def _judge(self, headers: dict[str, str], body: bytes) -> Verdict:
         try:
             verdict = self.inbox.receive(headers, body)
-            if verdict.wake is not None:
-                self.dispatcher.send(verdict.wake)
         except LipdubError as err:
-            # Redis or the broker away: the provider retries, and polling covers it anyway.
+            # Redis away: the provider retries, and polling covers it anyway.
+            return Verdict(503, f"not taken now: {err}")
+        if verdict.wake is None:
+            return verdict
+        try:
+            self.dispatcher.send(verdict.wake)
+        except LipdubError as err:
+            # The broker away: forget the delivery so that the provider's retry is taken.
+            with contextlib.suppress(LipdubError):
+                self.inbox.forget(headers)
             return Verdict(503, f"not taken now: {err}")
         return verdict
+
+
+def read_body(handler: BaseHTTPRequestHandler, limit_bytes: int) -> bytes:
+    """The request's body, by Content-Length or chunked transfer coding, at most
+    `limit_bytes`. Raises ValueError (saying "large" when over the limit) for a body that
+    cannot be read."""
+    coding = handler.headers.get("Transfer-Encoding", "").lower()
+    if "chunked" not in coding:
+        length = int(handler.headers.get("Content-Length") or 0)
+        if length > limit_bytes:
+            raise ValueError("the body is too large to be a prediction")
+        return handler.rfile.read(length) if length else b""
+    body = bytearray()
+    while True:
+        size_line = handler.rfile.readline(1024)
+        try:
+            size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
+        except ValueError as err:
+            raise ValueError("a chunk's size line is not hexadecimal") from err
+        if size == 0:
+            while handler.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields, unused
+            return bytes(body)
+        if len(body) + size > limit_bytes:
+            raise ValueError("the body is too large to be a prediction")
+        body += handler.rfile.read(size)
+        handler.rfile.readline(1024)  # the CRLF after the chunk

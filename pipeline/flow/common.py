@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from pipeline import keys
@@ -23,6 +24,58 @@ _TRANSIENT = re.compile(
 _INPUT = re.compile(
     r"face|decode|invalid|unsupported|corrupt|not a readable|no (video|audio)", re.I
 )
+
+
+_FETCH_FAILED = re.compile(r"(fail\w*|unable|could ?n.t) to (download|fetch|access)", re.I)
+DOWNLOAD_FAILED_CODE = 1402
+"""WaveSpeed's "Media Access Failed": the provider could not fetch an input URL."""
+
+
+class Failure(StrEnum):
+    """What a failed prediction says about what to do next."""
+
+    FETCH = "fetch"
+    """The provider could not download our inputs: storage trouble, retried for a while."""
+    TRANSIENT = "transient"
+    """The provider's own trouble: submit again while attempts are left."""
+    INPUT = "input"
+    """The input itself is refused: only a different input helps."""
+
+
+def classify_failure(code: int | None, error: str) -> Failure:
+    """Classify a failed prediction by its `code` (WaveSpeed's docs/error-codes: 1402 media
+    access failed, other 1xxx the input, 5xxx the service), by its text only without one.
+
+    >>> classify_failure(1402, "Failed to download video from the provided URL.")
+    <Failure.FETCH: 'fetch'>
+    >>> classify_failure(5003, "Service Unavailable")
+    <Failure.TRANSIENT: 'transient'>
+    >>> classify_failure(1403, "Please retry with a clear face")
+    <Failure.INPUT: 'input'>
+    >>> classify_failure(None, "failed to download audio: ConnectError")
+    <Failure.FETCH: 'fetch'>
+    """
+    if code == DOWNLOAD_FAILED_CODE:
+        return Failure.FETCH
+    if code is not None and 5000 <= code < 6000:
+        return Failure.TRANSIENT
+    if code is not None and 1000 <= code < 2000:
+        return Failure.INPUT
+    if could_not_fetch(error):
+        return Failure.FETCH
+    return Failure.TRANSIENT if is_transient(error) else Failure.INPUT
+
+
+def could_not_fetch(error: str) -> bool:
+    """True when an error says the provider could not download an input: our storage (or
+    the way to it) failed, not the media.
+
+    >>> could_not_fetch("failed to download video: ConnectError")
+    True
+    >>> could_not_fetch("video has no face")
+    False
+    """
+    return bool(_FETCH_FAILED.search(error))
 
 
 def is_transient(error: str) -> bool:

@@ -14,7 +14,16 @@ from pipeline.errors import (
     ProviderError,
     ProviderRateLimited,
 )
-from pipeline.flow.common import Item, fail, free_slot, is_transient, load, resume
+from pipeline.flow.common import (
+    Failure,
+    Item,
+    classify_failure,
+    fail,
+    free_slot,
+    load,
+    resume,
+    storage_retry_in,
+)
 from pipeline.flow.polling import next_poll_delay_s
 from pipeline.provider.models import Prediction, Status
 from pipeline.runtime import Next, Runtime
@@ -107,25 +116,34 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
 
 
 def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
+    """A prediction ended without an output. By its code (its text only without one): the
+    provider could not download our inputs → submit again while storage trouble may last
+    (`storage.retry_for_s`); the provider's own trouble → submit again while attempts are
+    left; the input's fault → fail for good. Every failed prediction stays in the item's
+    `errors` with its code, so the report can account for it (WaveSpeed does not document
+    whether a failed task is billed)."""
     error = prediction.error or f"the prediction ended {prediction.status}"
+    failure = classify_failure(prediction.code, error)
     attempts = item.count("attempts")
-    limit = rt.settings.worker.max_attempts
-    if is_transient(error) and attempts < limit:
-        history = list(item.data("errors") or [])
-        history.append({"prediction_id": prediction.id, "error": error})
-        moved = rt.ledger.transition(
-            item.batch_id,
-            item.id,
-            RUNNING,
-            ItemState.READY,
-            {"errors": history, "prediction_id": ""},
-            when=item.fence,
-        )
-        if not moved.ok:
-            return []  # a copy of this poll already moved the item on to its next attempt
+    if failure is Failure.FETCH:
+        countdown_s = storage_retry_in(rt, item, "fetch")
+        if countdown_s is None:
+            return fail(
+                rt,
+                item,
+                RUNNING,
+                ErrorKind.STORAGE,
+                f"the provider could not download the inputs for longer than "
+                f"{rt.settings.storage.retry_for_s:g} s; last: {error}",
+                "Check that the bucket's presigned URLs are reachable from the provider "
+                "(LIPDUB_STORAGE__ENDPOINT_URL), then retry the failed items.",
+                extra={"errors": _history(item, prediction, error)},
+            )
+        return _submit_again(rt, item, prediction, error, countdown_s)
+    if failure is Failure.TRANSIENT and attempts < rt.settings.worker.max_attempts:
         delay_s = rt.settings.worker.retry_delay_s * attempts
-        return [*free_slot(rt, item), Next("submit", item.batch_id, item.id, rt.countdown(delay_s))]
-    if is_transient(error):
+        return _submit_again(rt, item, prediction, error, delay_s)
+    if failure is Failure.TRANSIENT:
         return fail(
             rt,
             item,
@@ -133,12 +151,46 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             ErrorKind.TRANSIENT,
             f"the provider failed the item {attempts} time(s); last: {error}",
             "The provider had trouble; retry the failed items later.",
+            extra={"errors": _history(item, prediction, error)},
         )
     return fail(
         rt,
         item,
         RUNNING,
         ErrorKind.INPUT,
-        error,
+        error + (f" (code {prediction.code})" if prediction.code else ""),
         "Fix the input (a clearly visible face, a readable audio track) and run it again.",
+        extra={"errors": _history(item, prediction, error)},
     )
+
+
+def _history(item: Item, prediction: Prediction, error: str) -> list[dict[str, object]]:
+    """The item's failed predictions so far, with this one."""
+    history = list(item.data("errors") or [])
+    entry: dict[str, object] = {"prediction_id": prediction.id, "error": error}
+    if prediction.code:
+        entry["code"] = prediction.code
+    history.append(entry)
+    return history
+
+
+def _submit_again(
+    rt: Runtime, item: Item, prediction: Prediction, error: str, delay_s: float
+) -> list[Next]:
+    """Back to `ready` (this attempt's prediction failed, so a new submit pays only once
+    for a result) and submit again after `delay_s`."""
+    moved = rt.ledger.transition(
+        item.batch_id,
+        item.id,
+        RUNNING,
+        ItemState.READY,
+        {
+            "errors": _history(item, prediction, error),
+            "prediction_id": "",
+            "last_submit_error": error,
+        },
+        when=item.fence,
+    )
+    if not moved.ok:
+        return []  # a copy of this poll already moved the item on to its next attempt
+    return [*free_slot(rt, item), Next("submit", item.batch_id, item.id, rt.countdown(delay_s))]

@@ -12,7 +12,6 @@ it goes to reconciliation.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import (
@@ -26,6 +25,7 @@ from pipeline.flow.common import (
     Item,
     batch_flag,
     cancel,
+    could_not_fetch,
     fail,
     free_slot,
     load,
@@ -42,7 +42,6 @@ UNAVAILABLE_RETRY_S = 15.0
 FIRST_RECONCILE_S = 2.0
 _SIGNATURE_MARKS = ("X-Amz-", "Signature=", "AWSAccessKeyId=")
 """A query holding one of these is a presigned URL's (SigV4 or SigV2): never stored."""
-_FETCH_FAILED = re.compile(r"(fail\w*|unable|could ?n.t) to (download|fetch)", re.I)
 
 
 def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
@@ -99,12 +98,15 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return [Next("submit", batch_id, item_id, rt.countdown(start.wait_s))]
     video_url = _fetch_url(rt, item.text("video_ref"))
     audio_url = _fetch_url(rt, item.text("audio_ref"))
+    intent_at = rt.clock()
     intent = {
-        "intent_at": rt.clock(),
+        "intent_at": intent_at,
         "submits": item.count("submits") + 1,
         "video_match": strip_query(video_url),
         "audio_match": strip_query(audio_url),
     }
+    # Before the intent: reconcile tells lost submits apart by the time they were sent.
+    rt.ledger.register_submit(item.member, intent_at)
     moved = rt.ledger.transition(
         batch_id, item_id, [ItemState.READY], ItemState.SUBMITTING, intent, when=item.fence
     )
@@ -182,6 +184,7 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
     )
     if not moved.ok:
         return []
+    rt.ledger.settle_submit(item.member)
     return [Next("poll", item.batch_id, item.id, rt.countdown(delay_s))]
 
 
@@ -197,19 +200,8 @@ def _not_created(rt: Runtime, item: Item, why: str, wait_s: float) -> list[Next]
     )
     if not moved.ok:
         return []  # a newer attempt (or the item's end) owns the slot now
+    rt.ledger.settle_submit(item.member)
     return [*free_slot(rt, item), Next("submit", item.batch_id, item.id, rt.countdown(wait_s))]
-
-
-def could_not_fetch(error: str) -> bool:
-    """True when a refusal says the provider could not download an input: our storage (or
-    the way to it) failed, not the media. Nothing was created, so submitting again is safe.
-
-    >>> could_not_fetch("failed to download video: ConnectError")
-    True
-    >>> could_not_fetch("video has no face")
-    False
-    """
-    return bool(_FETCH_FAILED.search(error))
 
 
 def _fetch_failed(rt: Runtime, item: Item, error: str) -> list[Next]:

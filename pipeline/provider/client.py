@@ -249,6 +249,23 @@ class ProviderClient:
         except (KeyError, InvalidOperation) as err:
             raise ProviderUnavailable("the balance answer had no readable balance") from err
 
+    def quote_usd(self, inputs: dict[str, Any]) -> Decimal:
+        """The provider's price for one prediction of this model with these inputs
+        (`POST /api/v3/model/pricing` -> `data.unit_price`); no charge for asking."""
+        data = self._safe_call(
+            "POST", "/api/v3/model/pricing", json={"model_id": self.model_path, "inputs": inputs}
+        )
+        price = data.get("unit_price")
+        if isinstance(price, bool) or not isinstance(price, int | float | str):
+            raise ProviderUnavailable("the pricing answer had no unit_price")
+        try:
+            value = Decimal(str(price))
+        except InvalidOperation as err:
+            raise ProviderUnavailable("the pricing answer's unit_price is not a number") from err
+        if not value.is_finite() or value < 0:
+            raise ProviderUnavailable(f"the pricing answer's unit_price is {price!r}")
+        return value
+
     def upload_media(self, path: Path) -> str:
         """Upload a local file to the provider's media store (kept 7 days); its download URL.
 

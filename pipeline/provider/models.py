@@ -45,6 +45,9 @@ class Prediction:
     model: str = ""
     outputs: tuple[str, ...] = ()
     error: str = ""
+    code: int | None = None
+    """WaveSpeed's error code of a failed task (docs/error-codes): 1xxx the input's fault
+    (1402: an input URL could not be fetched), 5xxx the service's. None when absent or 0."""
     created_at: datetime | None = None
     inference_ms: int | None = None
     has_nsfw_contents: tuple[bool, ...] = ()
@@ -74,6 +77,9 @@ class Prediction:
         timings = data.get("timings") or {}
         inference = timings.get("inference") if isinstance(timings, dict) else None
         nsfw = data.get("has_nsfw_contents") or []
+        code = data.get("code")
+        if isinstance(code, str) and code.isdigit():
+            code = int(code)
         # Undocumented whether (and under which name) list items carry their inputs.
         raw_inputs = data.get("input", data.get("inputs"))
         inputs = raw_inputs if isinstance(raw_inputs, dict) else None
@@ -83,6 +89,7 @@ class Prediction:
             model=str(data.get("model") or ""),
             outputs=tuple(str(o) for o in outputs if isinstance(o, str)),
             error=str(data.get("error") or ""),
+            code=code if isinstance(code, int) and not isinstance(code, bool) and code else None,
             created_at=parse_timestamp(data.get("created_at")),
             inference_ms=int(inference) if isinstance(inference, int | float) else None,
             has_nsfw_contents=tuple(bool(x) for x in nsfw if isinstance(x, bool)),

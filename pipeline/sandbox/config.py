@@ -1,14 +1,18 @@
-"""The sandbox's configuration: account, timing, limits, and faults by seeded probability.
+"""The sandbox's configuration: account, timing, limits, pricing, and faults by seeded probability.
 
 Load from TOML or JSON with `SandboxConfig.from_file(path)`; every field has a default, so
-`SandboxConfig()` is a healthy, fast provider that accepts the key `sk-sandbox`.
+`SandboxConfig()` is a healthy, fast provider that accepts the key `sk-sandbox` and behaves as
+WaveSpeed's documentation says (a list without inputs, download failures as failed tasks with
+`code` 1402, 429s without Retry-After, a price formula that rounds up). Anything kinder than
+the documented API is a field a test must set on purpose (`list_includes_inputs`,
+`result_includes_inputs`, `rate_limit_retry_after`).
 """
 
 from __future__ import annotations
 
 import json
 import tomllib
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,8 +26,9 @@ class FaultConfig(BaseModel):
 
     seed: int = 0
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
-    """Answer a submit or poll 429 with Retry-After (a 429 storm at high rates)."""
-    retry_after_s: float = Field(default=1.0, ge=0)
+    """Answer a submit or poll 429 (a 429 storm at high rates)."""
+    retry_after_s: float | None = Field(default=1.0, ge=0)
+    """The Retry-After a fault's 429 carries; None: no header (WaveSpeed documents none)."""
     submit_error_rate: float = Field(default=0.0, ge=0, le=1)
     """Answer a submit 500 *without* creating a task."""
     submit_drop_rate: float = Field(default=0.0, ge=0, le=1)
@@ -42,6 +47,47 @@ class FaultConfig(BaseModel):
     """The task ends `failed` with a realistic error."""
     never_finish_rate: float = Field(default=0.0, ge=0, le=1)
     """The task stays `processing` forever."""
+    download_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    """The task cannot fetch its inputs: it is created, then fails with `code` 1402, as
+    WaveSpeed documents (a failed task, not a refused submit)."""
+    odd_status_rate: float = Field(default=0.0, ge=0, le=1)
+    """The task ends `cancelled`, `timeout` or `deleted` (statuses the official clients
+    know) without an output or an error code."""
+    pending_rate: float = Field(default=0.0, ge=0, le=1)
+    """The queued task reads `pending` instead of `created` (seen in some answers)."""
+
+
+class SandboxPricing(BaseModel):
+    """The provider's price formula: `max(minimum_s, ceil(video seconds)) x rate`, capped.
+
+    WaveSpeed prices each model with a formula its API serves; the published examples round
+    durations up to whole seconds and charge a minimum. lipsync-3's own formula is not
+    public, so this one is configurable; the quote endpoint and the bill both use it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate_per_second_usd: Decimal = Decimal("0.134")
+    round_up_to_second: bool = True
+    minimum_s: float = Field(default=1.0, ge=0)
+    maximum_usd: Decimal | None = None
+
+    def price_usd(self, video_s: float) -> Decimal:
+        """The charge for a task whose input video lasts `video_s` seconds.
+
+        >>> SandboxPricing().price_usd(2.2)
+        Decimal('0.402')
+        >>> SandboxPricing(round_up_to_second=False, minimum_s=0).price_usd(2.5)
+        Decimal('0.3350')
+        """
+        seconds = Decimal(repr(video_s))
+        if self.round_up_to_second:
+            seconds = seconds.to_integral_value(rounding=ROUND_CEILING)
+        seconds = max(seconds, Decimal(repr(self.minimum_s)))
+        charge = seconds * self.rate_per_second_usd
+        if self.maximum_usd is not None:
+            charge = min(charge, self.maximum_usd)
+        return charge
 
 
 class SandboxConfig(BaseModel):
@@ -58,8 +104,9 @@ class SandboxConfig(BaseModel):
     """The sliding window `starts_per_minute` counts over (tests shrink it)."""
     max_concurrent: int = Field(default=8, ge=1)
     initial_balance_usd: Decimal = Decimal("1000")
-    price_per_second_usd: Decimal = Decimal("0.134")
+    pricing: SandboxPricing = SandboxPricing()
     charge_failed: bool = False
+    """Charge failed tasks too (WaveSpeed does not document whether it does)."""
     max_width: int = 4096
     max_height: int = 2160
     max_duration_s: float = 600.0
@@ -71,7 +118,16 @@ class SandboxConfig(BaseModel):
     """A larger input is refused at submit, as a download failure."""
     no_face_marker: str = "lipdub:no-face"
     """A video whose `comment` metadata contains this fails like a video without a face."""
-    list_includes_inputs: bool = True
+    list_includes_inputs: bool = False
+    """Kinder than the documented API: the list call shows each task's `input`."""
+    result_includes_inputs: bool = False
+    """Kinder than the documented API: the result call shows the task's `input` (undocumented)."""
+    webhook_includes_inputs: bool = True
+    """A webhook delivery carries `input`, as WaveSpeed's example delivery does."""
+    rate_limit_retry_after: bool = False
+    """Kinder than the documented API: a 429 for the per-minute limit names its Retry-After."""
+    output_url_ttl_s: float = Field(default=7 * 86_400.0, gt=0)
+    """Output URLs stop working after this (WaveSpeed keeps outputs 7 days)."""
     webhook_secret: str = "whsec_sandbox-webhook-secret"  # noqa: S105 - sandbox only
     webhook_attempts: int = Field(default=3, ge=1)
     audit_log: Path | None = None

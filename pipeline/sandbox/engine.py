@@ -32,7 +32,7 @@ from pipeline.errors import MediaError
 from pipeline.media import MediaInfo, probe
 from pipeline.provider import webhooks
 from pipeline.sandbox.config import SandboxConfig
-from pipeline.sandbox.faults import FaultPlan
+from pipeline.sandbox.faults import DOWNLOAD_FAILED_CODE, FaultPlan
 from pipeline.sandbox.render import render
 from pipeline.sync_modes import ALLOWED_SYNC_MODES, SyncMode
 
@@ -41,6 +41,10 @@ log = logging.getLogger("lipdub.sandbox")
 
 class InputRejected(Exception):
     """The submit's inputs are not acceptable: answered 400 with this message."""
+
+
+class DownloadFailed(Exception):
+    """An input could not be fetched: the task is created, then fails with code 1402."""
 
 
 @dataclass
@@ -61,6 +65,11 @@ class Task:
     status: str = "created"
     outputs: list[str] = field(default_factory=list)
     error: str = ""
+    code: int = 0
+    """WaveSpeed's error code of a failed task (0 otherwise): 1xxx input, 5xxx service."""
+    download_error: str = ""
+    """Set when the inputs could not be fetched: the task fails with code 1402."""
+    charged_usd: Decimal = Decimal(0)
     started_at: float | None = None
     finished_at: float | None = None
     inference_ms: int | None = None
@@ -78,6 +87,7 @@ class Task:
             "status": self.status,
             "created_at": self.created_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "error": self.error,
+            "code": self.code,
             "timings": {"inference": self.inference_ms} if self.inference_ms is not None else {},
         }
         if include_input:
@@ -103,6 +113,7 @@ class SandboxEngine:
         self._submits_per_key: collections.Counter[str] = collections.Counter()
         self._audit: list[dict[str, Any]] = []
         self.balance_usd = config.initial_balance_usd
+        self.billed_usd = Decimal(0)
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.stats: collections.Counter[str] = collections.Counter()
         """in_flight / peak_in_flight (tasks not yet final), rate_limited (429s), polls."""
@@ -150,7 +161,11 @@ class SandboxEngine:
             return seen
 
     def fetch_inputs(self, body: dict[str, Any]) -> tuple[Path, Path, str, str, str]:
-        """Validate the body and download both inputs: (video, audio, sha256s, content key)."""
+        """Validate the body and download both inputs: (video, audio, sha256s, content key).
+
+        Raises InputRejected for a body that is wrong (answered 400) and DownloadFailed when
+        an input cannot be fetched (the task is created and fails with code 1402).
+        """
         video_url, audio_url = body.get("video"), body.get("audio")
         mode = body.get("sync_mode", SyncMode.CUT_OFF.value)
         for name, value in (("video", video_url), ("audio", audio_url)):
@@ -176,7 +191,7 @@ class SandboxEngine:
         try:
             with self._http.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise InputRejected(f"failed to download {name}: HTTP {response.status_code}")
+                    raise DownloadFailed(name)
                 received = 0
                 with target.open("wb") as out:
                     for chunk in response.iter_bytes():
@@ -189,8 +204,8 @@ class SandboxEngine:
                         out.write(chunk)
         except httpx.HTTPError as err:
             target.unlink(missing_ok=True)
-            raise InputRejected(f"failed to download {name}: {type(err).__name__}") from err
-        except InputRejected:
+            raise DownloadFailed(name) from err
+        except (InputRejected, DownloadFailed):
             target.unlink(missing_ok=True)
             raise
         sha = digest.hexdigest()
@@ -236,8 +251,11 @@ class SandboxEngine:
         key: str,
         video_s: float,
         webhook_url: str | None,
+        *,
+        download_error: str = "",
     ) -> Task:
-        """Create a task and queue it for processing."""
+        """Create a task and queue it for processing (one whose inputs could not be fetched
+        fails with code 1402 once processed, as WaveSpeed documents)."""
         task = Task(
             id=uuid.uuid4().hex,
             model=self.config.model_path,
@@ -252,7 +270,10 @@ class SandboxEngine:
             audio_path=audio_path,
             video_s=video_s,
             webhook_url=webhook_url,
+            download_error=download_error,
         )
+        if self.faults.hits("pending", key):
+            task.status = "pending"
         with self._lock:
             self._tasks[task.id] = task
             self.stats["in_flight"] += 1
@@ -287,13 +308,34 @@ class SandboxEngine:
         return counters | {f"fault_{k}": v for k, v in self.faults.injected_counts().items()}
 
     def task_states(self) -> list[dict[str, Any]]:
-        """Every task's id and status, for tests that judge what was paid: a completed task
-        was charged, a failed one was not (unless `charge_failed`), and one still running
-        may yet be."""
+        """Every task's id, status, created_at and charge, for tests that judge what was
+        paid: a completed task was charged, a failed one was not (unless `charge_failed`),
+        and one still running may yet be."""
         with self._lock:
             return [
-                {"prediction_id": task.id, "status": task.status} for task in self._tasks.values()
+                {
+                    "prediction_id": task.id,
+                    "status": task.status,
+                    "code": task.code,
+                    "created_at": task.created_at.isoformat(),
+                    "charged_usd": str(task.charged_usd),
+                }
+                for task in self._tasks.values()
             ]
+
+    def bill(self) -> dict[str, str]:
+        """What the account was charged in all, and its balance, as decimal strings."""
+        with self._lock:
+            return {"billed_usd": str(self.billed_usd), "balance_usd": str(self.balance_usd)}
+
+    def quote_usd(self, inputs: dict[str, Any]) -> Decimal:
+        """The price of one task with these inputs (`POST /api/v3/model/pricing`): the
+        formula applied to `inputs.duration`, the video's seconds. Raises InputRejected
+        when the duration is missing (the formula needs it)."""
+        duration = inputs.get("duration")
+        if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
+            raise InputRejected("inputs.duration (seconds of input video) is required")
+        return self.config.pricing.price_usd(float(duration))
 
     def audit_entries(self) -> list[dict[str, Any]]:
         """A copy of every audit entry so far."""
@@ -316,12 +358,17 @@ class SandboxEngine:
         with self._lock:
             task.status = "processing"
             task.started_at = time.time()
+        if task.download_error:
+            if self._stop.wait(self.config.processing_fixed_s):
+                return
+            self._finish(task, "failed", error=task.download_error, code=DOWNLOAD_FAILED_CODE)
+            return
         if self.faults.hits("never_finish", task.key):
             return  # stays `processing`; frees its slot
         duration_s = (
             self.config.processing_fixed_s + self.config.processing_per_video_s * task.video_s
         )
-        error = self._task_error(task)
+        error, code = self._task_error(task)
         output: Path | None = None
         if error is None:
             output = self.workdir / "outputs" / f"{task.id}.mp4"
@@ -338,50 +385,70 @@ class SandboxEngine:
             return
         task.inference_ms = int((time.monotonic() - started) * 1000)
         if error is not None:
-            self._finish(task, "failed", error=error)
+            self._finish(task, "failed", error=error, code=code)
+        elif self.faults.hits("odd_status", task.key):
+            self._finish(task, self.faults.odd_status(task.key))
         else:
             assert output is not None
+            expires = int(time.time() + self.config.output_url_ttl_s)
             self._finish(
-                task, "completed", outputs=[f"{self.base_url()}/files/outputs/{output.name}"]
+                task,
+                "completed",
+                outputs=[f"{self.base_url()}/files/outputs/{output.name}?expires={expires}"],
             )
 
-    def _task_error(self, task: Task) -> str | None:
+    def _task_error(self, task: Task) -> tuple[str | None, int]:
+        """The error a task fails with and its code, or (None, 0)."""
         marker = self.config.no_face_marker
         if marker:
             try:
                 with av.open(str(task.video_path)) as container:
                     if marker in str(container.metadata.get("comment", "")):
-                        return "No face detected in the video. Use a video with a clearly visible face."
+                        return (
+                            "No face detected in the video. Use a video with a clearly visible face.",
+                            1403,
+                        )
             except av.error.FFmpegError:
-                return "invalid video: not a readable media file"
+                return "invalid video: not a readable media file", 1401
+        if self.faults.hits("download_failure", task.key):
+            return "Failed to download video from the provided URL.", DOWNLOAD_FAILED_CODE
         if self.faults.hits("task_failure", task.key):
-            return self.faults.task_error(task.key)[0]
-        return None
+            return self.faults.task_error(task.key)
+        return None, 0
 
     def _finish(
-        self, task: Task, status: str, *, error: str = "", outputs: list[str] | None = None
+        self,
+        task: Task,
+        status: str,
+        *,
+        error: str = "",
+        code: int = 0,
+        outputs: list[str] | None = None,
     ) -> None:
         with self._lock:
             self.stats["in_flight"] -= 1
             task.status = status
             task.error = error
+            task.code = code
             task.outputs = outputs or []
             task.finished_at = time.time()
             if status == "completed" or self.config.charge_failed:
-                cost = Decimal(repr(task.video_s)) * self.config.price_per_second_usd
-                self.balance_usd -= cost
+                task.charged_usd = self.config.pricing.price_usd(task.video_s)
+                self.balance_usd -= task.charged_usd
+                self.billed_usd += task.charged_usd
         if task.webhook_url:
             threading.Thread(target=self._deliver_webhook, args=(task,), daemon=True).start()
 
     def _deliver_webhook(self, task: Task) -> None:
+        """POST the finished prediction to its webhook, retrying a failed delivery. Every try
+        carries the same `webhook-id` (the prediction's, as in WaveSpeed's example delivery)
+        with a fresh timestamp and signature."""
         assert task.webhook_url is not None
         body = json.dumps(
-            task.to_data(self.base_url(), include_input=self.config.list_includes_inputs)
+            task.to_data(self.base_url(), include_input=self.config.webhook_includes_inputs)
         ).encode()
         for attempt in range(1, self.config.webhook_attempts + 1):
-            signed = webhooks.sign(
-                self.config.webhook_secret, uuid.uuid4().hex, int(time.time()), body
-            )
+            signed = webhooks.sign(self.config.webhook_secret, task.id, int(time.time()), body)
             record: dict[str, Any] = {"prediction_id": task.id, "attempt": attempt}
             try:
                 response = self._http.post(
@@ -411,9 +478,9 @@ class SandboxEngine:
             return task
 
     def snapshot(self, task: Task) -> dict[str, Any]:
-        """The task's API view, taken under the lock."""
+        """The task's API view (the submit's and the result call's), taken under the lock."""
         with self._lock:
-            return task.to_data(self.base_url(), include_input=self.config.list_includes_inputs)
+            return task.to_data(self.base_url(), include_input=self.config.result_includes_inputs)
 
     def list(
         self,

@@ -13,13 +13,17 @@ import threading
 
 from pipeline.sandbox.config import FaultConfig
 
-TASK_ERRORS: tuple[tuple[str, bool], ...] = (
-    ("No face detected in the video. Use a video with a clearly visible face.", False),
-    ("Internal inference error (HTTP 500). Please retry.", True),
-    ("Audio could not be decoded: unsupported or corrupt stream.", False),
-    ("GPU worker lost during inference (HTTP 503). Please retry.", True),
+TASK_ERRORS: tuple[tuple[str, int], ...] = (
+    ("No face detected in the video. Use a video with a clearly visible face.", 1403),
+    ("Internal inference error. Please retry.", 5000),
+    ("Audio could not be decoded: unsupported or corrupt stream.", 1401),
+    ("GPU worker lost during inference. Please retry.", 5003),
 )
-"""Realistic task errors: (message, transient). Transient ones mention an HTTP 5xx."""
+"""Realistic task errors: (message, code). WaveSpeed's codes (docs/error-codes): 1xxx the
+client's input, 5xxx the service's own trouble (5000 internal, 5003 unavailable, 5004 timeout)."""
+
+DOWNLOAD_FAILED_CODE = 1402
+ODD_STATUSES = ("cancelled", "timeout", "deleted")
 
 
 class FaultPlan:
@@ -50,7 +54,11 @@ class FaultPlan:
         with self._lock:
             return dict(self.injected)
 
-    def task_error(self, key: str) -> tuple[str, bool]:
-        """Which realistic error a failing task reports, fixed by key."""
+    def task_error(self, key: str) -> tuple[str, int]:
+        """Which realistic error (message, code) a failing task reports, fixed by key."""
         index = int(self.draw("task_error", key) * len(TASK_ERRORS))
         return TASK_ERRORS[index]
+
+    def odd_status(self, key: str) -> str:
+        """Which of the rarer terminal statuses a task ends in, fixed by key."""
+        return ODD_STATUSES[int(self.draw("odd_status", key) * len(ODD_STATUSES))]

@@ -10,6 +10,7 @@ The stdlib server is used on purpose: it lets a fault close the socket without a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import mimetypes
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.provider.models import parse_timestamp
 from pipeline.sandbox.config import SandboxConfig
-from pipeline.sandbox.engine import InputRejected, SandboxEngine
+from pipeline.sandbox.engine import DownloadFailed, InputRejected, SandboxEngine
 
 log = logging.getLogger("lipdub.sandbox")
 MAX_BODY_BYTES = 512 * 1024 * 1024
@@ -158,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and path == "/_sandbox/tasks":
                 tasks = self.engine.task_states()
                 return self._send(200, json.dumps(tasks).encode(), "application/json")
+            if method == "GET" and path == "/_sandbox/bill":
+                return self._send(200, json.dumps(self.engine.bill()).encode(), "application/json")
             if method == "GET" and path == "/_sandbox/stats":
                 stats = self.engine.stats_snapshot()
                 return self._send(200, json.dumps(stats).encode(), "application/json")
@@ -174,6 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._list()
             if method == "GET" and route == "balance":
                 return self._ok({"balance": float(self.engine.balance_usd)})
+            if method == "POST" and route == "model/pricing":
+                return self._pricing()
             if method == "GET" and route == "webhook/secret":
                 return self._ok({"secret": self.engine.config.webhook_secret})
             if method == "POST" and route == "media/upload/binary":
@@ -205,15 +210,26 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(
                 429,
                 "Too many requests: starts per minute exceeded",
-                {"Retry-After": str(max(1, round(wait_s)))},
+                {"Retry-After": str(max(1, round(wait_s)))}
+                if engine.config.rate_limit_retry_after
+                else None,
             )
+        download_error = ""
         try:
             video, audio, video_sha, audio_sha, key = engine.fetch_inputs(body)
             video_info, _ = engine.validate_media(video, audio)
+            video_s = video_info.duration_s
         except InputRejected as err:
             engine.release_start()
             engine.audit({"outcome": "rejected", "status_code": 400, "message": str(err)})
             raise
+        except DownloadFailed as err:
+            # WaveSpeed creates the task and fails it with code 1402 (docs/error-codes).
+            download_error = f"Failed to download {err} from the provided URL."
+            video = audio = engine.workdir / "inputs" / "missing"
+            video_sha = audio_sha = ""
+            video_s = 0.0
+            key = _url_key(body)
         attempt_key = f"{key}#{engine.count_submit(key)}"
         common = {
             "video_sha256": video_sha,
@@ -225,15 +241,18 @@ class _Handler(BaseHTTPRequestHandler):
         if faults.hits("rate_limit", attempt_key):
             engine.release_start()
             engine.audit({**common, "outcome": "rate_limited", "status_code": 429})
-            return self._error(
-                429, "Too many requests", {"Retry-After": str(faults.config.retry_after_s)}
-            )
+            return self._error(429, "Too many requests", self._retry_after())
         if faults.hits("submit_error", attempt_key):
             engine.release_start()
             engine.audit({**common, "outcome": "error_not_created", "status_code": 500})
             return self._error(500, "Internal server error")
+        # The docs give the webhook as a `?webhook=` query; one page as a `webhook_url` field.
         webhook = parse_qs(urlsplit(self.path).query).get("webhook", [None])[0]
-        task = engine.create(body, video, audio, attempt_key, video_info.duration_s, webhook)
+        if webhook is None and isinstance(body.get("webhook_url"), str):
+            webhook = body["webhook_url"]
+        task = engine.create(
+            body, video, audio, attempt_key, video_s, webhook, download_error=download_error
+        )
         accepted = {**common, "prediction_id": task.id}
         if faults.hits("submit_drop", attempt_key):
             engine.audit({**accepted, "outcome": "accepted_dropped", "status_code": None})
@@ -256,15 +275,29 @@ class _Handler(BaseHTTPRequestHandler):
         self._delay(key)
         faults = engine.faults
         if faults.hits("rate_limit", key):
-            return self._error(
-                429, "Too many requests", {"Retry-After": str(faults.config.retry_after_s)}
-            )
+            return self._error(429, "Too many requests", self._retry_after())
         if faults.hits("result_error", key):
             status = (500, 502, 503)[int(faults.draw("result_status", key) * 3)]
             return self._error(status, "Upstream error")
         if faults.hits("malformed", key):
             return self._malformed()
         return self._ok(engine.snapshot(task))
+
+    def _retry_after(self) -> dict[str, str] | None:
+        """The Retry-After header of a fault's 429, when the fault plan names one."""
+        seconds = self.engine.faults.config.retry_after_s
+        return None if seconds is None else {"Retry-After": f"{seconds:g}"}
+
+    def _pricing(self) -> None:
+        body = self._json_body()
+        model_id = str(body.get("model_id") or "").strip("/")
+        if model_id != self.engine.config.model_path:
+            return self._error(404, f"model {model_id!r} not found")
+        inputs = body.get("inputs")
+        if not isinstance(inputs, dict):
+            raise InputRejected("inputs must be an object")
+        price = self.engine.quote_usd(inputs)
+        return self._ok({"model_id": model_id, "unit_price": float(price), "currency": "USD"})
 
     def _list(self) -> None:
         body = self._json_body()
@@ -339,6 +372,11 @@ class _Handler(BaseHTTPRequestHandler):
         target = (root / relative).resolve()
         if not target.is_relative_to(root) or not target.is_file() or target.name.startswith("."):
             return self._error(404, "no such file")
+        if relative.startswith("outputs/"):
+            # Output URLs are temporary, as WaveSpeed's are: copy them before they expire.
+            expires = parse_qs(urlsplit(self.path).query).get("expires", ["0"])[0]
+            if not expires.isdigit() or int(expires) < time.time():
+                return self._error(403, "this output URL has expired")
         size = target.stat().st_size
         start, end = 0, size - 1
         status = 200
@@ -369,6 +407,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
         return None
+
+
+def _url_key(body: dict[str, Any]) -> str:
+    """A fault key for a submit whose inputs could not be fetched: its URLs (without a
+    presigned query, which changes per submit) and mode."""
+    parts = [str(body.get(name, "")).split("?", 1)[0] for name in ("video", "audio")]
+    text = "|".join([*parts, str(body.get("sync_mode", "cut_off"))])
+    return "url:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 class SandboxServer:

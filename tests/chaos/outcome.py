@@ -55,6 +55,15 @@ def paid_pairs(audit: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
     return Counter(_pair(e) for e in accepted(audit))
 
 
+def charged_pairs(
+    audit: list[dict[str, Any]], tasks: list[dict[str, Any]]
+) -> Counter[tuple[str, str, str]]:
+    """How many tasks that were, or may yet be, charged the provider made for each pair (a
+    failed task is not charged by the sandbox's default)."""
+    failed = {t["prediction_id"] for t in tasks if t["status"] == "failed"}
+    return Counter(_pair(e) for e in accepted(audit) if e["prediction_id"] not in failed)
+
+
 def duplicate_submissions(audit: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> int:
     """Tasks for a pair beyond the first that were, or may yet be, charged: money paid twice.
 
@@ -62,9 +71,7 @@ def duplicate_submissions(audit: list[dict[str, Any]], tasks: list[dict[str, Any
     bounded retry of a transient failure) is not a duplicate; a second task while the first
     completed, or is still running, is.
     """
-    failed = {t["prediction_id"] for t in tasks if t["status"] == "failed"}
-    live = Counter(_pair(e) for e in accepted(audit) if e["prediction_id"] not in failed)
-    return sum(count - 1 for count in live.values())
+    return sum(count - 1 for count in charged_pairs(audit, tasks).values())
 
 
 def duplicate_evidence(

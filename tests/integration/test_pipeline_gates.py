@@ -55,11 +55,14 @@ def test_limits_hold_across_two_worker_processes(tmp_path, make_stack):
     assert stats["peak_in_flight"] >= 2, "the test did not exercise concurrency"
 
 
-def test_a_dropped_submit_is_adopted_from_the_list_not_posted_again(tmp_path, make_stack):
+def test_dropped_submits_are_adopted_from_a_list_that_shows_inputs(tmp_path, make_stack):
     # Given a provider that creates each task and then drops the connection
     items = [(f"d-{n}", 1.0 + n * 0.1, 1.0, "bounce") for n in range(3)]
     manifest = write_manifest(tmp_path / "m", items)
-    with start_sandbox(tmp_path, faults={"submit_drop_rate": 1.0}) as sandbox:
+    # (a kinder provider than WaveSpeed: its list shows each prediction's inputs)
+    with start_sandbox(
+        tmp_path, list_includes_inputs=True, faults={"submit_drop_rate": 1.0}
+    ) as sandbox:
         stack = make_stack(sandbox)
         with in_process_worker(stack):
             batch_id = stack.control.start(plan(manifest, stack.settings))
@@ -74,25 +77,48 @@ def test_a_dropped_submit_is_adopted_from_the_list_not_posted_again(tmp_path, ma
     assert sorted(i["prediction_id"] for i in report) == sorted(s["prediction_id"] for s in submits)
 
 
-def test_an_unresolvable_submit_needs_attention_and_is_never_reposted(tmp_path, make_stack):
-    # Given a provider that drops the answer and whose list hides the inputs
-    manifest = write_manifest(tmp_path / "m", [("blind", 1.0, 1.0, "cut_off")])
-    with start_sandbox(
-        tmp_path, list_includes_inputs=False, faults={"submit_drop_rate": 1.0}
-    ) as sandbox:
+def test_dropped_submits_are_told_apart_without_inputs_by_time_and_duration(tmp_path, make_stack):
+    # Given a provider that drops every submit's answer and whose list hides the inputs (as
+    # WaveSpeed's does), and three items whose outputs last 1.0, 1.3 and 1.6 s
+    items = [(f"t-{n}", 1.0 + n * 0.3, 3.0, "cut_off") for n in range(3)]
+    manifest = write_manifest(tmp_path / "m", items)
+    with start_sandbox(tmp_path, faults={"submit_drop_rate": 1.0}) as sandbox:
         stack = make_stack(sandbox)
         with in_process_worker(stack):
             batch_id = stack.control.start(plan(manifest, stack.settings))
             status = stack.wait(batch_id)
-            # retry_failed leaves it alone unless asked explicitly
+        submits = accepted_submits(sandbox.url)
+    # Then each was posted once, its prediction adopted without a person, and completed
+    assert status["counts"]["completed"] == 3, status
+    assert len(submits) == 3
+    report = stack.control.report(batch_id)["items_detail"]
+    assert all(i["reconciled"] for i in report)
+    assert sorted(i["prediction_id"] for i in report) == sorted(s["prediction_id"] for s in submits)
+
+
+def test_lost_submits_nothing_tells_apart_need_attention_and_are_never_reposted(
+    tmp_path, make_stack
+):
+    # Given two lost submits sent moments apart whose outputs last the same (bounce: the
+    # audio's 1.0 s), and a list that hides the inputs
+    items = [("blind-a", 1.0, 1.0, "bounce"), ("blind-b", 1.1, 1.0, "bounce")]
+    manifest = write_manifest(tmp_path / "m", items)
+    with start_sandbox(tmp_path, faults={"submit_drop_rate": 1.0}) as sandbox:
+        stack = make_stack(sandbox)
+        with in_process_worker(stack):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id)
+            # retry_failed leaves them alone unless asked explicitly
             assert stack.control.retry_failed(batch_id) == []
         submits = accepted_submits(sandbox.url)
-    assert status["counts"]["needs_attention"] == 1
-    assert len(submits) == 1
-    item = stack.control.report(batch_id)["items_detail"][0]
-    assert item["error_kind"] == "unresolved_submit"
-    assert [c["id"] for c in item["evidence"]["candidates"]] == [submits[0]["prediction_id"]]
-    assert "does not re-post" in item["hint"]
+    # Then a person decides, shown the two predictions that could be either
+    assert status["counts"]["needs_attention"] == 2, status
+    assert len(submits) == 2
+    made = sorted(s["prediction_id"] for s in submits)
+    for item in stack.control.report(batch_id)["items_detail"]:
+        assert item["error_kind"] == "unresolved_submit"
+        assert sorted(c["id"] for c in item["evidence"]["candidates"]) == made
+        assert "does not re-post" in item["hint"]
 
 
 def test_a_submit_that_created_nothing_is_posted_again_after_the_list_says_so(tmp_path, make_stack):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.chaos.outcome import paid_pairs
+from tests.chaos.outcome import charged_pairs, paid_pairs, sandbox_witness
 from tests.chaos.s3_proxy import FaultyS3Proxy
 from tests.chaos.storage_faults import media_key_of, outage_when_in_flight, storage_settings
 from tests.conftest import start_sandbox
@@ -36,11 +36,40 @@ def test_s3_down_for_a_while_then_back_loses_nothing(tmp_path, make_stack, s3_se
             # When S3 goes away for 3 s while items upload and others are at the provider
             at_outage = outage_when_in_flight(stack, proxy, batch_id, down_s=3.0)
             status = stack.wait(batch_id, timeout_s=90)
-        entries = audit(sandbox.url)
-    # Then the outage hit a live batch, and every item still completed, each paid once
+        witness = sandbox_witness(sandbox.url)
+    # Then the outage hit a live batch, and every item still completed, each paid once (a
+    # task whose inputs the provider could not fetch meanwhile failed, with code 1402)
     assert at_outage.get("pending"), at_outage
     assert _nonzero(status["counts"]) == {"completed": len(ITEMS)}, status
-    assert sorted(paid_pairs(entries).values()) == [1] * len(ITEMS)
+    charged = charged_pairs(witness["audit"], witness["tasks"])
+    assert sorted(charged.values()) == [1] * len(ITEMS)
+
+
+def test_inputs_the_provider_cannot_fetch_for_a_while_are_retried_until_s3_answers(
+    tmp_path, make_stack, s3_server
+):
+    # Given S3 that answers the provider's downloads of our inputs 503 for a while: WaveSpeed
+    # then creates the task and fails it with code 1402 (docs/error-codes)
+    manifest = write_manifest(tmp_path / "m", ITEMS[:3])
+    with FaultyS3Proxy(s3_server.url) as proxy, start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **storage_settings(proxy, retry_for_s=60.0))
+        bucket = stack.settings.storage.bucket
+        refused = proxy.fail("GET", rf"^/{bucket}/media/", times=4, status=503)
+        with worker_processes(stack.settings, tmp_path, concurrency=2):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=120)
+        witness = sandbox_witness(sandbox.url)
+        report = stack.control.report(batch_id)["items_detail"]
+    # Then tasks failed with 1402, and the items were submitted again until S3 answered:
+    # every item completed, none charged twice, each failed prediction on its item's record
+    assert refused.hits == 4
+    unfetched = sorted(t["prediction_id"] for t in witness["tasks"] if t["code"] == 1402)
+    assert unfetched, "no download failed: the fault missed the provider's fetches"
+    assert _nonzero(status["counts"]) == {"completed": 3}, status
+    assert sorted(charged_pairs(witness["audit"], witness["tasks"]).values()) == [1, 1, 1]
+    recorded = sorted(f["prediction_id"] for item in report for f in item["failed_predictions"])
+    assert recorded == unfetched
+    assert {f["code"] for item in report for f in item["failed_predictions"]} == {1402}
 
 
 def test_upload_and_collect_errors_are_bounded_then_clear_and_never_paid_twice(

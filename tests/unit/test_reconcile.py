@@ -6,6 +6,9 @@ are on the suite's real redis-server.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 import redis
@@ -22,6 +25,8 @@ from pipeline.states import ItemState
 from pipeline.storage import Storage
 
 NOW_S = 1_800_000_000.0
+INTENT_S = NOW_S - 3600
+"""When the fixture's item sent its POST: long enough ago that every grace is over."""
 VIDEO = "http://s3.local/b/media/sha256/v.mp4"
 AUDIO = "http://s3.local/b/media/sha256/a.wav"
 
@@ -43,6 +48,14 @@ def _runtime(redis_url: str, listing: list[dict], status: int = 200) -> Runtime:
         if status != 200:
             return httpx.Response(status, json={"code": status, "message": "Unauthorized"})
 
+        if request.method == "GET" and request.url.path.endswith("/result"):
+            # As WaveSpeed documents nothing about inputs here, it shows none.
+            wanted = request.url.path.split("/")[-2]
+            found = [{k: v for k, v in p.items() if k != "input"} for p in listing]
+            found = [p for p in found if p["id"] == wanted]
+            if not found:
+                return httpx.Response(404, json={"code": 404, "message": "not found"})
+            return httpx.Response(200, json={"code": 200, "data": found[0]})
         body = json.loads(request.content)
         start = (body["page"] - 1) * body["page_size"]
         page = listing[start : start + body["page_size"]]
@@ -68,21 +81,57 @@ def _runtime(redis_url: str, listing: list[dict], status: int = 200) -> Runtime:
     )
 
 
+def lose(
+    rt: Runtime,
+    item_id: str,
+    intent_at: float,
+    *,
+    expected_output_s: float,
+    answered: bool = True,
+    video: str = VIDEO,
+) -> None:
+    """Put an item of batch `b` in `submitting` with a POST sent at `intent_at` whose answer
+    was lost one second later (or, with answered=False, is still awaited)."""
+    rt.ledger.transition("b", item_id, [ItemState.PENDING], ItemState.READY)
+    intent = {
+        "intent_at": intent_at,
+        "video_match": video,
+        "audio_match": AUDIO,
+        "expected_output_s": expected_output_s,
+    }
+    if answered:
+        intent["outcome_unknown_at"] = intent_at + 1.0
+    rt.ledger.register_submit(f"b:{item_id}", intent_at)
+    assert rt.ledger.transition("b", item_id, [ItemState.READY], ItemState.SUBMITTING, intent).ok
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _hidden(n: int, created_at_s: float, status: str = "completed") -> dict:
+    """A prediction as WaveSpeed's list shows it: no inputs."""
+    return {
+        "id": f"p{n}",
+        "status": status,
+        "model": "sync/lipsync-3",
+        "created_at": _iso(created_at_s),
+        "outputs": [f"https://cdn.example/p{n}.mp4"] if status == "completed" else [],
+    }
+
+
 @pytest.fixture
 def submitting(redis_url):
     """An item whose submit was sent long ago (its grace is over) with no answer."""
 
     made: list[Runtime] = []
 
-    def make(listing: list[dict], status: int = 200) -> Runtime:
+    def make(listing: list[dict], status: int = 200, items: tuple[str, ...] = ("i",)) -> Runtime:
         rt = _runtime(redis_url, listing, status)
         made.append(rt)
-        rt.ledger.create_batch(
-            "b", {"created_at": NOW_S}, [{"id": "i", "sync_mode": "cut_off"}], budget_usd=None
-        )
-        rt.ledger.transition("b", "i", [ItemState.PENDING], ItemState.READY)
-        intent = {"intent_at": NOW_S - 3600, "video_match": VIDEO, "audio_match": AUDIO}
-        assert rt.ledger.transition("b", "i", [ItemState.READY], ItemState.SUBMITTING, intent).ok
+        records = [{"id": name, "sync_mode": "cut_off"} for name in items]
+        rt.ledger.create_batch("b", {"created_at": NOW_S}, records, budget_usd=None)
+        lose(rt, "i", INTENT_S, expected_output_s=6.0)
         return rt
 
     yield make
@@ -134,3 +183,107 @@ def test_an_earlier_attempts_prediction_is_not_taken_for_this_submit(submitting)
     # Then the new prediction is adopted, not the failed one (which would pay a third time)
     reconcile(rt, "b", "i")
     assert rt.ledger.item("b", "i")["prediction_id"] == "p2"
+
+
+# ---------------------------------------------------------------- a list without inputs
+
+
+def test_predictions_other_items_have_are_not_candidates(submitting):
+    # Given a list (without inputs) holding only a prediction another lipdub item owns
+    rt = submitting([_hidden(1, INTENT_S + 0.5)])
+    rt.ledger.index_prediction("p1", "b0:other")
+    # Then nothing in the window can be this submit's: it made nothing, submit again
+    following = reconcile(rt, "b", "i")
+    assert rt.ledger.item("b", "i")["state"] == "ready"
+    assert [n.step for n in following] == ["submit"]
+
+
+def test_the_one_prediction_created_while_the_post_was_on_its_way_is_adopted(submitting):
+    # Given a hidden prediction created while the lost POST was on its way, and one of
+    # another item's earlier that is already attributed
+    rt = submitting([_hidden(1, INTENT_S + 0.5), _hidden(2, INTENT_S - 0.2)])
+    rt.ledger.index_prediction("p2", "b0:other")
+    following = reconcile(rt, "b", "i")
+    # Then it is this item's, without a person and without a new POST
+    item = rt.ledger.item("b", "i")
+    assert item["state"] == "running" and item["prediction_id"] == "p1"
+    assert rt.ledger.item_of_prediction("p1") == "b:i"
+    assert [n.step for n in following] == ["poll"]
+    assert rt.ledger.unsettled_submits(0, NOW_S) == []
+
+
+def test_inputs_a_webhook_delivered_prove_whose_prediction_it_is(submitting):
+    # Given a hidden prediction created far from the POST's time (a clock off by minutes),
+    # whose webhook delivery, kept by the receiver, shows our inputs
+    rt = submitting([_hidden(1, INTENT_S + 200)])
+    rt.ledger.observe("p1", {"inputs": {"video": VIDEO, "audio": AUDIO, "sync_mode": "cut_off"}})
+    reconcile(rt, "b", "i")
+    assert rt.ledger.item("b", "i")["prediction_id"] == "p1"
+
+
+def test_two_lost_submits_are_told_apart_by_their_outputs_duration(submitting):
+    # Given two lost submits a second apart (6 s and 3 s outputs expected), and two hidden
+    # predictions created while both were on their way, their outputs measured
+    rt = submitting([_hidden(1, INTENT_S + 1.2), _hidden(2, INTENT_S + 1.4)], items=("i", "j"))
+    lose(rt, "j", INTENT_S + 1.0, expected_output_s=3.0, video=VIDEO + "?j")
+    rt.ledger.observe("p1", {"output_s": 3.0})
+    rt.ledger.observe("p2", {"output_s": 6.0})
+    reconcile(rt, "b", "i")
+    reconcile(rt, "b", "j")
+    # Then each adopts the one whose output fits its sync mode's rule
+    assert rt.ledger.item("b", "i")["prediction_id"] == "p2"
+    assert rt.ledger.item("b", "j")["prediction_id"] == "p1"
+
+
+def test_lost_submits_that_look_alike_go_to_a_person_with_only_their_candidates(submitting):
+    # Given two lost submits with the same expected output and two finished, hidden
+    # predictions that fit both, among forty attributed ones
+    listing = [_hidden(1, INTENT_S + 1.2), _hidden(2, INTENT_S + 1.4)]
+    listing += [_hidden(n, INTENT_S + n / 10) for n in range(10, 50)]
+    rt = submitting(listing, items=("i", "j"))
+    for n in range(10, 50):
+        rt.ledger.index_prediction(f"p{n}", f"b0:x{n}")
+    lose(rt, "j", INTENT_S + 1.0, expected_output_s=6.0, video=VIDEO + "?j")
+    rt.ledger.observe("p1", {"output_s": 6.0})
+    rt.ledger.observe("p2", {"output_s": 6.0})
+    reconcile(rt, "b", "i")
+    # Then a person decides, shown the two that could be it, not the forty that cannot
+    item = rt.ledger.item("b", "i")
+    assert item["state"] == "needs_attention", item
+    evidence = json.loads(item["evidence"])
+    assert sorted(c["id"] for c in evidence["candidates"]) == ["p1", "p2"]
+
+
+def test_a_prediction_nobody_accounts_for_near_a_submit_that_made_nothing_needs_a_person(
+    submitting,
+):
+    # Given a hidden prediction created two minutes after the lost POST (which fits no
+    # submit's time: another client of the key, or a clock far off)
+    rt = submitting([_hidden(1, INTENT_S + 120)])
+    reconcile(rt, "b", "i")
+    # Then lipdub does not post again on the guess that it was not ours
+    item = rt.ledger.item("b", "i")
+    assert item["state"] == "needs_attention" and "belong to no lipdub item" in item["error"]
+
+
+def test_an_open_post_of_another_time_does_not_hold_up_a_decision(submitting):
+    # Given another item's POST sent an hour after ours and still unanswered
+    rt = submitting([_hidden(1, INTENT_S + 0.5, status="processing")], items=("i", "j"))
+    lose(rt, "j", NOW_S - 1, expected_output_s=6.0, answered=False)
+    # Then the one candidate of our time is ours
+    reconcile(rt, "b", "i")
+    assert rt.ledger.item("b", "i")["prediction_id"] == "p1"
+
+
+def test_a_candidate_an_open_post_may_have_made_is_waited_for(submitting):
+    # Given our POST lost a second ago, another item's POST still open since just before,
+    # and a hidden prediction created while both were on their way
+    rt = submitting([_hidden(3, NOW_S - 0.5, status="processing")], items=("i", "j"))
+    rt.ledger.update_item(
+        "b", "i", ItemState.SUBMITTING, {"intent_at": NOW_S - 2, "outcome_unknown_at": NOW_S - 1}
+    )
+    lose(rt, "j", NOW_S - 1.5, expected_output_s=6.0, answered=False)
+    following = reconcile(rt, "b", "i")
+    # Then reconcile looks again shortly instead of deciding
+    assert rt.ledger.item("b", "i")["state"] == "submitting"
+    assert [n.step for n in following] == ["reconcile"]
