@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | $(PYTHON) -c "import h
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
+CONTRACT_ARGS ?=
 
-.PHONY: help setup test lint format demo sandbox bench chaos docs clean
+.PHONY: help setup test lint format demo sandbox bench chaos contract docs clean
 
 help:
 	@echo "make demo   - set up, then run a batch end to end on the bundled stack"
@@ -17,6 +18,7 @@ help:
 	@echo "make bench  - the benchmarks (throughput, limits, polls, re-run, overhead, memory, planning)"
 	@echo "make chaos  - fault scenarios at scale (kills, Redis restarts, provider and S3 faults, hostile input, secrets, webhooks)"
 	@echo "make docs   - regenerate the README's configuration table from the settings model"
+	@echo "make contract - one real paid job against WaveSpeed (needs WAVESPEED_API_KEY; else checks nothing)"
 
 $(BIN)/python:
 	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'lipdub needs Python 3.11 or newer; set PYTHON=python3.11 (or newer)')"
@@ -53,6 +55,9 @@ bench: setup
 
 chaos: setup
 	$(BIN)/python -m tests.chaos.run_all $(CHAOS_ARGS)
+
+contract: setup
+	$(BIN)/python -m tests.contract.run $(CONTRACT_ARGS)
 
 docs: setup
 	$(BIN)/python -m pipeline.settings_doc --write README.md

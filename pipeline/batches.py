@@ -132,6 +132,7 @@ class BatchControl:
             "force": force,
             "cancelled": False,
             "price_model": plan.price_model.model_dump(mode="json"),
+            "price_basis": plan.price_basis,
             "estimate_usd": str(plan.total_usd),
             **(extra or {}),
         }

@@ -16,12 +16,12 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ManifestError, MediaError, Problem
+from pipeline.errors import LipdubError, ManifestError, MediaError, Problem
 from pipeline.manifest import (
     AUDIO_FORMATS,
     VIDEO_FORMATS,
@@ -32,6 +32,7 @@ from pipeline.manifest import (
 )
 from pipeline.media import MediaInfo, MediaInspector
 from pipeline.pricing import PriceModel, billable_seconds, price_usd, total_usd
+from pipeline.quotes import QUOTE_BASIS, ProviderQuotes, describe_failure, quote_key
 from pipeline.settings import MediaSettings
 from pipeline.sync_modes import SyncMode, expected_output_s
 
@@ -102,6 +103,8 @@ class Plan:
     total_usd: Decimal
     total_billable_s: float
     by_sync_mode_usd: dict[str, Decimal] = field(default_factory=dict)
+    price_basis: str = ""
+    """What priced the items: the provider's quotes, or the price model (and why)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view of the whole plan."""
@@ -113,6 +116,7 @@ class Plan:
             "total_usd": str(self.total_usd),
             "by_sync_mode_usd": {k: str(v) for k, v in self.by_sync_mode_usd.items()},
             "price_model": self.price_model.model_dump(mode="json"),
+            "price_basis": self.price_basis,
         }
 
 
@@ -128,6 +132,7 @@ def plan_manifest(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     base_dir: Path | str | None = None,
+    quotes: ProviderQuotes | None = None,
 ) -> Plan:
     """Validate, probe and price every row. Raises ManifestError listing every problem.
 
@@ -136,6 +141,9 @@ def plan_manifest(
 
     `progress(done, total)` is called from the planning threads as each distinct input has
     been checked (the first plan of a big catalog reads every byte once).
+
+    With `quotes`, each item is priced by the provider's quote endpoint; when it does not
+    answer, by the price model. The plan's `price_basis` says which.
     """
     manifest = manifest.expanduser().absolute()
     raw_rows, problems = read_manifest(manifest)
@@ -174,6 +182,7 @@ def plan_manifest(
     if problems:
         problems.sort(key=lambda p: (p.row or 0, p.field or ""))
         raise ManifestError(problems)
+    items, basis = _quoted(items, quotes, price)
     by_mode: dict[str, Decimal] = {}
     for item in items:
         by_mode[item.sync_mode.value] = (
@@ -186,7 +195,43 @@ def plan_manifest(
         total_usd=total_usd(i.price_usd for i in items),
         total_billable_s=sum(i.billable_s for i in items),
         by_sync_mode_usd=dict(sorted(by_mode.items())),
+        price_basis=basis,
     )
+
+
+def describe_price_model(price: PriceModel) -> str:
+    """The price model in words.
+
+    >>> describe_price_model(PriceModel())
+    'price model: $0.134/s of input video, exact seconds'
+    """
+    rounding = {"exact": "exact seconds", "ceil_second": "rounded up to the second"}.get(
+        price.rounding.value, "rounded up to the frame"
+    )
+    text = (
+        f"price model: ${price.rate_per_second_usd}/s of {price.basis.value.replace('_', ' ')}, "
+        f"{rounding}"
+    )
+    if price.minimum_billable_s:
+        text += f", at least {price.minimum_billable_s:g} s"
+    return text
+
+
+def _quoted(
+    items: list[PlannedItem], quotes: ProviderQuotes | None, price: PriceModel
+) -> tuple[list[PlannedItem], str]:
+    """The items priced by the provider's quotes when it gives them, and the basis."""
+    model_basis = describe_price_model(price)
+    if quotes is None or not items:
+        return items, model_basis
+    keys = [quote_key(i.sync_mode, i.video.info.duration_s) for i in items]
+    try:
+        prices = quotes.price_all(keys)
+    except LipdubError as err:
+        return items, f"{model_basis} ({describe_failure(err)})"
+    return [
+        replace(item, price_usd=prices[key]) for item, key in zip(items, keys, strict=True)
+    ], QUOTE_BASIS
 
 
 def _with_mode(row: ManifestRow, mode: SyncMode) -> ManifestRow:

@@ -46,6 +46,8 @@ class PriceModel(BaseModel):
     """`exact`, `ceil_second` or `ceil_frame`."""
     minimum_billable_s: float = Field(default=0.0, ge=0)
     """Seconds billed at least, per item."""
+    quotes: bool = True
+    """Price each item by the provider's quote endpoint (`POST /api/v3/model/pricing`) when it answers; this model is the fallback."""
 
 
 CENT = Decimal("0.01")

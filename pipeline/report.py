@@ -128,6 +128,9 @@ def batch_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
         "model": batch.get("model", ""),
         "bucket": bucket,
         "price_model": _json(batch, "price_model"),
+        "price_basis": batch.get("price_basis") or None,
+        "balance_before_usd": batch.get("balance_before_usd") or None,
+        "balance_after_usd": batch.get("balance_after_usd") or None,
         "total_billable_s": round(billable, 3),
         "items_detail": items,
     }

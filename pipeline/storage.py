@@ -140,6 +140,28 @@ class Storage:
         except BotoCoreError as err:
             raise StorageError(f"S3 could not be reached: {_why(err)}") from err
 
+    def check_bucket(self, *, create: bool) -> None:
+        """Make sure the bucket exists; create it only when asked (a mistyped bucket name
+        must not become a new bucket silently). Raises StorageError naming the fix."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code not in ("404", "NoSuchBucket", "NotFound"):
+                raise StorageError(
+                    f"bucket {self.bucket!r} cannot be used: {_why(err)}; check the "
+                    "credentials' access to it"
+                ) from err
+        except BotoCoreError as err:
+            raise StorageError(f"S3 could not be reached: {_why(err)}") from err
+        if not create:
+            raise StorageError(
+                f"bucket {self.bucket!r} does not exist: check LIPDUB_STORAGE__BUCKET (and "
+                "LIPDUB_STORAGE__ENDPOINT_URL), or add --create-bucket to create it"
+            )
+        self.ensure_bucket()
+
     def exists(self, key: str, *, bucket: str | None = None) -> bool:
         """True when the object exists."""
         try:

@@ -14,7 +14,6 @@ from decimal import Decimal
 from pipeline.errors import MediaError, StorageError
 from pipeline.flow.common import Item, end, fail, load, resume, storage_retry_in
 from pipeline.media import probe
-from pipeline.pricing import price_usd
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
 from pipeline.storage import output_key
@@ -37,7 +36,7 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         )
     key = output_key(rt.storage.prefix, batch_id, item.text("output"), item.text("output_folder"))
     billable_s = item.number("billable_s")
-    cost = price_usd(rt.settings.price, billable_s)
+    cost = item.price_usd  # as the plan priced it: the provider's quote, or the price model
     try:
         size = rt.storage.copy_from_url(item.text("output_url"), key, rt.http)
         url = rt.storage.presign(key, expiry_s=PROBE_URL_EXPIRY_S)

@@ -14,6 +14,7 @@ A finalize that finds it held looks again when it lapses, so a finalizer killed 
 
 from __future__ import annotations
 
+from pipeline.errors import ProviderError
 from pipeline.report import batch_report
 from pipeline.reporting import CONTENT_TYPES, render_all
 from pipeline.runtime import Next, Runtime
@@ -35,7 +36,7 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         return [Next("finalize", batch_id, countdown_s=rt.countdown(wait_s))]
     try:
         finished_at = rt.clock()
-        rt.ledger.update_batch(batch_id, {"finished_at": finished_at})
+        rt.ledger.update_batch(batch_id, {"finished_at": finished_at, **_balance_after(rt, batch)})
         report = batch_report(rt.ledger, batch_id)
         # JSON last: its presence means the set is complete.
         for name, body in sorted(render_all(report).items(), key=lambda kv: kv[0].endswith("json")):
@@ -46,6 +47,17 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     finally:
         rt.ledger.release_finalizer(batch_id)
     return _conclude_if_scheduled(rt.ledger.batch(batch_id))
+
+
+def _balance_after(rt: Runtime, batch: dict[str, str]) -> dict[str, str]:
+    """The account's balance now, for a batch that recorded it before its first spend: the
+    report sets the change beside lipdub's own spend. Nothing when it cannot be read."""
+    if not batch.get("balance_before_usd"):
+        return {}
+    try:
+        return {"balance_after_usd": str(rt.provider.balance_usd())}
+    except ProviderError:
+        return {}
 
 
 def _conclude_if_scheduled(batch: dict[str, str]) -> list[Next]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from pipeline.reporting.summary import PHASE_NAMES, Summary, summarize
+from pipeline.reporting.summary import PHASE_NAMES, Summary, money_lines, summarize
 
 PHASE_COLOURS = {
     "upload": "#8e7cc3",
@@ -94,6 +94,7 @@ def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
     return _environment.get_template("report.html.j2").render(
         report=report,
         s=s,
+        money_lines=money_lines(s),
         items=report["items_detail"],
         created=_when(report.get("created_at")),
         finished=_when(report.get("finished_at")),

@@ -10,7 +10,7 @@ import html
 import re
 from typing import Any
 
-from pipeline.reporting.summary import CostGroup, Summary, summarize
+from pipeline.reporting.summary import CostGroup, Summary, money_lines, summarize
 
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 MAX_PROBLEMS_LISTED = 20
@@ -56,6 +56,7 @@ def render_markdown(report: dict[str, Any], summary: Summary | None = None) -> s
         f"**{s.completed}/{s.items} completed** ({states or 'no items'}). "
         f"Billable {s.billable_s:.1f} s; cost {_money(s.cost_usd)} "
         f"(estimate {_money(s.estimate_usd)}). Wall time {wall}{rate}.",
+        *[md_text(line) for line in money_lines(s)],
         "",
         *_groups_table("sync_mode", s.by_sync_mode),
     ]

@@ -57,6 +57,11 @@ class Summary:
     by_metadata: dict[str, list[CostGroup]] = field(default_factory=dict)
     timeline: list[TimelineRow] = field(default_factory=list)
     timeline_span_s: float = 0.0
+    price_basis: str = ""
+    """What priced the items: the provider's quotes, or the price model."""
+    balance_change_usd: Decimal | None = None
+    """How much the provider's balance fell while the batch ran (other use of the key counts
+    too), when it was read before and after."""
 
 
 def _usd(value: Any) -> Decimal:
@@ -126,4 +131,30 @@ def summarize(report: dict[str, Any]) -> Summary:
         by_metadata=by_metadata,
         timeline=timeline,
         timeline_span_s=round(span, 3),
+        price_basis=str(report.get("price_basis") or ""),
+        balance_change_usd=_balance_change(report),
     )
+
+
+def _balance_change(report: dict[str, Any]) -> Decimal | None:
+    before, after = report.get("balance_before_usd"), report.get("balance_after_usd")
+    if not before or not after:
+        return None
+    return _usd(before) - _usd(after)
+
+
+def money_lines(s: Summary) -> list[str]:
+    """The sentences every report format shows under the cost: what priced the items, and
+    the provider's balance change beside lipdub's spend.
+
+    >>> money_lines(summarize({"items_detail": [], "counts": {}, "price_basis": "provider quote",
+    ...     "balance_before_usd": "10", "balance_after_usd": "9.5"}))
+    ['Priced by the provider quote.', "The provider's balance fell by $0.50 while the batch ran; lipdub's spend: $0.00 (other use of the key counts too)."]
+    """
+    lines = [f"Priced by the {s.price_basis}."] if s.price_basis else []
+    if s.balance_change_usd is not None:
+        lines.append(
+            f"The provider's balance fell by ${s.balance_change_usd:.2f} while the batch ran; "
+            f"lipdub's spend: ${s.cost_usd:.2f} (other use of the key counts too)."
+        )
+    return lines

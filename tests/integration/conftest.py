@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.remote import make_s3_client
 from pipeline.settings import to_environment
+from pipeline.storage import Storage
 from tests.conftest import start_sandbox
 from tests.integration.stack import ROOT, Stack, stack_settings
 
@@ -67,13 +69,13 @@ class Cli:
         )
 
     @contextmanager
-    def worker(self, log: Path, *args: str):
+    def worker(self, log: Path, *args: str, **extra_env: str):
         """`lipdub worker` (prefork), stopped with SIGTERM (warm shutdown) afterwards."""
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [*LIPDUB, "worker", "--concurrency=2", f"--hostname=t{os.getpid()}@%h", *args],
                 cwd=self.cwd,
-                env=self.env,
+                env={**self.env, **extra_env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -107,6 +109,11 @@ def settings(sandbox_server, redis_url, s3_server, bucket, tmp_path):
 
 @pytest.fixture
 def cli(settings, tmp_path):
+    """`lipdub` for a user whose bucket exists (lipdub creates one only when asked)."""
+    Storage(
+        make_s3_client(endpoint_url=settings.storage.endpoint_url, region=settings.storage.region),
+        settings.storage,
+    ).ensure_bucket()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
     env.pop("WAVESPEED_API_KEY", None)
     env.update(to_environment(settings))

@@ -21,6 +21,8 @@ from pipeline.batches import BatchControl
 from pipeline.ledger import Ledger
 from pipeline.media import MediaInspector
 from pipeline.planning import Plan, plan_manifest
+from pipeline.provider.client import ProviderClient
+from pipeline.quotes import ProviderQuotes
 from pipeline.remote import make_s3_client
 from pipeline.samples import write_audio, write_video
 from pipeline.settings import Settings, to_environment
@@ -102,10 +104,19 @@ def write_manifest(folder: Path, items: list[tuple[str, float, float, str]]) -> 
 
 
 def plan(manifest: Path, settings: Settings) -> Plan:
-    """Plan a manifest with the test settings (no probe cache on disk)."""
-    return plan_manifest(
-        manifest, media=settings.media, price=settings.price, inspector=MediaInspector()
-    )
+    """Plan a manifest with the test settings (no probe cache on disk), priced by the
+    provider's quotes as `lipdub run` prices it."""
+    provider = ProviderClient.from_settings(settings.provider)
+    try:
+        return plan_manifest(
+            manifest,
+            media=settings.media,
+            price=settings.price,
+            inspector=MediaInspector(),
+            quotes=ProviderQuotes.of(provider) if settings.price.quotes else None,
+        )
+    finally:
+        provider.close()
 
 
 class Stack:

@@ -196,7 +196,7 @@ def seed_failing_first_attempt_only(video: Path, audio: Path, mode: str) -> int:
         first, second = f"{key}#0", f"{key}#1"
         if (
             faults.hits("task_failure", first)
-            and faults.task_error(first)[1]
+            and faults.task_error(first)[1] >= 5000  # a 5xxx code: the service's own trouble
             and not faults.hits("task_failure", second)
         ):
             return seed

@@ -18,8 +18,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
 from pipeline.reporting import FORMATS, ReportFormat, file_name, render, summarize, write_local
+from pipeline.reporting.summary import money_lines
 from pipeline.settings import StorageSettings
 from pipeline.storage import output_key
 from pipeline.sync_modes import SyncMode
@@ -38,7 +40,7 @@ from workers.cli.common import (
 )
 from workers.cli.common import settings as load_cli_settings
 from workers.cli.follow import follow, status_line
-from workers.cli.plan import build_plan, print_plan
+from workers.cli.plan import build_plan, print_plan, provider_client
 from workers.cli.session import Session
 
 REPORTS_DIR = Path("lipdub-reports")
@@ -63,29 +65,31 @@ class RunOptions:
     detach: bool = False
     as_json: bool = False
     reports_dir: Path = REPORTS_DIR
+    create_bucket: bool = False
 
 
 def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
     """Plan, confirm, start, follow, write the reports; the exit code. Shared by `run` and `demo`."""
     settings = session.settings
-    plan = build_plan(settings, manifest, options.sync_mode, as_json=options.as_json)
-    if not options.as_json:
-        print_plan(plan)
-    budget = options.budget_usd if options.budget_usd is not None else settings.budget.batch_usd
-    if budget is not None and plan.total_usd > budget and not options.partial_budget:
-        raise fail(
-            f"the estimate ${to_cents(plan.total_usd)} is over the budget ${budget}; nothing was "
-            "spent. Raise --budget, run fewer items, or add --partial-budget to run what fits.",
-            EXIT_BUDGET,
+    with provider_client(settings) as provider:
+        plan = build_plan(
+            settings, manifest, options.sync_mode, as_json=options.as_json, provider=provider
+        )
+        if not options.as_json:
+            print_plan(plan)
+        _check_budget(plan.total_usd, options, settings.budget.batch_usd)
+        # Before any spend and before asking: the key, the balance, the bucket.
+        balance_usd = preflight(
+            provider, session.storage, plan.total_usd, create_bucket=options.create_bucket
         )
     _confirm(plan.total_usd, settings.budget.confirm_above_usd, options.yes)
-    session.storage.ensure_bucket()
     batch_id = session.control.start(
         plan,
         name=options.name,
         budget_usd=options.budget_usd,
         partial_budget=options.partial_budget,
         force=options.force,
+        extra={"balance_before_usd": str(balance_usd)},
     )
     started = (
         f"Started batch {batch_id}: {len(plan.items)} items, estimate "
@@ -101,6 +105,16 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
     return follow_to_report(
         session, batch_id, options.reports_dir, as_json=options.as_json, check_workers=True
     )
+
+
+def _check_budget(total_usd: Decimal, options: RunOptions, default: Decimal | None) -> None:
+    budget = options.budget_usd if options.budget_usd is not None else default
+    if budget is not None and total_usd > budget and not options.partial_budget:
+        raise fail(
+            f"the estimate ${to_cents(total_usd)} is over the budget ${budget}; nothing was "
+            "spent. Raise --budget, run fewer items, or add --partial-budget to run what fits.",
+            EXIT_BUDGET,
+        )
 
 
 def _confirm(total_usd: Decimal, above_usd: Decimal, yes: bool) -> None:
@@ -188,6 +202,8 @@ def print_summary(report: dict[str, Any], paths: list[Path], storage: StorageSet
             f"outputs in s3://{storage.bucket}/{output_key(storage.prefix, report['batch_id'], '')}"
         )
     )
+    for line in money_lines(s):
+        out.print(Text(line))
     for item in report["items_detail"]:
         if item["state"] != "completed" and item.get("error"):
             out.print(Text(f"  {item['id']} (row {item['row']}): {item['error']}", style="red"))
@@ -219,8 +235,12 @@ def run(
     ] = False,
     as_json: AsJson = False,
     reports_dir: OutDir = REPORTS_DIR,
+    create_bucket: Annotated[
+        bool,
+        typer.Option(help="Create the bucket when it does not exist (else refuse: a typo)."),
+    ] = False,
 ) -> None:
-    """Plan a manifest, start the batch and follow it until its report is written."""
+    """Plan a manifest, check the account, start the batch and follow it to its report."""
     settings = load_cli_settings()
     options = RunOptions(
         name=name,
@@ -232,6 +252,7 @@ def run(
         detach=detach,
         as_json=as_json,
         reports_dir=reports_dir,
+        create_bucket=create_bucket,
     )
     with guard():
         session = Session.connect(settings)

@@ -19,6 +19,9 @@ from pipeline.errors import LipdubError, ManifestError
 from pipeline.media import MediaInspector, ProbeCache
 from pipeline.planning import Plan, plan_manifest
 from pipeline.pricing import to_cents
+from pipeline.provider.client import ProviderClient
+from pipeline.provider.retry import RetryPolicy
+from pipeline.quotes import ProviderQuotes
 from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.settings import Settings
 from pipeline.sync_modes import SyncMode
@@ -47,7 +50,8 @@ def plan(
 ) -> None:
     """Validate a manifest, probe its media and print the cost estimate. Spends nothing."""
     settings = load_cli_settings()
-    result = build_plan(settings, manifest, sync_mode, as_json=as_json)
+    with provider_client(settings) as provider:
+        result = build_plan(settings, manifest, sync_mode, as_json=as_json, provider=provider)
     limit = Decimal(str(budget)) if budget is not None else settings.budget.batch_usd
     over = limit is not None and result.total_usd > limit
     if as_json:
@@ -62,10 +66,29 @@ def plan(
         )
 
 
+@contextlib.contextmanager
+def provider_client(settings: Settings) -> Iterator[ProviderClient]:
+    """A client for the provider (quotes, the balance), closed afterwards."""
+    client = ProviderClient.from_settings(
+        settings.provider, retry_policy=RetryPolicy(max_attempts=2)
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def build_plan(
-    settings: Settings, manifest: Path, sync_mode: SyncMode | None, *, as_json: bool
+    settings: Settings,
+    manifest: Path,
+    sync_mode: SyncMode | None,
+    *,
+    as_json: bool,
+    provider: ProviderClient | None = None,
 ) -> Plan:
-    """Plan the manifest with a progress bar; an invalid manifest exits 1 listing every problem."""
+    """Plan the manifest with a progress bar; an invalid manifest exits 1 listing every problem.
+    With a provider and `price.quotes` on, items are priced by the provider's quotes."""
+    quotes = ProviderQuotes.of(provider) if provider and settings.price.quotes else None
     cache = ProbeCache(settings.media.cache_path / "probe-cache.sqlite3")
     try:
         with _progress_bar("Checking media") as progress:
@@ -78,6 +101,7 @@ def build_plan(
                 inspector=MediaInspector(cache),
                 remote=_remote_prober(settings),
                 progress=progress,
+                quotes=quotes,
             )
     except ManifestError as error:
         if as_json:
@@ -183,8 +207,8 @@ def print_plan(result: Plan, *, max_rows: int = 50) -> None:
     modes = ", ".join(f"{mode} ${to_cents(cost)}" for mode, cost in result.by_sync_mode_usd.items())
     out.print(
         Text(
-            f"Estimate: ${to_cents(result.total_usd)} at ${result.price_model.rate_per_second_usd}/s "
-            f"of {result.price_model.basis.value.replace('_', ' ')} ({modes}). Nothing was spent."
+            f"Estimate: ${to_cents(result.total_usd)} ({modes}). Nothing was spent.\n"
+            f"Priced by the {result.price_basis}."
         )
     )
 

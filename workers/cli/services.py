@@ -228,7 +228,9 @@ def demo(
             )
             session = Session.connect(stack.settings)
             try:
-                options = RunOptions(name="demo", yes=True, reports_dir=workdir / "reports")
+                options = RunOptions(
+                    name="demo", yes=True, reports_dir=workdir / "reports", create_bucket=True
+                )
                 code = run_batch(session, manifest, options)
             finally:
                 session.close()
