@@ -13,6 +13,8 @@
     lipdub:webhook:<id>:<ts>             str   a webhook delivery already taken   WEBHOOK_SEEN_TTL_S
     lipdub:submits                       zset  POSTs whose prediction is not known yet CLAIM_TTL_S, refreshed
                                                (`<batch>:<item>` -> intent epoch s)
+    lipdub:clock                         list  bounds on the provider's clock offset CLOCK_TTL_S, refreshed
+                                               from the last CLOCK_SAMPLES answered submits
     lipdub:observed:<p>                  hash  what was seen of a prediction not (yet) ours: CLAIM_TTL_S
                                                its inputs (a webhook), its output's seconds
     lipdub:gate:slots                    zset  in-flight predictions -> lease end SLOT_KEY_TTL_S, refreshed
@@ -112,6 +114,10 @@ def webhook_seen(webhook_id: str, timestamp_s: str) -> str:
 
 
 UNSETTLED_SUBMITS = f"{PREFIX}:submits"
+CLOCK = f"{PREFIX}:clock"
+CLOCK_SAMPLES = 50
+CLOCK_TTL_S = 24 * 3600
+"""Clock offsets drift: a day-old measure is dropped rather than trusted."""
 
 
 def observed(prediction_id: str) -> str:

@@ -473,6 +473,28 @@ class Ledger:
         found = self._call(lambda: self.redis.mget([keys.prediction(p) for p in prediction_ids]))
         return {p for p, owner in zip(prediction_ids, found, strict=True) if owner}
 
+    def record_clock(self, lo_s: float, hi_s: float) -> None:
+        """Keep one answered submit's bounds on (provider clock - ours), the last
+        `keys.CLOCK_SAMPLES` of them."""
+
+        def write() -> None:
+            with self.redis.pipeline() as pipe:
+                pipe.lpush(keys.CLOCK, f"{lo_s!r} {hi_s!r}")
+                pipe.ltrim(keys.CLOCK, 0, keys.CLOCK_SAMPLES - 1)
+                pipe.expire(keys.CLOCK, keys.CLOCK_TTL_S)
+                pipe.execute()
+
+        self._call(write)
+
+    def clock_bounds(self) -> list[tuple[float, float]]:
+        """The kept bounds on (provider clock - ours), newest first."""
+        found = self._call(lambda: self.redis.lrange(keys.CLOCK, 0, -1))
+        bounds = []
+        for entry in found:
+            lo, _, hi = str(entry).partition(" ")
+            bounds.append((float(lo), float(hi)))
+        return bounds
+
     def register_submit(self, member: str, intent_at: float) -> None:
         """Note a POST about to be sent whose prediction is not known yet (reconcile tells
         lost submits apart by the time they were on their way)."""

@@ -5,7 +5,8 @@ answer was lost can only be told from other predictions by what is observable:
 
 - **when it was created**: our POST was on its way between `sent_from` (the intent, written
   before the POST) and `sent_until` (when we learned its outcome was unknown), so its
-  prediction was created in that span, give or take the clocks' skew;
+  prediction was created in that span, read on the provider's clock: shifted by the
+  `ClockOffset` measured from the answered submits (or the configured skew before any);
 - **how long its output lasts**, once it has one: the sync mode's rule fixes it to the frame.
 
 Every prediction already attributed to a lipdub item is left out before this runs. What
@@ -19,7 +20,8 @@ the group's candidates as evidence. Nothing here ever leads to a re-post: that n
 candidate at all, which the caller decides with a much wider window.
 
     >>> me = Submit("b:1", 100.0, 100.5, 6.0)
-    >>> attribute("b:1", [me], [Candidate("p1", 100.2, None)], skew_s=2.0, now=200.0)
+    >>> skew = ClockOffset(-2.0, 2.0)
+    >>> attribute("b:1", [me], [Candidate("p1", 100.2, None)], offset=skew, now=200.0)
     Attribution(verdict=<Verdict.ADOPT: 'adopt'>, prediction_id='p1', group=('p1',))
 """
 
@@ -33,6 +35,34 @@ from pipeline.sync_modes import within_one_frame
 
 MAX_GROUP = 8
 """Groups larger than this are not solved (the count of matchings explodes): a person looks."""
+
+
+@dataclass(frozen=True)
+class ClockOffset:
+    """Where the provider's clock is against ours: `lo_s <= provider - ours <= hi_s`."""
+
+    lo_s: float
+    hi_s: float
+
+    @classmethod
+    def measured(
+        cls, bounds: list[tuple[float, float]], *, fallback_s: float, margin_s: float = 0.25
+    ) -> ClockOffset:
+        """The offset the answered submits prove: each one's prediction was created between
+        our POST and its answer, so `created - answered <= offset <= created - sent`. The
+        intersection of those bounds, widened by `margin_s`; ±`fallback_s` when there are
+        fewer than three, or they disagree (a clock jumped).
+
+        >>> ClockOffset.measured([(-0.3, 0.1), (-0.1, 0.4), (-0.2, 0.2)], fallback_s=5.0)
+        ClockOffset(lo_s=-0.35, hi_s=0.35)
+        >>> ClockOffset.measured([(1.0, 2.0), (3.0, 4.0), (1.0, 4.0)], fallback_s=5.0)
+        ClockOffset(lo_s=-5.0, hi_s=5.0)
+        """
+        if len(bounds) >= 3:
+            lo, hi = max(b[0] for b in bounds), min(b[1] for b in bounds)
+            if lo <= hi:
+                return cls(round(lo - margin_s, 6), round(hi + margin_s, 6))
+        return cls(-fallback_s, fallback_s)
 
 
 @dataclass(frozen=True)
@@ -75,19 +105,19 @@ class Attribution:
     """The candidate ids of the submit's group (evidence for a person)."""
 
 
-def fits(candidate: Candidate, submit: Submit, *, skew_s: float, now: float) -> bool:
+def fits(candidate: Candidate, submit: Submit, *, offset: ClockOffset, now: float) -> bool:
     """True when the candidate could be the submit's prediction.
 
     >>> s = Submit("b:1", 100.0, 101.0, 6.0)
-    >>> fits(Candidate("p", 102.5, None), s, skew_s=2.0, now=500.0)
+    >>> fits(Candidate("p", 102.5, None), s, offset=ClockOffset(-2.0, 2.0), now=500.0)
     True
-    >>> fits(Candidate("p", 104.0, None), s, skew_s=2.0, now=500.0)
+    >>> fits(Candidate("p", 104.0, None), s, offset=ClockOffset(-2.0, 2.0), now=500.0)
     False
-    >>> fits(Candidate("p", 100.5, 9.0), s, skew_s=2.0, now=500.0)
+    >>> fits(Candidate("p", 100.5, 9.0), s, offset=ClockOffset(-2.0, 2.0), now=500.0)
     False
     """
     until = submit.sent_until if submit.sent_until is not None else now
-    if not submit.sent_from - skew_s <= candidate.created_at <= until + skew_s:
+    if not submit.sent_from + offset.lo_s <= candidate.created_at <= until + offset.hi_s:
         return False
     return candidate.output_s is None or within_one_frame(
         candidate.output_s, submit.expected_output_s
@@ -99,13 +129,13 @@ def attribute(
     submits: Sequence[Submit],
     candidates: Sequence[Candidate],
     *,
-    skew_s: float,
+    offset: ClockOffset,
     now: float,
 ) -> Attribution:
     """Decide which candidate (if any) is the prediction of the submit named `member`."""
     by_member = {s.member: s for s in submits}
     edges = {
-        s.member: [c.id for c in candidates if fits(c, s, skew_s=skew_s, now=now)] for s in submits
+        s.member: [c.id for c in candidates if fits(c, s, offset=offset, now=now)] for s in submits
     }
     if not edges.get(member):
         return Attribution(Verdict.NONE)

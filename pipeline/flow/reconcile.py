@@ -25,7 +25,14 @@ from typing import Any
 
 from pipeline import keys
 from pipeline.errors import MediaError, ProviderAuthError, ProviderError, ProviderRateLimited
-from pipeline.flow.attribution import Candidate, Submit, Verdict, attribute, fits
+from pipeline.flow.attribution import (
+    Candidate,
+    ClockOffset,
+    Submit,
+    Verdict,
+    attribute,
+    fits,
+)
 from pipeline.flow.common import Item, fail, free_slot, load, resume
 from pipeline.flow.submit import accepted, strip_query
 from pipeline.media import probe
@@ -107,7 +114,9 @@ def _attribute(rt: Runtime, item: Item, unknown: list[Prediction], grace_over: b
     """Predictions whose inputs nobody can see are in the window: tell them apart by when
     they were created and how long their outputs last (`attribution`)."""
     now = rt.clock()
-    skew_s = rt.settings.provider.clock_skew_s
+    offset = ClockOffset.measured(
+        rt.ledger.clock_bounds(), fallback_s=rt.settings.provider.clock_skew_s
+    )
     submits = _unsettled(rt, item, now)
     for measured in (False, True):
         observed = rt.ledger.observations([p.id for p in unknown])
@@ -116,7 +125,7 @@ def _attribute(rt: Runtime, item: Item, unknown: list[Prediction], grace_over: b
             for p in unknown
             if p.created_at is not None
         ]
-        found = attribute(item.member, submits, candidates, skew_s=skew_s, now=now)
+        found = attribute(item.member, submits, candidates, offset=offset, now=now)
         if found.verdict is Verdict.ADOPT:
             assert found.prediction_id is not None
             return _adopt(rt, item, [p for p in unknown if p.id == found.prediction_id])
@@ -129,14 +138,14 @@ def _attribute(rt: Runtime, item: Item, unknown: list[Prediction], grace_over: b
     patient = waited_s < rt.settings.polling.reconcile_max_wait_s
     if found.verdict is Verdict.NONE:
         # None was created while our POST was on its way. Predictions nobody accounts for
-        # (another client of the key, or a clock further off than `clock_skew_s`) make that
+        # (another client of the key, or a clock further off than measured) make that
         # a guess: then a person decides rather than lipdub paying twice.
         strangers = [
             p
             for p in unknown
             if p.created_at is None
             or not any(
-                fits(Candidate(p.id, p.created_at.timestamp(), None), s, skew_s=skew_s, now=now)
+                fits(Candidate(p.id, p.created_at.timestamp(), None), s, offset=offset, now=now)
                 for s in submits
                 if s.member != item.member
             )

@@ -157,6 +157,11 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             when=item.fence,
         )
         return [Next("reconcile", batch_id, item_id, FIRST_RECONCILE_S)]
+    if prediction.created_at is not None:
+        # The prediction was created between our POST and its answer: a measure of the
+        # provider's clock, by which reconcile later tells lost submits apart.
+        created_s = prediction.created_at.timestamp()
+        rt.ledger.record_clock(created_s - rt.clock(), created_s - intent_at)
     return accepted(rt, item, prediction.id, reconciled=False)
 
 

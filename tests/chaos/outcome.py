@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -58,18 +59,24 @@ def paid_pairs(audit: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
 def charged_pairs(
     audit: list[dict[str, Any]], tasks: list[dict[str, Any]]
 ) -> Counter[tuple[str, str, str]]:
-    """How many tasks that were, or may yet be, charged the provider made for each pair (a
-    failed task is not charged by the sandbox's default)."""
-    failed = {t["prediction_id"] for t in tasks if t["status"] == "failed"}
-    return Counter(_pair(e) for e in accepted(audit) if e["prediction_id"] not in failed)
+    """How many tasks that were, or may yet be, charged the provider made for each pair: a
+    task that ended without an output (failed, cancelled, timeout, deleted) and was not
+    charged (the sandbox's default) does not count."""
+    free = {t["prediction_id"] for t in tasks if _ended_free(t)}
+    return Counter(_pair(e) for e in accepted(audit) if e["prediction_id"] not in free)
+
+
+def _ended_free(task: dict[str, Any]) -> bool:
+    ended = task["status"] in ("failed", "cancelled", "timeout", "deleted")
+    return ended and Decimal(str(task.get("charged_usd") or "0")) == 0
 
 
 def duplicate_submissions(audit: list[dict[str, Any]], tasks: list[dict[str, Any]]) -> int:
     """Tasks for a pair beyond the first that were, or may yet be, charged: money paid twice.
 
-    A task the provider failed is not charged, so submitting the pair again after it (a
-    bounded retry of a transient failure) is not a duplicate; a second task while the first
-    completed, or is still running, is.
+    A task the provider ended without an output is not charged, so submitting the pair again
+    after it (a bounded retry of a transient failure) is not a duplicate; a second task while
+    the first completed, or is still running, is.
     """
     return sum(count - 1 for count in charged_pairs(audit, tasks).values())
 
@@ -80,7 +87,8 @@ def duplicate_evidence(
     """Every submit of each pair counted by `duplicate_submissions`, in order, with its time,
     outcome and task status: enough to tell a late-created POST from a retry."""
     status = {t["prediction_id"]: t["status"] for t in tasks}
-    live = [e for e in accepted(audit) if status.get(e["prediction_id"]) != "failed"]
+    free = {t["prediction_id"] for t in tasks if _ended_free(t)}
+    live = [e for e in accepted(audit) if e["prediction_id"] not in free]
     twice = {pair for pair, count in Counter(_pair(e) for e in live).items() if count > 1}
     return [
         {

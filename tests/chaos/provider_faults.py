@@ -1,9 +1,12 @@
 """A batch against a provider that misbehaves in every documented way at once.
 
-The sandbox's seeded fault injection: 429 storms with Retry-After, 5xx with and without the
-task created, connections dropped after the submit was accepted, slow and hung answers,
-malformed bodies, failed tasks and tasks that never finish. Lipdub's timeouts are set short
-so that a hung answer is a timeout, and a task that never finishes meets its deadline.
+The sandbox's seeded fault injection: 429 storms (with and without Retry-After), 5xx with and
+without the task created, connections dropped after the submit was accepted, slow and hung
+answers, malformed bodies, failed tasks (with WaveSpeed's codes), inputs the provider cannot
+download (failed with 1402), tasks ending cancelled/timeout/deleted or reading `pending`, and
+tasks that never finish; the list hides the inputs, as WaveSpeed's does. Lipdub's timeouts
+are set short so that a hung answer is a timeout, and a task that never finishes meets its
+deadline.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ ALL_FAULTS: dict[str, Any] = {
     "hang_s": 2.5,
     "task_failure_rate": 0.15,
     "never_finish_rate": 0.05,
+    "download_failure_rate": 0.1,
+    "odd_status_rate": 0.1,
+    "pending_rate": 0.3,
 }
 """Every fault the sandbox knows, at rates a bad night could bring."""
 
@@ -44,7 +50,13 @@ def lipdub_settings(*, max_attempts: int, item_deadline_s: float) -> dict[str, d
     grace_s = ALL_FAULTS["hang_s"] + 7.5
     return {
         "provider": {"submit_timeout_s": 1.0, "read_timeout_s": 1.5, "cooldown_default_s": 0.5},
-        "polling": {"item_deadline_s": item_deadline_s, "reconcile_grace_s": grace_s},
+        "polling": {
+            "item_deadline_s": item_deadline_s,
+            "reconcile_grace_s": grace_s,
+            # A lost submit's candidates may never finish (a fault): wait for them no longer
+            # than an item waits for its own.
+            "reconcile_max_wait_s": item_deadline_s,
+        },
         "worker": {"max_attempts": max_attempts},
     }
 

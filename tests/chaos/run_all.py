@@ -11,6 +11,7 @@ tests/chaos/results/<date>.json. The test suite runs the same scenarios small.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -39,7 +40,7 @@ from tests.chaos.redis_restart import run_with_redis_restarts
 from tests.chaos.s3_proxy import FaultyS3Proxy
 from tests.chaos.secrets import RedisMonitor, leaks, redis_values
 from tests.chaos.storage_faults import media_key_of, outage_when_in_flight, storage_settings
-from tests.conftest import start_sandbox
+from tests.conftest import SANDBOX_KEY, start_sandbox
 from tests.integration.stack import Stack, plan, stack_settings, worker_processes, write_manifest
 from tests.integration.test_reliability_input import hostile_catalog
 from workers.tasks import CeleryDispatcher
@@ -335,6 +336,71 @@ def scenario_webhooks(sc: Scenario) -> Outcome:
     return outcome
 
 
+SILVER = {"starts_per_minute": 500, "max_concurrent": 300}
+"""A Silver account's limits, as its user would set them; every other setting its default."""
+
+
+def lost_answers(sc: Scenario, *, webhooks: bool) -> Outcome:
+    """10% of submit answers dropped after the task was created, a list without inputs (as
+    WaveSpeed's), lipdub with its default settings: each lost submit is settled from what
+    is observable, or handed to a person with the few candidates that made it ambiguous."""
+    port = free_port()
+    with (
+        RedisServer(sc.workdir / "redis") as redis_server,
+        start_sandbox(
+            sc.workdir, max_concurrent=20, faults={"seed": 11, "submit_drop_rate": 0.1}
+        ) as sandbox,
+    ):
+        provider: dict[str, Any] = {"base_url": sandbox.url, "api_key": SANDBOX_KEY, **SILVER}
+        if webhooks:
+            provider["webhook_url"] = f"http://127.0.0.1:{port}/webhooks"
+        # Not the test stack's fast settings: what a user has.
+        settings = Settings(
+            provider=provider,  # type: ignore[arg-type]
+            storage={"bucket": sc.bucket, "endpoint_url": sc.s3.url},  # type: ignore[arg-type]
+            redis={"url": redis_server.url},  # type: ignore[arg-type]
+        )
+        stack = Stack(settings)
+        inbox = WebhookInbox(stack.ledger, SecretStr(SandboxConfig().webhook_secret))
+        dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+        started = time.monotonic()
+        with contextlib.ExitStack() as running:
+            if webhooks:
+                running.enter_context(WebhookServer(inbox, dispatcher, port=port))
+            running.enter_context(
+                worker_processes(stack.settings, sc.workdir, count=2, concurrency=4)
+            )
+            batch_id = stack.control.start(plan(sc.manifest(), stack.settings))
+            stack.wait(batch_id, timeout_s=1200)
+        witness = sandbox_witness(sandbox.url)
+        report = stack.control.report(batch_id)
+        dropped = faults_injected(witness["stats"]).get("submit_drop", 0)
+        attention = [i for i in report["items_detail"] if i["state"] == "needs_attention"]
+        candidates = [len(i["evidence"]["candidates"]) for i in attention]
+        outcome = judge(
+            f"lost submit answers, {'webhooks' if webhooks else 'polling only'}",
+            f"{dropped} answers dropped; {sum(i['reconciled'] for i in report['items_detail'])} "
+            f"settled from the list; needs_attention: {len(attention)}"
+            + (f" (candidates each: {sorted(candidates)})" if candidates else ""),
+            report,
+            witness,
+            sc.count,
+            time.monotonic() - started,
+        )
+        stack.close()
+    return outcome
+
+
+def scenario_lost_answers(sc: Scenario) -> Outcome:
+    """Lost submit answers, polling only."""
+    return lost_answers(sc, webhooks=False)
+
+
+def scenario_lost_answers_webhooks(sc: Scenario) -> Outcome:
+    """Lost submit answers, with the webhook receiver running."""
+    return lost_answers(sc, webhooks=True)
+
+
 def _wait_done(stack: Stack, batch_id: str, done: int) -> None:
     deadline = time.monotonic() + 300
     while stack.control.status(batch_id)["counts"].get("completed", 0) < done:
@@ -352,6 +418,8 @@ SCENARIOS: dict[str, Callable[[Scenario], Outcome]] = {
     "hostile": scenario_hostile,
     "secrets": scenario_secrets,
     "webhooks": scenario_webhooks,
+    "lost-answers": scenario_lost_answers,
+    "lost-answers-webhooks": scenario_lost_answers_webhooks,
 }
 
 

@@ -47,11 +47,29 @@ def test_every_provider_fault_at_once_ends_every_item_clearly_and_pays_once(tmp_
     assert outcome.lost == 0 and outcome.duplicate_submissions == 0, outcome
     assert outcome.completed >= len(ITEMS) // 2, outcome
     for item in report["items_detail"]:
-        # Retries stayed within their bounds
-        assert item["attempts"] <= 3, item
+        # Retries stayed within their bounds (inputs the provider could not download are
+        # storage trouble, retried for a time rather than a count)
+        unfetched = sum(f.get("code") == 1402 for f in item["failed_predictions"])
+        assert item["attempts"] <= 3 + unfetched, item
         if item["state"] != "completed":
             # And every item that did not complete says why and what to do
             assert item["error"] and item["hint"] and item["error_kind"], item
     assert outcome.failed, "with these rates some items must fail; the test would prove less"
-    # And lipdub's spend is the provider's bill: failed tasks were charged by neither
-    assert Decimal(report["spent_usd"]) == Decimal("1000") - balance_usd, report["spent_usd"]
+    # And lipdub's spend is the provider's bill (failed tasks were charged by neither), but
+    # for the predictions of lost submits nothing could attribute: each of those is among
+    # the candidates of an item that needs attention
+    ours = {p for item in report["items_detail"] for p in item["prediction_ids"]}
+    unattributed = {
+        t["prediction_id"]: Decimal(t["charged_usd"])
+        for t in witness["tasks"]
+        if t["prediction_id"] not in ours and Decimal(t["charged_usd"])
+    }
+    bill = Decimal("1000") - balance_usd
+    assert Decimal(report["spent_usd"]) + sum(unattributed.values()) == bill, report["spent_usd"]
+    evidence = {
+        c["id"]
+        for item in report["items_detail"]
+        if item["state"] == "needs_attention"
+        for c in item["evidence"]["candidates"]
+    }
+    assert set(unattributed) <= evidence

@@ -45,21 +45,25 @@ def test_the_api_key_appears_nowhere(tmp_path, redis_url, s3_server, bucket):
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
         env |= to_environment(settings) | {"PYTHONPATH": str(ROOT), "COLUMNS": "200"}
         cli = Cli(env, tmp_path)
-        # A second setup whose key the provider refuses: auth errors must not echo it either
+        # A second setup whose key the provider refuses: auth errors must not echo it either,
+        # neither the CLI's refusal before any spend nor a worker's (its key wrong, the CLI's
+        # right: items fail with 401)
         refused = Cli(env | {"LIPDUB_PROVIDER__API_KEY": wrong_key}, tmp_path)
         with RedisMonitor(redis_url) as monitor:
             with cli.worker(tmp_path / "worker.log", "--loglevel=DEBUG"):
-                run = cli("run", str(manifest), "--yes", "--name", "secret")
+                run = cli("run", str(manifest), "--yes", "--name", "secret", "--create-bucket")
                 batch_id = json.loads(cli("batches", "--json").stdout)[0]["batch_id"]
                 report = cli("report", batch_id, "--format", "all", "--out", str(tmp_path / "out"))
+            refused_plan = refused("run", str(manifest), "--yes", "--force", "--name", "no")
             with refused.worker(tmp_path / "refused.log", "--loglevel=DEBUG"):
-                refused_run = refused("run", str(manifest), "--yes", "--force", "--name", "auth")
+                refused_run = cli("run", str(manifest), "--yes", "--force", "--name", "auth")
         stack = Stack(settings)
         written = [stack.storage.get_bytes(k).decode() for k in stack.keys("reports/")]
         stack.close()
     # The runs did happen, through the paths that make error text
     assert run.returncode in (0, 6), run.stderr
     assert refused_run.returncode == 6, refused_run.stderr
+    assert refused_plan.returncode == 5 and "refused the API key" in refused_plan.stderr
     assert "auth" in (tmp_path / "refused.log").read_text()
     assert len(written) == 8 and report.returncode == 0
     # And neither key is anywhere lipdub writes
@@ -68,6 +72,8 @@ def test_the_api_key_appears_nowhere(tmp_path, redis_url, s3_server, bucket):
         run.stderr,
         refused_run.stdout,
         refused_run.stderr,
+        refused_plan.stdout,
+        refused_plan.stderr,
         report.stdout,
         (tmp_path / "worker.log").read_text(),
         (tmp_path / "refused.log").read_text(),

@@ -124,3 +124,49 @@ def test_lipdub_webhooks_serves_through_the_entry_point(cli, tmp_path):
         out, errors = proc.communicate(timeout=20)
     assert proc.returncode == 0, errors
     assert "webhooks stopped" in out
+
+
+def test_lost_submits_nothing_else_tells_apart_are_settled_by_their_deliveries(
+    tmp_path, make_stack
+):
+    # Given two lost submits whose outputs last the same (so polling alone cannot tell them
+    # apart: see test_pipeline_gates), a list without inputs, and the receiver running
+    port = free_port()
+    items = [("blind-a", 1.0, 1.0, "bounce"), ("blind-b", 1.1, 1.0, "bounce")]
+    manifest = write_manifest(tmp_path / "m", items)
+    with start_sandbox(tmp_path, faults={"submit_drop_rate": 1.0}) as sandbox:
+        stack = make_stack(sandbox, provider={"webhook_url": f"http://127.0.0.1:{port}/webhooks"})
+        inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
+        dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+        with (
+            WebhookServer(inbox, dispatcher, port=port) as receiver,
+            worker_processes(stack.settings, tmp_path, concurrency=2),
+        ):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=90)
+        submits = accepted_submits(sandbox.url)
+    # Then each delivery's inputs settled its submit: both completed, each posted once
+    assert status["counts"] == {**status["counts"], "completed": 2}, status
+    assert len(submits) == 2
+    assert sum("its inputs are kept" in v.message for v in receiver.verdicts) == 2
+    report = stack.control.report(batch_id)["items_detail"]
+    assert all(i["reconciled"] for i in report)
+    assert sorted(i["prediction_id"] for i in report) == sorted(s["prediction_id"] for s in submits)
+
+
+def test_a_chunked_delivery_is_read_whole(tmp_path, make_stack, sandbox):
+    stack = make_stack(sandbox)
+    stack.ledger.index_prediction("p-chunked", "b1:ep1")
+    inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
+    dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+    body = json.dumps({"id": "p-chunked", "status": "completed"}).encode()
+    headers = sign(SECRET, "p-chunked", int(time.time()), body).as_dict()
+
+    def chunks():
+        yield body[:10]
+        yield body[10:]
+
+    with WebhookServer(inbox, dispatcher) as receiver:
+        answer = httpx.post(receiver.url, content=chunks(), headers=headers)
+    assert answer.status_code == 202, answer.text
+    assert "polling b1:ep1" in answer.text

@@ -287,3 +287,15 @@ def test_a_candidate_an_open_post_may_have_made_is_waited_for(submitting):
     # Then reconcile looks again shortly instead of deciding
     assert rt.ledger.item("b", "i")["state"] == "submitting"
     assert [n.step for n in following] == ["reconcile"]
+
+
+def test_the_providers_clock_is_measured_from_answered_submits(submitting):
+    # Given a provider whose clock runs 30 s ahead of ours, as three answered submits showed
+    # (each prediction was created between its POST and its answer)
+    rt = submitting([_hidden(1, INTENT_S + 30.5)])
+    for n in range(3):
+        rt.ledger.record_clock(29.8 + n * 0.1, 30.9)
+    # Then the lost POST's prediction is found 30 s later on the provider's clock, where a
+    # fixed allowance of a few seconds would have found nothing of ours
+    reconcile(rt, "b", "i")
+    assert rt.ledger.item("b", "i")["prediction_id"] == "p1"

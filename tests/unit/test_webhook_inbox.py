@@ -74,3 +74,30 @@ def test_other_predictions_and_bodies_that_are_not_predictions_wake_nothing(inbo
 def test_the_secret_is_not_in_any_answer(inbox):
     answers = [inbox.receive(*delivery(**k)).message for k in ({}, {"secret": "whsec_x"})]
     assert all(SECRET not in a and "unit-secret" not in a for a in answers)
+
+
+def test_the_providers_retry_of_a_delivery_is_taken(inbox):
+    # Given a delivery taken once; WaveSpeed retries keep the id (the prediction's) and sign
+    # a new timestamp
+    assert inbox.receive(*delivery(webhook_id="p-ours", at=NOW_S - 5)).status == 202
+    # Then the retry is taken too (it only asks for one more poll)
+    again = inbox.receive(*delivery(webhook_id="p-ours", at=NOW_S))
+    assert again.status == 202 and again.wake == Next("poll", "b1", "ep1")
+
+
+def test_a_delivery_forgotten_after_a_failed_dispatch_is_taken_again(inbox):
+    headers, body = delivery(webhook_id="msg_503")
+    assert inbox.receive(headers, body).status == 202
+    inbox.forget(headers)  # the broker was away: we answered 503
+    assert inbox.receive(headers, body).status == 202
+
+
+def test_a_delivery_for_a_prediction_no_item_knows_keeps_its_inputs(inbox):
+    # Given a delivery (with its inputs, as WaveSpeed's carry) for a prediction whose
+    # submit's answer was lost, so no item has it yet
+    inputs = {"video": "https://s3/v.mp4", "audio": "https://s3/a.wav", "sync_mode": "loop"}
+    body = json.dumps({"id": "p-lost", "status": "completed", "input": inputs}).encode()
+    verdict = inbox.receive(sign(SECRET, "p-lost", NOW_S, body).as_dict(), body)
+    # Then nothing is polled, and the inputs are kept for reconcile to match
+    assert verdict.status == 202 and verdict.wake is None
+    assert json.loads(inbox.ledger.observations(["p-lost"])["p-lost"]["inputs"]) == inputs
