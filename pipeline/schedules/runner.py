@@ -30,6 +30,9 @@ from pipeline.keys import slot_member_ids
 from pipeline.ledger import Ledger, from_micros, to_micros
 from pipeline.media import MediaInspector, ProbeCache
 from pipeline.planning import Plan, plan_manifest
+from pipeline.provider.client import ProviderClient
+from pipeline.provider.retry import RetryPolicy
+from pipeline.quotes import ProviderQuotes
 from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.runtime import Next
 from pipeline.schedules.config import ScheduleSpec
@@ -75,10 +78,22 @@ class RunOutcome:
 
 
 def settings_planner(settings: Settings) -> Planner:
-    """Plan as `lipdub plan` does: the probe cache, s3:// and https:// inputs probed remotely."""
+    """Plan as `lipdub plan` does: the probe cache, s3:// and https:// inputs probed remotely,
+    priced by the provider's quotes (the price model when it does not answer)."""
     storage = settings.storage
 
     def plan(manifest: Path, sync_mode: SyncMode | None, base: Path | str) -> Plan:
+        provider = ProviderClient.from_settings(
+            settings.provider, retry_policy=RetryPolicy(max_attempts=1)
+        )
+        try:
+            return _plan(manifest, sync_mode, base, provider)
+        finally:
+            provider.close()
+
+    def _plan(
+        manifest: Path, sync_mode: SyncMode | None, base: Path | str, provider: ProviderClient
+    ) -> Plan:
         return plan_manifest(
             manifest,
             media=settings.media,
@@ -92,6 +107,7 @@ def settings_planner(settings: Settings) -> Planner:
                 timeout_s=settings.media.probe_timeout_s,
             ),
             base_dir=base,
+            quotes=ProviderQuotes.of(provider) if settings.price.quotes else None,
         )
 
     return plan

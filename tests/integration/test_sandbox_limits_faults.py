@@ -218,3 +218,37 @@ def test_a_resubmitted_pair_meets_fresh_task_faults(tmp_path, media):
     first = statuses(tmp_path / "a")
     assert set(first) == {"completed", "failed"}
     assert statuses(tmp_path / "b") == first
+
+
+def test_odd_statuses_end_a_task_without_an_output_or_a_code(tmp_path, media):
+    with start_sandbox(tmp_path, faults={"odd_status_rate": 1.0}) as server:
+        client = client_for(server)
+        video, audio = uploads(client, media)
+        done = wait_terminal(
+            client, client.submit(video_url=video, audio_url=audio, sync_mode="loop").id
+        )
+    assert done.status in ("cancelled", "timeout", "deleted") and done.terminal
+    assert done.outputs == () and done.code is None
+
+
+def test_a_queued_task_can_read_pending(tmp_path, media):
+    with start_sandbox(
+        tmp_path, max_concurrent=1, processing_fixed_s=1.0, faults={"pending_rate": 1.0}
+    ) as server:
+        client = client_for(server)
+        video, audio = uploads(client, media)
+        client.submit(video_url=video, audio_url=audio, sync_mode="loop")
+        queued = client.submit(video_url=video, audio_url=audio, sync_mode="bounce")
+        assert client.get_result(queued.id).status == "pending"
+        assert not client.get_result(queued.id).terminal
+        assert wait_terminal(client, queued.id).status == "completed"
+
+
+def test_a_fault_429_may_carry_no_retry_after(tmp_path, media):
+    faults = {"rate_limit_rate": 1.0, "retry_after_s": None}
+    with start_sandbox(tmp_path, faults=faults) as server:
+        client = client_for(server)
+        video, audio = uploads(client, media)
+        with pytest.raises(ProviderRateLimited) as caught:
+            client.submit(video_url=video, audio_url=audio, sync_mode="loop")
+    assert caught.value.retry_after_s is None
