@@ -37,7 +37,9 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     try:
         finished_at = rt.clock()
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at, **_balance_after(rt, batch)})
-        report = batch_report(rt.ledger, batch_id)
+        # The report shows the batch as it is once written: finished. (Marking it finished
+        # first would let a finalizer killed mid-write leave a finished batch with no report.)
+        report = {**batch_report(rt.ledger, batch_id), "state": BatchState.FINISHED.value}
         # JSON last: its presence means the set is complete.
         for name, body in sorted(render_all(report).items(), key=lambda kv: kv[0].endswith("json")):
             content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]

@@ -15,6 +15,7 @@ from pipeline.errors import (
     ProviderRateLimited,
 )
 from pipeline.flow.common import (
+    DOWNLOAD_FAILED_CODE,
     Failure,
     Item,
     classify_failure,
@@ -124,7 +125,10 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     whether a failed task is billed)."""
     error = prediction.error or f"the prediction ended {prediction.status}"
     failure = classify_failure(prediction.code, error)
-    attempts = item.count("attempts")
+    # Predictions that could not fetch our inputs were storage trouble, bounded by time:
+    # they do not use up the attempts the provider's own failures have.
+    unfetched = sum(1 for e in item.data("errors") or [] if e.get("code") == DOWNLOAD_FAILED_CODE)
+    attempts = item.count("attempts") - unfetched
     if failure is Failure.FETCH:
         countdown_s = storage_retry_in(rt, item, "fetch")
         if countdown_s is None:

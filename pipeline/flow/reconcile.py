@@ -243,10 +243,14 @@ def _unsettled(rt: Runtime, item: Item, now: float) -> list[Submit]:
             continue
         sent_from = float(record.get("intent_at") or 0)
         until = record.get("outcome_unknown_at")
-        # A POST with no recorded outcome is open until its timeout (its worker may have died).
-        sent_until: float | None = float(until) if until else sent_from + post_s
-        if not until and sent_until is not None and sent_until > now:
-            sent_until = None if member != item.member else now
+        sent_until: float | None
+        if until:
+            sent_until = float(until)
+        elif sent_from + post_s <= now:
+            sent_until = sent_from + post_s  # over by now, answered or not (a worker died)
+        else:
+            # Still open: its answer may yet come (ours: it did not, or we would not be here).
+            sent_until = now if member == item.member else None
         submits.append(
             Submit(member, sent_from, sent_until, float(record.get("expected_output_s") or 0))
         )

@@ -50,6 +50,11 @@ def test_run_follows_the_batch_and_writes_every_report(
     ]
     data = json.loads((local / "report.json").read_text())
     assert data["name"] == "de-catalog" and data["counts"]["completed"] == 3
+    # The bucket's copy, which --detach, compose and schedule users read, says finished too
+    written = json.loads(stack.storage.get_bytes(f"reports/{batch_id}/report.json"))
+    assert written["state"] == "finished" and written["finished_at"]
+    page = stack.storage.get_bytes(f"reports/{batch_id}/report.html").decode()
+    assert f"{batch_id}</code> · finished" in page
     assert len(accepted_submits(sandbox_server.url)) == 3
 
 
