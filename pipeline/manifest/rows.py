@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from difflib import get_close_matches
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -17,7 +18,9 @@ from pipeline.manifest.read import REQUIRED_COLUMNS, RawRow
 from pipeline.sync_modes import ALLOWED_SYNC_MODES, SyncMode
 
 KNOWN_COLUMNS = ("id", "video", "audio", "sync_mode", "output")
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ID_PATTERN = re.compile(r"^[^\W_][\w.-]{0,127}$")
+"""Letters and digits of any script, `.`, `_` and `-`: valid in S3 keys (UTF-8), Redis keys
+and file names, and never a `/` or `:` (the separators lipdub's keys use)."""
 URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 BARE_HOST = re.compile(r"^(www\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(:\d+)?/")
 VIDEO_FORMATS = (".mp4", ".mov", ".webm", ".avi")
@@ -73,7 +76,7 @@ def check_rows(
     """Check every row's columns (not its media). Returns the rows whose inputs could be
     parsed (to check their media next) and every problem; any problem invalidates the plan."""
     good: list[ManifestRow] = []
-    problems: list[Problem] = []
+    problems: list[Problem] = near_misses(rows)
     first_row_of_id: dict[str, int] = {}
     first_row_of_output: dict[str, int] = {}
     for raw in rows:
@@ -132,7 +135,8 @@ def check_rows(
                 problem(
                     "id",
                     f"id {item_id!r} has characters that cannot be used in storage keys",
-                    "Use letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit).",
+                    "Use letters and digits (of any script), '.', '_' and '-' (at most 128, "
+                    "starting with a letter or digit).",
                 )
             elif item_id in first_row_of_id:
                 problem(
@@ -184,6 +188,33 @@ def check_rows(
     return good, problems
 
 
+def near_misses(rows: list[RawRow]) -> list[Problem]:
+    """A column whose name is close to a known column that the manifest lacks is a typo
+    (`ouput`, `sync-mode`), not metadata: one problem per such column, with the fix. Other
+    unknown columns stay metadata.
+
+    >>> [p.message for p in near_misses([RawRow(1, 2, {"video": "v", "ouput": "x"})])]
+    ["column 'ouput' is not a column lipdub knows; did you mean 'output'?"]
+    """
+    present = {name for raw in rows for name in raw.values if name}
+    missing = [name for name in KNOWN_COLUMNS if name not in present]
+    problems = []
+    for name in sorted(present - set(KNOWN_COLUMNS)):
+        spelled = re.sub(r"[\s-]+", "_", name)
+        close = [spelled] if spelled in missing else get_close_matches(name, missing, 1, 0.75)
+        if close:
+            problems.append(
+                Problem(
+                    None,
+                    name,
+                    f"column {name!r} is not a column lipdub knows; did you mean {close[0]!r}?",
+                    f"Rename the column to {close[0]!r}. (Other columns are kept as metadata: "
+                    "give a metadata column a name unlike lipdub's own.)",
+                )
+            )
+    return problems
+
+
 def _text(value: object) -> str:
     if value is None:
         return ""
@@ -215,7 +246,8 @@ def parse_input(value: str, *, base_dir: Path | str, allow_http: bool = False) -
             return InputRef(scheme, value)
         if scheme == "http":
             return (
-                f"plain http:// is not accepted ({value!r}); the provider fetches inputs over https"
+                f"plain http:// is not accepted ({value!r}); the provider fetches inputs over "
+                "https (set LIPDUB_MEDIA__ALLOW_HTTP_URLS=true for a server on your network)"
             )
         return f"unsupported URL scheme {scheme}:// in {value!r}"
     if value.startswith("//"):
@@ -259,9 +291,11 @@ def derive_id(video: InputRef, audio: InputRef, mode: SyncMode) -> str:
 
     >>> derive_id(InputRef("local", "/m/ep1.mp4"), InputRef("local", "/m/ep1-de.wav"), SyncMode.LOOP)[:11]
     'ep1-ep1-de-'
+    >>> derive_id(InputRef("local", "/m/Überfall 07.mp4"), InputRef("local", "/m/第1話.wav"), SyncMode.LOOP)[:16]
+    'Überfall-07-第1話-'
     """
     stem = f"{Path(video.name).stem}-{Path(audio.name).stem}"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:80] or "item"
+    slug = re.sub(r"[^\w.-]+", "-", stem).strip("-._")[:80] or "item"
     digest = hashlib.sha256(
         f"{video.location}\n{audio.location}\n{mode.value}".encode()
     ).hexdigest()[:8]

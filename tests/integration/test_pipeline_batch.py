@@ -54,3 +54,18 @@ def test_twenty_items_over_all_modes_end_in_s3_at_the_right_duration(tmp_path, m
     assert Counter(i["sync_mode"] for i in report["items_detail"]) == dict.fromkeys(
         ("cut_off", "loop", "bounce", "silence", "remap"), 4
     )
+
+
+def test_ids_in_any_script_run_end_to_end(tmp_path, make_stack, sandbox):
+    # Given items whose ids (and file names) are Japanese and German
+    items = [("エピソード-1", 1.0, 1.0, "cut_off"), ("Überfall-07", 1.2, 1.0, "loop")]
+    manifest = write_manifest(tmp_path / "m", items)
+    stack = make_stack(sandbox)
+    with in_process_worker(stack):
+        batch_id = stack.control.start(plan(manifest, stack.settings))
+        status = stack.wait(batch_id, timeout_s=60)
+    # Then they complete, their outputs stored under their own names
+    assert status["counts"]["completed"] == 2, status
+    assert sorted(stack.keys(f"outputs/{batch_id}/")) == sorted(
+        f"outputs/{batch_id}/{item_id}.mp4" for item_id, *_ in items
+    )

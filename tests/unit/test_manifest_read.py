@@ -158,7 +158,7 @@ def test_input_kinds(tmp_path, value, kind):
     [
         ("file:///etc/passwd", "unsupported URL scheme file://"),
         ("ftp://host/a.mp4", "unsupported URL scheme ftp://"),
-        ("http://host/a.mp4", "plain http://"),
+        ("http://host/a.mp4", "LIPDUB_MEDIA__ALLOW_HTTP_URLS=true"),
         ("s3://bucket-only", "not a complete s3://"),
         ("cdn.example.com/a.mp4", "without a scheme"),
         ("//cdn.example.com/a.mp4", "no scheme"),
@@ -226,3 +226,56 @@ def test_two_rows_writing_the_same_output_are_refused(tmp_path):
     _, problems = check_rows(rows, base_dir=tmp_path, default_sync_mode=SyncMode.CUT_OFF)
     assert [(p.row, p.field) for p in problems] == [(2, "output")]
     assert "row 1's output" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("header", "meant"),
+    [
+        ("ouput", "output"),
+        ("sync-mode", "sync_mode"),
+        ("sync mode", "sync_mode"),
+        ("vidoe", "video"),
+    ],
+)
+def test_a_column_name_close_to_a_known_one_is_an_error_with_the_fix(tmp_path, header, meant):
+    # Given a manifest whose header misspells one of lipdub's columns
+    columns = {"video": "ep1.mp4", "audio": "ep1.wav", header: "x"}
+    if meant == "video":
+        columns["video_file"] = columns.pop("video")
+    (tmp_path / "m.csv").write_text(
+        ",".join(columns) + "\n" + ",".join(columns.values()) + "\n", encoding="utf-8"
+    )
+    rows, _ = read_manifest(tmp_path / "m.csv")
+    _, problems = check_rows(rows, base_dir=tmp_path, default_sync_mode=SyncMode.CUT_OFF)
+    # Then it is refused, naming the column and what it was probably meant to be
+    named = [p for p in problems if p.field == header]
+    assert len(named) == 1 and f"did you mean {meant!r}" in named[0].message
+
+
+def test_other_extra_columns_stay_metadata(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        "video,audio,output,language,notes\nep1.mp4,ep1.wav,x.mp4,de,fine\n", encoding="utf-8"
+    )
+    rows, _ = read_manifest(tmp_path / "m.csv")
+    good, problems = check_rows(rows, base_dir=tmp_path, default_sync_mode=SyncMode.CUT_OFF)
+    assert problems == [] and good[0].metadata == {"language": "de", "notes": "fine"}
+
+
+def test_ids_may_hold_letters_of_any_script_and_derived_ids_keep_them(tmp_path):
+    (tmp_path / "m.csv").write_text(
+        "id,video,audio\nä-1,a.mp4,a.wav\nエピソード.3,b.mp4,b.wav\n,Überfall-07.mp4,ü.wav\n",
+        encoding="utf-8",
+    )
+    rows, _ = read_manifest(tmp_path / "m.csv")
+    good, problems = check_rows(rows, base_dir=tmp_path, default_sync_mode=SyncMode.CUT_OFF)
+    assert problems == []
+    assert [r.id for r in good][:2] == ["ä-1", "エピソード.3"]
+    assert good[2].id.startswith("Überfall-07-ü-") and good[2].output == f"{good[2].id}.mp4"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a:b", "-lead", "sp ace", "_x"])
+def test_ids_still_refuse_what_storage_keys_cannot_hold(tmp_path, bad):
+    (tmp_path / "m.csv").write_text(f"id,video,audio\n{bad},a.mp4,a.wav\n", encoding="utf-8")
+    rows, _ = read_manifest(tmp_path / "m.csv")
+    _, problems = check_rows(rows, base_dir=tmp_path, default_sync_mode=SyncMode.CUT_OFF)
+    assert [p.field for p in problems] == ["id"]
