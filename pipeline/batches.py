@@ -165,18 +165,38 @@ class BatchControl:
                 self.dispatcher.send(Next("submit", batch_id, record["id"]))
         return self.status(batch_id)
 
+    def retry_cost_usd(
+        self,
+        batch_id: str,
+        *,
+        include_needs_attention: bool = False,
+        include_input_errors: bool = False,
+    ) -> Decimal:
+        """What `retry_failed` with these options would pay at most: the estimates of the
+        items it would submit again (polling a timed-out prediction or collecting a paid
+        output again costs nothing)."""
+        if not self.ledger.batch(batch_id):
+            raise KeyError(batch_id)
+        total = Decimal(0)
+        for record in self._retryable(batch_id, include_needs_attention, include_input_errors):
+            if self._retry_plan(record)[0] == "prepare":
+                total += Decimal(record.get("price_usd") or "0")
+        return total
+
     def retry_failed(
         self,
         batch_id: str,
         *,
         include_needs_attention: bool = False,
+        include_input_errors: bool = False,
         budget_usd: Decimal | None = None,
     ) -> list[str]:
         """Run failed, skipped and cancelled items again. Returns their ids.
 
         A timed-out item polls its prediction again and an item whose output could not be
         collected collects it again: neither pays twice. `needs_attention` items (a submit
-        that may have been paid for) go again only when asked.
+        that may have been paid for) go again only when asked, and so do items the provider
+        refused for their input (no face, unreadable media): they would be refused again.
         """
         batch = self.ledger.batch(batch_id)
         if not batch:
@@ -187,9 +207,7 @@ class BatchControl:
         self.ledger.update_batch(batch_id, {"cancelled": False})
         allowed = list(RETRYABLE) + ([ItemState.NEEDS_ATTENTION] if include_needs_attention else [])
         retried = []
-        for record in self.ledger.items(batch_id):
-            if record.get("state") not in allowed:
-                continue
+        for record in self._retryable(batch_id, include_needs_attention, include_input_errors):
             step, to, fields = self._retry_plan(record)
             moved = self.ledger.transition(batch_id, record["id"], allowed, to, fields)
             if moved.ok:
@@ -200,6 +218,17 @@ class BatchControl:
         if retried:
             self.ledger.update_batch(batch_id, {"finished_at": ""})
         return retried
+
+    def _retryable(
+        self, batch_id: str, include_needs_attention: bool, include_input_errors: bool
+    ) -> list[dict[str, str]]:
+        allowed = list(RETRYABLE) + ([ItemState.NEEDS_ATTENTION] if include_needs_attention else [])
+        return [
+            record
+            for record in self.ledger.items(batch_id)
+            if record.get("state") in allowed
+            and (include_input_errors or record.get("error_kind") != ErrorKind.INPUT)
+        ]
 
     def _retry_plan(self, record: dict[str, str]) -> tuple[str, ItemState, dict[str, object]]:
         kind = record.get("error_kind", "")

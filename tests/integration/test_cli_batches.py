@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.samples import write_audio, write_video
 from tests.conftest import free_port
 from tests.integration.stack import (
     accepted_submits,
@@ -151,3 +152,31 @@ def test_errors_are_one_line_with_an_exit_code(cli, manifest):
     assert "Traceback" in debug.stderr and "s3cret" not in debug.stderr
     bad_format = cli("report", "b-nope", "--format", "pdf")
     assert bad_format.returncode == 2 and "unknown --format" in bad_format.stderr
+
+
+def test_retry_failed_asks_before_spending_and_leaves_input_errors_alone(
+    cli, sandbox_server, tmp_path
+):
+    # Given a finished batch with an item the provider refused for its input (no face)
+    folder = tmp_path / "m"
+    write_manifest(folder, [("ok-1", 1.0, 1.0, "cut_off"), ("ok-2", 1.2, 1.0, "loop")])
+    write_video(folder / "face.mp4", 1.0, metadata={"comment": "lipdub:no-face"})
+    write_audio(folder / "face.wav", 1.0)
+    manifest = folder / "manifest.csv"
+    manifest.write_text(manifest.read_text() + "noface,face.mp4,face.wav,cut_off,de\n")
+    batch_id = json.loads(cli("run", str(manifest), "--yes", "--detach", "--json").stdout)[
+        "batch_id"
+    ]
+    with cli.worker(tmp_path / "worker.log"):
+        finished = json.loads(cli("status", batch_id, "--follow", "--json", "--out", "r").stdout)
+    assert finished["counts"]["completed"] == 2 and finished["counts"]["failed"] == 1
+    submits = len(accepted_submits(sandbox_server.url))
+    # When the user retries it with no terminal to ask on, above the confirmation threshold
+    asked = cli(
+        "retry-failed", batch_id, "--include-input-errors", LIPDUB_BUDGET__CONFIRM_ABOVE_USD="0"
+    )
+    # Then it spends nothing and says how to go on
+    assert asked.returncode == 2 and "--yes" in asked.stderr
+    # And without --include-input-errors the refused item is left alone
+    assert "nothing to retry" in cli("retry-failed", batch_id, "--yes").stdout
+    assert len(accepted_submits(sandbox_server.url)) == submits

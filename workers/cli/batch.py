@@ -370,21 +370,38 @@ def retry_failed(
         bool,
         typer.Option(help="Also retry needs_attention items (their earlier submit may be billed)."),
     ] = False,
+    include_input_errors: Annotated[
+        bool,
+        typer.Option(help="Also retry items the provider refused for their input (no face, ...)."),
+    ] = False,
     budget: Annotated[
         float | None, typer.Option(help="A new budget for the batch, in USD.")
     ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before spending.")] = False,
     detach: Annotated[bool, typer.Option(help="Return at once instead of following.")] = False,
     as_json: AsJson = False,
     reports_dir: OutDir = REPORTS_DIR,
 ) -> None:
-    """Run failed, skipped and cancelled items again (a timed-out item polls again, no new pay)."""
+    """Run failed, skipped and cancelled items again (a timed-out item polls again, no new pay).
+    Items refused for their input, and needs_attention ones, only when asked."""
     with guard():
-        session = Session.connect(load_cli_settings())
+        settings = load_cli_settings()
+        session = Session.connect(settings)
         try:
             _status_or_exit(session, batch_id)
+            options = {
+                "include_needs_attention": include_needs_attention,
+                "include_input_errors": include_input_errors,
+            }
+            # Asked like `run`: a retry pays for every item it submits again.
+            _confirm(
+                session.control.retry_cost_usd(batch_id, **options),
+                settings.budget.confirm_above_usd,
+                yes,
+            )
             retried = session.control.retry_failed(
                 batch_id,
-                include_needs_attention=include_needs_attention,
+                **options,
                 budget_usd=Decimal(str(budget)) if budget is not None else None,
             )
             if not retried:
