@@ -126,6 +126,16 @@ class StorageSettings(_Section):
     """A key prefix inside the bucket, e.g. `lipdub/`."""
     endpoint_url: str | None = None
     """An S3-compatible endpoint (MinIO, moto); unset for AWS."""
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # an empty variable means unset: AWS itself
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be a URL such as https://minio.example:9000 (or empty for AWS)")
+        return value.strip()
+
     region: str = "us-east-1"
     """The bucket's region."""
     presign_expiry_s: int = Field(default=86_400, ge=60, le=604_800)

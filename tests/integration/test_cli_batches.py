@@ -180,3 +180,24 @@ def test_retry_failed_asks_before_spending_and_leaves_input_errors_alone(
     # And without --include-input-errors the refused item is left alone
     assert "nothing to retry" in cli("retry-failed", batch_id, "--yes").stdout
     assert len(accepted_submits(sandbox_server.url)) == submits
+
+
+def test_reports_that_cannot_be_written_locally_are_one_line_not_a_traceback(
+    cli, manifest, tmp_path
+):
+    # Given a --out that is a file, not a folder
+    (tmp_path / "taken").write_text("a file")
+    with cli.worker(tmp_path / "worker.log"):
+        result = cli("run", str(manifest), "--yes", "--out", "taken")
+    # Then the batch's summary is still printed, and one line says where the reports are
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 5, result.stderr
+    assert "completed │     3" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lipdub:")]
+    assert len(lines) == 1 and "the local reports could not be written" in lines[0]
+    batch_id = result.stderr.split("Started batch ")[1].split(":")[0]
+    assert f"reports/{batch_id}/report.json" in lines[0]
+    # And `report --out` into the same file fails in one line too
+    again = cli("report", batch_id, "--format", "all", "--out", "taken")
+    assert again.returncode == 5 and "Traceback" not in again.stderr
+    assert again.stderr.startswith("lipdub: ") and "taken" in again.stderr

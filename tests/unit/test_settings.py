@@ -169,3 +169,11 @@ def test_presigned_urls_must_outlive_the_item_deadline(monkeypatch):
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert "LIPDUB_STORAGE__PRESIGN_EXPIRY_S must cover" in str(caught.value)
+
+
+def test_an_empty_endpoint_url_means_aws_and_a_bare_host_is_refused(monkeypatch):
+    monkeypatch.setenv("LIPDUB_STORAGE__ENDPOINT_URL", "")
+    assert load_settings().storage.endpoint_url is None
+    monkeypatch.setenv("LIPDUB_STORAGE__ENDPOINT_URL", "minio:9000")
+    with pytest.raises(SettingsError, match="LIPDUB_STORAGE__ENDPOINT_URL"):
+        load_settings()

@@ -23,10 +23,11 @@ from pipeline.pricing import to_cents
 from pipeline.reporting import FORMATS, ReportFormat, file_name, render, summarize, write_local
 from pipeline.reporting.summary import money_lines
 from pipeline.settings import StorageSettings
-from pipeline.storage import output_key
+from pipeline.storage import output_key, report_key
 from pipeline.sync_modes import SyncMode
 from workers.cli.common import (
     EXIT_BUDGET,
+    EXIT_ERROR,
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -163,11 +164,26 @@ def follow_to_report(
         )
         return EXIT_INTERRUPTED
     report = session.control.report(batch_id)
-    paths = write_local(report, reports_dir / batch_id)
+    try:
+        paths = write_local(report, reports_dir / batch_id)
+    except OSError as error:
+        # The batch is done and its reports are in the bucket: say so, keep the summary.
+        paths = []
+        unwritten = f"{error.strerror or error}: {error.filename or reports_dir}"
+    else:
+        unwritten = ""
     if as_json:
         out.print_json(json.dumps({**status, "reports": [str(p) for p in paths]}))
     else:
         print_summary(report, paths, session.settings.storage)
+    if unwritten:
+        storage = session.settings.storage
+        raise fail(
+            f"the local reports could not be written ({unwritten}); they are in "
+            f"s3://{storage.bucket}/{report_key(storage.prefix, batch_id)} and "
+            f"`lipdub report {batch_id} --format all --out DIR` writes them elsewhere",
+            EXIT_ERROR,
+        )
     return EXIT_OK if status["counts"].get("completed", 0) == status["items"] else EXIT_INCOMPLETE
 
 
@@ -209,7 +225,8 @@ def print_summary(report: dict[str, Any], paths: list[Path], storage: StorageSet
             out.print(Text(f"  {item['id']} (row {item['row']}): {item['error']}", style="red"))
             if item.get("hint"):
                 out.print(Text(f"    → {item['hint']}"))
-    out.print(Text("Reports: " + ", ".join(str(p) for p in paths)))
+    if paths:
+        out.print(Text("Reports: " + ", ".join(str(p) for p in paths)))
 
 
 @app.command()
@@ -319,6 +336,11 @@ def report(
             data = session.control.report(batch_id)
         finally:
             session.close()
+    with guard():  # a path that cannot be written is one line, not a traceback
+        _write_report(data, fmt, out_path)
+
+
+def _write_report(data: dict[str, Any], fmt: str, out_path: Path | None) -> None:
     if fmt == "all":
         assert out_path is not None
         for path in write_local(data, out_path):

@@ -103,6 +103,16 @@ def guard() -> Iterator[None]:
         if state.debug:
             raise
         raise fail(str(error), EXIT_ERROR) from None
+    except OSError as error:
+        # The machine's trouble (a path that is a file, a full disk, no permission): one line.
+        if state.debug:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        raise fail(
+            f"{error.strerror or error}{where}; check the path and its permissions "
+            "(--debug shows where it happened)",
+            EXIT_ERROR,
+        ) from None
 
 
 def unknown_batch(batch_id: str) -> typer.Exit:
