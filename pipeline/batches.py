@@ -17,6 +17,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -74,6 +75,35 @@ def new_batch_id(now_s: float) -> str:
     return f"b{stamp}-{secrets.token_hex(3)}"
 
 
+@dataclass(frozen=True)
+class Payable:
+    """What a plan will pay for: an item whose pair was paid for already (by an earlier batch,
+    or by an earlier row of the same manifest) costs nothing."""
+
+    total_usd: Decimal
+    free: dict[str, str]
+    """Item id -> why it costs nothing: `paid earlier` or `repeats <item id>`."""
+
+
+def plan_payable(ledger: Ledger, plan: Plan, model: str, *, force: bool = False) -> Payable:
+    """What the plan will pay: its items less those whose pair is paid for already (in the
+    ledger, unless `force`) or repeats an earlier row's."""
+    identities = [content_identity(item, model) for item in plan.items]
+    paid = set() if force else ledger.completed_pairs(identities)
+    first: dict[str, str] = {}
+    free: dict[str, str] = {}
+    total = Decimal(0)
+    for item, identity in zip(plan.items, identities, strict=True):
+        if identity in paid:
+            free[item.id] = "paid earlier"
+        elif identity in first:
+            free[item.id] = f"repeats {first[identity]}"
+        else:
+            total += item.price_usd
+        first.setdefault(identity, item.id)
+    return Payable(total, free)
+
+
 class BatchControl:
     """Start, follow, cancel and retry batches."""
 
@@ -89,6 +119,10 @@ class BatchControl:
         self.dispatcher = dispatcher
         self.settings = settings
         self.clock = clock
+
+    def payable(self, plan: Plan, *, force: bool = False) -> Payable:
+        """What the plan will pay (`force` pays again for pairs paid earlier)."""
+        return plan_payable(self.ledger, plan, self.settings.provider.model_path, force=force)
 
     def start(
         self,
@@ -111,9 +145,10 @@ class BatchControl:
         schedule's name, window, inbox).
         """
         budget = budget_usd if budget_usd is not None else self.settings.budget.batch_usd
-        if budget is not None and plan.total_usd > budget and not partial_budget:
+        to_pay = self.payable(plan, force=force).total_usd
+        if budget is not None and to_pay > budget and not partial_budget:
             raise BudgetExceeded(
-                f"the estimate ${plan.total_usd} is over the budget ${budget}: raise the "
+                f"the estimate ${to_pay} is over the budget ${budget}: raise the "
                 "budget, or start with partial_budget to run what fits"
             )
         now = self.clock()
@@ -133,7 +168,7 @@ class BatchControl:
             "cancelled": False,
             "price_model": plan.price_model.model_dump(mode="json"),
             "price_basis": plan.price_basis,
-            "estimate_usd": str(plan.total_usd),
+            "estimate_usd": str(to_pay),
             **(extra or {}),
         }
         if not self.ledger.create_batch(batch_id, record, items, budget_usd=budget):

@@ -415,6 +415,18 @@ class Ledger:
 
     # ------------------------------------------------------------ content identity
 
+    def completed_pairs(self, identities: Sequence[str]) -> set[str]:
+        """Which of these pairs (content identities) are paid for, their output kept."""
+
+        def read() -> list[Any]:
+            with self.redis.pipeline() as pipe:
+                for identity in identities:
+                    pipe.hget(keys.content(identity), "state")
+                return list(pipe.execute())
+
+        states = self._call(read) if identities else []
+        return {i for i, state in zip(identities, states, strict=True) if state == "completed"}
+
     def claim(self, identity: str, owner: str, *, force: bool = False) -> Claim:
         """Decide who pays for a pair: this `owner` ("batch:item"), or reuse, or wait."""
         kind, current, output_key = self._call(

@@ -201,3 +201,34 @@ def test_reports_that_cannot_be_written_locally_are_one_line_not_a_traceback(
     again = cli("report", batch_id, "--format", "all", "--out", "taken")
     assert again.returncode == 5 and "Traceback" not in again.stderr
     assert again.stderr.startswith("lipdub: ") and "taken" in again.stderr
+
+
+def test_a_rerun_of_a_paid_manifest_is_free_in_the_plan_the_budget_and_the_question(
+    cli, manifest, sandbox_server, tmp_path
+):
+    # Given a manifest run to the end once
+    with cli.worker(tmp_path / "worker.log"):
+        first = cli("run", str(manifest), "--yes", "--out", "r")
+        assert first.returncode == 0, first.stderr
+        paid = len(accepted_submits(sandbox_server.url))
+        # When it is planned and run again with a budget of a cent and no --yes
+        planned = json.loads(cli("plan", str(manifest), "--json").stdout)
+        again = cli("run", str(manifest), "--budget", "0.01", "--out", "r")
+    # Then the plan says every item is paid for already, and the run is neither refused
+    # nor asked about: it completes from the earlier outputs, paying nothing
+    assert planned["payable_usd"] == "0" and set(planned["free"].values()) == {"paid earlier"}
+    assert again.returncode == 0, again.stderr
+    assert "0 (paid earlier)" in again.stdout and "Estimate: $0.00" in again.stdout
+    assert len(accepted_submits(sandbox_server.url)) == paid
+
+
+def test_a_pair_repeated_in_a_manifest_is_counted_once(cli, tmp_path):
+    folder = tmp_path / "m"
+    write_manifest(folder, [("a", 1.0, 1.0, "cut_off")])
+    (folder / "twice.csv").write_text(
+        "id,video,audio,sync_mode\nfirst,a.mp4,a.wav,cut_off\nsecond,a.mp4,a.wav,cut_off\n"
+    )
+    planned = json.loads(cli("plan", str(folder / "twice.csv"), "--json").stdout)
+    prices = {i["id"]: i["price_usd"] for i in planned["items"]}
+    assert planned["payable_usd"] == prices["first"]
+    assert planned["free"] == {"second": "repeats first"}

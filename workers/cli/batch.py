@@ -76,14 +76,16 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
         plan = build_plan(
             settings, manifest, options.sync_mode, as_json=options.as_json, provider=provider
         )
+        # Pairs paid for already (earlier batches, earlier rows) cost nothing again.
+        to_pay = session.control.payable(plan, force=options.force)
         if not options.as_json:
-            print_plan(plan)
-        _check_budget(plan.total_usd, options, settings.budget.batch_usd)
+            print_plan(plan, to_pay)
+        _check_budget(to_pay.total_usd, options, settings.budget.batch_usd)
         # Before any spend and before asking: the key, the balance, the bucket.
         balance_usd = preflight(
-            provider, session.storage, plan.total_usd, create_bucket=options.create_bucket
+            provider, session.storage, to_pay.total_usd, create_bucket=options.create_bucket
         )
-    _confirm(plan.total_usd, settings.budget.confirm_above_usd, options.yes)
+    _confirm(to_pay.total_usd, settings.budget.confirm_above_usd, options.yes)
     batch_id = session.control.start(
         plan,
         name=options.name,
@@ -94,7 +96,7 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
     )
     started = (
         f"Started batch {batch_id}: {len(plan.items)} items, estimate "
-        f"${to_cents(plan.total_usd)}. Follow it with: lipdub status {batch_id} --follow"
+        f"${to_cents(to_pay.total_usd)}. Follow it with: lipdub status {batch_id} --follow"
     )
     if options.detach:
         if options.as_json:

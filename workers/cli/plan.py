@@ -9,13 +9,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.batches import Payable, plan_payable
 from pipeline.errors import LipdubError, ManifestError
+from pipeline.ledger import Ledger, LedgerError
 from pipeline.media import MediaInspector, ProbeCache
 from pipeline.planning import Plan, plan_manifest
 from pipeline.pricing import to_cents
@@ -52,18 +55,44 @@ def plan(
     settings = load_cli_settings()
     with provider_client(settings) as provider:
         result = build_plan(settings, manifest, sync_mode, as_json=as_json, provider=provider)
+    payable = _payable_if_known(settings, result)
+    to_pay = payable.total_usd if payable else result.total_usd
     limit = Decimal(str(budget)) if budget is not None else settings.budget.batch_usd
-    over = limit is not None and result.total_usd > limit
+    over = limit is not None and to_pay > limit
     if as_json:
-        out.print_json(json.dumps({"valid": True, "over_budget": over, **result.to_dict()}))
+        known = {"payable_usd": str(to_pay), "free": payable.free} if payable else {}
+        out.print_json(
+            json.dumps({"valid": True, "over_budget": over, **result.to_dict(), **known})
+        )
     else:
-        print_plan(result)
+        print_plan(result, payable)
+        if payable is None:
+            err.print(
+                Text(
+                    "Redis did not answer, so pairs paid for earlier are not known: the "
+                    "estimate counts every item (LIPDUB_REDIS__URL)."
+                )
+            )
     if over:
         raise fail(
-            f"the estimate ${to_cents(result.total_usd)} is over the budget ${limit}. "
+            f"the estimate ${to_cents(to_pay)} is over the budget ${limit}. "
             "Raise --budget (or LIPDUB_BUDGET__BATCH_USD) or plan fewer items.",
             EXIT_BUDGET,
         )
+
+
+def _payable_if_known(settings: Settings, result: Plan) -> Payable | None:
+    """What the plan will pay, given what the ledger says is paid for; None when Redis does
+    not answer (planning needs no Redis)."""
+    client = redis.Redis.from_url(
+        settings.redis.url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
+    )
+    try:
+        return plan_payable(Ledger(client), result, settings.provider.model_path)
+    except LedgerError:
+        return None
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager
@@ -153,8 +182,10 @@ def _remote_prober(settings: Settings) -> RemoteProber:
     )
 
 
-def print_plan(result: Plan, *, max_rows: int = 50) -> None:
-    """The plan as a table (the first `max_rows` items) and the estimate line."""
+def print_plan(result: Plan, payable: Payable | None = None, *, max_rows: int = 50) -> None:
+    """The plan as a table (the first `max_rows` items) and the estimate line. With what is
+    `payable`, items whose pair is paid for already show what they cost: nothing."""
+    free = payable.free if payable else {}
     table = Table(
         title=f"Plan for {result.manifest.name}",
         title_justify="left",
@@ -188,7 +219,7 @@ def print_plan(result: Plan, *, max_rows: int = 50) -> None:
             f"{item.audio.info.duration_s:.2f}",
             f"{item.expected_output_s:.2f}",
             f"{item.billable_s:.2f}",
-            f"{item.price_usd:.4f}",
+            f"0 ({free[item.id]})" if item.id in free else f"{item.price_usd:.4f}",
         )
     if len(result.items) > max_rows:
         table.add_row("", Text(f"… {len(result.items) - max_rows} more"), *[""] * 6)
@@ -201,13 +232,22 @@ def print_plan(result: Plan, *, max_rows: int = 50) -> None:
         "",
         "",
         f"{result.total_billable_s:.2f}",
-        f"{to_cents(result.total_usd)}",
+        f"{to_cents(payable.total_usd if payable else result.total_usd)}",
     )
     out.print(table)
     modes = ", ".join(f"{mode} ${to_cents(cost)}" for mode, cost in result.by_sync_mode_usd.items())
+    reuse = ""
+    if free:
+        saved = result.total_usd - (payable.total_usd if payable else result.total_usd)
+        reuse = (
+            f"; {len(free)} item(s) reuse a pair already paid for "
+            f"(${to_cents(saved)} not paid again)"
+        )
+        modes = f"before reuse: {modes}"
+    to_pay = payable.total_usd if payable else result.total_usd
     out.print(
         Text(
-            f"Estimate: ${to_cents(result.total_usd)} ({modes}). Nothing was spent.\n"
+            f"Estimate: ${to_cents(to_pay)} ({modes}){reuse}. Nothing was spent.\n"
             f"Priced by the {result.price_basis}."
         )
     )
