@@ -1,22 +1,30 @@
 """Probe inputs that are not on this machine: `s3://` objects and `https://` URLs.
 
-FFmpeg reads only what it needs (headers, the index), not the whole file. The identity of a
-remote input is a fingerprint, not a hash of its bytes: for S3 the bucket, key and ETag (a
-changed object gets a new one), for a URL the URL itself.
+The identity of an input is what decides that two items are the same paid work, so it must
+change when the content does. An `https://` input is downloaded once while planning, hashed
+on the way and probed from the copy: its identity is the sha256 of its bytes, as a local
+file's is (the file behind a URL can be replaced; the URL is no identity). An `s3://` object
+is probed in place (FFmpeg reads only the headers and index) and identified by its bucket,
+key and ETag, S3's own validator of the object's content (a replaced object gets a new one).
 """
 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from pipeline.errors import MediaError
 from pipeline.manifest import InputRef
-from pipeline.media import MediaInfo, probe
+from pipeline.media import MediaInfo, probe, shown_url
+
+CHUNK_BYTES = 1024 * 1024
 
 
 def split_s3(location: str) -> tuple[str, str]:
@@ -43,17 +51,48 @@ class RemoteProber:
         s3_factory: Callable[[], Any] | None = None,
         timeout_s: float = 30.0,
         presign_expiry_s: int = 900,
+        max_bytes: int = 2 * 1024**3,
+        http: httpx.Client | None = None,
     ) -> None:
         self._client = s3
         self._factory = s3_factory
         self.timeout_s = timeout_s
         self.presign_expiry_s = presign_expiry_s
+        self.max_bytes = max_bytes
+        self._http = http
 
     def __call__(self, ref: InputRef) -> tuple[str, MediaInfo]:
         if ref.kind == "s3":
             return self._probe_s3(ref.location)
-        identity = hashlib.sha256(f"url:{ref.location}".encode()).hexdigest()
-        return identity, probe(ref.location, timeout_s=self.timeout_s)
+        return self._probe_url(ref.location)
+
+    def _probe_url(self, url: str) -> tuple[str, MediaInfo]:
+        """Download the URL to a temporary file, hashing it; probe the copy; drop it."""
+        digest = hashlib.sha256()
+        shown = shown_url(url)
+        http = self._http or httpx.Client(timeout=self.timeout_s, follow_redirects=True)
+        with tempfile.TemporaryDirectory(prefix="lipdub-probe-") as folder:
+            copy = Path(folder) / (Path(urlsplit(url).path).name or "input")
+            try:
+                with http.stream("GET", url) as response, copy.open("wb") as out:
+                    if response.status_code != 200:
+                        raise MediaError(f"{shown} answered HTTP {response.status_code}")
+                    received = 0
+                    for chunk in response.iter_bytes(CHUNK_BYTES):
+                        received += len(chunk)
+                        if received > self.max_bytes:
+                            raise MediaError(
+                                f"{shown} is larger than {self.max_bytes // 1024**2} MB"
+                            )
+                        digest.update(chunk)
+                        out.write(chunk)
+            except httpx.HTTPError as err:
+                raise MediaError(f"{shown} could not be read ({type(err).__name__})") from err
+            finally:
+                if self._http is None:
+                    http.close()
+            info = probe(copy, timeout_s=self.timeout_s)
+        return digest.hexdigest(), info
 
     @property
     def s3(self) -> Any | None:

@@ -9,6 +9,7 @@ already there), so a re-run sends no bytes.
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from pipeline.errors import StorageError
@@ -27,6 +28,9 @@ from pipeline.manifest import InputRef
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
 from pipeline.storage import InputChanged, media_key, output_key
+from pipeline.sync_modes import within_one_frame
+
+log = logging.getLogger("lipdub.prepare")
 
 WAIT_FOR_OWNER_S = 5.0
 
@@ -108,9 +112,24 @@ def _reuse(rt: Runtime, item: Item, owner: str, source_key: str) -> list[Next]:
         # The earlier output is gone: forget it and pay for the pair again.
         rt.ledger.forget_content(item.text("identity"))
         return [Next("prepare", item.batch_id, item.id)]
-    rt.storage.copy(source_key, target)
     owner_batch, _, owner_item = owner.partition(":")
     earlier = rt.ledger.item(owner_batch, owner_item) if owner_item else {}
+    earlier_s = float(earlier.get("output_s") or 0)
+    expected_s = item.number("expected_output_s")
+    if earlier_s and not within_one_frame(earlier_s, expected_s):
+        # Checked as a collected output is: an output of another length is not this item's
+        # (the pair's record is wrong), so it is not passed off as one.
+        log.warning(
+            "%s: the output of %s lasts %.3f s, not the %.3f s this item's sync mode gives; "
+            "paying for the pair again instead of reusing it",
+            item.member,
+            owner,
+            earlier_s,
+            expected_s,
+        )
+        rt.ledger.forget_content(item.text("identity"))
+        return [Next("prepare", item.batch_id, item.id)]
+    rt.storage.copy(source_key, target)
     fields = {
         "output_key": target,
         "reused_from": owner,

@@ -105,6 +105,7 @@ def settings_planner(settings: Settings) -> Planner:
                     endpoint_url=storage.endpoint_url, region=storage.region
                 ),
                 timeout_s=settings.media.probe_timeout_s,
+                max_bytes=settings.media.max_file_size_bytes,
             ),
             base_dir=base,
             quotes=ProviderQuotes.of(provider) if settings.price.quotes else None,

@@ -23,7 +23,7 @@ from pipeline.media import MediaInspector
 from pipeline.planning import Plan, plan_manifest
 from pipeline.provider.client import ProviderClient
 from pipeline.quotes import ProviderQuotes
-from pipeline.remote import make_s3_client
+from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.samples import write_audio, write_video
 from pipeline.settings import Settings, to_environment
 from pipeline.storage import Storage
@@ -113,6 +113,11 @@ def plan(manifest: Path, settings: Settings) -> Plan:
             media=settings.media,
             price=settings.price,
             inspector=MediaInspector(),
+            remote=RemoteProber(
+                s3_factory=lambda: make_s3_client(
+                    endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
+                )
+            ),
             quotes=ProviderQuotes.of(provider) if settings.price.quotes else None,
         )
     finally:

@@ -1,7 +1,13 @@
 """Inputs already in S3 (moto's standalone server, the real S3 protocol) are probed in place."""
 
+import hashlib
 import shutil
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import boto3
 import pytest
@@ -12,7 +18,9 @@ from pipeline.planning import plan_manifest
 from pipeline.pricing import PriceModel
 from pipeline.remote import RemoteProber
 from pipeline.settings import MediaSettings
+from pipeline.states import ItemState
 from tests.conftest import free_port
+from tests.integration.stack import accepted_submits, in_process_worker, plan, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +139,84 @@ def test_url_inputs_are_probed_in_place(sandbox, media, tmp_path):
     item = plan.items[0]
     assert item.video.ref.kind == "http" and item.video.info.duration_s == pytest.approx(2.0)
     assert item.expected_output_s == pytest.approx(2.4, abs=0.01)
+
+
+@contextmanager
+def file_server(root: Path) -> Iterator[str]:
+    """A plain HTTP server for the files in `root` (a CDN whose files can be replaced)."""
+    handler = partial(SimpleHTTPRequestHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_url_input_is_identified_by_its_content_not_its_url(media, tmp_path):
+    # Given a video behind a URL, planned once
+    (tmp_path / "cdn").mkdir()
+    shutil.copy(media["video_2s"], tmp_path / "cdn" / "ep28.mp4")
+    shutil.copy(media["audio_2_4s"], tmp_path / "a.wav")
+    media_settings = MediaSettings(allow_http_urls=True)
+    with file_server(tmp_path / "cdn") as cdn:
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"video,audio\n{cdn}/ep28.mp4,a.wav\n", encoding="utf-8")
+        before = plan_manifest(
+            manifest, media=media_settings, price=PriceModel(), remote=RemoteProber()
+        )
+        # When the file behind the URL is replaced by a shorter cut
+        shutil.copy(media["video_1s"], tmp_path / "cdn" / "ep28.mp4")
+        after = plan_manifest(
+            manifest, media=media_settings, price=PriceModel(), remote=RemoteProber()
+        )
+    # Then its identity is its bytes' hash (as a local copy's is), and it changed with them
+    assert (
+        before.items[0].video.sha256 == hashlib.sha256(media["video_2s"].read_bytes()).hexdigest()
+    )
+    assert after.items[0].video.sha256 == hashlib.sha256(media["video_1s"].read_bytes()).hexdigest()
+    assert after.items[0].video.info.duration_s == pytest.approx(1.0)
+
+
+def test_a_replaced_url_file_is_paid_for_again_not_taken_from_the_earlier_batch(
+    media, tmp_path, make_stack, sandbox
+):
+    # Given a batch that lip-synced the video behind a URL
+    (tmp_path / "cdn").mkdir()
+    shutil.copy(media["video_2s"], tmp_path / "cdn" / "ep28.mp4")
+    shutil.copy(media["audio_2_4s"], tmp_path / "a.wav")
+    stack = make_stack(sandbox, media={"allow_http_urls": True})
+    with file_server(tmp_path / "cdn") as cdn, in_process_worker(stack):
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"id,video,audio\nep28,{cdn}/ep28.mp4,a.wav\n", encoding="utf-8")
+        first = stack.control.start(plan(manifest, stack.settings))
+        stack.wait(first)
+        # When the file behind the URL is replaced by a shorter cut and the manifest runs again
+        shutil.copy(media["video_1s"], tmp_path / "cdn" / "ep28.mp4")
+        second = stack.control.start(plan(manifest, stack.settings))
+        stack.wait(second)
+    # Then the new cut was lip-synced (not the old output reused): its output lasts 1 s
+    item = stack.control.report(second)["items_detail"][0]
+    assert item["state"] == "completed" and not item["reused_from"]
+    assert item["output_s"] == pytest.approx(1.0, abs=0.05)
+    assert len(accepted_submits(sandbox.url)) == 2
+
+
+def test_a_reused_output_of_the_wrong_length_is_not_passed_off(
+    media, tmp_path, make_stack, sandbox
+):
+    # Given a pair paid for by an earlier batch whose record says its output lasts 9 s,
+    # where this item's sync mode gives 1 s (a record that does not fit the pair)
+    manifest = write_manifest(tmp_path / "m", [("x", 1.0, 1.0, "cut_off")])
+    stack = make_stack(sandbox)
+    with in_process_worker(stack):
+        first = stack.control.start(plan(manifest, stack.settings))
+        stack.wait(first)
+        stack.ledger.update_item(first, "x", ItemState.COMPLETED, {"output_s": 9.0})
+        second = stack.control.start(plan(manifest, stack.settings))
+        stack.wait(second)
+    # Then the item is checked like a collected one: it is paid for again, with a 1 s output
+    item = stack.control.report(second)["items_detail"][0]
+    assert item["state"] == "completed" and not item["reused_from"]
+    assert item["output_s"] == pytest.approx(1.0, abs=0.05)

@@ -179,6 +179,7 @@ def _remote_prober(settings: Settings) -> RemoteProber:
     return RemoteProber(
         s3_factory=lambda: make_s3_client(endpoint_url=storage.endpoint_url, region=storage.region),
         timeout_s=settings.media.probe_timeout_s,
+        max_bytes=settings.media.max_file_size_bytes,
     )
 
 
