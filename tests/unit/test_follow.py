@@ -64,8 +64,8 @@ def test_a_live_panel_on_a_terminal():
     assert final["counts"]["failed"] == 1
     text = buffer.getvalue()
     assert "Batch b1  catalog  finished" in text
-    assert "needs_attention" in text  # every state has a column
-    assert "4/4 final · spent $1.00 (reserved $0.50) of an estimated $1.00" in text
+    assert "4/4 $1.00 of ~$1.00 ETA 0:00" in text
+    assert "completed 3  failed 1  reserved $0.50 · elapsed 0:40" in text
 
 
 def test_status_line_for_an_empty_batch():

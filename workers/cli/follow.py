@@ -13,8 +13,7 @@ from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.text import Text
 
 from pipeline.states import ItemState
@@ -63,29 +62,55 @@ def status_line(status: dict[str, Any], now_s: float) -> str:
     )
 
 
-def status_panel(status: dict[str, Any], now_s: float) -> Group:
-    """The live display: a bar, the items per state, money and time."""
-    total = max(status["items"], 1)
-    title = Text.assemble(
-        ("Batch ", "bold"),
-        (status["batch_id"], "bold cyan"),
-        f"  {status['name']}  ",
-        (status["state"] + (" (cancelled)" if status["cancelled"] else ""), "bold"),
-    )
-    bar = ProgressBar(total=total, completed=status["done"], width=50)
-    table = Table.grid(padding=(0, 2))
-    for _ in ItemState:
-        table.add_column(justify="right")
-    table.add_row(*[Text(s.value, style=STATE_STYLES.get(s.value, "")) for s in ItemState])
-    table.add_row(*[str(status["counts"].get(s.value, 0)) for s in ItemState])
-    elapsed = now_s - status["created_at"] if status.get("created_at") else None
-    money = Text(
-        f"{status['done']}/{status['items']} final · spent ${Decimal(status['spent_usd']):.2f} "
-        f"(reserved ${Decimal(status['reserved_usd']):.2f}) of an estimated "
-        f"${Decimal(status['estimate_usd']):.2f} · elapsed {_duration(elapsed)} · "
-        f"ETA {_duration(eta_s(status, now_s))}"
-    )
-    return Group(title, bar, table, money)
+class Panel:
+    """The live display: the batch's title, a `rich.progress` bar with items done, spend and
+    ETA, and the items per state, wrapped to the terminal's width (80 columns hold it)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            BarColumn(bar_width=None),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[money]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            expand=True,
+        )
+        self.task = self.progress.add_task("items", total=1, money="", eta="–")
+        self.title = Text()
+        self.states = Text()
+
+    def update(self, status: dict[str, Any], now_s: float) -> None:
+        """Show this status."""
+        self.title = Text.assemble(
+            ("Batch ", "bold"),
+            (status["batch_id"], "bold cyan"),
+            f"  {status['name']}  ",
+            (status["state"] + (" (cancelled)" if status["cancelled"] else ""), "bold"),
+            overflow="ellipsis",
+            no_wrap=True,
+        )
+        elapsed = now_s - status["created_at"] if status.get("created_at") else None
+        self.progress.update(
+            self.task,
+            total=max(status["items"], 1),
+            completed=status["done"],
+            money=f"${Decimal(status['spent_usd']):.2f} of ~${Decimal(status['estimate_usd']):.2f}",
+            eta=_duration(eta_s(status, now_s)),
+        )
+        parts: list[Text | str] = []
+        for state in ItemState:
+            count = status["counts"].get(state.value, 0)
+            if count:
+                parts += [
+                    (Text(state.value, style=STATE_STYLES.get(state.value, ""))),
+                    f" {count}  ",
+                ]
+        parts.append(
+            f"reserved ${Decimal(status['reserved_usd']):.2f} · elapsed {_duration(elapsed)}"
+        )
+        self.states = Text.assemble(*parts)
+
+    def __rich__(self) -> Group:
+        return Group(self.title, self.progress.get_renderable(), self.states)
 
 
 def follow(
@@ -99,11 +124,14 @@ def follow(
     pause = threading.Event()  # never set: its wait() paces the loop
     status = read_status()
     if console.is_terminal:
-        with Live(status_panel(status, clock()), console=console, refresh_per_second=4) as live:
+        panel = Panel()
+        panel.update(status, clock())
+        with Live(panel, console=console, refresh_per_second=4) as live:
             while status["state"] != "finished":
                 pause.wait(interval_s)
                 status = read_status()
-                live.update(status_panel(status, clock()))
+                panel.update(status, clock())
+                live.refresh()
         return status
     last = None
     while True:
