@@ -204,3 +204,29 @@ def test_plan_shows_progress_on_a_terminal(catalog):
     assert process.returncode == 0
     assert "Checking media" in terminal and "4/4" in terminal
     assert "Estimate:" in out  # the table itself still goes to stdout
+
+
+def test_version_short_help_and_shell_completion(tmp_path):
+    version = run(["--version"], tmp_path)
+    assert version.returncode == 0 and version.stdout.strip().startswith("lipdub 0.")
+    short = run(["-h"], tmp_path)
+    assert short.returncode == 0 and "run" in short.stdout and "plan" in short.stdout
+    assert run(["run", "-h"], tmp_path).returncode == 0
+    completion = run(["--show-completion", "bash"], tmp_path)
+    assert completion.returncode == 0 and "complete" in completion.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["worker", "--pool", "gevent"],
+        ["worker", "--loglevel", "verbose"],
+        ["beat", "--loglevel", "loud"],
+        ["report", "b1", "--format", "pdf"],
+    ],
+)
+def test_options_with_a_fixed_set_of_values_refuse_others_at_once(tmp_path, args):
+    result = run(args, tmp_path)
+    # Then it exits 2 (usage) before doing anything, naming the option and the choices
+    assert result.returncode == 2, result.stderr
+    assert "Invalid value for '--" in result.stderr and "Traceback" not in result.stderr

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -20,7 +21,7 @@ from rich.text import Text
 
 from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
-from pipeline.reporting import FORMATS, ReportFormat, file_name, render, summarize, write_local
+from pipeline.reporting import ReportFormat, file_name, render, summarize, write_local
 from pipeline.reporting.summary import money_lines
 from pipeline.settings import StorageSettings
 from pipeline.storage import output_key, report_key
@@ -315,21 +316,29 @@ def _status_or_exit(session: Session, batch_id: str) -> dict[str, Any]:
         raise unknown_batch(batch_id) from None
 
 
+class ReportChoice(StrEnum):
+    """`lipdub report --format`: one of the report formats, or all of them."""
+
+    JSON = "json"
+    CSV = "csv"
+    HTML = "html"
+    MD = "md"
+    ALL = "all"
+
+
 @app.command()
 def report(
     batch_id: BatchId,
     fmt: Annotated[
-        str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}, or all (needs --out).")
-    ] = "md",
+        ReportChoice, typer.Option("--format", help="A format, or all of them (needs --out).")
+    ] = ReportChoice.MD,
     out_path: Annotated[
         Path | None,
         typer.Option("--out", help="Write to this file (a folder with --format all)."),
     ] = None,
 ) -> None:
     """The batch's report, rendered from the ledger (works while it is still running)."""
-    if fmt not in (*FORMATS, "all"):
-        raise fail(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)} or all", EXIT_USAGE)
-    if fmt == "all" and out_path is None:
+    if fmt is ReportChoice.ALL and out_path is None:
         raise fail("--format all writes four files: give a folder with --out", EXIT_USAGE)
     with guard():
         session = Session.connect(load_cli_settings())
@@ -339,7 +348,7 @@ def report(
         finally:
             session.close()
     with guard():  # a path that cannot be written is one line, not a traceback
-        _write_report(data, fmt, out_path)
+        _write_report(data, fmt.value, out_path)
 
 
 def _write_report(data: dict[str, Any], fmt: str, out_path: Path | None) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from enum import StrEnum
+from importlib.metadata import version
 from typing import Annotated, Any
 
 import typer
@@ -49,9 +51,10 @@ app = typer.Typer(
     name="lipdub",
     help="Localize a video catalog with lip-sync (WaveSpeed sync/lipsync-3).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -64,10 +67,31 @@ class _State:
 state = _State()
 
 
+class LogLevel(StrEnum):
+    """Log levels a command takes (any case)."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        out.print(Text(f"lipdub {version('lipdub')}"))
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def _root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print lipdub's version.", callback=_print_version, is_eager=True
+        ),
     ] = False,
 ) -> None:
     """Localize a video catalog with lip-sync (WaveSpeed sync/lipsync-3)."""

@@ -24,7 +24,7 @@ from pipeline.schedules.store import ScheduleStore
 from pipeline.schedules.timing import next_fire_s
 from pipeline.schedules.window import Window
 from pipeline.settings import Settings
-from workers.cli.common import EXIT_SETTINGS, EXIT_USAGE, app, fail, guard, out
+from workers.cli.common import EXIT_SETTINGS, EXIT_USAGE, LogLevel, app, fail, guard, out
 from workers.cli.common import settings as load_cli_settings
 from workers.cli.session import Session
 
@@ -170,7 +170,7 @@ def _print_outcome(outcome: RunOutcome) -> None:
 
 @app.command()
 def beat(
-    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    loglevel: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
 ) -> None:
     """The scheduler (Celery beat) with lipdub's settings. One acts; extra ones stand by."""
     from workers.app import create_app
@@ -178,7 +178,7 @@ def beat(
     settings = load_cli_settings()
     schedules = _schedules(settings)
     logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=loglevel.value, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("lipdub.beat").info(
         "%d schedule(s): %s; checking every %g s",
@@ -186,4 +186,4 @@ def beat(
         ", ".join(f"{s.name} ({s.cron} {s.timezone})" for s in schedules.values()) or "none",
         settings.schedule.tick_s,
     )
-    create_app(settings).start(["beat", f"--loglevel={loglevel}"])
+    create_app(settings).start(["beat", f"--loglevel={loglevel.value}"])

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from workers.cli.common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     EXIT_SETTINGS,
+    LogLevel,
     app,
     err,
     fail,
@@ -41,13 +43,23 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+class Pool(StrEnum):
+    """Celery pools lipdub's tasks run in (they block on I/O in threads or processes)."""
+
+    PREFORK = "prefork"
+    THREADS = "threads"
+    SOLO = "solo"
+
+
 @app.command()
 def worker(
     concurrency: Annotated[
         int, typer.Option(help="Task processes (or threads) in this worker.")
     ] = max(os.cpu_count() or 1, 2),
-    pool: Annotated[str, typer.Option(help="prefork, threads or solo.")] = "prefork",
-    loglevel: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    pool: Annotated[
+        Pool, typer.Option(help="The pool of task processes (gevent/eventlet are not supported).")
+    ] = Pool.PREFORK,
+    loglevel: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
     hostname: Annotated[
         str | None, typer.Option(help="Worker name (default: celery@<host>).")
     ] = None,
@@ -70,19 +82,23 @@ def worker(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
         child = [sys.executable, "-m", "workers.cli", "worker", "--no-supervise"]
-        child += [f"--concurrency={concurrency}", f"--pool={pool}", f"--loglevel={loglevel}"]
+        child += [
+            f"--concurrency={concurrency}",
+            f"--pool={pool.value}",
+            f"--loglevel={loglevel.value}",
+        ]
         child += [f"--hostname={hostname}"] if hostname else []
         raise typer.Exit(run_supervised(child))
     logging.basicConfig(
-        level=loglevel.upper(),
+        level=loglevel.value,
         format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
     )
     _quiet_http_logs()
     argv = [
         "worker",
         f"--concurrency={concurrency}",
-        f"--pool={pool}",
-        f"--loglevel={loglevel}",
+        f"--pool={pool.value}",
+        f"--loglevel={loglevel.value}",
         f"--queues={settings.worker.queue}",
         "--without-gossip",
         "--without-mingle",
