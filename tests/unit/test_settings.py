@@ -177,3 +177,24 @@ def test_an_empty_endpoint_url_means_aws_and_a_bare_host_is_refused(monkeypatch)
     monkeypatch.setenv("LIPDUB_STORAGE__ENDPOINT_URL", "minio:9000")
     with pytest.raises(SettingsError, match="LIPDUB_STORAGE__ENDPOINT_URL"):
         load_settings()
+
+
+def test_the_sandbox_trial_settings_are_valid_and_match_the_sandboxs_account(monkeypatch):
+    # configs/sandbox.env, as the README's trial sources it
+    from pipeline.sandbox.config import SandboxConfig
+
+    values = {}
+    for line in (ROOT / "configs" / "sandbox.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name] = value
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    sandbox = SandboxConfig()
+    # Then every lipdub line is a setting, and the limits are the sandbox's own
+    assert {n for n in values if n.startswith("LIPDUB_")} <= set(setting_names())
+    assert settings.provider.api_key.get_secret_value() in sandbox.api_keys
+    assert settings.provider.starts_per_minute == sandbox.starts_per_minute
+    assert settings.provider.max_concurrent == sandbox.max_concurrent
+    assert settings.provider.is_local and settings.storage.endpoint_url
