@@ -14,13 +14,19 @@ from typing import Any
 from pipeline.ledger import Ledger
 from pipeline.states import ItemState
 
-PHASES = (
-    ("upload", "created_at", "uploaded_at"),
-    ("queue", "submitted_at", "processing_at"),
-    ("processing", "processing_at", "provider_done_at"),
-    ("collect", "provider_done_at", "finished_at"),
-)
-"""(phase, start field, end field): each item's timeline."""
+PHASES = {
+    "queued": "waiting in our queue",
+    "upload": "uploading",
+    "limits": "waiting for the account's limits",
+    "retried": "earlier attempts, and the wait before the last",
+    "provider": "at the provider (queued or processing)",
+    "poll": "done at the provider by then, or not: seen at our next poll",
+    "collect": "collecting the output",
+}
+"""Each item's timeline, in order, and what each phase is. Only what the timestamps prove is
+charted under a name: the provider is known to be working from our POST until the last
+poll that found it unfinished (or until its reported inference time had passed); from then
+to the poll that found it done, it may have been done already."""
 
 
 def _float(record: dict[str, str], name: str) -> float | None:
@@ -60,16 +66,29 @@ def batch_status(ledger: Ledger, batch_id: str) -> dict[str, Any]:
 
 
 def _phase_bounds(record: dict[str, str]) -> dict[str, tuple[float | None, float | None]]:
-    """Each phase's (start, end). The provider's own inference time, when it reports one,
-    splits queue from processing better than the poll that first saw `processing`."""
-    bounds = {phase: (_float(record, start), _float(record, stop)) for phase, start, stop in PHASES}
-    submitted, done = _float(record, "submitted_at"), _float(record, "provider_done_at")
-    inference_ms = _float(record, "inference_ms")
-    if submitted is not None and done is not None and inference_ms:
-        began = max(submitted, done - inference_ms / 1000)
-        bounds["queue"] = (submitted, began)
-        bounds["processing"] = (began, done)
-    return bounds
+    """Each phase's (start, end) from the item's timestamps (`PHASES` says what each is)."""
+
+    def at(name: str) -> float | None:
+        return _float(record, name)
+
+    prepared, uploaded, intent = at("prepare_started_at"), at("uploaded_at"), at("intent_at")
+    submitted, done = at("submitted_at"), at("provider_done_at")
+    busy_until = None
+    if submitted is not None and done is not None:
+        inference_ms = at("inference_ms")
+        known = [submitted, at("last_unfinished_at") or submitted]
+        if inference_ms:
+            known.append(submitted + inference_ms / 1000)
+        busy_until = min(done, max(known))
+    before_submit = "retried" if int(record.get("submits") or 1) > 1 else "limits"
+    return {
+        "queued": (at("created_at"), prepared),
+        "upload": (prepared, uploaded),
+        before_submit: (uploaded, intent),
+        "provider": (intent, busy_until),
+        "poll": (busy_until, done),
+        "collect": (done, at("finished_at")),
+    }
 
 
 def item_report(record: dict[str, str]) -> dict[str, Any]:

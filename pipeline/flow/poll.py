@@ -83,7 +83,9 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if prediction.terminal:
         return _failed(rt, item, prediction)
     fields: dict[str, object] = {
-        "poll_interval_s": next_poll_delay_s(rt.settings.polling, interval_s)
+        "poll_interval_s": next_poll_delay_s(rt.settings.polling, interval_s),
+        # Until now, at least, the provider was working on it (the report's timeline).
+        "last_unfinished_at": rt.clock(),
     }
     if prediction.status == Status.PROCESSING and not item.text("processing_at"):
         fields["processing_at"] = rt.clock()

@@ -44,6 +44,11 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return resume(rt, item, ItemState.PENDING)
     if batch_flag(rt, batch_id, "cancelled"):
         return cancel(rt, item, [ItemState.PENDING])
+    if not item.text("prepare_started_at"):
+        # The end of the item's wait in our queue (the report's timeline starts here).
+        rt.ledger.update_item(
+            batch_id, item_id, ItemState.PENDING, {"prepare_started_at": rt.clock()}
+        )
     force = batch_flag(rt, batch_id, "force")
     claim = rt.ledger.claim(item.text("identity"), item.member, force=force)
     if claim.kind == "reuse":

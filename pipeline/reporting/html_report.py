@@ -16,12 +16,16 @@ from typing import Any
 
 import jinja2
 
+from pipeline.report import PHASES
 from pipeline.reporting.summary import PHASE_NAMES, Summary, money_lines, summarize
 
 PHASE_COLOURS = {
+    "queued": "#b7b7b7",
     "upload": "#8e7cc3",
-    "queue": "#f1c232",
-    "processing": "#3d85c6",
+    "limits": "#e69138",
+    "retried": "#cc4125",
+    "provider": "#3d85c6",
+    "poll": "#a4c2f4",
     "collect": "#6aa84f",
 }
 STATE_COLOURS = {
@@ -99,6 +103,7 @@ def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
         created=_when(report.get("created_at")),
         finished=_when(report.get("finished_at")),
         phases=PHASE_NAMES,
+        phase_meanings=PHASES,
         phase_colours=PHASE_COLOURS,
         state_colours=STATE_COLOURS,
         timeline_rows=rows,

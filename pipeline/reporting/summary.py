@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pipeline.report import PHASES
 from pipeline.states import FINAL_STATES
 
-PHASE_NAMES = ("upload", "queue", "processing", "collect")
+PHASE_NAMES = tuple(PHASES)
 MAX_GROUPS_PER_COLUMN = 50
 """A metadata column with more distinct values than this (titles, say) is not a grouping."""
 

@@ -123,15 +123,15 @@ def _figures(
         min_polls(polling, i["video_s"], FIXED_S + PER_VIDEO_S * i["video_s"]) for i in items
     ]
     created = float(report["created_at"])
-    submitted = [i["phases"]["queue"]["start"] for i in items if "queue" in i["phases"]]
+    submitted = [i["phases"]["provider"]["start"] for i in items if "provider" in i["phases"]]
     done = [i["phases"]["collect"]["start"] for i in items if "collect" in i["phases"]]
     # How late each completion was seen: submit to seen, less the sandbox's processing time.
     seen_late = [
         i["phases"]["collect"]["start"]
-        - i["phases"]["queue"]["start"]
+        - i["phases"]["provider"]["start"]
         - (FIXED_S + PER_VIDEO_S * i["video_s"])
         for i in items
-        if "collect" in i["phases"] and "queue" in i["phases"]
+        if "collect" in i["phases"] and "provider" in i["phases"]
     ]
     collect = [i["phases"]["collect"]["seconds"] for i in items if "collect" in i["phases"]]
     return {

@@ -155,6 +155,6 @@ def test_a_freed_slot_wakes_the_next_item_at_once(tmp_path, make_stack, sandbox)
         status = stack.wait(batch_id, timeout_s=60)
     assert status["counts"]["completed"] == 4
     report = stack.control.report(batch_id)
-    starts = sorted(i["phases"]["queue"]["start"] for i in report["items_detail"])
+    starts = sorted(i["phases"]["provider"]["start"] for i in report["items_detail"])
     assert starts[-1] - starts[0] < 50, starts
     assert _stats(sandbox.url)["peak_in_flight"] == 1

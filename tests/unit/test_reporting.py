@@ -22,8 +22,8 @@ def item(n, state="completed", *, mode="loop", language="de", cost="0.1340", **e
     created = 1000.0 + n
     phases = {
         "upload": {"start": created, "end": created + 1, "seconds": 1.0},
-        "queue": {"start": created + 1, "end": created + 2, "seconds": 1.0},
-        "processing": {"start": created + 2, "end": created + 5, "seconds": 3.0},
+        "provider": {"start": created + 1, "end": created + 4, "seconds": 3.0},
+        "poll": {"start": created + 4, "end": created + 5, "seconds": 1.0},
         "collect": {"start": created + 5, "end": created + 6, "seconds": 1.0},
     }
     record = {
@@ -123,7 +123,7 @@ def test_csv_has_a_row_per_item_metadata_columns_and_no_live_formula():
     assert rows[0]["note"] == "'" + FORMULAS[0]
     # a metadata key that clashes with a report column keeps both
     assert rows[0]["metadata_state"] == "x" and rows[0]["state"] == "completed"
-    assert rows[0]["processing_s"] == "3.0" and rows[1]["error"].startswith("No face")
+    assert rows[0]["provider_s"] == "3.0" and rows[1]["error"].startswith("No face")
     for row in rows:
         for value in row.values():
             assert not (value or "").startswith(("=", "+", "-", "@", "\t", "\r")), value
@@ -164,21 +164,35 @@ def test_an_unknown_format_is_refused():
         render(report([]), "pdf")  # type: ignore[arg-type]
 
 
-def test_the_provider_inference_time_splits_queue_from_processing():
+def test_the_timeline_names_only_what_the_timestamps_prove():
     from pipeline.report import item_report
 
     record = {
         "id": "a",
         "created_at": "100",
-        "uploaded_at": "101",
-        "submitted_at": "102",
-        "processing_at": "110",  # the first poll that saw it: later than it really began
-        "provider_done_at": "110",
-        "finished_at": "111",
+        "prepare_started_at": "104",  # 4 s in our queue
+        "uploaded_at": "105",
+        "intent_at": "107",  # 2 s for the account's limits
+        "submitted_at": "107.5",
+        "last_unfinished_at": "112",  # the provider was still at it then
+        "provider_done_at": "130",  # ... and done when our next poll looked
+        "finished_at": "131",
         "inference_ms": "3000",
     }
-    phases = item_report(record)["phases"]
-    assert phases["queue"]["seconds"] == 5.0 and phases["processing"]["seconds"] == 3.0
-    del record["inference_ms"]  # without it, the phases are as the polls saw them
-    phases = item_report(record)["phases"]
-    assert phases["queue"]["seconds"] == 8.0 and phases["processing"]["seconds"] == 0.0
+    phases = {k: v["seconds"] for k, v in item_report(record)["phases"].items()}
+    assert phases == {
+        "queued": 4.0,
+        "upload": 1.0,
+        "limits": 2.0,
+        "provider": 5.0,
+        "poll": 18.0,
+        "collect": 1.0,
+    }
+    # Without a poll that found it unfinished, the provider's own inference time is what is
+    # known to be the provider's; the rest may be our wait for the poll
+    del record["last_unfinished_at"]
+    phases = {k: v["seconds"] for k, v in item_report(record)["phases"].items()}
+    assert phases["provider"] == 3.5 and phases["poll"] == 19.5
+    # A second attempt's wait is not called the limits'
+    record["submits"] = "2"
+    assert "retried" in item_report(record)["phases"]
