@@ -22,17 +22,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from pipeline import keys
 from pipeline.errors import BudgetExceeded
+from pipeline.flow.common import Item
+from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
 from pipeline.planning import Plan, PlannedItem
 from pipeline.report import batch_report, batch_status
 from pipeline.runtime import Next
 from pipeline.settings import Settings
-from pipeline.states import ErrorKind, ItemState
+from pipeline.states import PARKED, ErrorKind, ItemState
 
 RETRYABLE = (ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
-PARKED = ("window", "nightly budget")
-"""`waiting_on` of an item a schedule's gate parked (`pipeline.schedules.gate`)."""
 
 # Fields of an attempt that a fresh retry clears.
 _ATTEMPT_FIELDS = (
@@ -253,6 +254,42 @@ class BatchControl:
         if retried:
             self.ledger.update_batch(batch_id, {"finished_at": ""})
         return retried
+
+    def adopt(self, batch_id: str, item_id: str, prediction_id: str) -> dict[str, Any]:
+        """Settle an item that needs attention with the prediction a person identified as its
+        submit's: it is polled and collected like any other, and nothing is submitted again.
+        Raises KeyError for an unknown batch or item, ValueError when the item is not waiting
+        for this or the prediction belongs to another item."""
+        record = self.ledger.item(batch_id, item_id)
+        if not self.ledger.batch(batch_id) or not record:
+            raise KeyError(f"{batch_id}/{item_id}")
+        if record.get("state") != ItemState.NEEDS_ATTENTION:
+            raise ValueError(
+                f"item {item_id} is {record.get('state')}: only an item that needs attention "
+                "is settled by adopting a prediction"
+            )
+        member = keys.slot_member(batch_id, item_id)
+        if not self.ledger.claim_prediction(prediction_id, member):
+            owner = self.ledger.item_of_prediction(prediction_id)
+            raise ValueError(f"prediction {prediction_id} is {owner}'s, not {item_id}'s")
+        fields = running_fields(
+            self.settings.polling, Item(batch_id, record), prediction_id, self.clock(),
+            reconciled=True,
+        )  # fmt: skip
+        # The item's spend is booked when it is collected, as any other's.
+        fields.update(dict.fromkeys(_ATTEMPT_FIELDS, ""))
+        fields.update({"settled": False, "reserved_micros": 0, "adopted": True})
+        moved = self.ledger.transition(
+            batch_id, item_id, [ItemState.NEEDS_ATTENTION], ItemState.RUNNING, fields
+        )
+        if not moved.ok:
+            raise ValueError(f"item {item_id} moved on meanwhile (now {moved.state})")
+        self.ledger.settle_submit(member)
+        self.ledger.update_batch(batch_id, {"finished_at": ""})
+        poll = Next("poll", batch_id, item_id)
+        self.ledger.expect([poll], self.clock())
+        self.dispatcher.send(poll)
+        return self.ledger.item(batch_id, item_id)
 
     def _retryable(
         self, batch_id: str, include_needs_attention: bool, include_input_errors: bool

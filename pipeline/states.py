@@ -45,6 +45,8 @@ FINAL_STATES = frozenset(
         ItemState.NEEDS_ATTENTION,
     }
 )
+PARKED = ("window", "nightly budget")
+"""`waiting_on` of an item a schedule's gate parked (`pipeline.schedules.gate`)."""
 NOT_SUBMITTED = frozenset({ItemState.PENDING, ItemState.READY})
 """States in which no paid request for the current attempt has been sent."""
 

@@ -36,6 +36,7 @@ from pipeline.flow.polling import first_poll_delay_s
 from pipeline.remote import split_s3
 from pipeline.runtime import Next, Runtime
 from pipeline.schedules.gate import ScheduledBatch, scheduled_gate
+from pipeline.settings import PollingSettings
 from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 
 UNAVAILABLE_RETRY_S = 15.0
@@ -165,23 +166,32 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     return accepted(rt, item, prediction.id, reconciled=False)
 
 
-def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -> list[Next]:
-    """Record the prediction id (the item is now paid for) and schedule its first poll."""
-    now = rt.clock()
+def running_fields(
+    polling: PollingSettings, item: Item, prediction_id: str, now: float, *, reconciled: bool
+) -> dict[str, object]:
+    """What an item records when its prediction is known: the id (with its earlier ones),
+    its deadline and its first poll's delay."""
     ids = list(item.data("prediction_ids") or [])
     if prediction_id not in ids:
         ids.append(prediction_id)
     video_s = float((item.data("video") or {}).get("duration_s", 0.0))
-    delay_s = first_poll_delay_s(rt.settings.polling, video_s)
-    fields = {
+    return {
         "prediction_id": prediction_id,
         "prediction_ids": ids,
         "attempts": len(ids),
         "submitted_at": now,
-        "deadline_at": now + rt.settings.polling.item_deadline_s,
-        "poll_interval_s": delay_s,
+        "deadline_at": now + polling.item_deadline_s,
+        "poll_interval_s": first_poll_delay_s(polling, video_s),
         "reconciled": reconciled,
     }
+
+
+def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -> list[Next]:
+    """Record the prediction id (the item is now paid for) and schedule its first poll."""
+    fields = running_fields(
+        rt.settings.polling, item, prediction_id, rt.clock(), reconciled=reconciled
+    )
+    delay_s = float(str(fields["poll_interval_s"]))
     # Before the transition: a webhook may arrive as soon as the item is running.
     rt.ledger.index_prediction(prediction_id, item.member)
     moved = rt.ledger.transition(

@@ -18,14 +18,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from pipeline.batches import PARKED
 from pipeline.flow.common import Item
 from pipeline.runtime import Next, Runtime
 from pipeline.schedules.config import WindowSpec
 from pipeline.schedules.notices import post_notice
 from pipeline.schedules.store import ScheduleStore
 from pipeline.schedules.window import Window
-from pipeline.states import ItemState
+from pipeline.states import PARKED, ItemState
 
 
 @dataclass(frozen=True)

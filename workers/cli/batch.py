@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.errors import PredictionNotFound
 from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
 from pipeline.reporting import ReportFormat, file_name, render, summarize, write_local
@@ -450,6 +451,57 @@ def retry_failed(
         finally:
             session.close()
     raise typer.Exit(code)
+
+
+@app.command()
+def adopt(
+    batch_id: BatchId,
+    item_id: Annotated[str, typer.Argument(help="The item that needs attention.")],
+    prediction_id: Annotated[
+        str, typer.Argument(help="Its prediction, found among the evidence's candidates.")
+    ],
+    as_json: AsJson = False,
+) -> None:
+    """Settle an item that needs attention with its prediction: polled and collected, nothing
+    submitted again (its evidence lists the candidates; the dashboard tells which is it)."""
+    with guard():
+        settings = load_cli_settings()
+        session = Session.connect(settings)
+        try:
+            _status_or_exit(session, batch_id)
+            with provider_client(settings) as provider:
+                try:
+                    prediction = provider.get_result(prediction_id)
+                except PredictionNotFound:
+                    raise fail(
+                        f"the provider knows no prediction {prediction_id!r} (predictions are "
+                        "kept 7 days): check the id",
+                        EXIT_USAGE,
+                    ) from None
+            if prediction.model and prediction.model.strip("/") != provider.model_path:
+                raise fail(
+                    f"prediction {prediction_id} is of {prediction.model}, not "
+                    f"{provider.model_path}: it cannot be this item's",
+                    EXIT_USAGE,
+                )
+            try:
+                record = session.control.adopt(batch_id, item_id, prediction_id)
+            except KeyError:
+                raise fail(f"no item {item_id!r} in batch {batch_id}", EXIT_USAGE) from None
+            except ValueError as error:
+                raise fail(str(error), EXIT_USAGE) from None
+        finally:
+            session.close()
+    if as_json:
+        out.print_json(json.dumps({"item": item_id, "state": record.get("state")}))
+    else:
+        out.print(
+            Text(
+                f"{item_id} now has prediction {prediction_id} ({prediction.status}); it is "
+                f"polled and collected as any other (nothing is submitted again). Follow it "
+                f"with: lipdub status {batch_id} --follow"
+            )
+        )
 
 
 @app.command()
