@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from decimal import Decimal
 
 from pipeline.errors import LipdubError
@@ -60,10 +60,15 @@ class ProviderQuotes:
         """The price of each key. Raises the first LipdubError (ProviderError) a quote met:
         a plan is priced by quotes throughout or not at all."""
         todo = sorted(set(keys) - self._cache.keys())
-        with ThreadPoolExecutor(max_workers=self._workers) as pool:
-            for key, price in zip(todo, pool.map(self._quote, todo), strict=True):
+        pool = ThreadPoolExecutor(max_workers=self._workers)
+        try:
+            futures = {pool.submit(self._quote, key): key for key in todo}
+            for future in as_completed(futures):
+                price = future.result()  # the first failure ends the rest: they would too
                 with self._lock:
-                    self._cache[key] = price
+                    self._cache[futures[future]] = price
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return {key: self._cache[key] for key in keys}
 
     def _quote(self, key: QuoteKey) -> Decimal:

@@ -68,3 +68,22 @@ def test_totals_of_a_large_batch_are_exact_to_the_micro_dollar():
 def test_price_model_refuses_negative_values():
     with pytest.raises(ValueError):
         PriceModel(rate_per_second_usd=Decimal("-1"))
+
+
+def test_quotes_stop_asking_after_the_first_failure():
+    from pipeline.errors import ProviderUnavailable
+    from pipeline.quotes import ProviderQuotes, quote_key
+    from pipeline.sync_modes import SyncMode
+
+    asked = []
+
+    def ask(inputs):
+        asked.append(inputs)
+        raise ProviderUnavailable("no network")
+
+    quotes = ProviderQuotes(ask, workers=2)
+    keys = [quote_key(SyncMode.LOOP, n / 10) for n in range(200)]
+    with pytest.raises(ProviderUnavailable):
+        quotes.price_all(keys)
+    # Only the ones already running when the first failed were asked
+    assert len(asked) <= 4
