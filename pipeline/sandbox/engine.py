@@ -11,6 +11,7 @@ import collections
 import hashlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -390,7 +391,7 @@ class SandboxEngine:
             self._finish(task, self.faults.odd_status(task.key))
         else:
             assert output is not None
-            expires = int(time.time() + self.config.output_url_ttl_s)
+            expires = math.ceil(time.time() + self.config.output_url_ttl_s)
             self._finish(
                 task,
                 "completed",

@@ -250,7 +250,7 @@ def test_the_quote_and_the_bill_follow_the_price_formula(tmp_path, media):
 
 
 def test_output_urls_expire(tmp_path, media):
-    with start_sandbox(tmp_path, output_url_ttl_s=1.0) as box:
+    with start_sandbox(tmp_path, output_url_ttl_s=5.0) as box:
         client = client_for(box)
         video, audio = (
             client.upload_media(media["video_1s"]),
@@ -260,5 +260,6 @@ def test_output_urls_expire(tmp_path, media):
             client, client.submit(video_url=video, audio_url=audio, sync_mode="loop").id
         )
         assert httpx.get(done.outputs[0]).status_code == 200
-        time.sleep(2.1)
+        expires = int(done.outputs[0].rsplit("expires=", 1)[1])
+        time.sleep(max(0.0, expires - time.time()) + 1.0)
         assert httpx.get(done.outputs[0]).status_code == 403
