@@ -40,6 +40,12 @@ def _late_polls(webhook_url: str) -> dict[str, dict[str, object]]:
     }
 
 
+def _receiver(stack, port=0):
+    """`lipdub webhooks` for the stack, on `port`."""
+    inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
+    return WebhookServer(inbox, CeleryDispatcher(stack.app, stack.settings.worker.queue), port=port)
+
+
 def _waits_s(stack, batch_id):
     """Per item, seconds from the prediction id to the start of collecting."""
     records = [stack.ledger.item(batch_id, item_id) for item_id, *_ in ITEMS]
@@ -51,10 +57,8 @@ def test_a_webhook_is_the_fast_path_and_forgeries_and_replays_are_refused(tmp_pa
     manifest = write_manifest(tmp_path / "m", ITEMS)
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox, **_late_polls(f"http://127.0.0.1:{port}/webhooks"))
-        inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
-        dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
         with (
-            WebhookServer(inbox, dispatcher, port=port) as receiver,
+            _receiver(stack, port) as receiver,
             worker_processes(stack.settings, tmp_path, concurrency=2),
         ):
             batch_id = stack.control.start(plan(manifest, stack.settings))
@@ -136,10 +140,8 @@ def test_lost_submits_nothing_else_tells_apart_are_settled_by_their_deliveries(
     manifest = write_manifest(tmp_path / "m", items)
     with start_sandbox(tmp_path, faults={"submit_drop_rate": 1.0}) as sandbox:
         stack = make_stack(sandbox, provider={"webhook_url": f"http://127.0.0.1:{port}/webhooks"})
-        inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
-        dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
         with (
-            WebhookServer(inbox, dispatcher, port=port) as receiver,
+            _receiver(stack, port) as receiver,
             worker_processes(stack.settings, tmp_path, concurrency=2),
         ):
             batch_id = stack.control.start(plan(manifest, stack.settings))
@@ -157,8 +159,6 @@ def test_lost_submits_nothing_else_tells_apart_are_settled_by_their_deliveries(
 def test_a_chunked_delivery_is_read_whole(tmp_path, make_stack, sandbox):
     stack = make_stack(sandbox)
     stack.ledger.index_prediction("p-chunked", "b1:ep1")
-    inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
-    dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
     body = json.dumps({"id": "p-chunked", "status": "completed"}).encode()
     headers = sign(SECRET, "p-chunked", int(time.time()), body).as_dict()
 
@@ -166,7 +166,7 @@ def test_a_chunked_delivery_is_read_whole(tmp_path, make_stack, sandbox):
         yield body[:10]
         yield body[10:]
 
-    with WebhookServer(inbox, dispatcher) as receiver:
+    with _receiver(stack) as receiver:
         answer = httpx.post(receiver.url, content=chunks(), headers=headers)
     assert answer.status_code == 202, answer.text
     assert "polling b1:ep1" in answer.text
