@@ -43,6 +43,8 @@ _ATTEMPT_FIELDS = (
     "evidence",
     "finished_at",
     "outcome_unknown",
+    "outcome_unknown_at",
+    "created_by",
     "waiting_on",
     "output_url",
     "output_key",

@@ -135,6 +135,10 @@ class SubmitOutcomeUnknown(ProviderError):
     UTC epoch second just before the POST, to bound the reconciliation window.
     """
 
-    def __init__(self, message: str, *, sent_at: float, **kw: object) -> None:
+    def __init__(
+        self, message: str, *, sent_at: float, timed_out: bool = False, **kw: object
+    ) -> None:
         super().__init__(message, **kw)  # type: ignore[arg-type]
         self.sent_at = sent_at
+        self.timed_out = timed_out
+        """True when we stopped waiting: the provider may still create the task after."""

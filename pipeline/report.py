@@ -150,6 +150,8 @@ def batch_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
         "price_basis": batch.get("price_basis") or None,
         "balance_before_usd": batch.get("balance_before_usd") or None,
         "balance_after_usd": batch.get("balance_after_usd") or None,
+        "audit": _json(batch, "audit"),
+        "audit_error": batch.get("audit_error") or None,
         "total_billable_s": round(billable, 3),
         "items_detail": items,
     }

@@ -14,6 +14,9 @@ A finalize that finds it held looks again when it lapses, so a finalizer killed 
 
 from __future__ import annotations
 
+import json
+
+from pipeline.audit import audit_batch
 from pipeline.errors import ProviderError
 from pipeline.report import batch_report
 from pipeline.reporting import CONTENT_TYPES, render_all
@@ -37,6 +40,7 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     try:
         finished_at = rt.clock()
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at, **_balance_after(rt, batch)})
+        rt.ledger.update_batch(batch_id, _audit(rt, batch_id))
         # The report shows the batch as it is once written: finished. (Marking it finished
         # first would let a finalizer killed mid-write leave a finished batch with no report.)
         report = {**batch_report(rt.ledger, batch_id), "state": BatchState.FINISHED.value}
@@ -60,6 +64,18 @@ def _balance_after(rt: Runtime, batch: dict[str, str]) -> dict[str, str]:
         return {"balance_after_usd": str(rt.provider.balance_usd())}
     except ProviderError:
         return {}
+
+
+def _audit(rt: Runtime, batch_id: str) -> dict[str, str]:
+    """The provider's predictions in the batch's time that no item has (`pipeline.audit`),
+    for the report; when the list cannot be read, why."""
+    try:
+        found = audit_batch(
+            rt.ledger, rt.provider, batch_id, model=rt.settings.provider.model_path, now=rt.clock()
+        )
+    except ProviderError as err:
+        return {"audit": "", "audit_error": str(err)}
+    return {"audit": json.dumps(found.to_dict()), "audit_error": ""}
 
 
 def _conclude_if_scheduled(batch: dict[str, str]) -> list[Next]:

@@ -242,7 +242,7 @@ def _unsettled(rt: Runtime, item: Item, now: float) -> list[Submit]:
             rt.ledger.settle_submit(member)
             continue
         sent_from = float(record.get("intent_at") or 0)
-        until = record.get("outcome_unknown_at")
+        until = record.get("created_by") or record.get("outcome_unknown_at")
         sent_until: float | None
         if until:
             sent_until = float(until)

@@ -105,6 +105,10 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         "submits": item.count("submits") + 1,
         "video_match": strip_query(video_url),
         "audio_match": strip_query(audio_url),
+        # This attempt's outcome is not known yet (an earlier attempt's must not stand in).
+        "outcome_unknown": "",
+        "outcome_unknown_at": "",
+        "created_by": "",
     }
     # Before the intent: reconcile tells lost submits apart by the time they were sent.
     rt.ledger.register_submit(item.member, intent_at)
@@ -154,7 +158,13 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             batch_id,
             item_id,
             ItemState.SUBMITTING,
-            {"outcome_unknown": str(err), "outcome_unknown_at": rt.clock()},
+            {
+                "outcome_unknown": str(err),
+                "outcome_unknown_at": rt.clock(),
+                # A POST we stopped waiting for may still create its task a while later.
+                "created_by": rt.clock()
+                + (rt.settings.polling.reconcile_grace_s if err.timed_out else 0.0),
+            },
             when=item.fence,
         )
         return [Next("reconcile", batch_id, item_id, FIRST_RECONCILE_S)]

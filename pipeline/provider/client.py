@@ -158,6 +158,9 @@ class ProviderClient:
                 "the submit request was sent but no answer came back "
                 f"({type(err).__name__}); the task may exist: reconcile before any re-submit",
                 sent_at=sent_at,
+                # We gave up waiting: the provider may still be working on it, and create the
+                # task later. (A connection it closed or broke was done with first.)
+                timed_out=isinstance(err, httpx.TimeoutException),
             ) from err
         if response.status_code >= 500:
             raise SubmitOutcomeUnknown(

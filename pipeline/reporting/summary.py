@@ -63,6 +63,10 @@ class Summary:
     balance_change_usd: Decimal | None = None
     """How much the provider's balance fell while the batch ran (other use of the key counts
     too), when it was read before and after."""
+    unattributed: int = 0
+    """Predictions of the model in the batch's time that no lipdub item has (the audit)."""
+    unattributed_usd: Decimal = Decimal(0)
+    """What those may have cost, where it can be told."""
 
 
 def _usd(value: Any) -> Decimal:
@@ -134,6 +138,8 @@ def summarize(report: dict[str, Any]) -> Summary:
         timeline_span_s=round(span, 3),
         price_basis=str(report.get("price_basis") or ""),
         balance_change_usd=_balance_change(report),
+        unattributed=len((report.get("audit") or {}).get("unattributed", [])),
+        unattributed_usd=_usd((report.get("audit") or {}).get("unattributed_usd")),
     )
 
 
@@ -153,6 +159,12 @@ def money_lines(s: Summary) -> list[str]:
     ['Priced by the provider quote.', "The provider's balance fell by $0.50 while the batch ran; lipdub's spend: $0.00 (other use of the key counts too)."]
     """
     lines = [f"Priced by the {s.price_basis}."] if s.price_basis else []
+    if s.unattributed:
+        lines.append(
+            f"UNATTRIBUTED: {s.unattributed} prediction(s) of the model made in the batch's "
+            f"time belong to no lipdub item (${s.unattributed_usd:.2f} may have been charged "
+            "for them): see the report's audit, and `lipdub adopt` the ones that are ours."
+        )
     if s.balance_change_usd is not None:
         lines.append(
             f"The provider's balance fell by ${s.balance_change_usd:.2f} while the batch ran; "

@@ -26,6 +26,14 @@ def test_a_person_adopts_the_predictions_nothing_could_tell_apart(cli, make_stac
             batch_id = stack.control.start(plan(manifest, stack.settings))
             status = stack.wait(batch_id)
             assert status["counts"]["needs_attention"] == 2, status
+            # The report's audit shows both predictions in no lipdub item's books, each
+            # maybe either item's, priced at their estimates
+            audit = stack.control.report(batch_id)["audit"]
+            assert sorted(u["id"] for u in audit["unattributed"]) == sorted(
+                s["prediction_id"] for s in accepted_submits(box.url)
+            )
+            assert all(sorted(u["may_be"]) == ["blind-a", "blind-b"] for u in audit["unattributed"])
+            assert Decimal(audit["unattributed_usd"]) > 0
             # (what the dashboard would tell a person: which prediction had which video)
             made = {s["video_sha256"]: s["prediction_id"] for s in accepted_submits(box.url)}
             theirs = {
@@ -41,6 +49,7 @@ def test_a_person_adopts_the_predictions_nothing_could_tell_apart(cli, make_stac
                 assert adopted.returncode == 0, adopted.stderr
             taken = cli("adopt", batch_id, "blind-a", theirs["blind-b"], **env)
             status = stack.wait(batch_id)
+            audited = json.loads(cli("audit", batch_id, "--json", **env).stdout)
         bill = Decimal(httpx.get(f"{box.url}/_sandbox/bill", timeout=5).json()["billed_usd"])
         submits = accepted_submits(box.url)
     # Then a second adoption is refused, both complete from their own predictions, nothing
@@ -51,3 +60,6 @@ def test_a_person_adopts_the_predictions_nothing_could_tell_apart(cli, make_stac
     report = stack.control.report(batch_id)
     assert {i["id"]: i["prediction_id"] for i in report["items_detail"]} == theirs
     assert Decimal(report["spent_usd"]) == bill
+    # And the audit now finds every prediction in an item's books
+    assert audited["unattributed"] == [] and audited["predictions"] == 2
+    assert report["audit"]["unattributed"] == []

@@ -46,6 +46,8 @@ def test_the_estimate_is_the_bill_to_the_cent_and_the_report_says_why(cli, manif
     report = json.loads((tmp_path / "reports" / batch_id / "report.json").read_text())
     assert Decimal(report["spent_usd"]) == bill
     assert report["price_basis"].startswith("provider quote")
+    # Every prediction the provider made in the batch's time is in an item's books
+    assert report["audit"]["predictions"] == 3 and report["audit"]["unattributed"] == []
     before, after = Decimal(report["balance_before_usd"]), Decimal(report["balance_after_usd"])
     assert before - after == bill
     page = (tmp_path / "reports" / batch_id / "report.html").read_text()

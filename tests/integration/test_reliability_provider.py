@@ -20,8 +20,10 @@ from tests.integration.stack import plan, worker_processes, write_manifest
 pytestmark = pytest.mark.slow
 
 MODES = ("cut_off", "loop", "bounce", "silence", "remap")
-# Distinct lengths: identical media would be one pair, paid once and reused.
-ITEMS = [(f"p-{n:02d}", 0.6 + 0.04 * n, 0.8, MODES[n % 5]) for n in range(24)]
+# Distinct lengths: identical media would be one pair, paid once and reused; outputs that
+# differ by more than a frame, as a catalog's do, so that a lost submit's prediction can be
+# told from another's by its length.
+ITEMS = [(f"p-{n:02d}", 0.6 + 0.08 * n, 0.8 + 0.1 * n, MODES[n % 5]) for n in range(24)]
 SEED = 5
 
 
@@ -43,9 +45,11 @@ def test_every_provider_fault_at_once_ends_every_item_clearly_and_pays_once(tmp_
     assert set(injected) == set(FAULT_NAMES), (
         f"seed {SEED} missed {set(FAULT_NAMES) - set(injected)}"
     )
-    # And nothing was lost or paid twice, and most items still completed
+    # And nothing was lost or paid twice, and many items still completed
     assert outcome.lost == 0 and outcome.duplicate_submissions == 0, outcome
-    assert outcome.completed >= len(ITEMS) // 2, outcome
+    # (about a third of the submits lose their answer here: those nothing observable tells
+    # apart need a person, so fewer than all complete)
+    assert outcome.completed >= len(ITEMS) // 3, outcome
     for item in report["items_detail"]:
         # Retries stayed within their bounds (inputs the provider could not download are
         # storage trouble, retried for a time rather than a count)

@@ -299,3 +299,13 @@ def test_the_providers_clock_is_measured_from_answered_submits(submitting):
     # fixed allowance of a few seconds would have found nothing of ours
     reconcile(rt, "b", "i")
     assert rt.ledger.item("b", "i")["prediction_id"] == "p1"
+
+
+def test_a_post_we_stopped_waiting_for_may_create_its_task_later(submitting):
+    # Given a POST that timed out on our side (the provider still working on it), and a
+    # hidden prediction created 10 s after we gave up
+    rt = submitting([_hidden(1, INTENT_S + 11.0)])
+    rt.ledger.update_item("b", "i", ItemState.SUBMITTING, {"created_by": INTENT_S + 1.0 + 30.0})
+    # Then it is taken for the submit's, not for a stranger's (which would need a person)
+    reconcile(rt, "b", "i")
+    assert rt.ledger.item("b", "i")["prediction_id"] == "p1"

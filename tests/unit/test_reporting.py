@@ -196,3 +196,21 @@ def test_the_timeline_names_only_what_the_timestamps_prove():
     # A second attempt's wait is not called the limits'
     record["submits"] = "2"
     assert "retried" in item_report(record)["phases"]
+
+
+def test_predictions_no_item_has_are_a_red_line_in_every_format():
+    data = report([item(1), item(2, "needs_attention")])
+    assert "belong to no lipdub item" not in render(data, "html").decode()
+    data["audit"] = {
+        "predictions": 3,
+        "unattributed": [
+            {"id": "p-lost", "status": "completed", "may_be": ["item-2"], "estimate_usd": "0.134"}
+        ],
+        "unattributed_usd": "0.134",
+        "complete": True,
+    }
+    page = render(data, "html").decode()
+    assert "1 prediction(s) of the model made in the batch" in page
+    assert "<code>p-lost</code> completed (may be item-2)" in page
+    assert "UNATTRIBUTED: 1 prediction" in render(data, "md").decode()
+    assert summarize(data).unattributed_usd == Decimal("0.134")

@@ -19,6 +19,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.audit import audit_batch
 from pipeline.errors import PredictionNotFound
 from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
@@ -223,7 +224,7 @@ def print_summary(report: dict[str, Any], paths: list[Path], storage: StorageSet
         )
     )
     for line in money_lines(s):
-        out.print(Text(line))
+        out.print(Text(line, style="red" if line.startswith("UNATTRIBUTED") else ""))
     for item in report["items_detail"]:
         if item["state"] != "completed" and item.get("error"):
             out.print(Text(f"  {item['id']} (row {item['row']}): {item['error']}", style="red"))
@@ -502,6 +503,44 @@ def adopt(
                 f"with: lipdub status {batch_id} --follow"
             )
         )
+
+
+@app.command()
+def audit(batch_id: BatchId, as_json: AsJson = False) -> None:
+    """The provider's predictions in the batch's time that no lipdub item has: each with its
+    status and what it may have cost (kept in the batch's report too)."""
+    with guard():
+        settings = load_cli_settings()
+        session = Session.connect(settings)
+        try:
+            _status_or_exit(session, batch_id)
+            with provider_client(settings) as provider:
+                found = audit_batch(
+                    session.ledger,
+                    provider,
+                    batch_id,
+                    model=settings.provider.model_path,
+                    now=datetime.now(tz=UTC).timestamp(),
+                )
+            session.ledger.update_batch(
+                batch_id, {"audit": json.dumps(found.to_dict()), "audit_error": ""}
+            )
+        finally:
+            session.close()
+    if as_json:
+        out.print_json(json.dumps(found.to_dict()))
+        return
+    out.print(
+        Text(
+            f"{found.predictions} prediction(s) of {settings.provider.model_path} in the "
+            f"batch's time; {len(found.unattributed)} belong to no lipdub item"
+            + ("" if found.complete else " (more than the audit reads: it is incomplete)")
+        )
+    )
+    for entry in found.unattributed:
+        maybe = f", may be {', '.join(entry.may_be)}" if entry.may_be else ""
+        cost = f" ${entry.estimate_usd}" if entry.estimate_usd is not None else ""
+        out.print(Text(f"  {entry.id} {entry.status}{cost}{maybe}", style="red"))
 
 
 @app.command()
