@@ -5,6 +5,8 @@
     ├── ManifestError                the manifest is unusable; carries every problem found
     ├── MediaError                   a media file cannot be read, hashed or probed
     ├── StorageError                 S3 said no, or could not be reached
+    ├── LedgerError                  Redis (the ledger, the gates) failed or refused
+    │   └── DurabilityError          the intent could not be made durable: nothing posted
     ├── BudgetExceeded               the estimate or a reservation is over the budget
     └── ProviderError                WaveSpeed (or the sandbox) answered with an error
         ├── ProviderAuthError        401/403: the API key is missing or wrong
@@ -73,6 +75,10 @@ class MediaError(LipdubError):
 
 class StorageError(LipdubError):
     """The object store refused a request or could not be reached."""
+
+
+class LedgerError(LipdubError):
+    """The ledger could not be read or written (Redis unreachable or refused)."""
 
 
 class BudgetExceeded(LipdubError):

@@ -29,7 +29,7 @@ from throttled import RateLimiterType, Throttled, rate_limiter, store
 from throttled.exceptions import BaseThrottledError
 
 from pipeline import keys
-from pipeline.ledger import LedgerError
+from pipeline.errors import LedgerError
 from pipeline.settings import ProviderSettings
 
 # KEYS: slots, waiters. ARGV: member, max concurrent, lease s, key TTL s.

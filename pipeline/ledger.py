@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from pipeline import keys
-from pipeline.errors import LipdubError
+from pipeline.durability import DurabilityError, DurableWrites
+from pipeline.errors import LedgerError
 from pipeline.states import FINAL_STATES, BatchState, ItemState
 
 if TYPE_CHECKING:
@@ -33,10 +34,6 @@ BATCH_STEPS = frozenset({"finalize", "conclude", "notify"})
 """Steps about a whole batch (or, for `notify`, a schedule's notice), not one item."""
 
 MICROS_PER_USD = 1_000_000
-
-
-class LedgerError(LipdubError):
-    """The ledger could not be read or written (Redis unreachable or refused)."""
 
 
 def to_micros(amount_usd: Decimal) -> int:
@@ -175,10 +172,13 @@ class Claim:
 
 
 class Ledger:
-    """Batches and items in Redis. Give it a `redis.Redis` made with `decode_responses=True`."""
+    """Batches and items in Redis. Give it a `redis.Redis` made with `decode_responses=True`,
+    and `durable` (the settings' guarantee) where submits are made: without it a durable
+    transition is an ordinary one (unit tests, the CLI's reads)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, durable: DurableWrites | None = None) -> None:
         self.redis = client
+        self.durable = durable
         self._transition = client.register_script(_TRANSITION)
         self._reserve = client.register_script(_RESERVE)
         self._settle = client.register_script(_SETTLE)
@@ -305,6 +305,7 @@ class Ledger:
         fields: Mapping[str, object] | None = None,
         *,
         when: Mapping[str, object] | None = None,
+        durable: bool = False,
     ) -> Transition:
         """Move an item to `to` if its state is one of `allowed` and each field named in `when`
         still holds that value, writing `fields` with it.
@@ -312,6 +313,11 @@ class Ledger:
         `when` fences a step to the attempt it examined (see `Item.fence`): the state alone
         cannot tell `submitting` of this attempt from `submitting` of the next one, so a stale
         step could otherwise undo a newer attempt's intent and have the pair posted twice.
+
+        `durable` returns only once the write (and every write acknowledged before it) is as
+        safe as the ledger's guarantee makes it: the wait goes on the same connection, right
+        behind the script (`pipeline.durability`). DurabilityError when it was not: the
+        change may have happened, but nothing may be paid on it.
         """
         args = [
             json.dumps([s.value for s in allowed]),
@@ -321,16 +327,15 @@ class Ledger:
             item_id,
             json.dumps({k: field_text(v) for k, v in (when or {}).items()}),
         ]
-        result = self._call(
-            lambda: self._transition(
-                keys=[
-                    keys.item(batch_id, item_id),
-                    keys.batch_done(batch_id),
-                    keys.batch(batch_id),
-                ],
-                args=args,
-            )
-        )
+        script_keys = [
+            keys.item(batch_id, item_id),
+            keys.batch_done(batch_id),
+            keys.batch(batch_id),
+        ]
+        if durable and self.durable is not None:
+            result = self._call(lambda: self._durably(script_keys, args))
+        else:
+            result = self._call(lambda: self._transition(keys=script_keys, args=args))
         ok, state, done, total = result
         return Transition(bool(ok), str(state), int(done), int(total))
 
@@ -584,6 +589,39 @@ class Ledger:
         self._call(lambda: self.redis.delete(keys.content(identity)))
 
     # ------------------------------------------------------------ plumbing
+
+    def durability_refusal(self) -> str | None:
+        """Why this ledger cannot make a submit's intent durable, or None when it can (or
+        makes no durable writes). Redis trouble raises LedgerError."""
+        if self.durable is None:
+            return None
+        try:
+            self._call(self.durable.guarantee)
+        except DurabilityError as err:
+            return str(err)
+        return None
+
+    def _durably(self, script_keys: list[str], args: list[str]) -> Any:
+        assert self.durable is not None
+        guarantee = self.durable.guarantee()
+        if guarantee.wait is None:
+            return self._transition(keys=script_keys, args=args)
+        # One connection, the wait right behind the write; no MULTI (the wait would not block).
+        pipe = self.redis.pipeline(transaction=False)
+        self._transition(keys=script_keys, args=args, client=pipe)
+        pipe.execute_command(*guarantee.wait)  # type: ignore[no-untyped-call]
+        try:
+            result, reply = pipe.execute()
+        except redis.ResponseError:
+            self.durable.forget()  # e.g. AOF turned off since: ask the server again next time
+            raise
+        if not guarantee.satisfied(reply):
+            self.durable.forget()
+            raise DurabilityError(
+                f"the write was not made durable in time ({guarantee.wait[0]} answered {reply}); "
+                f"{guarantee.summary.split(':')[0]} needs {guarantee.needs}"
+            )
+        return result
 
     def _call(self, action: Any) -> Any:
         try:

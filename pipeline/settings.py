@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 from decimal import Decimal
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -156,6 +156,33 @@ class RedisSettings(_Section):
     def effective_broker_url(self) -> str:
         """The Celery broker URL: `broker_url`, or the ledger's Redis."""
         return self.broker_url or self.url
+
+
+class Durability(StrEnum):
+    """How a submit's intent is made durable before its POST (`pipeline.durability`)."""
+
+    AUTO = "auto"
+    """The strongest the ledger's Redis offers: `aof`, else `replica`; refuse when neither."""
+    AOF = "aof"
+    """Wait for the local AOF fsync (WAITAOF, Redis/Valkey 7.2+), or `appendfsync always`."""
+    REPLICA = "replica"
+    """Wait for `replicas` replicas to hold the write (WAIT): survives the primary's host if
+    the failover promotes one of them."""
+    NONE = "none"
+    """Do not wait. A crash of the Redis host can lose the last second of writes, and a
+    submit whose intent was lost is paid again (the audit finds it; you pay it)."""
+
+
+class LedgerSettings(_Section):
+    """How safe the ledger's writes are before lipdub pays: checked when a worker starts."""
+
+    durability: Durability = Durability.AUTO
+    """`auto`, `aof`, `replica` or `none` (see "Durable intent" in the README)."""
+    replicas: int = Field(default=1, ge=1, le=16)
+    """With `replica`: how many replicas must hold a submit's intent before its POST."""
+    durable_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """How long a submit waits for its intent to be durable; past it, nothing is posted
+    (the item is submitted again later)."""
 
 
 class PollingSettings(_Section):
@@ -329,6 +356,7 @@ class Settings(BaseSettings):
     provider: ProviderSettings = ProviderSettings()
     storage: StorageSettings = StorageSettings()
     redis: RedisSettings = RedisSettings()
+    ledger: LedgerSettings = LedgerSettings()
     polling: PollingSettings = PollingSettings()
     price: PriceSettings = PriceSettings()
     budget: BudgetSettings = BudgetSettings()

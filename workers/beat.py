@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
-from pipeline.ledger import LedgerError
+from pipeline.errors import LedgerError
 from pipeline.schedules.lock import SchedulerLock
 from pipeline.settings import Settings
 

@@ -22,6 +22,9 @@ from types import FrameType
 
 log = logging.getLogger("lipdub.worker")
 
+SETTINGS_EXIT = 3
+"""`lipdub worker`'s exit code for a setting it refuses (workers.cli.common.EXIT_SETTINGS)."""
+
 
 @dataclass
 class RestartPolicy:
@@ -55,7 +58,8 @@ def supervise(
     policy: RestartPolicy | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Run `argv` until it exits 0 or this process is told to stop; restart it otherwise.
+    """Run `argv` until it exits 0 or 3 (a refused setting) or this process is told to stop;
+    restart it otherwise.
 
     SIGTERM and SIGINT end the loop, with a SIGTERM (warm shutdown) to the child.
     Returns the child's last exit code.
@@ -80,8 +84,8 @@ def supervise(
             started = clock()
             child = subprocess.Popen(list(argv))  # noqa: S603 - our own interpreter and args
             code = _wait(child)
-            if stopping or code == 0:
-                return code
+            if stopping or code in (0, SETTINGS_EXIT):
+                return code  # asked to stop, or a setting that a restart will not fix
             delay_s = policy.delay_after(clock() - started)
             log.error(
                 "the Celery worker exited with %s; starting it again in %.0f s", code, delay_s

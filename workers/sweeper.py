@@ -18,7 +18,8 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from pipeline import keys
-from pipeline.ledger import Ledger, LedgerError
+from pipeline.errors import LedgerError
+from pipeline.ledger import Ledger
 from pipeline.runtime import Next
 from pipeline.settings import Settings
 from pipeline.sweep import stalled_steps

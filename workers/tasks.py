@@ -18,9 +18,8 @@ from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from pipeline.batches import BatchControl
-from pipeline.errors import LipdubError, SettingsError, StorageError
+from pipeline.errors import LedgerError, LipdubError, SettingsError, StorageError
 from pipeline.flow import STEPS, run_step
-from pipeline.ledger import LedgerError
 from pipeline.runtime import Next, Runtime
 from pipeline.schedules.config import load_schedules
 from pipeline.schedules.runner import Scheduler

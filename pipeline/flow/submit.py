@@ -12,8 +12,10 @@ it goes to reconciliation.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline.durability import DurabilityError
 from pipeline.errors import (
     ProviderAuthError,
     ProviderRateLimited,
@@ -33,13 +35,17 @@ from pipeline.flow.common import (
     storage_retry_in,
 )
 from pipeline.flow.polling import first_poll_delay_s
+from pipeline.ledger import Transition
 from pipeline.remote import split_s3
 from pipeline.runtime import Next, Runtime
 from pipeline.schedules.gate import ScheduledBatch, scheduled_gate
 from pipeline.settings import PollingSettings
 from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 
+log = logging.getLogger("lipdub.submit")
+
 UNAVAILABLE_RETRY_S = 15.0
+DURABILITY_RETRY_S = 60.0
 FIRST_RECONCILE_S = 2.0
 _SIGNATURE_MARKS = ("X-Amz-", "Signature=", "AWSAccessKeyId=")
 """A query holding one of these is a presigned URL's (SigV4 or SigV2): never stored."""
@@ -90,6 +96,11 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             "Raise the budget (--budget or LIPDUB_BUDGET__BATCH_USD) and retry the skipped items.",
             to=ItemState.SKIPPED,
         )
+    refusal = rt.ledger.durability_refusal()
+    if refusal is not None:
+        # Nothing is paid for on an intent that could be lost: wait for the operator.
+        log.error("submit %s/%s waits: %s", batch_id, item_id, refusal)
+        return [Next("submit", batch_id, item_id, rt.countdown(DURABILITY_RETRY_S))]
     slot = rt.gates.acquire_slot(item.member)
     if not slot.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s))]
@@ -112,8 +123,17 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     }
     # Before the intent: reconcile tells lost submits apart by the time they were sent.
     rt.ledger.register_submit(item.member, intent_at)
+    # Durable before the POST: a Redis host crash must not forget that this pair was sent.
+    # (DurabilityError here: the intent may be written but nothing is posted; the step runs
+    # again and, finding `submitting`, reconciles.)
     moved = rt.ledger.transition(
-        batch_id, item_id, [ItemState.READY], ItemState.SUBMITTING, intent, when=item.fence
+        batch_id,
+        item_id,
+        [ItemState.READY],
+        ItemState.SUBMITTING,
+        intent,
+        when=item.fence,
+        durable=True,
     )
     if not moved.ok:
         # Another delivery of this task won the intent and holds the slot now; leave it.
@@ -204,9 +224,21 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
     delay_s = float(str(fields["poll_interval_s"]))
     # Before the transition: a webhook may arrive as soon as the item is running.
     rt.ledger.index_prediction(prediction_id, item.member)
-    moved = rt.ledger.transition(
-        item.batch_id, item.id, [ItemState.SUBMITTING], ItemState.RUNNING, fields, when=item.fence
-    )
+    try:
+        moved = rt.ledger.transition(
+            item.batch_id,
+            item.id,
+            [ItemState.SUBMITTING],
+            ItemState.RUNNING,
+            fields,
+            when=item.fence,
+            durable=True,
+        )
+    except DurabilityError as err:
+        # Written, not yet known durable. Its first poll goes on: if a host crash loses the id,
+        # the durable intent brings the item back to reconcile, which finds the prediction.
+        log.warning("%s/%s: the prediction id is not yet durable: %s", item.batch_id, item.id, err)
+        moved = Transition(ok=True, state=ItemState.RUNNING.value)
     if not moved.ok:
         return []
     rt.ledger.settle_submit(item.member)

@@ -14,7 +14,7 @@ import secrets
 import redis
 
 from pipeline import keys
-from pipeline.ledger import LedgerError
+from pipeline.errors import LedgerError
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from pipeline import keys
-from pipeline.ledger import LedgerError
+from pipeline.errors import LedgerError
 
 _CLAIM_FIRE = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '-1')

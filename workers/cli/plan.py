@@ -17,8 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.batches import Payable, plan_payable
-from pipeline.errors import LipdubError, ManifestError
-from pipeline.ledger import Ledger, LedgerError
+from pipeline.errors import LedgerError, LipdubError, ManifestError
+from pipeline.ledger import Ledger
 from pipeline.media import MediaInspector, ProbeCache
 from pipeline.planning import Plan, plan_manifest
 from pipeline.pricing import to_cents

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from pipeline.errors import LipdubError
 from pipeline.localstack import LocalStackError
+from pipeline.settings import Settings
 from workers.cli.batch import RunOptions, run_batch
 from workers.cli.common import (
     EXIT_ERROR,
@@ -75,12 +76,14 @@ def worker(
     from workers.app import create_app
 
     settings = load_cli_settings()
+    logging.basicConfig(
+        level=logging.INFO if supervise else loglevel.value,
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
+    )
+    _refuse_without_durability(settings)
     if supervise:
         from workers.supervise import supervise as run_supervised
 
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
         child = [sys.executable, "-m", "workers.cli", "worker", "--no-supervise"]
         child += [
             f"--concurrency={concurrency}",
@@ -89,10 +92,6 @@ def worker(
         ]
         child += [f"--hostname={hostname}"] if hostname else []
         raise typer.Exit(run_supervised(child))
-    logging.basicConfig(
-        level=loglevel.value,
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
-    )
     _quiet_http_logs()
     argv = [
         "worker",
@@ -114,6 +113,17 @@ def worker(
     worker_init.connect(lambda sender, **_: workers.append(sender), weak=False)
     create_app(settings).start(argv)
     raise typer.Exit(int(workers[0].exitcode or 0) if workers else 1)
+
+
+def _refuse_without_durability(settings: Settings) -> None:
+    """Exit 3 with one line when the ledger's Redis cannot make a submit's intent durable
+    (the setting named); a supervisor would only start it again to the same end."""
+    from pipeline.durability import DurabilityError, check_at_start
+
+    try:
+        check_at_start(settings.redis.url, settings.ledger)
+    except DurabilityError as error:
+        raise fail(f"worker not started: {error}", EXIT_SETTINGS) from None
 
 
 @app.command()

@@ -11,7 +11,8 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from pipeline.batches import BatchControl
-from pipeline.ledger import Ledger, LedgerError
+from pipeline.errors import LedgerError
+from pipeline.ledger import Ledger
 from pipeline.remote import make_s3_client
 from pipeline.settings import Settings
 from pipeline.storage import Storage

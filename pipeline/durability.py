@@ -1,0 +1,239 @@
+"""Durable intent: a submit's intent is on disk (or on a replica) before lipdub pays.
+
+"Never pay twice" rests on the intent (`ready → submitting`) surviving whatever happens
+after the POST. Redis acknowledges a write once it is in memory; with `appendfsync everysec`
+a crash of its *host* (power, kernel, VM) loses up to a second of acknowledged writes, and
+an intent lost that way means the pair is posted again. So the intent write is followed, on
+the same connection, by a wait the server answers only once the write is safe:
+
+| mode      | the wait                     | what survives                                   |
+|-----------|------------------------------|-------------------------------------------------|
+| `aof`     | `WAITAOF 1 0` (Redis ≥ 7.2), | a crash of the Redis host: the write is fsynced  |
+|           | none with `appendfsync always` | to the local AOF                              |
+| `replica` | `WAIT n`                     | the primary's host, when the failover promotes a |
+|           |                              | replica that acknowledged (Redis's own caveat)   |
+| `none`    | —                            | a process crash only (the AOF is in the OS)      |
+
+`auto` (the default) takes `aof` when the server has AOF on and can wait for it, else
+`replica` when it has enough replicas, else refuses: a worker does not submit paid work it
+cannot make safe unless the operator set `LIPDUB_LEDGER__DURABILITY=none`.
+
+`choose` is pure (the facts in, the guarantee or the refusal out); `read_facts` asks the
+server with INFO only (managed Redis services often disable CONFIG).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from pipeline.errors import LedgerError
+from pipeline.settings import Durability, LedgerSettings
+
+log = logging.getLogger("lipdub.durability")
+
+SETTING = "LIPDUB_LEDGER__DURABILITY"
+WAITAOF_SINCE = (7, 2)
+
+
+class DurabilityError(LedgerError):
+    """The ledger's Redis cannot make the intent durable (or did not, in time): no POST.
+
+    A ledger error, so a step that meets it is run again later like any Redis trouble."""
+
+
+@dataclass(frozen=True)
+class RedisFacts:
+    """What the ledger's Redis says about itself (INFO server, persistence, replication)."""
+
+    version: tuple[int, int]
+    aof_enabled: bool
+    appendfsync: str | None
+    """`always`, `everysec`, `no`; None when CONFIG GET is not allowed."""
+    replicas: int
+    where: str = "the ledger's Redis"
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    """How intents are made durable on this server, and what that protects against."""
+
+    mode: Durability
+    wait: tuple[str, ...] | None
+    """The command sent after a durable write on the same connection (None: no wait)."""
+    needs: int
+    """How many acknowledgements the wait must report (local fsyncs or replicas)."""
+    summary: str
+
+    def satisfied(self, reply: Any) -> bool:
+        """True when the wait's reply reports enough acknowledgements.
+
+        >>> aof = Guarantee(Durability.AOF, ("WAITAOF", "1", "0", "5000"), 1, "")
+        >>> aof.satisfied([1, 0]), aof.satisfied([0, 0])
+        (True, False)
+        >>> Guarantee(Durability.REPLICA, ("WAIT", "2", "5000"), 2, "").satisfied(1)
+        False
+        """
+        if self.wait is None:
+            return True
+        if self.wait[0] == "WAITAOF":
+            return int(reply[0]) >= self.needs
+        return int(reply) >= self.needs
+
+
+def choose(settings: LedgerSettings, facts: RedisFacts) -> Guarantee:
+    """The guarantee the setting asks for on a server with these facts (DurabilityError
+    when it cannot be had, saying what would make it possible).
+
+    >>> aof = RedisFacts((7, 2), aof_enabled=True, appendfsync="everysec", replicas=0)
+    >>> choose(LedgerSettings(), aof).wait
+    ('WAITAOF', '1', '0', '5000')
+    >>> old = RedisFacts((7, 0), aof_enabled=True, appendfsync="everysec", replicas=1)
+    >>> choose(LedgerSettings(), old).mode.value
+    'replica'
+    """
+    timeout_ms = str(round(settings.durable_timeout_s * 1000))
+    mode = settings.durability
+    if mode is Durability.NONE:
+        return Guarantee(
+            mode,
+            None,
+            0,
+            f"durability none ({SETTING}): intents are not waited for; a crash of the "
+            "Redis host can lose the last second of writes and pay for those pairs again",
+        )
+    if mode in (Durability.AUTO, Durability.AOF) and facts.aof_enabled:
+        if facts.version >= WAITAOF_SINCE:
+            return Guarantee(
+                Durability.AOF,
+                ("WAITAOF", "1", "0", timeout_ms),
+                1,
+                f"durability aof: each submit's intent is fsynced to the AOF of {facts.where} "
+                "(WAITAOF) before its POST; a crash of the Redis host loses no intent",
+            )
+        if facts.appendfsync == "always":
+            return Guarantee(
+                Durability.AOF,
+                None,
+                0,
+                f"durability aof: {facts.where} fsyncs every write (appendfsync always) "
+                "before it answers; a crash of the Redis host loses no intent",
+            )
+    if mode in (Durability.AUTO, Durability.REPLICA) and facts.replicas >= settings.replicas:
+        return Guarantee(
+            Durability.REPLICA,
+            ("WAIT", str(settings.replicas), timeout_ms),
+            settings.replicas,
+            f"durability replica: each submit's intent is held by {settings.replicas} "
+            f"replica(s) of {facts.where} (WAIT) before its POST; it survives the primary's "
+            "host if the failover promotes one of them",
+        )
+    raise DurabilityError(_refusal(settings, facts))
+
+
+def _refusal(settings: LedgerSettings, facts: RedisFacts) -> str:
+    """One line: what the server lacks and the ways out, the setting named."""
+    found = []
+    if not facts.aof_enabled:
+        found.append("AOF is off")
+    elif facts.version < WAITAOF_SINCE:
+        found.append(
+            f"Redis {facts.version[0]}.{facts.version[1]} has no WAITAOF and appendfsync is "
+            f"{facts.appendfsync or 'unknown'}"
+        )
+    found.append(f"it has {facts.replicas} replica(s)")
+    if settings.durability is Durability.REPLICA:
+        fix = f"add replicas (LIPDUB_LEDGER__REPLICAS={settings.replicas} needed)"
+    else:
+        fix = "turn on appendonly (Redis 7.2+, or appendfsync always) or add a replica"
+    return (
+        f"{facts.where} cannot make a submit's intent durable before lipdub pays "
+        f"({', '.join(found)}; {SETTING}={settings.durability.value}): {fix}, "
+        f"or set {SETTING}=none to accept paying twice after a Redis host crash"
+    )
+
+
+def read_facts(client: redis.Redis, where: str = "the ledger's Redis") -> RedisFacts:
+    """Ask the server (INFO; CONFIG GET appendfsync where allowed)."""
+    info: Mapping[str, Any] = client.info()
+    major, minor = (int(part) for part in str(info.get("redis_version", "0.0")).split(".")[:2])
+    appendfsync: str | None
+    try:
+        found = client.config_get("appendfsync")
+        appendfsync = str(found.get("appendfsync")) if found else None
+    except redis.ResponseError:  # CONFIG disabled (managed services)
+        appendfsync = None
+    return RedisFacts(
+        version=(major, minor),
+        aof_enabled=str(info.get("aof_enabled", "0")) == "1",
+        appendfsync=appendfsync,
+        replicas=_online_replicas(info),
+        where=where,
+    )
+
+
+def _online_replicas(info: Mapping[str, Any]) -> int:
+    """Replicas past their first sync (`slaveN:...,state=online`): one still syncing would
+    not acknowledge a WAIT.
+
+    >>> _online_replicas({"connected_slaves": 2, "slave0": {"state": "online"},
+    ...                   "slave1": {"state": "wait_bgsave"}})
+    1
+    """
+    return sum(
+        1
+        for name, value in info.items()
+        if re.fullmatch(r"slave\d+", name)
+        and isinstance(value, dict)
+        and value.get("state") == "online"
+    )
+
+
+def where_of(client: redis.Redis) -> str:
+    """`redis host:port` of a client, for messages (never its password)."""
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis {kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+class DurableWrites:
+    """The guarantee of one ledger connection pool, found out once and then applied to each
+    durable write (see `Ledger.transition(durable=True)`)."""
+
+    def __init__(self, client: redis.Redis, settings: LedgerSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._guarantee: Guarantee | None = None
+
+    def guarantee(self) -> Guarantee:
+        """The guarantee (DurabilityError when refused; LedgerError-free: Redis trouble
+        surfaces as redis.RedisError for the ledger to convert)."""
+        if self._guarantee is None:
+            facts = read_facts(self._client, where_of(self._client))
+            self._guarantee = choose(self._settings, facts)
+            log.info("%s", self._guarantee.summary)
+        return self._guarantee
+
+    def forget(self) -> None:
+        """Ask the server again next time (after a wait was not satisfied: its setup may
+        have changed, e.g. AOF turned off or a replica lost)."""
+        self._guarantee = None
+
+
+def check_at_start(url: str, settings: LedgerSettings) -> Guarantee | None:
+    """What a worker about to start can guarantee (logged). DurabilityError when the Redis
+    at `url` cannot make intents durable; None when it does not answer yet (the first
+    submit checks again before it pays)."""
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+    try:
+        guarantee = DurableWrites(client, settings).guarantee()
+    except redis.RedisError as err:
+        log.warning("could not ask the ledger's Redis what it guarantees yet: %s", err)
+        return None
+    finally:
+        client.close()
+    return guarantee

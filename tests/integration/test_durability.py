@@ -1,0 +1,225 @@
+"""Durable intent: nothing is paid for on an intent a Redis host crash could lose.
+
+On the real parts: Valkey/Redis servers of the test's own (with AOF, without, with a
+replica), `lipdub worker` as a process, the pipeline's own steps against the sandbox over
+HTTP. The host crash itself (an AOF cut back after a SIGKILL) is `make chaos`'s scenario.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline.batches import BatchControl
+from pipeline.durability import DurabilityError
+from pipeline.flow import run_step
+from pipeline.localstack import RedisServer
+from pipeline.runtime import Runtime
+from pipeline.settings import Settings
+from tests.conftest import start_sandbox
+from tests.integration.stack import (
+    ROOT,
+    accepted_submits,
+    plan,
+    settings_env,
+    stack_settings,
+    write_manifest,
+)
+from tests.integration.stepping import StepLoop, TestClock
+
+ITEMS = [("d0", 1.0, 1.0, "cut_off"), ("d1", 1.2, 1.2, "cut_off")]
+
+
+def waits_sent(url: str, command: str) -> int:
+    """How many times the server has run `command` (INFO commandstats)."""
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+        return int(stats.get("calls", 0))
+    finally:
+        client.close()
+
+
+class Steps:
+    """One worker's runtime stepping a batch on the test's clock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.clock = TestClock(time.time())
+        self.rt = Runtime.from_settings(settings, clock=self.clock)
+        self.rt.storage.ensure_bucket()
+        self.loop = StepLoop(self.rt, self.clock)
+        self.control = BatchControl(self.rt.ledger, self.loop, settings, clock=self.clock)
+
+    def states(self, batch_id: str) -> dict[str, str]:
+        return {r["id"]: r["state"] for r in self.rt.ledger.items(batch_id)}
+
+    def close(self) -> None:
+        self.rt.close()
+
+
+@pytest.fixture
+def steps(tmp_path, s3_server, bucket) -> Iterator:
+    made: list[Steps] = []
+    sandboxes = []
+
+    def make(redis_url: str, **ledger: object) -> tuple[Steps, str]:
+        sandbox = start_sandbox(tmp_path / f"sandbox{len(sandboxes)}", processing_fixed_s=0.2)
+        sandbox.__enter__()
+        sandboxes.append(sandbox)
+        settings = stack_settings(
+            sandbox_url=sandbox.url,
+            redis_url=redis_url,
+            s3_url=s3_server.url,
+            bucket=bucket,
+            ledger=dict(ledger),
+            media={"cache_dir": tmp_path / "cache"},
+        )
+        made.append(Steps(settings))
+        return made[-1], sandbox.url
+
+    yield make
+    for s in made:
+        s.close()
+    for sandbox in sandboxes:
+        sandbox.__exit__(None, None, None)
+
+
+def test_each_intent_and_prediction_id_waits_for_the_aof_fsync(tmp_path, redis_url, steps):
+    # Given the suite's Redis (Valkey 8, AOF fsynced every second, as docker-compose runs it)
+    s, sandbox_url = steps(redis_url)
+    before = waits_sent(redis_url, "waitaof")
+    # When a batch of two items runs with the default durability
+    batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ITEMS), s.settings))
+    s.loop.run()
+    # Then each was paid for once, and each intent and each prediction id was waited for
+    assert set(s.states(batch_id).values()) == {"completed"}
+    assert len(accepted_submits(sandbox_url)) == 2
+    assert waits_sent(redis_url, "waitaof") - before == 4
+
+
+def test_durability_none_sends_no_wait(tmp_path, redis_url, steps):
+    s, _ = steps(redis_url, durability="none")
+    before = waits_sent(redis_url, "waitaof")
+    batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ITEMS[:1]), s.settings))
+    s.loop.run()
+    assert set(s.states(batch_id).values()) == {"completed"}
+    assert waits_sent(redis_url, "waitaof") == before
+
+
+def test_a_redis_without_aof_or_replica_gets_no_paid_work(tmp_path, steps):
+    with RedisServer(tmp_path / "volatile", appendonly=False) as volatile:
+        s, sandbox_url = steps(volatile.url)
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ITEMS[:1]), s.settings))
+        # When the item reaches its submit
+        s.loop.run(stop=lambda: bool(s.loop.ran and s.loop.ran[-1].step == "submit"))
+        # Then nothing was posted, the item is still ready, and its submit comes back later
+        assert accepted_submits(sandbox_url) == []
+        assert s.states(batch_id) == {"d0": "ready"}
+        [again] = s.loop.pending()
+        assert (again.step, again.countdown_s) == ("submit", 20.0)  # the countdown's cap
+
+
+def test_a_replica_that_does_not_answer_stops_the_post_until_it_does(tmp_path, steps):
+    # Given a primary without AOF and one replica: auto durability waits for the replica
+    with (
+        RedisServer(tmp_path / "primary", appendonly=False) as primary,
+        RedisServer(tmp_path / "replica", appendonly=False, replica_of=primary.port) as replica,
+    ):
+        client = redis.Redis.from_url(primary.url)
+        deadline = time.monotonic() + 10
+        while client.info("replication").get("slave0", {}).get("state") != "online":
+            assert time.monotonic() < deadline, "the replica never finished its first sync"
+            time.sleep(0.05)
+        client.close()
+        s, sandbox_url = steps(primary.url, durable_timeout_s=0.5)
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ITEMS[:1]), s.settings))
+        assert replica.process is not None
+        # When the replica stops answering just as the item's submit runs
+        s.loop.run(stop=lambda: any(step.step == "submit" for step in s.loop.pending()))
+        [submit] = s.loop.take("submit")
+        os.kill(replica.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(DurabilityError, match="WAIT"):
+                run_step(s.rt, "submit", batch_id, "d0")
+            # Then nothing was posted
+            assert accepted_submits(sandbox_url) == []
+        finally:
+            os.kill(replica.process.pid, signal.SIGCONT)
+        # And once it answers again, the step's next run (Celery retries it) reconciles the
+        # unposted intent, and the pair is paid for once
+        s.loop.send(submit)
+        s.loop.run()
+        assert s.states(batch_id) == {"d0": "completed"}
+        assert len(accepted_submits(sandbox_url)) == 1
+        assert waits_sent(primary.url, "wait") >= 2
+
+
+def _worker_settings(redis_url: str, s3_url: str, bucket: str, **ledger: str) -> Settings:
+    """A worker's settings on `redis_url` (no provider is reached: it never gets that far)."""
+    return stack_settings(
+        sandbox_url="http://127.0.0.1:9",
+        redis_url=redis_url,
+        s3_url=s3_url,
+        bucket=bucket,
+        ledger=dict(ledger),
+    )
+
+
+def _worker(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **settings_env(settings)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", "--concurrency=1", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("supervised", [True, False], ids=["supervised", "unsupervised"])
+def test_a_worker_refuses_to_start_on_a_redis_that_cannot_keep_an_intent(
+    tmp_path: Path, s3_server, bucket, supervised: bool
+):
+    with RedisServer(tmp_path / "volatile", appendonly=False) as volatile:
+        settings = _worker_settings(volatile.url, s3_server.url, bucket)
+        proc = _worker(settings, *([] if supervised else ["--no-supervise"]))
+        try:
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    # Exit 3 (a setting), no restart, one line naming the setting and the way out
+    assert proc.returncode == 3
+    lines = [line for line in stderr.splitlines() if line.startswith("lipdub:")]
+    assert len(lines) == 1, stderr
+    assert "LIPDUB_LEDGER__DURABILITY=none" in lines[0]
+    assert "AOF is off" in lines[0] and "0 replica" in lines[0]
+
+
+def test_with_durability_none_the_worker_starts_and_says_what_it_costs(
+    tmp_path: Path, s3_server, bucket
+):
+    with RedisServer(tmp_path / "volatile", appendonly=False) as volatile:
+        settings = _worker_settings(volatile.url, s3_server.url, bucket, durability="none")
+        proc = _worker(settings, "--no-supervise")
+        try:
+            assert proc.stderr is not None
+            seen = []
+            for line in proc.stderr:
+                seen.append(line)
+                if "ready." in line:  # Celery's own "celery@host ready."
+                    break
+            said = "".join(seen)
+            assert "durability none" in said and "pay for those pairs again" in said, said
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
