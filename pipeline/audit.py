@@ -7,7 +7,9 @@ the batch's time (±`WINDOW_MARGIN_S`), takes away every prediction a lipdub ite
 batch: the ledger's prediction index), and reports the rest with their ids and statuses. A
 prediction that is among the candidates of one of this batch's items that need attention is
 priced at that item's estimate (it is, or may be, that item's); any other was made by some
-other client of the key, or by a lost submit of another batch. With a key used only by
+other client of the key, or by a lost submit of another batch. What each cost is then read
+from the provider's billing records (`POST /api/v3/billings/search` by prediction id), to
+the cent; the estimate stands in only when those cannot be read. With a key used only by
 lipdub, a clean batch leaves none.
 
     found = audit_batch(ledger, provider, batch_id, model="sync/lipsync-3", now=time.time())
@@ -16,11 +18,12 @@ lipdub, a clean batch leaves none.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from pipeline.errors import ProviderError
 from pipeline.ledger import Ledger
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX, ProviderClient
 from pipeline.states import ItemState
@@ -42,6 +45,15 @@ class Unattributed:
     estimate_usd: Decimal | None = None
     """What it may have cost: the estimate of the item it may be; None when it is no
     candidate of ours (its inputs are hidden, so its price is unknown)."""
+    charged_usd: Decimal | None = None
+    """What the provider's billing records say it cost (None when they could not be read)."""
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """The charge where the billing records tell it, else the estimate, else $0."""
+        if self.charged_usd is not None:
+            return self.charged_usd
+        return self.estimate_usd or Decimal(0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +62,7 @@ class Unattributed:
             "created_at": self.created_at,
             "may_be": list(self.may_be),
             "estimate_usd": str(self.estimate_usd) if self.estimate_usd is not None else None,
+            "charged_usd": str(self.charged_usd) if self.charged_usd is not None else None,
         }
 
 
@@ -63,11 +76,14 @@ class Audit:
     unattributed: tuple[Unattributed, ...] = field(default_factory=tuple)
     complete: bool = True
     """False when the window held more predictions than the audit reads."""
+    billing_error: str | None = None
+    """Why the billing records could not be read (the costs are then estimates)."""
 
     @property
     def unattributed_usd(self) -> Decimal:
-        """What the unattributed predictions may have cost, where it can be told."""
-        return sum((u.estimate_usd or Decimal(0) for u in self.unattributed), Decimal(0))
+        """What the unattributed predictions cost: charged per the provider's billing
+        records, else estimated where it can be told."""
+        return sum((u.cost_usd for u in self.unattributed), Decimal(0))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +91,8 @@ class Audit:
             "predictions": self.predictions,
             "unattributed": [u.to_dict() for u in self.unattributed],
             "unattributed_usd": str(self.unattributed_usd),
+            "charges_from": "billing" if self.billing_error is None else "estimates",
+            "billing_error": self.billing_error,
             "complete": self.complete,
         }
 
@@ -124,11 +142,19 @@ def audit_batch(
                 estimate_usd=max(prices) if prices else None,
             )
         )
+    billing_error = None
+    if unattributed:
+        try:
+            charged = provider.charges_usd([u.id for u in unattributed])
+            unattributed = [replace(u, charged_usd=charged.get(u.id)) for u in unattributed]
+        except ProviderError as err:
+            billing_error = str(err)
     return Audit(
         at=now,
         predictions=len(listed),
         unattributed=tuple(unattributed),
         complete=len(listed) < MAX_PAGES * LIST_PAGE_SIZE_MAX,
+        billing_error=billing_error,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -34,7 +34,7 @@ from pipeline.errors import (
     ProviderUnavailable,
     SubmitOutcomeUnknown,
 )
-from pipeline.provider.models import Prediction, PredictionPage
+from pipeline.provider.models import BillingRecord, Prediction, PredictionPage
 from pipeline.provider.retry import (
     RetryPolicy,
     parse_retry_after_s,
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from pipeline.settings import ProviderSettings
 
 LIST_PAGE_SIZE_MAX = 100
+BILLING_IDS_PER_CALL = 50
+"""Prediction ids asked about in one billing search (the docs name no limit; kept modest)."""
+BILLING_MAX_PAGES = 20
 BODY_SNIPPET_CHARS = 300
 
 
@@ -243,6 +246,35 @@ class ProviderClient:
             yield from result.items
             if len(result.items) < LIST_PAGE_SIZE_MAX:
                 return
+
+    def charges_usd(self, prediction_ids: Sequence[str]) -> dict[str, Decimal]:
+        """What the account was charged for each of these predictions, from its billing
+        records (`POST /api/v3/billings/search` by `prediction_uuids`): done deductions
+        minus refunds; $0 for one without records or whose price is only held (`pre`)."""
+        charged = {prediction_id: Decimal(0) for prediction_id in prediction_ids}
+        for start in range(0, len(prediction_ids), BILLING_IDS_PER_CALL):
+            wanted = list(prediction_ids[start : start + BILLING_IDS_PER_CALL])
+            for record in self._billing_records(wanted):
+                if record.prediction_id in charged:
+                    charged[record.prediction_id] += record.charged_usd
+        return charged
+
+    def _billing_records(self, prediction_ids: list[str]) -> Iterator[BillingRecord]:
+        for page in range(1, BILLING_MAX_PAGES + 1):
+            body = {"prediction_uuids": prediction_ids, "page": page, "page_size": 100}
+            data = self._safe_call("POST", "/api/v3/billings/search", json=body)
+            items = [item for item in data.get("items") or [] if isinstance(item, dict)]
+            for item in items:
+                try:
+                    yield BillingRecord.from_data(item)
+                except ValueError as err:
+                    raise ProviderUnavailable(f"a billing record could not be read: {err}") from err
+            total = data.get("total")
+            if len(items) < 100 or (isinstance(total, int) and page * 100 >= total):
+                return
+        raise ProviderUnavailable(
+            f"more than {BILLING_MAX_PAGES * 100} billing records for {len(prediction_ids)} predictions"
+        )
 
     def balance_usd(self) -> Decimal:
         """The account's balance in USD."""

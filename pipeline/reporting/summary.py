@@ -66,7 +66,15 @@ class Summary:
     unattributed: int = 0
     """Predictions of the model in the batch's time that no lipdub item has (the audit)."""
     unattributed_usd: Decimal = Decimal(0)
-    """What those may have cost, where it can be told."""
+    """What those cost: from the provider's billing records, else estimated."""
+    unattributed_billed: bool = False
+    """True when `unattributed_usd` comes from the billing records (to the cent)."""
+
+    @property
+    def unattributed_charge_text(self) -> str:
+        """`$x.xx was charged for them` (billing records) or `... may have been` (estimates)."""
+        verb = "was charged" if self.unattributed_billed else "may have been charged"
+        return f"${self.unattributed_usd:.2f} {verb} for them"
 
 
 def _usd(value: Any) -> Decimal:
@@ -140,6 +148,7 @@ def summarize(report: dict[str, Any]) -> Summary:
         balance_change_usd=_balance_change(report),
         unattributed=len((report.get("audit") or {}).get("unattributed", [])),
         unattributed_usd=_usd((report.get("audit") or {}).get("unattributed_usd")),
+        unattributed_billed=(report.get("audit") or {}).get("charges_from") == "billing",
     )
 
 
@@ -162,8 +171,9 @@ def money_lines(s: Summary) -> list[str]:
     if s.unattributed:
         lines.append(
             f"UNATTRIBUTED: {s.unattributed} prediction(s) of the model made in the batch's "
-            f"time belong to no lipdub item (${s.unattributed_usd:.2f} may have been charged "
-            "for them): see the report's audit, and `lipdub adopt` the ones that are ours."
+            f"time belong to no lipdub item ({s.unattributed_charge_text}; with lipdub's "
+            f"spend: ${s.cost_usd + s.unattributed_usd:.2f}): see the report's audit, and "
+            "`lipdub adopt` the ones that are ours."
         )
     if s.balance_change_usd is not None:
         lines.append(

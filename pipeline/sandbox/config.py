@@ -14,6 +14,7 @@ import json
 import tomllib
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,6 +108,9 @@ class SandboxConfig(BaseModel):
     pricing: SandboxPricing = SandboxPricing()
     charge_failed: bool = False
     """Charge failed tasks too (WaveSpeed does not document whether it does)."""
+    billing_price_unit: Literal["usd", "micro_usd"] = "usd"
+    """The unit of `price` in billing records: WaveSpeed's docs say USD in one place and show
+    micro-USD integers in another; either can be served."""
     max_width: int = 4096
     max_height: int = 2160
     max_duration_s: float = 600.0

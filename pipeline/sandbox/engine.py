@@ -7,6 +7,7 @@ Every submit, accepted or not, is one line of the JSONL audit log.
 
 from __future__ import annotations
 
+import builtins
 import collections
 import hashlib
 import json
@@ -508,6 +509,40 @@ class SandboxEngine:
                     task.to_data(self.base_url(), include_input=self.config.list_includes_inputs)
                 )
             return out
+
+    def billings(self, prediction_ids: set[str] | None) -> builtins.list[dict[str, Any]]:
+        """Billing records (`POST /api/v3/billings/search`), most recent first: one `deduct`
+        per task from its creation, its order `pre` while the price is held, `done` once
+        charged, `released` when the task ended uncharged (WaveSpeed documents `pre` and
+        `done`; the release is the sandbox's reading of a failed task that costs nothing)."""
+        with self._lock:
+            tasks = sorted(self._tasks.values(), key=lambda t: t.created_at, reverse=True)
+            out = []
+            for task in tasks:
+                if prediction_ids is not None and task.id not in prediction_ids:
+                    continue
+                ended = task.status in ("completed", "failed", "cancelled", "timeout", "deleted")
+                state = "pre" if not ended else "done" if task.charged_usd else "released"
+                price = task.charged_usd or self.config.pricing.price_usd(task.video_s)
+                out.append(self._billing_record(task, "deduct", price, state, "0"))
+            return out
+
+    def _billing_record(
+        self, task: Task, kind: str, price_usd: Decimal, state: str, n: str
+    ) -> dict[str, Any]:
+        price: float | int = float(price_usd)
+        if self.config.billing_price_unit == "micro_usd":
+            price = int(price_usd * 1_000_000)
+        stamp = task.created_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return {
+            "uuid": f"{task.id}b{n}",
+            "billing_type": kind,
+            "price": price,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "order": {"uuid": f"{task.id}o", "state": state, "price": price, "origin_price": price},
+            "prediction": {"uuid": task.id, "model_uuid": task.model, "status": task.status},
+        }
 
     def stop(self) -> None:
         """Stop processing (queued tasks are dropped) and free the work directory if ours."""

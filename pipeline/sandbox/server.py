@@ -175,6 +175,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._result(route.split("/")[1])
             if method == "POST" and route == "predictions":
                 return self._list()
+            if method == "POST" and route == "billings/search":
+                return self._billings()
             if method == "GET" and route == "balance":
                 return self._ok({"balance": float(self.engine.balance_usd)})
             if method == "POST" and route == "model/pricing":
@@ -318,6 +320,18 @@ class _Handler(BaseHTTPRequestHandler):
                 "items": items[start : start + size],
             }
         )
+
+    def _billings(self) -> None:
+        body = self._json_body()
+        page = max(1, int(body.get("page") or 1))
+        size = min(100, max(1, int(body.get("page_size") or 10)))
+        wanted = body.get("prediction_uuids")
+        records = self.engine.billings(set(map(str, wanted)) if isinstance(wanted, list) else None)
+        kind = body.get("billing_type")
+        if kind:
+            records = [r for r in records if r["billing_type"] == kind]
+        start = (page - 1) * size
+        self._ok({"page": page, "total": len(records), "items": records[start : start + size]})
 
     def _upload_binary(self) -> None:
         content_type = self.headers.get("Content-Type", "")

@@ -32,6 +32,9 @@ class Outcome:
     wall_s: float = 0.0
     evidence: list[dict[str, Any]] = field(default_factory=list)
     """For each pair paid twice, the sandbox's audit entries of its submits (to diagnose)."""
+    books_off_usd: Decimal | None = None
+    """The provider's bill less what the report accounts for (lipdub's spend plus the
+    audit's unattributed charges): 0 when every charge is in the books."""
 
     def row(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,11 @@ class Outcome:
             "failed (reason)": ", ".join(f"{k} {v}" for k, v in sorted(self.failed.items())) or "-",
             "duplicate submissions": self.duplicate_submissions,
             "lost": self.lost,
+            "books = bill": "-"
+            if self.books_off_usd is None
+            else "yes"
+            if self.books_off_usd == 0
+            else f"OFF BY ${self.books_off_usd}",
             "wall s": round(self.wall_s, 1),
         }
 
@@ -117,7 +125,7 @@ def sandbox_witness(sandbox_url: str) -> dict[str, Any]:
     with httpx.Client(base_url=sandbox_url, timeout=10) as http:
         return {
             name: http.get(f"/_sandbox/{name}").raise_for_status().json()
-            for name in ("audit", "tasks", "stats")
+            for name in ("audit", "tasks", "stats", "bill")
         }
 
 
@@ -152,4 +160,15 @@ def judge(
         evidence=duplicate_evidence(witness["audit"], witness["tasks"]),
         lost=expected_items - final,
         wall_s=wall_s,
+        books_off_usd=books_off_usd(report, witness),
     )
+
+
+def books_off_usd(report: dict[str, Any], witness: dict[str, Any]) -> Decimal | None:
+    """The sandbox's bill less the report's spend and unattributed charges (None without
+    an audit in the report)."""
+    audit = report.get("audit")
+    if not audit or "bill" not in witness:
+        return None
+    books = Decimal(str(report.get("spent_usd") or 0)) + Decimal(audit["unattributed_usd"])
+    return Decimal(witness["bill"]["billed_usd"]) - books

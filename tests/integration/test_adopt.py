@@ -27,13 +27,16 @@ def test_a_person_adopts_the_predictions_nothing_could_tell_apart(cli, make_stac
             status = stack.wait(batch_id)
             assert status["counts"]["needs_attention"] == 2, status
             # The report's audit shows both predictions in no lipdub item's books, each
-            # maybe either item's, priced at their estimates
+            # maybe either item's
             audit = stack.control.report(batch_id)["audit"]
             assert sorted(u["id"] for u in audit["unattributed"]) == sorted(
                 s["prediction_id"] for s in accepted_submits(box.url)
             )
             assert all(sorted(u["may_be"]) == ["blind-a", "blind-b"] for u in audit["unattributed"])
-            assert Decimal(audit["unattributed_usd"]) > 0
+            # and costed from the provider's billing records, to the cent
+            bill = Decimal(httpx.get(f"{box.url}/_sandbox/bill", timeout=5).json()["billed_usd"])
+            assert audit["charges_from"] == "billing"
+            assert Decimal(audit["unattributed_usd"]) == bill > 0
             # (what the dashboard would tell a person: which prediction had which video)
             made = {s["video_sha256"]: s["prediction_id"] for s in accepted_submits(box.url)}
             theirs = {

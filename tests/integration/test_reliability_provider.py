@@ -59,9 +59,9 @@ def test_every_provider_fault_at_once_ends_every_item_clearly_and_pays_once(tmp_
             # And every item that did not complete says why and what to do
             assert item["error"] and item["hint"] and item["error_kind"], item
     assert outcome.failed, "with these rates some items must fail; the test would prove less"
-    # And lipdub's spend is the provider's bill (failed tasks were charged by neither), but
-    # for the predictions of lost submits nothing could attribute: each of those is among
-    # the candidates of an item that needs attention
+    # And the report accounts for every charge: lipdub's spend plus what its audit read from
+    # the provider's billing records for the predictions no item has is the bill, to the
+    # cent (failed tasks were charged by neither)
     ours = {p for item in report["items_detail"] for p in item["prediction_ids"]}
     unattributed = {
         t["prediction_id"]: Decimal(t["charged_usd"])
@@ -69,7 +69,12 @@ def test_every_provider_fault_at_once_ends_every_item_clearly_and_pays_once(tmp_
         if t["prediction_id"] not in ours and Decimal(t["charged_usd"])
     }
     bill = Decimal("1000") - balance_usd
-    assert Decimal(report["spent_usd"]) + sum(unattributed.values()) == bill, report["spent_usd"]
+    audit = report["audit"]
+    assert audit["charges_from"] == "billing", audit
+    assert Decimal(report["spent_usd"]) + Decimal(audit["unattributed_usd"]) == bill, audit
+    charged = {u["id"]: Decimal(u["charged_usd"]) for u in audit["unattributed"]}
+    assert {p: c for p, c in charged.items() if c} == unattributed
+    # And each of those is among the candidates of an item that needs attention
     evidence = {
         c["id"]
         for item in report["items_detail"]
