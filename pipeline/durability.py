@@ -3,23 +3,32 @@
 "Never pay twice" rests on the intent (`ready → submitting`) surviving whatever happens
 after the POST. Redis acknowledges a write once it is in memory; with `appendfsync everysec`
 a crash of its *host* (power, kernel, VM) loses up to a second of acknowledged writes, and
-an intent lost that way means the pair is posted again. So the intent write is followed, on
-the same connection, by a wait the server answers only once the write is safe:
+an intent lost that way means the pair is posted again. So a durable write is one the
+server only acknowledges once it is safe:
 
-| mode      | the wait                     | what survives                                   |
-|-----------|------------------------------|-------------------------------------------------|
-| `aof`     | `WAITAOF 1 0` (Redis ≥ 7.2), | a crash of the Redis host: the write is fsynced  |
-|           | none with `appendfsync always` | to the local AOF                              |
-| `replica` | `WAIT n`                     | the primary's host, when the failover promotes a |
-|           |                              | replica that acknowledged (Redis's own caveat)   |
-| `none`    | —                            | a process crash only (the AOF is in the OS)      |
+| mode      | how                                   | what survives                           |
+|-----------|---------------------------------------|-----------------------------------------|
+| `aof`     | `appendfsync always` (every write is  | a crash of the Redis host               |
+|           | fsynced before its reply), or         |                                         |
+|           | `WAITAOF 1 0` on Redis 8.0+           |                                         |
+| `replica` | `WAIT n` after the write              | the primary's host, when the failover   |
+|           |                                       | promotes a replica that acknowledged    |
+| `none`    | —                                     | a process crash only (the AOF is in the |
+|           |                                       | OS)                                     |
 
-`auto` (the default) takes `aof` when the server has AOF on and can wait for it, else
-`replica` when it has enough replicas, else refuses: a worker does not submit paid work it
-cannot make safe unless the operator set `LIPDUB_LEDGER__DURABILITY=none`.
+Why not WAITAOF with `everysec` everywhere it exists (7.2+): from Redis 7.2.2 to 7.4.x, and
+in Valkey (8.1.8 measured here), WAITAOF can answer before the fsync when the last one was
+less than a second ago (redis/redis#13793, fixed for Redis 8.0): it waits for the server's
+bookkeeping, not for the disk. Measured here: a write followed at once by WAITAOF inside a
+MULTI (which answers without blocking) reads "fsynced" every time under `everysec`.
+
+`auto` (the default) takes `aof` when the server offers it, else `replica` when it has
+enough replicas online, else refuses: a worker does not submit paid work it cannot make safe
+unless the operator set `LIPDUB_LEDGER__DURABILITY=none`.
 
 `choose` is pure (the facts in, the guarantee or the refusal out); `read_facts` asks the
-server with INFO only (managed Redis services often disable CONFIG).
+server with INFO, and CONFIG GET appendfsync where allowed (managed services often disable
+CONFIG; there, `replica` is the way).
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ from pipeline.settings import Durability, LedgerSettings
 log = logging.getLogger("lipdub.durability")
 
 SETTING = "LIPDUB_LEDGER__DURABILITY"
-WAITAOF_SINCE = (7, 2)
+WAITAOF_TRUSTED_SINCE = (8, 0)
+"""Redis releases whose WAITAOF waits for the fsync under `everysec` (redis/redis#13793)."""
 
 
 class DurabilityError(LedgerError):
@@ -57,6 +67,13 @@ class RedisFacts:
     """`always`, `everysec`, `no`; None when CONFIG GET is not allowed."""
     replicas: int
     where: str = "the ledger's Redis"
+    server: str = "redis"
+    """`redis` or `valkey` (INFO server's `server_name`)."""
+
+    @property
+    def trusted_waitaof(self) -> bool:
+        """Whether WAITAOF waits for the fsync itself (Redis 8.0+; not Valkey as of 8.1)."""
+        return self.server == "redis" and self.version >= WAITAOF_TRUSTED_SINCE
 
 
 @dataclass(frozen=True)
@@ -90,11 +107,14 @@ def choose(settings: LedgerSettings, facts: RedisFacts) -> Guarantee:
     """The guarantee the setting asks for on a server with these facts (DurabilityError
     when it cannot be had, saying what would make it possible).
 
-    >>> aof = RedisFacts((7, 2), aof_enabled=True, appendfsync="everysec", replicas=0)
-    >>> choose(LedgerSettings(), aof).wait
+    >>> always = RedisFacts((7, 0), aof_enabled=True, appendfsync="always", replicas=0)
+    >>> choose(LedgerSettings(), always).mode.value, choose(LedgerSettings(), always).wait
+    ('aof', None)
+    >>> redis8 = RedisFacts((8, 2), aof_enabled=True, appendfsync="everysec", replicas=0)
+    >>> choose(LedgerSettings(), redis8).wait
     ('WAITAOF', '1', '0', '5000')
-    >>> old = RedisFacts((7, 0), aof_enabled=True, appendfsync="everysec", replicas=1)
-    >>> choose(LedgerSettings(), old).mode.value
+    >>> valkey = RedisFacts((7, 2), True, "everysec", replicas=1, server="valkey")
+    >>> choose(LedgerSettings(), valkey).mode.value
     'replica'
     """
     timeout_ms = str(round(settings.durable_timeout_s * 1000))
@@ -108,14 +128,6 @@ def choose(settings: LedgerSettings, facts: RedisFacts) -> Guarantee:
             "Redis host can lose the last second of writes and pay for those pairs again",
         )
     if mode in (Durability.AUTO, Durability.AOF) and facts.aof_enabled:
-        if facts.version >= WAITAOF_SINCE:
-            return Guarantee(
-                Durability.AOF,
-                ("WAITAOF", "1", "0", timeout_ms),
-                1,
-                f"durability aof: each submit's intent is fsynced to the AOF of {facts.where} "
-                "(WAITAOF) before its POST; a crash of the Redis host loses no intent",
-            )
         if facts.appendfsync == "always":
             return Guarantee(
                 Durability.AOF,
@@ -123,6 +135,14 @@ def choose(settings: LedgerSettings, facts: RedisFacts) -> Guarantee:
                 0,
                 f"durability aof: {facts.where} fsyncs every write (appendfsync always) "
                 "before it answers; a crash of the Redis host loses no intent",
+            )
+        if facts.trusted_waitaof:
+            return Guarantee(
+                Durability.AOF,
+                ("WAITAOF", "1", "0", timeout_ms),
+                1,
+                f"durability aof: each submit's intent is fsynced to the AOF of {facts.where} "
+                "(WAITAOF) before its POST; a crash of the Redis host loses no intent",
             )
     if mode in (Durability.AUTO, Durability.REPLICA) and facts.replicas >= settings.replicas:
         return Guarantee(
@@ -141,19 +161,20 @@ def _refusal(settings: LedgerSettings, facts: RedisFacts) -> str:
     found = []
     if not facts.aof_enabled:
         found.append("AOF is off")
-    elif facts.version < WAITAOF_SINCE:
-        found.append(
-            f"Redis {facts.version[0]}.{facts.version[1]} has no WAITAOF and appendfsync is "
-            f"{facts.appendfsync or 'unknown'}"
-        )
-    found.append(f"it has {facts.replicas} replica(s)")
+    else:
+        found.append(f"appendfsync is {facts.appendfsync or 'unknown (CONFIG is not allowed)'}")
+        if not facts.trusted_waitaof:
+            found.append(
+                f"{facts.server} {facts.version[0]}.{facts.version[1]}'s WAITAOF does not wait for the fsync"
+            )
+    found.append(f"it has {facts.replicas} replica(s) online")
     if settings.durability is Durability.REPLICA:
         fix = f"add replicas (LIPDUB_LEDGER__REPLICAS={settings.replicas} needed)"
     else:
-        fix = "turn on appendonly (Redis 7.2+, or appendfsync always) or add a replica"
+        fix = "run it with appendonly yes and appendfsync always (or Redis 8.0+), or add a replica"
     return (
-        f"{facts.where} cannot make a submit's intent durable before lipdub pays "
-        f"({', '.join(found)}; {SETTING}={settings.durability.value}): {fix}, "
+        f"{facts.where} cannot keep a submit's intent through a host crash "
+        f"({'; '.join(found)}; {SETTING}={settings.durability.value}): {fix}, "
         f"or set {SETTING}=none to accept paying twice after a Redis host crash"
     )
 
@@ -174,6 +195,7 @@ def read_facts(client: redis.Redis, where: str = "the ledger's Redis") -> RedisF
         appendfsync=appendfsync,
         replicas=_online_replicas(info),
         where=where,
+        server=str(info.get("server_name") or "redis"),
     )
 
 

@@ -404,12 +404,14 @@ def scenario_lost_answers_webhooks(sc: Scenario) -> Outcome:
 
 
 def host_crashes(sc: Scenario, *, durability: str) -> Outcome:
-    """The Redis host crashes three times during submit bursts: redis-server SIGKILLed and
-    its AOF cut back to its last fsync (`tests.chaos.host_crash`), as compose runs it (AOF,
-    fsync every second). Workers are `lipdub worker` (supervised); the dead worker
-    timings are kill_settings' (issue 19 makes them the defaults' business)."""
+    """The Redis host crashes three times during submit bursts: redis-server SIGKILLed and its
+    AOF cut back as its fsync policy allows (`tests.chaos.host_crash`). With the default
+    durability, Redis as compose runs it (appendfsync always); with `none`, the everysec
+    Redis that durability would refuse. Workers are `lipdub worker` (supervised); the
+    dead-worker timings are kill_settings' (issue 19 makes them the defaults' business)."""
+    fsync = "everysec" if durability == "none" else "always"
     with (
-        RedisServer(sc.workdir / "redis", appendfsync="everysec") as redis_server,
+        RedisServer(sc.workdir / "redis", appendfsync=fsync) as redis_server,
         start_sandbox(sc.workdir, processing_fixed_s=0.5, max_concurrent=40) as sandbox,
     ):
         sections = kill_settings()
@@ -432,9 +434,9 @@ def host_crashes(sc: Scenario, *, durability: str) -> Outcome:
             _wait_finished(stack, batch_id, timeout_s=900)
         witness = sandbox_witness(sandbox.url)
         report = stack.control.report(batch_id)
-        cut = ", ".join(f"{c.cut_s:.2f} s/{c.cut_bytes} B" for c in crashes)
+        cut = ", ".join(f"{c.cut_s:.2f} s ({c.cut_bytes} B)" for c in crashes)
         outcome = judge(
-            f"Redis host crash, durability {durability}"
+            f"Redis host crash, appendfsync {fsync}"
             + (f" {EXPECTED_DUPLICATES}" if durability == "none" else ""),
             f"{len(crashes)} crashes, AOF cut back by {cut}",
             report,

@@ -12,20 +12,23 @@ def facts(
     version: tuple[int, int] = (7, 4),
     *,
     aof: bool = True,
-    fsync: str | None = "everysec",
+    fsync: str | None = "always",
     replicas: int = 0,
+    server: str = "redis",
 ) -> RedisFacts:
-    return RedisFacts(version, aof_enabled=aof, appendfsync=fsync, replicas=replicas)
+    return RedisFacts(version, aof_enabled=aof, appendfsync=fsync, replicas=replicas, server=server)
 
 
 @pytest.mark.parametrize(
     ("setting", "server", "mode", "wait"),
     [
-        ("auto", facts(), "aof", ("WAITAOF", "1", "0", "5000")),
-        ("aof", facts((8, 1)), "aof", ("WAITAOF", "1", "0", "5000")),
-        # Redis before 7.2 has no WAITAOF: only appendfsync always makes its AOF durable
-        ("auto", facts((7, 0), fsync="always"), "aof", None),
-        ("auto", facts((7, 0), replicas=1), "replica", ("WAIT", "1", "5000")),
+        # appendfsync always: every answered write is on disk, nothing to wait for
+        ("auto", facts(), "aof", None),
+        ("aof", facts((6, 2)), "aof", None),
+        ("auto", facts((7, 2), server="valkey"), "aof", None),
+        # WAITAOF with everysec waits for the fsync itself only from Redis 8.0
+        ("auto", facts((8, 0), fsync="everysec"), "aof", ("WAITAOF", "1", "0", "5000")),
+        ("auto", facts((7, 4), fsync="everysec", replicas=1), "replica", ("WAIT", "1", "5000")),
         ("auto", facts(aof=False, replicas=2), "replica", ("WAIT", "1", "5000")),
         ("replica", facts(replicas=1), "replica", ("WAIT", "1", "5000")),
         ("none", facts(aof=False), "none", None),
@@ -40,8 +43,13 @@ def test_the_strongest_guarantee_the_server_offers_is_taken(setting, server, mod
     ("setting", "server", "says"),
     [
         ("auto", facts(aof=False), "AOF is off"),
-        ("auto", facts((7, 0)), "has no WAITAOF and appendfsync is everysec"),
-        ("auto", facts((6, 2), fsync=None), "appendfsync is unknown"),
+        (
+            "auto",
+            facts((7, 4), fsync="everysec"),
+            "redis 7.4's WAITAOF does not wait for the fsync",
+        ),
+        ("auto", facts((8, 1), fsync="everysec", server="valkey"), "valkey 8.1's WAITAOF"),
+        ("auto", facts((6, 2), fsync=None), "appendfsync is unknown (CONFIG is not allowed)"),
         ("aof", facts(aof=False, replicas=3), "AOF is off"),
         ("replica", facts(), "LIPDUB_LEDGER__REPLICAS=1 needed"),
     ],
