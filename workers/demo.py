@@ -90,12 +90,13 @@ class DemoStack:
         concurrency: int = 2,
         sandbox_config: SandboxConfig | None = None,
         settings_factory: SettingsFactory = demo_settings,
+        appendfsync: str = "always",
     ) -> None:
         self.workdir = workdir.resolve()
         self.worker_count = workers
         self.concurrency = concurrency
         self.settings_factory = settings_factory
-        self.redis = RedisServer(self.workdir / "redis", appendonly=True)
+        self.redis = RedisServer(self.workdir / "redis", appendfsync=appendfsync)
         self.s3 = S3Server()
         self.sandbox = SandboxServer(
             sandbox_config

@@ -12,6 +12,7 @@ from __future__ import annotations
 import cProfile
 import heapq
 import io
+import json
 import pstats
 import resource
 import time
@@ -55,10 +56,20 @@ def _cpu_s() -> tuple[float, float]:
     return mine.ru_utime + mine.ru_stime, children.ru_utime + children.ru_stime
 
 
-def _stack_cpu_s(workdir: Path, items: int, profile_items: int) -> dict[str, Any]:
+def _stack_cpu_s(
+    workdir: Path,
+    items: int,
+    profile_items: int,
+    *,
+    appendfsync: str = "always",
+    durability: str = "auto",
+) -> dict[str, Any]:
     manifest = write_catalog(workdir / "catalog", items)[0] if items else None
     before = _cpu_s()
-    stack = bench_stack(workdir / "stack", SANDBOX, provider=PROVIDER, polling=POLLING)
+    stack = bench_stack(
+        workdir / "stack", SANDBOX, provider=PROVIDER, polling=POLLING,
+        appendfsync=appendfsync, ledger={"durability": durability},
+    )  # fmt: skip
     figures: dict[str, Any] = {}
     with stack:
         assert stack.settings is not None
@@ -75,7 +86,11 @@ def _stack_cpu_s(workdir: Path, items: int, profile_items: int) -> dict[str, Any
                 wait_finished(session, batch_id, timeout_s=items * 2 + 120)
                 report = session.control.report(batch_id)
                 wall = float(report["finished_at"]) - float(report["created_at"])
-                figures = {"wall_s": round(wall, 2), "items_per_s": round(items / wall, 2)}
+                figures = {
+                    "wall_s": round(wall, 2),
+                    "items_per_s": round(items / wall, 2),
+                    "submits_per_s": _submits_per_s(workdir / "stack" / "sandbox-audit.jsonl"),
+                }
         finally:
             session.close()
     after = _cpu_s()
@@ -86,10 +101,23 @@ def _stack_cpu_s(workdir: Path, items: int, profile_items: int) -> dict[str, Any
     return {"cpu_s": {k: round(v, 2) for k, v in cpu.items()}, **figures}
 
 
+def _submits_per_s(audit_log: Path) -> float:
+    """Submits that created a task, per second, from the first to the last (sandbox's log)."""
+    stamps = sorted(
+        float(entry["ts"])
+        for line in audit_log.read_text().splitlines()
+        if str((entry := json.loads(line)).get("outcome", "")).startswith("accepted")
+    )
+    return round((len(stamps) - 1) / (stamps[-1] - stamps[0]), 1) if len(stamps) > 1 else 0.0
+
+
 def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
-    """Idle stack first (the baseline), then the same stack with a batch."""
+    """Idle stack first (the baseline), then the same stack with a batch; then the batch
+    again on a Redis that fsyncs once a second with durability none (what durable intent
+    costs, in the same run)."""
     idle = _stack_cpu_s(workdir / "idle", 0, 0)
     busy = _stack_cpu_s(workdir / "busy", items, profile_items)
+    loose = _stack_cpu_s(workdir / "loose", items, 0, appendfsync="everysec", durability="none")
     workers = (busy["cpu_s"]["children"] - idle["cpu_s"]["children"]) / items
     stand_ins = (busy["cpu_s"]["self"] - idle["cpu_s"]["self"]) / items
     return {
@@ -102,6 +130,16 @@ def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
         "cpu_s_per_item_workers_and_redis": round(workers, 4),
         "cpu_s_per_item_s3_and_sandbox": round(stand_ins, 4),
         "profile": busy["profile"],
+        "durability": {
+            "aof_always": {
+                "items_per_s": busy["items_per_s"],
+                "submits_per_s": busy["submits_per_s"],
+            },
+            "none_everysec": {
+                "items_per_s": loose["items_per_s"],
+                "submits_per_s": loose["submits_per_s"],
+            },
+        },
     }
 
 

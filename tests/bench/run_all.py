@@ -104,6 +104,16 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                 f"{o['profile']['hottest_step']} ({o['profile']['step_seconds'][o['profile']['hottest_step']]['share']:.0%})",
             ),
         ]
+        d = o.get("durability")
+        if d:
+            rows.append(
+                _row(
+                    "5 durable intent: items/s, submits/s (appendfsync always)",
+                    f"{d['aof_always']['items_per_s']}, {d['aof_always']['submits_per_s']}",
+                    f"none/everysec {d['none_everysec']['items_per_s']}, "
+                    f"{d['none_everysec']['submits_per_s']}",
+                )
+            )
     m = results.get("memory")
     if m:
         peaks = " / ".join(f"{r['after_collect_mb']:.0f}" for r in m)

@@ -23,8 +23,11 @@ def bench_stack(
     polling: dict[str, Any],
     workers: int = 2,
     concurrency: int = 4,
+    appendfsync: str = "always",
+    ledger: dict[str, Any] | None = None,
 ) -> DemoStack:
-    """A stack whose sandbox has `sandbox` settings and whose lipdub has `provider`/`polling`."""
+    """A stack whose sandbox has `sandbox` settings and whose lipdub has `provider`/`polling`
+    (and `ledger`), on a Redis with `appendfsync`."""
 
     def settings(folder: Path, *, redis_url: str, s3_url: str, sandbox_url: str) -> Settings:
         return Settings(
@@ -46,6 +49,7 @@ def bench_stack(
                 "retry_delay_s": 1.0,
             },
             media={"cache_dir": folder / "cache"},  # type: ignore[arg-type]
+            ledger=ledger or {},  # type: ignore[arg-type]
         )
 
     config = SandboxConfig(
@@ -57,6 +61,7 @@ def bench_stack(
         concurrency=concurrency,
         sandbox_config=config,
         settings_factory=settings,
+        appendfsync=appendfsync,
     )
 
 
