@@ -5,7 +5,8 @@
 It generates a one-second clip and a one-second tone, uploads both to the provider's media
 store (`POST /api/v3/media/upload/binary`), reads the balance, asks a price quote, reads
 the webhook secret, submits one `sync/lipsync-3` job, polls its result, finds it in the
-list call, and reads the balance again. Each answer is checked for the fields lipdub's
+list call, reads its billing record and the balance again (the charge must be the balance's
+fall, whatever unit the price is in). Each answer is checked for the fields lipdub's
 client relies on; what the documentation leaves open (does the list or the result show the
 inputs? does a generated clip without a face fail, and with which code?) is printed as
 observed. It prints what the run cost (the balance before and after).
@@ -105,7 +106,14 @@ def run(base_url: str, key: str, *, poll_s: float, model: str) -> int:
             ok, seen = _shape(found[0].raw, ("id", "status", "created_at"))
             checks.check("list item", ok, seen)
             checks.note("list shows inputs", found[0].inputs is not None)
+        charged = client.charges_usd([made.id])[made.id]
         after = client.balance_usd()
+        # The billing docs disagree on the price's unit (USD or micro-USD): the balance tells.
+        checks.check(
+            "billing record's charge is the balance's fall",
+            charged == before - after,
+            f"billing ${charged}, balance fell ${before - after}",
+        )
         print(f"cost of this run: ${before - after} (balance ${before} -> ${after})")
     except LipdubError as err:
         checks.check("the API answered", False, err)
