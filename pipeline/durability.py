@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,26 +224,39 @@ def where_of(client: redis.Redis) -> str:
 
 
 class DurableWrites:
-    """The guarantee of one ledger connection pool, found out once and then applied to each
-    durable write (see `Ledger.transition(durable=True)`)."""
+    """The guarantee of one ledger connection pool, found out when first needed and again
+    every `RECHECK_S` (a server's setup can change under a running worker: AOF turned off,
+    appendfsync relaxed, a replica gone), then applied to each durable write (see
+    `Ledger.transition(durable=True)`)."""
 
-    def __init__(self, client: redis.Redis, settings: LedgerSettings) -> None:
+    RECHECK_S = 60.0
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: LedgerSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._clock = clock
         self._guarantee: Guarantee | None = None
+        self._checked_at = 0.0
 
     def guarantee(self) -> Guarantee:
-        """The guarantee (DurabilityError when refused; LedgerError-free: Redis trouble
-        surfaces as redis.RedisError for the ledger to convert)."""
-        if self._guarantee is None:
+        """The guarantee (DurabilityError when refused; Redis trouble surfaces as
+        redis.RedisError for the ledger to convert)."""
+        now = self._clock()
+        if self._guarantee is None or now - self._checked_at >= self.RECHECK_S:
             facts = read_facts(self._client, where_of(self._client))
-            self._guarantee = choose(self._settings, facts)
-            log.info("%s", self._guarantee.summary)
+            guarantee = choose(self._settings, facts)  # raises before anything is cached
+            if self._guarantee is None or guarantee.summary != self._guarantee.summary:
+                log.info("%s", guarantee.summary)
+            self._guarantee, self._checked_at = guarantee, now
         return self._guarantee
 
     def forget(self) -> None:
-        """Ask the server again next time (after a wait was not satisfied: its setup may
-        have changed, e.g. AOF turned off or a replica lost)."""
+        """Ask the server again next time (after a wait was not satisfied)."""
         self._guarantee = None
 
 

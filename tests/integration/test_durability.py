@@ -19,11 +19,12 @@ import pytest
 import redis
 
 from pipeline.batches import BatchControl
-from pipeline.durability import DurabilityError
+from pipeline.durability import DurabilityError, DurableWrites
 from pipeline.flow import run_step
+from pipeline.ledger import Ledger
 from pipeline.localstack import RedisServer
 from pipeline.runtime import Runtime
-from pipeline.settings import Settings
+from pipeline.settings import LedgerSettings, Settings
 from tests.conftest import start_sandbox
 from tests.integration.stack import (
     ROOT,
@@ -231,3 +232,22 @@ def test_with_durability_none_the_worker_starts_and_says_what_it_costs(
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
+
+
+def test_a_redis_whose_fsync_is_relaxed_under_a_running_worker_is_refused_at_the_recheck(
+    tmp_path,
+):
+    with RedisServer(tmp_path / "r") as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        now = [0.0]
+        ledger = Ledger(client, DurableWrites(client, LedgerSettings(), clock=lambda: now[0]))
+        assert ledger.durability_refusal() is None  # appendfsync always
+        # When an operator relaxes it, the worker goes on trusting it until the recheck
+        client.config_set("appendfsync", "everysec")
+        assert ledger.durability_refusal() is None
+        now[0] += DurableWrites.RECHECK_S
+        # Then it refuses, saying why, until it is set back
+        assert "appendfsync is everysec" in (ledger.durability_refusal() or "")
+        client.config_set("appendfsync", "always")
+        assert ledger.durability_refusal() is None
+        client.close()
