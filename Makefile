@@ -17,7 +17,7 @@ help:
 	@echo "make sandbox - run the offline lipsync-3 provider on http://127.0.0.1:8199"
 	@echo "make bench  - the benchmarks (throughput, limits, polls, re-run, overhead, memory, planning)"
 	@echo "make chaos  - fault scenarios at scale (kills, Redis restarts, provider and S3 faults, hostile input, secrets, webhooks)"
-	@echo "make docs   - regenerate the README's configuration table from the settings model"
+	@echo "make docs   - regenerate docs/configuration.md's table from the settings model"
 	@echo "make contract - one real paid job against WaveSpeed (needs WAVESPEED_API_KEY; else checks nothing)"
 
 $(BIN)/python:
@@ -60,7 +60,7 @@ contract: setup
 	$(BIN)/python -m tests.contract.run $(CONTRACT_ARGS)
 
 docs: setup
-	$(BIN)/python -m pipeline.settings_doc --write README.md
+	$(BIN)/python -m pipeline.settings_doc --write docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output lipdub-reports

@@ -50,7 +50,7 @@ API_KEY_VARIABLE = "WAVESPEED_API_KEY"
 
 
 class _Section(BaseModel):
-    # Attribute docstrings become field descriptions: the README's settings table.
+    # Attribute docstrings become field descriptions: docs/configuration.md's settings table.
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
@@ -177,7 +177,7 @@ class LedgerSettings(_Section):
     """How safe the ledger's writes are before lipdub pays: checked when a worker starts."""
 
     durability: Durability = Durability.AUTO
-    """`auto`, `aof`, `replica` or `none` (see "Durable intent" in the README)."""
+    """`auto`, `aof`, `replica` or `none` (docs/operations.md: Durable intent)."""
     replicas: int = Field(default=1, ge=1, le=16)
     """With `replica`: how many replicas must hold a submit's intent before its POST."""
     durable_timeout_s: float = Field(default=5.0, gt=0, le=60)

@@ -1,10 +1,10 @@
-"""The README's configuration table, generated from the settings model so it cannot drift.
+"""docs/configuration.md's table, generated from the settings model so it cannot drift.
 
     python -m pipeline.settings_doc                  # print the table
-    python -m pipeline.settings_doc --write README.md  # replace it between the markers
+    python -m pipeline.settings_doc --write docs/configuration.md  # replace it between the markers
 
 Each field's description is its attribute docstring in `pipeline/settings.py`; a test fails
-when the README's table differs from what this prints (run `make docs` to update it).
+when the table in docs/configuration.md differs from what this prints (run `make docs` to update it).
 """
 
 from __future__ import annotations
