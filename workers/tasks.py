@@ -17,6 +17,7 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
+from pipeline import backoff
 from pipeline.batches import BatchControl
 from pipeline.errors import LedgerError, LipdubError, SettingsError, StorageError
 from pipeline.flow import STEPS, run_step
@@ -40,7 +41,6 @@ STEP_PRIORITY = {
 """Lower runs first. Time-critical steps (a poll due now, a freed slot's next submit) go
 before uploads, which a large batch queues by the hundred at its start."""
 
-INFRA_RETRY_S = 5.0
 INFRA_MAX_RETRIES = 20
 
 
@@ -134,7 +134,7 @@ def _make_task(
         try:
             following = run_step(runtime, step, batch_id, item_id)
         except (LedgerError, StorageError) as err:
-            countdown_s = INFRA_RETRY_S * (self.request.retries + 1)
+            countdown_s = backoff.TASK_INFRA.delay_s(self.request.retries + 1)
             log.warning("%s %s/%s: %s; again in %.0f s", step, batch_id, item_id, err, countdown_s)
             try:
                 raise self.retry(countdown=countdown_s, exc=err) from err

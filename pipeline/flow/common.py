@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pipeline import keys
+from pipeline import backoff, keys
 from pipeline.ledger import field_text
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
@@ -259,7 +259,6 @@ def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
     return [Next(_RESUME_STEP[state], item.batch_id, item.id, rt.countdown(countdown))]
 
 
-STORAGE_RETRY_BASE_S = 5.0
 MIN_STORAGE_TRIES = 3
 
 
@@ -280,4 +279,4 @@ def storage_retry_in(rt: Runtime, item: Item, what: str) -> float | None:
         rt.ledger.update_item(item.batch_id, item.id, item.state, {since_field: now})
     if tries >= MIN_STORAGE_TRIES and now - since >= rt.settings.storage.retry_for_s:
         return None
-    return rt.countdown(STORAGE_RETRY_BASE_S * 2 ** min(tries - 1, 10))
+    return rt.countdown(backoff.STORAGE.delay_s(max(tries, 1)))

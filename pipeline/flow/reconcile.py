@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline import keys
+from pipeline import backoff, keys
 from pipeline.errors import MediaError, ProviderAuthError, ProviderError, ProviderRateLimited
 from pipeline.flow.attribution import (
     Candidate,
@@ -80,7 +80,7 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         if isinstance(err, ProviderRateLimited):
             wait_s = rt.gates.cool_down(err.retry_after_s)
         else:
-            wait_s = min(60.0, 2.0 * failures)
+            wait_s = backoff.RECONCILE_LIST.delay_s(max(failures, 1))
         if failures >= MAX_LIST_FAILURES:
             return _unresolved(rt, item, f"the list call failed {failures} times: {err}", [])
         return [Next("reconcile", batch_id, item_id, rt.countdown(wait_s))]

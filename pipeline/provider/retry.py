@@ -12,6 +12,8 @@ import random
 import time
 from dataclasses import dataclass
 
+from pipeline.backoff import Backoff
+
 RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses a safe call may be repeated after (the official SDK's set, plus 408)."""
 
@@ -70,7 +72,8 @@ def backoff_delay_s(
     max_delay_s: float,
     rng: random.Random | None = None,
 ) -> float:
-    """Capped exponential backoff with jitter, in seconds, for the retry after try `attempt`.
+    """Capped exponential backoff with jitter, in seconds, for the retry after try `attempt`
+    (`pipeline.backoff.Backoff` with half the delay jittered).
 
     `attempt` is 1 for the first retry. The result lies in [cap/2, cap] where
     cap = min(max_delay_s, base_delay_s * 2**(attempt-1)).
@@ -78,11 +81,7 @@ def backoff_delay_s(
     >>> backoff_delay_s(1, base_delay_s=1.0, max_delay_s=10.0, rng=random.Random(0)) <= 1.0
     True
     """
-    if attempt < 1:
-        raise ValueError(f"attempt counts from 1, got {attempt}")
-    cap = min(max_delay_s, base_delay_s * 2.0 ** min(attempt - 1, 30))
-    draw = rng.random() if rng is not None else random.random()
-    return cap / 2 + draw * cap / 2
+    return Backoff(base_delay_s, max(max_delay_s, base_delay_s), jitter=0.5).delay_s(attempt, rng)
 
 
 def retry_delay_s(

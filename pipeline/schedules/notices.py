@@ -17,13 +17,13 @@ import logging
 import httpx
 from pydantic import SecretStr
 
+from pipeline import backoff
 from pipeline.runtime import Next, Runtime
 from pipeline.schedules.store import ScheduleStore
 
 log = logging.getLogger("lipdub.notify")
 
 MAX_ATTEMPTS = 6
-FIRST_RETRY_S = 5.0
 
 
 def post_notice(store: ScheduleStore, schedule: str, event: str, text: str) -> list[Next]:
@@ -57,7 +57,7 @@ def notify(rt: Runtime, schedule: str, event: str) -> list[Next]:
         )
         store.notice_sent(event, f"gave up: {problem}")
         return []
-    wait_s = FIRST_RETRY_S * 2 ** (attempt - 1)
+    wait_s = backoff.NOTICE.delay_s(attempt)
     log.warning(
         "schedule %s: notice %s not delivered (%s); again in %.0f s",
         schedule,
