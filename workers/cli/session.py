@@ -37,7 +37,7 @@ def redacted_url(url: str) -> str:
 
 @dataclass
 class Session:
-    """A connected batch control, for one command."""
+    """A connected batch control, for one command: `with Session.connect(settings) as s:`."""
 
     settings: Settings
     redis: redis.Redis
@@ -67,6 +67,12 @@ class Session:
             endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
         )
         return cls(settings, client, ledger, BatchControl(ledger, dispatcher, settings), s3, app)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def workers_online(self, timeout_s: float = 1.0) -> int:
         """How many workers answer a ping within `timeout_s` (0 when none, or on trouble)."""
