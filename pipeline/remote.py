@@ -14,7 +14,7 @@ import hashlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
@@ -23,6 +23,10 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from pipeline.errors import MediaError
 from pipeline.manifest import InputRef
 from pipeline.media import MediaInfo, probe, shown_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -46,9 +50,9 @@ class RemoteProber:
 
     def __init__(
         self,
-        s3: Any | None = None,
+        s3: S3Client | None = None,
         *,
-        s3_factory: Callable[[], Any] | None = None,
+        s3_factory: Callable[[], S3Client] | None = None,
         timeout_s: float = 30.0,
         presign_expiry_s: int = 900,
         max_bytes: int = 2 * 1024**3,
@@ -95,7 +99,7 @@ class RemoteProber:
         return digest.hexdigest(), info
 
     @property
-    def s3(self) -> Any | None:
+    def s3(self) -> S3Client | None:
         """The S3 client, made on first use when only a factory was given."""
         if self._client is None and self._factory is not None:
             self._client = self._factory()
@@ -130,7 +134,7 @@ class RemoteProber:
         )
 
 
-def make_s3_client(*, endpoint_url: str | None, region: str) -> Any:
+def make_s3_client(*, endpoint_url: str | None, region: str) -> S3Client:
     """A boto3 S3 client for the configured endpoint (credentials from the usual AWS chain)."""
     import boto3  # local import: boto3 is slow to import and only needed here
 

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 import redis
@@ -27,6 +27,10 @@ from pipeline.settings import Settings
 from pipeline.storage import Storage
 
 __all__ = ["BATCH_STEPS", "Next", "Runtime", "schedules_or_none"]
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 
 log = logging.getLogger("lipdub.runtime")
 
@@ -64,7 +68,7 @@ class Runtime:
         cls,
         settings: Settings,
         *,
-        s3: Any | None = None,
+        s3: S3Client | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> Runtime:

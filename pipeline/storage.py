@@ -24,13 +24,17 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.errors import StorageError
 from pipeline.settings import StorageSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 
 MB = 1024 * 1024
 PART_SIZE = 8 * MB
@@ -107,7 +111,7 @@ class _ChunkReader(io.RawIOBase):
 class Storage:
     """The configured bucket. Give it a boto3 S3 client."""
 
-    def __init__(self, s3: Any, settings: StorageSettings) -> None:
+    def __init__(self, s3: S3Client, settings: StorageSettings) -> None:
         self.s3 = s3
         self.bucket = settings.bucket
         self.prefix = settings.prefix

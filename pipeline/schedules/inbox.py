@@ -21,12 +21,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.errors import StorageError
 from pipeline.remote import split_s3
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 
 MANIFEST_SUFFIXES = (".csv", ".json", ".jsonl", ".yaml", ".yml")
 FOLDERS = ("processing", "done", "failed")
@@ -122,7 +126,7 @@ class S3Inbox:
     """An `s3://bucket/prefix/`. A move is a copy then a delete (the pickup's Redis claim,
     not the move, is what makes a pickup happen once)."""
 
-    def __init__(self, s3: Any, location: str) -> None:
+    def __init__(self, s3: S3Client, location: str) -> None:
         self.s3 = s3
         self.location = location if location.endswith("/") else location + "/"
         self.bucket, self.prefix = split_s3(self.location)
@@ -192,7 +196,7 @@ class S3Inbox:
         return self.prefix + (f"{folder}/" if folder else "") + name
 
 
-def open_inbox(location: str, s3: Any) -> Inbox:
+def open_inbox(location: str, s3: S3Client) -> Inbox:
     """The inbox a schedule names."""
     if location.startswith("s3://"):
         return S3Inbox(s3, location)

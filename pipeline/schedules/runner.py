@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.batches import BatchControl
 from pipeline.errors import LipdubError, ManifestError
@@ -45,6 +45,10 @@ from pipeline.schedules.window import Window
 from pipeline.settings import Settings
 from pipeline.states import BatchState
 from pipeline.sync_modes import SyncMode
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 
 log = logging.getLogger("lipdub.schedule")
 
@@ -122,7 +126,7 @@ class Scheduler:
     schedules: dict[str, ScheduleSpec]
     store: ScheduleStore
     control: BatchControl
-    s3: Any
+    s3: S3Client
     planner: Planner
     clock: Callable[[], float]
 
@@ -132,7 +136,7 @@ class Scheduler:
         settings: Settings,
         schedules: dict[str, ScheduleSpec],
         control: BatchControl,
-        s3: Any,
+        s3: S3Client,
         *,
         planner: Planner | None = None,
     ) -> Scheduler:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -18,6 +18,9 @@ from pipeline.settings import Settings
 from pipeline.storage import Storage
 from workers.app import create_app
 from workers.tasks import CeleryDispatcher
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 def redacted_url(url: str) -> str:
@@ -43,7 +46,7 @@ class Session:
     redis: redis.Redis
     ledger: Ledger
     control: BatchControl
-    s3: Any
+    s3: S3Client
     app: Celery
 
     @classmethod
