@@ -42,7 +42,7 @@ from typing import Any
 
 import redis
 
-from pipeline.errors import LedgerError
+from pipeline.errors import DurabilityError
 from pipeline.settings import Durability, LedgerSettings
 
 log = logging.getLogger("lipdub.durability")
@@ -50,12 +50,6 @@ log = logging.getLogger("lipdub.durability")
 SETTING = "LIPDUB_LEDGER__DURABILITY"
 WAITAOF_TRUSTED_SINCE = (8, 0)
 """Redis releases whose WAITAOF waits for the fsync under `everysec` (redis/redis#13793)."""
-
-
-class DurabilityError(LedgerError):
-    """The ledger's Redis cannot make the intent durable (or did not, in time): no POST.
-
-    A ledger error, so a step that meets it is run again later like any Redis trouble."""
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@
     ├── ManifestError                the manifest is unusable; carries every problem found
     ├── MediaError                   a media file cannot be read, hashed or probed
     ├── StorageError                 S3 said no, or could not be reached
+    │   └── InputChanged             a local input changed since it was planned
     ├── LedgerError                  Redis (the ledger, the gates) failed or refused
     │   └── DurabilityError          the intent could not be made durable: nothing posted
+    ├── DispatchError                the broker did not take a task message
+    ├── LocalStackError              a local server (tests, the demo) could not be started
     ├── BudgetExceeded               the estimate or a reservation is over the budget
     └── ProviderError                WaveSpeed (or the sandbox) answered with an error
         ├── ProviderAuthError        401/403: the API key is missing or wrong
@@ -77,8 +80,26 @@ class StorageError(LipdubError):
     """The object store refused a request or could not be reached."""
 
 
+class InputChanged(StorageError):
+    """A local input's bytes no longer match the hash it was planned with."""
+
+
 class LedgerError(LipdubError):
     """The ledger could not be read or written (Redis unreachable or refused)."""
+
+
+class DurabilityError(LedgerError):
+    """The ledger's Redis cannot make the intent durable (or did not, in time): no POST.
+
+    A ledger error, so a step that meets it is run again later like any Redis trouble."""
+
+
+class DispatchError(LipdubError):
+    """The broker did not take a task message (Redis down or refusing)."""
+
+
+class LocalStackError(LipdubError):
+    """A local server could not be found or started."""
 
 
 class BudgetExceeded(LipdubError):

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from pipeline import keys
-from pipeline.durability import DurabilityError, DurableWrites
-from pipeline.errors import LedgerError
+from pipeline.durability import DurableWrites
+from pipeline.errors import DurabilityError, LedgerError
 from pipeline.states import FINAL_STATES, BatchState, ItemState
 
 if TYPE_CHECKING:

@@ -22,13 +22,9 @@ from typing import Self
 
 import redis
 
-from pipeline.errors import LipdubError
+from pipeline.errors import LocalStackError
 
 SERVER_VARIABLE = "LIPDUB_REDIS_SERVER"
-
-
-class LocalStackError(LipdubError):
-    """A local server could not be found or started."""
 
 
 def free_port() -> int:

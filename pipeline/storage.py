@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline.errors import StorageError
+from pipeline.errors import InputChanged, StorageError
 from pipeline.settings import StorageSettings
 
 if TYPE_CHECKING:
@@ -39,10 +39,6 @@ if TYPE_CHECKING:
 MB = 1024 * 1024
 PART_SIZE = 8 * MB
 TRANSFER_PARTS_IN_MEMORY = 4
-
-
-class InputChanged(StorageError):
-    """A local input's bytes no longer match the hash it was planned with."""
 
 
 def media_key(prefix: str, sha256: str, name: str) -> str:

@@ -18,12 +18,12 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from pipeline import keys
-from pipeline.errors import LedgerError
+from pipeline.errors import DispatchError, LedgerError
 from pipeline.ledger import Ledger
 from pipeline.runtime import Next
 from pipeline.settings import Settings
 from pipeline.sweep import stalled_steps
-from workers.tasks import CeleryDispatcher, DispatchError
+from workers.tasks import CeleryDispatcher
 
 log = logging.getLogger("lipdub.sweeper")
 

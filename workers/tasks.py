@@ -19,7 +19,7 @@ from kombu.exceptions import OperationalError
 
 from pipeline import backoff
 from pipeline.batches import BatchControl
-from pipeline.errors import LedgerError, LipdubError, SettingsError, StorageError
+from pipeline.errors import DispatchError, LedgerError, LipdubError, SettingsError, StorageError
 from pipeline.flow import STEPS, run_step
 from pipeline.runtime import Next, Runtime
 from pipeline.schedules.config import load_schedules
@@ -67,10 +67,6 @@ class RuntimeHolder:
                 self._runtime = self._factory()
                 self._pid = os.getpid()
             return self._runtime
-
-
-class DispatchError(LipdubError):
-    """The broker did not take a task message (Redis down or refusing)."""
 
 
 class CeleryDispatcher:

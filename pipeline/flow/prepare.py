@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from pipeline.errors import StorageError
+from pipeline.errors import InputChanged, StorageError
 from pipeline.flow.common import (
     Item,
     batch_flag,
@@ -27,7 +27,7 @@ from pipeline.flow.common import (
 from pipeline.manifest import InputRef
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
-from pipeline.storage import InputChanged, media_key, output_key
+from pipeline.storage import media_key, output_key
 from pipeline.sync_modes import within_one_frame
 
 log = logging.getLogger("lipdub.prepare")

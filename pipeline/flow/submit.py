@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.durability import DurabilityError
 from pipeline.errors import (
+    DurabilityError,
     ProviderAuthError,
     ProviderRateLimited,
     ProviderRejected,

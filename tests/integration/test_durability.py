@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from pipeline.batches import BatchControl
-from pipeline.durability import DurabilityError, DurableWrites
+from pipeline.durability import DurableWrites
+from pipeline.errors import DurabilityError
 from pipeline.flow import run_step
 from pipeline.ledger import Ledger
 from pipeline.localstack import RedisServer

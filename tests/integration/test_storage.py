@@ -7,10 +7,10 @@ import hashlib
 import httpx
 import pytest
 
-from pipeline.errors import StorageError
+from pipeline.errors import InputChanged, StorageError
 from pipeline.remote import make_s3_client
 from pipeline.settings import StorageSettings
-from pipeline.storage import InputChanged, Storage, media_key
+from pipeline.storage import Storage, media_key
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.durability import DurabilityError, RedisFacts, choose
+from pipeline.durability import RedisFacts, choose
+from pipeline.errors import DurabilityError
 from pipeline.settings import Durability, LedgerSettings
 
 

@@ -14,8 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from pipeline.errors import LipdubError
-from pipeline.localstack import LocalStackError
+from pipeline.errors import LipdubError, LocalStackError
 from pipeline.settings import Settings
 from workers.cli.batch import RunOptions, run_batch
 from workers.cli.common import (
@@ -118,7 +117,8 @@ def worker(
 def _refuse_without_durability(settings: Settings) -> None:
     """Exit 3 with one line when the ledger's Redis cannot make a submit's intent durable
     (the setting named); a supervisor would only start it again to the same end."""
-    from pipeline.durability import DurabilityError, check_at_start
+    from pipeline.durability import check_at_start
+    from pipeline.errors import DurabilityError
 
     try:
         check_at_start(settings.redis.url, settings.ledger)
