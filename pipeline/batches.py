@@ -275,7 +275,7 @@ class BatchControl:
             owner = self.ledger.item_of_prediction(prediction_id)
             raise ValueError(f"prediction {prediction_id} is {owner}'s, not {item_id}'s")
         fields = running_fields(
-            self.settings.polling, Item(batch_id, record), prediction_id, self.clock(),
+            self.settings.polling, Item.of(batch_id, record), prediction_id, self.clock(),
             reconciled=True,
         )  # fmt: skip
         # The item's spend is booked when it is collected, as any other's.

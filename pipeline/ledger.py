@@ -25,6 +25,7 @@ import redis
 from pipeline import keys
 from pipeline.durability import DurableWrites
 from pipeline.errors import DurabilityError, LedgerError
+from pipeline.records import encode_value
 from pipeline.states import FINAL_STATES, BatchState, ItemState
 
 if TYPE_CHECKING:
@@ -44,19 +45,6 @@ def to_micros(amount_usd: Decimal) -> int:
 def from_micros(micros: int) -> Decimal:
     """Integer micro-USD to USD."""
     return (Decimal(micros) / MICROS_PER_USD).normalize()
-
-
-def field_text(value: object) -> str:
-    """A value as the ledger stores it in a hash field (None as empty, floats exact)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
 
 
 _TRANSITION = """
@@ -211,7 +199,7 @@ class Ledger:
                 pipe.hset(
                     keys.batch(batch_id),
                     mapping={
-                        **{k: field_text(v) for k, v in record.items()},
+                        **{k: encode_value(v) for k, v in record.items()},
                         "id": batch_id,
                         "state": BatchState.RUNNING.value,
                         "item_count": str(len(items)),
@@ -225,7 +213,7 @@ class Ledger:
                 if items:
                     pipe.rpush(keys.batch_items(batch_id), *[str(i["id"]) for i in items])
                 for item in items:
-                    fields: dict[Any, Any] = {k: field_text(v) for k, v in item.items()}
+                    fields: dict[Any, Any] = {k: encode_value(v) for k, v in item.items()}
                     fields["state"] = ItemState.PENDING.value
                     pipe.hset(keys.item(batch_id, str(item["id"])), mapping=fields)
                 pipe.zadd(keys.BATCH_INDEX, {batch_id: float(str(record.get("created_at", 0)))})
@@ -244,7 +232,7 @@ class Ledger:
         """Set fields of the batch record."""
         self._call(
             lambda: self.redis.hset(
-                keys.batch(batch_id), mapping={k: field_text(v) for k, v in fields.items()}
+                keys.batch(batch_id), mapping={k: encode_value(v) for k, v in fields.items()}
             )
         )
 
@@ -322,10 +310,10 @@ class Ledger:
         args = [
             json.dumps([s.value for s in allowed]),
             to.value,
-            json.dumps({k: field_text(v) for k, v in (fields or {}).items()}),
+            json.dumps({k: encode_value(v) for k, v in (fields or {}).items()}),
             "1" if to in FINAL_STATES else "0",
             item_id,
-            json.dumps({k: field_text(v) for k, v in (when or {}).items()}),
+            json.dumps({k: encode_value(v) for k, v in (when or {}).items()}),
         ]
         script_keys = [
             keys.item(batch_id, item_id),
@@ -541,7 +529,7 @@ class Ledger:
 
         def write() -> None:
             with self.redis.pipeline() as pipe:
-                pipe.hset(key, mapping={k: field_text(v) for k, v in fields.items()})
+                pipe.hset(key, mapping={k: encode_value(v) for k, v in fields.items()})
                 pipe.expire(key, keys.CLAIM_TTL_S)
                 pipe.execute()
 

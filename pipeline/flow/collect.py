@@ -30,15 +30,15 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return []
     if item.state is not ItemState.COLLECTING:
         return resume(rt, item, ItemState.COLLECTING)
-    if not item.text("collect_started_at"):
+    if item.record.collect_started_at is None:
         rt.ledger.update_item(
             batch_id, item_id, ItemState.COLLECTING, {"collect_started_at": rt.clock()}
         )
-    key = output_key(rt.storage.prefix, batch_id, item.text("output"), item.text("output_folder"))
-    billable_s = item.number("billable_s")
+    key = output_key(rt.storage.prefix, batch_id, item.record.output, item.record.output_folder)
+    billable_s = item.record.billable_s
     cost = item.price_usd  # as the plan priced it: the provider's quote, or the price model
     try:
-        size = rt.storage.copy_from_url(item.text("output_url"), key, rt.http)
+        size = rt.storage.copy_from_url(item.record.output_url, key, rt.http)
         url = rt.storage.presign(key, expiry_s=PROBE_URL_EXPIRY_S)
     except StorageError as err:
         return _collect_error(rt, item, str(err), cost)
@@ -53,7 +53,7 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         with contextlib.suppress(StorageError):
             rt.storage.delete(key)
         return _failed(rt, item, f"the output is not a readable video: {err}", cost)
-    expected_s = item.number("expected_output_s")
+    expected_s = item.record.expected_output_s
     fields: dict[str, object] = {
         "output_key": key,
         "output_bytes": size,
@@ -67,7 +67,7 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             item,
             COLLECTING,
             ErrorKind.OUTPUT,
-            f"the output lasts {info.duration_s:.3f} s; sync_mode {item.text('sync_mode')} "
+            f"the output lasts {info.duration_s:.3f} s; sync_mode {item.record.sync_mode} "
             f"should give {expected_s:.3f} s (one frame of tolerance)",
             "The output is kept for inspection at its output key; report it to WaveSpeed.",
             extra=fields,
@@ -75,7 +75,7 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         )
     # Remember the paid pair first: a crash right after still lets later batches reuse it.
     rt.ledger.complete_content(
-        item.text("identity"), item.member, key, rt.settings.worker.content_ttl_days * 86_400
+        item.record.identity, item.member, key, rt.settings.worker.content_ttl_days * 86_400
     )
     return end(rt, item, COLLECTING, ItemState.COMPLETED, fields, cost_usd=cost)
 

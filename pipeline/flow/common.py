@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 
 from pipeline import backoff, keys
-from pipeline.ledger import field_text
+from pipeline.records import ItemRecord, encode
 from pipeline.runtime import Next, Runtime
 from pipeline.states import ErrorKind, ItemState
 
@@ -93,41 +91,32 @@ def is_transient(error: str) -> bool:
 
 @dataclass(frozen=True)
 class Item:
-    """A read-only view of an item record."""
+    """An item as a step read it: its batch and its typed record (`pipeline.records`)."""
 
     batch_id: str
-    record: Mapping[str, str]
+    record: ItemRecord
+
+    @classmethod
+    def of(cls, batch_id: str, raw: Mapping[str, str]) -> Item:
+        """The item of a hash as the ledger returns it."""
+        return cls(batch_id, ItemRecord.decode(raw))
 
     @property
     def id(self) -> str:
-        return self.record["id"]
+        return self.record.id
 
     @property
     def state(self) -> ItemState:
-        return ItemState(self.record["state"])
+        return self.record.state
 
     @property
     def member(self) -> str:
         """The item's name in shared sets: `<batch>:<item>`."""
         return keys.slot_member(self.batch_id, self.id)
 
-    def text(self, name: str) -> str:
-        return self.record.get(name, "")
-
-    def number(self, name: str, default: float = 0.0) -> float:
-        value = self.record.get(name, "")
-        return float(value) if value else default
-
-    def count(self, name: str) -> int:
-        return int(self.number(name))
-
-    def data(self, name: str) -> Any:
-        value = self.record.get(name, "")
-        return json.loads(value) if value else None
-
     @property
     def price_usd(self) -> Decimal:
-        return Decimal(self.record.get("price_usd") or "0")
+        return self.record.price_usd
 
     @property
     def fence(self) -> dict[str, str]:
@@ -135,18 +124,18 @@ class Item:
         transitions: a step acts only on the attempt it read. Without it a stale step (a
         redelivered or swept duplicate) that read `submitting` of attempt 1 could move
         `submitting` of attempt 2 back to `ready`, and the pair would be posted twice."""
-        return {"submits": self.text("submits")}
+        return {"submits": self.record.raw.get("submits", "")}
 
     def updated(self, state: ItemState, fields: Mapping[str, object]) -> Item:
         """This view after a transition the step itself made (to `state`, writing `fields`)."""
-        written = {k: field_text(v) for k, v in fields.items()}
-        return Item(self.batch_id, {**self.record, **written, "state": state.value})
+        raw = {**self.record.raw, **encode(fields), "state": state.value}
+        return Item.of(self.batch_id, raw)
 
 
 def load(rt: Runtime, batch_id: str, item_id: str) -> Item | None:
     """The item, or None when the ledger has no such item (a stale task)."""
     record = rt.ledger.item(batch_id, item_id)
-    return Item(batch_id, record) if record else None
+    return Item.of(batch_id, record) if record else None
 
 
 def batch_flag(rt: Runtime, batch_id: str, name: str) -> bool:
@@ -172,7 +161,7 @@ def end(
         return []
     woken = free_slot(rt, item)
     if not paid_for(to, str(values.get("error_kind", ""))):
-        rt.ledger.release_claim(item.text("identity"), item.member)
+        rt.ledger.release_claim(item.record.identity, item.member)
     scope = rt.ledger.batch(item.batch_id).get("budget_scope") or item.batch_id
     rt.ledger.settle(scope, item.batch_id, item.id, cost_usd)
     return woken + ([Next("finalize", item.batch_id)] if result.batch_complete else [])
@@ -255,7 +244,7 @@ def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
         return [Next("finalize", item.batch_id)] if total and done >= total else []
     if _ORDER[state] <= _ORDER[expected]:
         return []
-    countdown = item.number("poll_interval_s") if state is ItemState.RUNNING else 0.0
+    countdown = (item.record.poll_interval_s or 0.0) if state is ItemState.RUNNING else 0.0
     return [Next(_RESUME_STEP[state], item.batch_id, item.id, rt.countdown(countdown))]
 
 

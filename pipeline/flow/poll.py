@@ -40,8 +40,9 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return []
     if item.state is not ItemState.RUNNING:
         return resume(rt, item, ItemState.RUNNING)
-    prediction_id = item.text("prediction_id")
-    if rt.clock() > item.number("deadline_at", float("inf")):
+    prediction_id = item.record.prediction_id
+    deadline_at = item.record.deadline_at
+    if deadline_at is not None and rt.clock() > deadline_at:
         minutes = rt.settings.polling.item_deadline_s / 60
         return fail(
             rt,
@@ -56,7 +57,7 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         if not gate.passed:
             return [Next("poll", batch_id, item_id, rt.countdown(gate.wait_s))]
     rt.ledger.count(batch_id, item_id, "polls")
-    interval_s = item.number("poll_interval_s", rt.settings.polling.first_poll_min_s)
+    interval_s = item.record.poll_interval_s or rt.settings.polling.first_poll_min_s
     try:
         prediction = rt.provider.get_result(prediction_id)
     except ProviderRateLimited as err:
@@ -87,7 +88,7 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         # Until now, at least, the provider was working on it (the report's timeline).
         "last_unfinished_at": rt.clock(),
     }
-    if prediction.status == Status.PROCESSING and not item.text("processing_at"):
+    if prediction.status == Status.PROCESSING and item.record.processing_at is None:
         fields["processing_at"] = rt.clock()
     rt.ledger.update_item(batch_id, item_id, ItemState.RUNNING, fields, when=item.fence)
     return [Next("poll", batch_id, item_id, rt.countdown(float(str(fields["poll_interval_s"]))))]
@@ -108,7 +109,7 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
         "output_url": prediction.outputs[0],
         "inference_ms": prediction.inference_ms if prediction.inference_ms is not None else "",
     }
-    if not item.text("processing_at"):
+    if item.record.processing_at is None:
         fields["processing_at"] = rt.clock()
     moved = rt.ledger.transition(
         item.batch_id, item.id, RUNNING, ItemState.COLLECTING, fields, when=item.fence
@@ -129,8 +130,8 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     failure = classify_failure(prediction.code, error)
     # Predictions that could not fetch our inputs were storage trouble, bounded by time:
     # they do not use up the attempts the provider's own failures have.
-    unfetched = sum(1 for e in item.data("errors") or [] if e.get("code") == DOWNLOAD_FAILED_CODE)
-    attempts = item.count("attempts") - unfetched
+    unfetched = sum(1 for e in item.record.errors if e.get("code") == DOWNLOAD_FAILED_CODE)
+    attempts = item.record.attempts - unfetched
     if failure is Failure.FETCH:
         countdown_s = storage_retry_in(rt, item, "fetch")
         if countdown_s is None:
@@ -172,7 +173,7 @@ def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
 
 def _history(item: Item, prediction: Prediction, error: str) -> list[dict[str, object]]:
     """The item's failed predictions so far, with this one."""
-    history = list(item.data("errors") or [])
+    history: list[dict[str, object]] = [dict(e) for e in item.record.errors]
     entry: dict[str, object] = {"prediction_id": prediction.id, "error": error}
     if prediction.code:
         entry["code"] = prediction.code

@@ -44,13 +44,13 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return resume(rt, item, ItemState.PENDING)
     if batch_flag(rt, batch_id, "cancelled"):
         return cancel(rt, item, [ItemState.PENDING])
-    if not item.text("prepare_started_at"):
+    if item.record.prepare_started_at is None:
         # The end of the item's wait in our queue (the report's timeline starts here).
         rt.ledger.update_item(
             batch_id, item_id, ItemState.PENDING, {"prepare_started_at": rt.clock()}
         )
     force = batch_flag(rt, batch_id, "force")
-    claim = rt.ledger.claim(item.text("identity"), item.member, force=force)
+    claim = rt.ledger.claim(item.record.identity, item.member, force=force)
     if claim.kind == "reuse":
         return _reuse(rt, item, claim.owner, claim.output_key)
     if claim.kind == "wait":
@@ -88,11 +88,13 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
 
 def _put(rt: Runtime, item: Item, name: str) -> str:
     """Where the provider will fetch this input from: `s3://bucket/key` or the https URL."""
-    data = item.data(name)
+    data = item.record.media(name)
+    if data is None:
+        raise StorageError(f"item {item.id} has no planned {name}")
     ref = InputRef(data["kind"], data["location"])
     if ref.kind in ("https", "http", "s3"):
         return ref.location
-    if not item.text("upload_started_at"):
+    if item.record.upload_started_at is None:
         rt.ledger.update_item(
             item.batch_id, item.id, ItemState.PENDING, {"upload_started_at": rt.clock()}
         )
@@ -111,16 +113,16 @@ def _put(rt: Runtime, item: Item, name: str) -> str:
 def _reuse(rt: Runtime, item: Item, owner: str, source_key: str) -> list[Next]:
     """Complete the item with the output of an earlier payment for the same pair."""
     target = output_key(
-        rt.storage.prefix, item.batch_id, item.text("output"), item.text("output_folder")
+        rt.storage.prefix, item.batch_id, item.record.output, item.record.output_folder
     )
     if not source_key or not rt.storage.exists(source_key):
         # The earlier output is gone: forget it and pay for the pair again.
-        rt.ledger.forget_content(item.text("identity"))
+        rt.ledger.forget_content(item.record.identity)
         return [Next("prepare", item.batch_id, item.id)]
     owner_batch, _, owner_item = owner.partition(":")
     earlier = rt.ledger.item(owner_batch, owner_item) if owner_item else {}
     earlier_s = float(earlier.get("output_s") or 0)
-    expected_s = item.number("expected_output_s")
+    expected_s = item.record.expected_output_s
     if earlier_s and not within_one_frame(earlier_s, expected_s):
         # Checked as a collected output is: an output of another length is not this item's
         # (the pair's record is wrong), so it is not passed off as one.
@@ -132,7 +134,7 @@ def _reuse(rt: Runtime, item: Item, owner: str, source_key: str) -> list[Next]:
             earlier_s,
             expected_s,
         )
-        rt.ledger.forget_content(item.text("identity"))
+        rt.ledger.forget_content(item.record.identity)
         return [Next("prepare", item.batch_id, item.id)]
     rt.storage.copy(source_key, target)
     fields = {
@@ -163,7 +165,7 @@ def _wait(rt: Runtime, item: Item, owner: str) -> list[Next]:
             to=ItemState.NEEDS_ATTENTION,
         )
     if not record or state in (ItemState.FAILED, ItemState.CANCELLED, ItemState.SKIPPED):
-        rt.ledger.release_claim(item.text("identity"), owner)
+        rt.ledger.release_claim(item.record.identity, owner)
         return [Next("prepare", item.batch_id, item.id)]
     rt.ledger.update_item(item.batch_id, item.id, ItemState.PENDING, {"waiting_on": owner})
     return [Next("prepare", item.batch_id, item.id, rt.countdown(WAIT_FOR_OWNER_S))]

@@ -55,7 +55,7 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return []
     if item.state is not ItemState.SUBMITTING:
         return resume(rt, item, ItemState.SUBMITTING)
-    intent_at = item.number("intent_at")
+    intent_at = item.record.intent_at or 0.0
     now = rt.clock()
     try:
         candidates = list(
@@ -86,7 +86,7 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return [Next("reconcile", batch_id, item_id, rt.countdown(wait_s))]
     # An earlier attempt's prediction (failed, so this item submits again) has the same inputs:
     # adopting it would take the old failure for the new submit's outcome and pay again.
-    earlier = set(item.data("prediction_ids") or [])
+    earlier = set(item.record.prediction_ids)
     candidates = [p for p in candidates if p.id not in earlier]
     if len(candidates) >= MAX_LIST_PAGES * LIST_PAGE_SIZE_MAX:
         # The window holds more than we read: absence proves nothing.
@@ -134,7 +134,7 @@ def _attribute(rt: Runtime, item: Item, unknown: list[Prediction], grace_over: b
         group = [p for p in unknown if p.id in found.group]
         if not _measure(rt, group, observed):
             break
-    waited_s = now - item.number("outcome_unknown_at", item.number("intent_at"))
+    waited_s = now - (item.record.outcome_unknown_at or item.record.intent_at or 0.0)
     patient = waited_s < rt.settings.polling.reconcile_max_wait_s
     if found.verdict is Verdict.NONE:
         # None was created while our POST was on its way. Predictions nobody accounts for
@@ -153,7 +153,7 @@ def _attribute(rt: Runtime, item: Item, unknown: list[Prediction], grace_over: b
         if not grace_over:
             return _again(rt, item, 5.0)
         if not strangers:
-            return _not_created(rt, item, now - item.number("intent_at"))
+            return _not_created(rt, item, now - (item.record.intent_at or 0.0))
         return _unresolved(
             rt,
             item,
@@ -226,14 +226,14 @@ def _unsettled(rt: Runtime, item: Item, now: float) -> list[Submit]:
     whose item has moved on are dropped from the registry on the way."""
     provider = rt.settings.provider
     post_s = provider.submit_timeout_s + provider.connect_timeout_s
-    intent_at = item.number("intent_at")
+    intent_at = item.record.intent_at or 0.0
     margin_s = WINDOW_MARGIN_S + post_s
     members = set(rt.ledger.unsettled_submits(intent_at - margin_s, now + margin_s))
     members.add(item.member)
     submits = []
     for member in sorted(members):
         batch_id, item_id = keys.slot_member_ids(member)
-        record = rt.ledger.item(batch_id, item_id) if member != item.member else item.record
+        record = rt.ledger.item(batch_id, item_id) if member != item.member else item.record.raw
         state = record.get("state")
         lost = state == ItemState.NEEDS_ATTENTION and (
             record.get("error_kind") == ErrorKind.UNRESOLVED_SUBMIT
@@ -302,16 +302,16 @@ def _not_created(rt: Runtime, item: Item, waited_s: float) -> list[Next]:
 def _is_ours(prediction: Prediction, item: Item) -> bool:
     inputs: dict[str, Any] = prediction.inputs or {}
     return (
-        strip_query(str(inputs.get("video", ""))) == item.text("video_match")
-        and strip_query(str(inputs.get("audio", ""))) == item.text("audio_match")
-        and str(inputs.get("sync_mode", "cut_off")) == item.text("sync_mode")
+        strip_query(str(inputs.get("video", ""))) == item.record.video_match
+        and strip_query(str(inputs.get("audio", ""))) == item.record.audio_match
+        and str(inputs.get("sync_mode", "cut_off")) == item.record.sync_mode
     )
 
 
 def _unresolved(rt: Runtime, item: Item, why: str, candidates: list[Prediction]) -> list[Next]:
     evidence = {
-        "intent_at": item.number("intent_at"),
-        "outcome_unknown": item.text("outcome_unknown"),
+        "intent_at": item.record.intent_at or 0.0,
+        "outcome_unknown": item.record.outcome_unknown,
         "candidates": [
             {
                 "id": p.id,

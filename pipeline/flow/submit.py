@@ -105,15 +105,15 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if not slot.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s))]
     # One reservation per submit attempt: a redelivered task finds its own again.
-    start = rt.gates.reserve_start(f"{item.member}:{item.count('submits') + 1}")
+    start = rt.gates.reserve_start(f"{item.member}:{item.record.submits + 1}")
     if not start.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(start.wait_s))]
-    video_url = _fetch_url(rt, item.text("video_ref"))
-    audio_url = _fetch_url(rt, item.text("audio_ref"))
+    video_url = _fetch_url(rt, item.record.video_ref)
+    audio_url = _fetch_url(rt, item.record.audio_ref)
     intent_at = rt.clock()
     intent = {
         "intent_at": intent_at,
-        "submits": item.count("submits") + 1,
+        "submits": item.record.submits + 1,
         "video_match": strip_query(video_url),
         "audio_match": strip_query(audio_url),
         # This attempt's outcome is not known yet (an earlier attempt's must not stand in).
@@ -145,7 +145,7 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         prediction = rt.provider.submit(
             video_url=video_url,
             audio_url=audio_url,
-            sync_mode=item.text("sync_mode"),
+            sync_mode=item.record.sync_mode,
             webhook_url=rt.settings.provider.webhook_url,
         )
     except ProviderRateLimited as err:
@@ -201,10 +201,10 @@ def running_fields(
 ) -> dict[str, object]:
     """What an item records when its prediction is known: the id (with its earlier ones),
     its deadline and its first poll's delay."""
-    ids = list(item.data("prediction_ids") or [])
+    ids = list(item.record.prediction_ids)
     if prediction_id not in ids:
         ids.append(prediction_id)
-    video_s = float((item.data("video") or {}).get("duration_s", 0.0))
+    video_s = item.record.video_s
     return {
         "prediction_id": prediction_id,
         "prediction_ids": ids,

@@ -108,7 +108,7 @@ def scheduled_gate(
     if scheduled.nightly_budget_usd is not None:
         rt.ledger.ensure_budget_limit(tonight, scheduled.nightly_budget_usd)
     if rt.ledger.reserve([batch_scope, tonight], item.batch_id, item.id, item.price_usd):
-        if item.text("waiting_on") in PARKED:
+        if item.record.waiting_on in PARKED:
             rt.ledger.update_item(item.batch_id, item.id, ItemState.READY, {"waiting_on": ""})
         return GateOutcome(passed=True)
     budget = rt.ledger.budget(tonight)

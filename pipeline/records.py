@@ -1,0 +1,151 @@
+"""The item record, typed, and its Redis encoding in one place.
+
+An item lives in Redis as a hash of strings (`lipdub:item:<batch>:<item>`): numbers as their
+`repr`, flags as `1`/`0`, lists and mappings as JSON, an unset value as the empty string
+(`encode_value`). The pipeline's steps read it through `ItemRecord`, a frozen record whose
+fields carry their types (a time is a float or None, never `""`; ids are tuples), decoded
+once by `ItemRecord.decode`. The hash's other fields (the report's) stay in `raw`.
+
+    >>> record = ItemRecord.decode({"id": "a", "state": "running", "submits": "2",
+    ...     "intent_at": "17.5", "prediction_ids": '["p1", "p2"]', "price_usd": "0.268"})
+    >>> record.submits, record.intent_at, record.prediction_ids, record.price_usd
+    (2, 17.5, ('p1', 'p2'), Decimal('0.268'))
+    >>> record.deadline_at is None, record.sync_mode
+    (True, '')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pipeline.states import ItemState
+
+
+def encode_value(value: object) -> str:
+    """A value as the ledger stores it in a hash field (None as empty, floats exact).
+
+    >>> [encode_value(v) for v in (None, True, 1.5, {"b": 1, "a": 2}, ("x",), 3)]
+    ['', '1', '1.5', '{"a": 2, "b": 1}', '["x"]', '3']
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def encode(fields: Mapping[str, object]) -> dict[str, str]:
+    """Fields as the hash stores them."""
+    return {name: encode_value(value) for name, value in fields.items()}
+
+
+def _float(raw: Mapping[str, str], name: str) -> float | None:
+    value = raw.get(name, "")
+    return float(value) if value else None
+
+
+def _int(raw: Mapping[str, str], name: str) -> int:
+    value = raw.get(name, "")
+    return int(float(value)) if value else 0
+
+
+def _json(raw: Mapping[str, str], name: str) -> Any:
+    value = raw.get(name, "")
+    return json.loads(value) if value else None
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """What the steps read of an item (see the module's docstring for the encoding)."""
+
+    id: str
+    state: ItemState
+    identity: str = ""
+    """The pair's claim key: video hash, audio hash, sync_mode, model."""
+    sync_mode: str = ""
+    video_ref: str = ""
+    audio_ref: str = ""
+    video: Mapping[str, Any] | None = None
+    """The video's media facts (duration_s, sha256, ...), as planned."""
+    audio: Mapping[str, Any] | None = None
+    price_usd: Decimal = Decimal(0)
+    billable_s: float = 0.0
+    expected_output_s: float = 0.0
+    output: str = ""
+    output_folder: str = ""
+    output_url: str = ""
+    waiting_on: str = ""
+    submits: int = 0
+    attempts: int = 0
+    intent_at: float | None = None
+    video_match: str = ""
+    audio_match: str = ""
+    outcome_unknown: str = ""
+    outcome_unknown_at: float | None = None
+    prediction_id: str = ""
+    prediction_ids: tuple[str, ...] = ()
+    errors: tuple[Mapping[str, Any], ...] = ()
+    """Every failed prediction of the item, with its code."""
+    deadline_at: float | None = None
+    poll_interval_s: float | None = None
+    prepare_started_at: float | None = None
+    upload_started_at: float | None = None
+    processing_at: float | None = None
+    collect_started_at: float | None = None
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The hash as read, with the fields only the report uses."""
+
+    @classmethod
+    def decode(cls, raw: Mapping[str, str]) -> ItemRecord:
+        """The record of an item hash (KeyError without an id or a state)."""
+        return cls(
+            id=raw["id"],
+            state=ItemState(raw["state"]),
+            identity=raw.get("identity", ""),
+            sync_mode=raw.get("sync_mode", ""),
+            video_ref=raw.get("video_ref", ""),
+            audio_ref=raw.get("audio_ref", ""),
+            output=raw.get("output", ""),
+            output_folder=raw.get("output_folder", ""),
+            output_url=raw.get("output_url", ""),
+            waiting_on=raw.get("waiting_on", ""),
+            video_match=raw.get("video_match", ""),
+            audio_match=raw.get("audio_match", ""),
+            outcome_unknown=raw.get("outcome_unknown", ""),
+            prediction_id=raw.get("prediction_id", ""),
+            intent_at=_float(raw, "intent_at"),
+            outcome_unknown_at=_float(raw, "outcome_unknown_at"),
+            deadline_at=_float(raw, "deadline_at"),
+            poll_interval_s=_float(raw, "poll_interval_s"),
+            prepare_started_at=_float(raw, "prepare_started_at"),
+            upload_started_at=_float(raw, "upload_started_at"),
+            processing_at=_float(raw, "processing_at"),
+            collect_started_at=_float(raw, "collect_started_at"),
+            video=_json(raw, "video"),
+            audio=_json(raw, "audio"),
+            price_usd=Decimal(raw.get("price_usd") or "0"),
+            billable_s=_float(raw, "billable_s") or 0.0,
+            expected_output_s=_float(raw, "expected_output_s") or 0.0,
+            submits=_int(raw, "submits"),
+            attempts=_int(raw, "attempts"),
+            prediction_ids=tuple(_json(raw, "prediction_ids") or ()),
+            errors=tuple(_json(raw, "errors") or ()),
+            raw=dict(raw),
+        )
+
+    @property
+    def video_s(self) -> float:
+        """The input video's seconds (0 when unknown)."""
+        return float((self.video or {}).get("duration_s", 0.0))
+
+    def media(self, which: str) -> Mapping[str, Any] | None:
+        """The planned facts of `video` or `audio`."""
+        return self.video if which == "video" else self.audio if which == "audio" else None
