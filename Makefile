@@ -13,7 +13,7 @@ CONTRACT_ARGS ?=
 help:
 	@echo "make demo   - set up, then run a batch end to end on the bundled stack"
 	@echo "make test   - set up, then run the whole test suite"
-	@echo "make lint   - ruff and mypy (strict on pipeline/)"
+	@echo "make lint   - ruff and mypy (strict on pipeline/ and workers/)"
 	@echo "make sandbox - run the offline lipsync-3 provider on http://127.0.0.1:8199"
 	@echo "make bench  - the benchmarks (throughput, limits, polls, re-run, overhead, memory, planning)"
 	@echo "make chaos  - fault scenarios at scale (kills, Redis restarts, provider and S3 faults, hostile input, secrets, webhooks)"
