@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from pipeline import keys
 from pipeline.errors import ProviderError
 from pipeline.ledger import Ledger
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX, ProviderClient
@@ -117,7 +118,9 @@ def audit_batch(
     )
     records = ledger.items(batch_id)
     ours = {p for r in records for p in json.loads(r.get("prediction_ids") or "[]")}
-    taken = ledger.attributed([p.id for p in listed]) | ours
+    taken = ours | _held_by_their_items(
+        ledger, batch_id, [p.id for p in listed if p.id not in ours]
+    )
     suspects: dict[str, list[dict[str, str]]] = {}
     for record in records:
         if record.get("state") != ItemState.NEEDS_ATTENTION:
@@ -156,6 +159,22 @@ def audit_batch(
         complete=len(listed) < MAX_PAGES * LIST_PAGE_SIZE_MAX,
         billing_error=billing_error,
     )
+
+
+def _held_by_their_items(ledger: Ledger, batch_id: str, prediction_ids: list[str]) -> set[str]:
+    """Those of these predictions that an item (of another batch: this one's are known) has
+    among its own. The prediction index alone is not enough: it is written right after the
+    POST is answered, and an item whose record of the answer was lost (a Redis host crash)
+    submitted again, leaving an index entry to a prediction no item's books hold."""
+    held = set()
+    for prediction_id, member in ledger.owners(prediction_ids).items():
+        owner_batch, owner_item = keys.slot_member_ids(member)
+        if owner_batch == batch_id:
+            continue  # this batch's items were read above: not among their predictions
+        record = ledger.item(owner_batch, owner_item)
+        if prediction_id in json.loads(record.get("prediction_ids") or "[]"):
+            held.add(prediction_id)
+    return held
 
 
 def _utc(epoch_s: float) -> datetime:

@@ -473,10 +473,14 @@ class Ledger:
 
     def attributed(self, prediction_ids: Sequence[str]) -> set[str]:
         """Which of these predictions belong to some lipdub item."""
+        return set(self.owners(prediction_ids))
+
+    def owners(self, prediction_ids: Sequence[str]) -> dict[str, str]:
+        """The item (`<batch>:<item>`) each of these predictions was made for, where known."""
         if not prediction_ids:
-            return set()
+            return {}
         found = self._call(lambda: self.redis.mget([keys.prediction(p) for p in prediction_ids]))
-        return {p for p, owner in zip(prediction_ids, found, strict=True) if owner}
+        return {p: str(owner) for p, owner in zip(prediction_ids, found, strict=True) if owner}
 
     def record_clock(self, lo_s: float, hi_s: float) -> None:
         """Keep one answered submit's bounds on (provider clock - ours), the last

@@ -93,9 +93,15 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return _unresolved(
             rt, item, f"the list holds more than the {len(candidates)} predictions read", []
         )
+    owners = rt.ledger.owners([p.id for p in candidates])
+    # The index names this item for a prediction it does not have: its POST was answered and
+    # the id indexed, but the item's own record of it was lost (a worker or Redis host died
+    # in between). That is this submit's prediction.
+    indexed = [p for p in candidates if owners.get(p.id) == item.member]
+    if indexed:
+        return _adopt(rt, item, indexed)
     # Every prediction another lipdub item has is not this one's.
-    taken = rt.ledger.attributed([p.id for p in candidates])
-    free = _with_inputs(rt, [p for p in candidates if p.id not in taken])
+    free = _with_inputs(rt, [p for p in candidates if p.id not in owners])
     ours = [p for p in free if p.inputs is not None and _is_ours(p, item)]
     if ours:
         return _adopt(rt, item, ours)

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -24,7 +26,7 @@ from pipeline.errors import DurabilityError
 from pipeline.flow import run_step
 from pipeline.ledger import Ledger
 from pipeline.localstack import RedisServer
-from pipeline.runtime import Runtime
+from pipeline.runtime import Next, Runtime
 from pipeline.settings import LedgerSettings, Settings
 from tests.conftest import start_sandbox
 from tests.integration.stack import (
@@ -252,3 +254,53 @@ def test_a_redis_whose_fsync_is_relaxed_under_a_running_worker_is_refused_at_the
         client.config_set("appendfsync", "always")
         assert ledger.durability_refusal() is None
         client.close()
+
+
+def _lose_the_answer(s: Steps, batch_id: str, item_id: str) -> str:
+    """Emulate a host crash that kept the prediction index but lost the item's record of the
+    answer: the item is back to its intent (`submitting`, no prediction). Its prediction id."""
+    client = s.rt.ledger.redis
+    key = f"lipdub:item:{batch_id}:{item_id}"
+    prediction_id = str(client.hget(key, "prediction_id"))
+    client.hset(key, mapping={"state": "submitting", "prediction_id": "", "prediction_ids": "[]"})
+    return prediction_id
+
+
+def test_a_lost_record_of_an_answer_is_found_again_by_the_prediction_index(
+    tmp_path, redis_url, steps
+):
+    s, sandbox_url = steps(redis_url)
+    batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ITEMS[:1]), s.settings))
+    # Given an item whose POST was answered, then whose record of the answer was lost
+    s.loop.run(stop=lambda: any(step.step == "poll" for step in s.loop.pending()))
+    s.loop.take("poll")
+    prediction_id = _lose_the_answer(s, batch_id, "d0")
+    # When its submit runs again (a redelivery, as after any crash)
+    s.loop.send(Next("submit", batch_id, "d0"))
+    s.loop.run()
+    # Then it adopts the prediction the index names, without paying again
+    [item] = s.rt.ledger.items(batch_id)
+    assert (item["state"], item["prediction_id"]) == ("completed", prediction_id)
+    assert len(accepted_submits(sandbox_url)) == 1
+
+
+def test_the_audit_counts_a_prediction_only_an_index_entry_points_at(tmp_path, redis_url, steps):
+    s, sandbox_url = steps(redis_url, durability="none")
+    batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ITEMS[:1]), s.settings))
+    s.loop.run(stop=lambda: any(step.step == "poll" for step in s.loop.pending()))
+    s.loop.take("poll")
+    # Given the record of the first answer lost and, unlike above, the item posted again
+    # (with durability none, the intent is lost too: nothing tells it was ever sent)
+    first = _lose_the_answer(s, batch_id, "d0")
+    s.rt.ledger.redis.hset(f"lipdub:item:{batch_id}:d0", "state", "ready")
+    s.loop.send(Next("submit", batch_id, "d0"))
+    s.loop.run()
+    report = s.control.report(batch_id)
+    # Then the pair was paid twice, and the audit lists the first prediction at its charge
+    assert len(accepted_submits(sandbox_url)) == 2
+    [item] = report["items_detail"]
+    assert item["state"] == "completed" and item["prediction_id"] != first
+    [lost] = report["audit"]["unattributed"]
+    assert lost["id"] == first and Decimal(lost["charged_usd"]) == Decimal("0.134")
+    bill = Decimal(httpx.get(f"{sandbox_url}/_sandbox/bill", timeout=5).json()["billed_usd"])
+    assert Decimal(report["spent_usd"]) + Decimal(report["audit"]["unattributed_usd"]) == bill
