@@ -34,8 +34,12 @@ SCRIPT = [
 ]
 
 
-def scripted():
-    remaining = list(SCRIPT)
+AFTER_THE_END = status(4, "finished", completed=4)
+"""Never to be read: following stops at the first finished status."""
+
+
+def scripted(remaining: list | None = None):
+    remaining = remaining if remaining is not None else [*SCRIPT, AFTER_THE_END]
     return lambda: remaining.pop(0)
 
 
@@ -47,8 +51,11 @@ def test_eta_is_the_pace_so_far():
 
 def test_a_line_per_change_when_output_is_not_a_terminal():
     buffer = io.StringIO()
-    final = follow(scripted(), Console(file=buffer, width=200), interval_s=0, clock=lambda: 140.0)
-    assert final["state"] == "finished"
+    remaining = [*SCRIPT, AFTER_THE_END]
+    final = follow(
+        scripted(remaining), Console(file=buffer, width=200), interval_s=0, clock=lambda: 140.0
+    )
+    assert final is SCRIPT[-1] and remaining == [AFTER_THE_END]
     lines = buffer.getvalue().splitlines()
     assert len(lines) == 4
     assert lines[2] == (
@@ -60,8 +67,9 @@ def test_a_line_per_change_when_output_is_not_a_terminal():
 def test_a_live_panel_on_a_terminal():
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, force_terminal=True, color_system=None)
-    final = follow(scripted(), console, interval_s=0, clock=lambda: 140.0)
-    assert final["counts"]["failed"] == 1
+    remaining = [*SCRIPT, AFTER_THE_END]
+    final = follow(scripted(remaining), console, interval_s=0, clock=lambda: 140.0)
+    assert final is SCRIPT[-1] and remaining == [AFTER_THE_END]
     text = buffer.getvalue()
     assert "Batch b1  catalog  finished" in text
     assert "4/4 $1.00 of ~$1.00 ETA 0:00" in text

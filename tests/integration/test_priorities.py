@@ -1,0 +1,44 @@
+"""A poll that is due does not wait behind a batch's queued uploads: the broker hands out the
+time-critical steps first (priorities on the real Redis transport, a real Celery worker)."""
+
+from __future__ import annotations
+
+import threading
+
+from celery.signals import task_prerun
+
+from pipeline.runtime import Next
+from tests.integration.stack import Stack, in_process_worker
+from workers.tasks import CeleryDispatcher
+
+UPLOADS = 30
+
+
+def test_a_due_poll_overtakes_queued_uploads(stack: Stack):
+    # Given a backlog of uploads (prepare steps) queued before a poll falls due
+    dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+    for n in range(UPLOADS):
+        dispatcher.send(Next("prepare", "backlog", f"item-{n}"))
+    dispatcher.send(Next("poll", "backlog", "due"))
+    ran: list[str] = []
+    lock = threading.Lock()
+
+    def record(task=None, args=None, **_):  # Celery's own signal: which step ran, in order
+        with lock:
+            ran.append(f"{task.name.removeprefix('lipdub.')}:{args[1]}")
+
+    task_prerun.connect(record, weak=False)
+    try:
+        # When one worker with one thread takes them (the steps find no such items: fast)
+        with in_process_worker(stack, concurrency=1):
+            deadline = threading.Event()
+            for _ in range(300):
+                if len(ran) == UPLOADS + 1:
+                    break
+                deadline.wait(0.05)
+    finally:
+        task_prerun.disconnect(record)
+    # Then all ran, and the poll ran first (or second: one upload may already be prefetched),
+    # not 31st as a first-in-first-out queue would have it
+    assert len(ran) == UPLOADS + 1, ran
+    assert ran.index("poll:due") <= 1, ran
