@@ -24,14 +24,14 @@ from typing import Any, Protocol
 
 from pipeline import keys
 from pipeline.errors import BudgetExceeded
-from pipeline.flow.common import Item
 from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
 from pipeline.planning import Plan, PlannedItem
+from pipeline.records import Item
 from pipeline.report import batch_report, batch_status
-from pipeline.runtime import Next
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
+from pipeline.steps import Next
 
 RETRYABLE = (ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
 

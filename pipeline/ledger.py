@@ -27,12 +27,11 @@ from pipeline.durability import DurableWrites
 from pipeline.errors import DurabilityError, LedgerError
 from pipeline.records import encode_value
 from pipeline.states import FINAL_STATES, BatchState, ItemState
+from pipeline.steps import BATCH_STEPS, Next
 
 if TYPE_CHECKING:
-    from pipeline.runtime import Next
+    from pipeline.steps import Next
 
-BATCH_STEPS = frozenset({"finalize", "conclude", "notify"})
-"""Steps about a whole batch (or, for `notify`, a schedule's notice), not one item."""
 
 MICROS_PER_USD = 1_000_000
 

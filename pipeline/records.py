@@ -4,7 +4,8 @@ An item lives in Redis as a hash of strings (`lipdub:item:<batch>:<item>`): numb
 `repr`, flags as `1`/`0`, lists and mappings as JSON, an unset value as the empty string
 (`encode_value`). The pipeline's steps read it through `ItemRecord`, a frozen record whose
 fields carry their types (a time is a float or None, never `""`; ids are tuples), decoded
-once by `ItemRecord.decode`. The hash's other fields (the report's) stay in `raw`.
+once by `ItemRecord.decode`. The hash's other fields (the report's) stay in `raw`. `Item` is
+what a step holds: the record with its batch.
 
     >>> record = ItemRecord.decode({"id": "a", "state": "running", "submits": "2",
     ...     "intent_at": "17.5", "prediction_ids": '["p1", "p2"]', "price_usd": "0.268"})
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from pipeline import keys
 from pipeline.states import ItemState
 
 
@@ -149,3 +151,46 @@ class ItemRecord:
     def media(self, which: str) -> Mapping[str, Any] | None:
         """The planned facts of `video` or `audio`."""
         return self.video if which == "video" else self.audio if which == "audio" else None
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item as a step read it: its batch and its typed record (`pipeline.records`)."""
+
+    batch_id: str
+    record: ItemRecord
+
+    @classmethod
+    def of(cls, batch_id: str, raw: Mapping[str, str]) -> Item:
+        """The item of a hash as the ledger returns it."""
+        return cls(batch_id, ItemRecord.decode(raw))
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def state(self) -> ItemState:
+        return self.record.state
+
+    @property
+    def member(self) -> str:
+        """The item's name in shared sets: `<batch>:<item>`."""
+        return keys.slot_member(self.batch_id, self.id)
+
+    @property
+    def price_usd(self) -> Decimal:
+        return self.record.price_usd
+
+    @property
+    def fence(self) -> dict[str, str]:
+        """The submit attempt this view describes, as a condition for the ledger's
+        transitions: a step acts only on the attempt it read. Without it a stale step (a
+        redelivered or swept duplicate) that read `submitting` of attempt 1 could move
+        `submitting` of attempt 2 back to `ready`, and the pair would be posted twice."""
+        return {"submits": self.record.raw.get("submits", "")}
+
+    def updated(self, state: ItemState, fields: Mapping[str, object]) -> Item:
+        """This view after a transition the step itself made (to `state`, writing `fields`)."""
+        raw = {**self.record.raw, **encode(fields), "state": state.value}
+        return Item.of(self.batch_id, raw)

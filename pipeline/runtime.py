@@ -18,7 +18,7 @@ import redis
 from pipeline.durability import DurableWrites
 from pipeline.errors import SettingsError
 from pipeline.gates import Gates
-from pipeline.ledger import BATCH_STEPS, Ledger
+from pipeline.ledger import Ledger
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
 from pipeline.remote import make_s3_client
@@ -26,26 +26,13 @@ from pipeline.schedules.config import ScheduleSpec, load_schedules
 from pipeline.settings import Settings
 from pipeline.storage import Storage
 
-__all__ = ["BATCH_STEPS", "Next", "Runtime", "schedules_or_none"]
+__all__ = ["Runtime", "schedules_or_none"]
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
 log = logging.getLogger("lipdub.runtime")
-
-
-@dataclass(frozen=True)
-class Next:
-    """A step to run next for an item (or for the batch when `item_id` is None).
-
-    `countdown_s` is how long to wait first: the dispatcher schedules it; nobody sleeps.
-    """
-
-    step: str
-    batch_id: str
-    item_id: str | None = None
-    countdown_s: float = 0.0
 
 
 @dataclass

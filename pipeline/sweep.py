@@ -14,8 +14,8 @@ backlog is late, not lost). A complete batch that was never finished gets its fi
 from __future__ import annotations
 
 from pipeline.ledger import Ledger
-from pipeline.runtime import Next
 from pipeline.states import BatchState, ItemState
+from pipeline.steps import Next
 
 ACTIVE_BATCHES = 50
 """How many of the most recent batches are looked at."""

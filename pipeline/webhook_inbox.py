@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from pipeline import keys
 from pipeline.ledger import Ledger
 from pipeline.provider.webhooks import MAX_AGE_S, WebhookRejected, verify
-from pipeline.runtime import Next
+from pipeline.steps import Next
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from kombu.exceptions import OperationalError
 from pipeline import keys
 from pipeline.errors import DispatchError, LedgerError
 from pipeline.ledger import Ledger
-from pipeline.runtime import Next
 from pipeline.settings import Settings
+from pipeline.steps import Next
 from pipeline.sweep import stalled_steps
 from workers.tasks import CeleryDispatcher
 

@@ -21,10 +21,11 @@ from pipeline import backoff
 from pipeline.batches import BatchControl
 from pipeline.errors import DispatchError, LedgerError, LipdubError, SettingsError, StorageError
 from pipeline.flow import STEPS, run_step
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.schedules.config import load_schedules
 from pipeline.schedules.runner import Scheduler
 from pipeline.settings import Settings
+from pipeline.steps import Next
 
 log = logging.getLogger("lipdub.worker")
 

@@ -16,9 +16,10 @@ from pipeline.flow.poll import poll
 from pipeline.flow.prepare import prepare
 from pipeline.flow.reconcile import reconcile
 from pipeline.flow.submit import submit
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.schedules.conclude import conclude
 from pipeline.schedules.notices import notify
+from pipeline.steps import ITEM_STEP_NAMES, STEP_NAMES, Next
 
 ItemStep = Callable[[Runtime, str, str], list[Next]]
 
@@ -30,8 +31,9 @@ ITEM_STEPS: dict[str, ItemStep] = {
     "collect": collect,
 }
 
-STEPS = (*ITEM_STEPS, "finalize", "conclude", "notify")
+STEPS = STEP_NAMES
 """Every step's name; a task is registered for each."""
+assert tuple(ITEM_STEPS) == ITEM_STEP_NAMES, "pipeline.steps names the steps this module runs"
 
 
 def run_step(rt: Runtime, step: str, batch_id: str, item_id: str | None) -> list[Next]:

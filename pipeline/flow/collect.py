@@ -12,10 +12,12 @@ import contextlib
 from decimal import Decimal
 
 from pipeline.errors import MediaError, StorageError
-from pipeline.flow.common import Item, end, fail, load, resume, storage_retry_in
+from pipeline.flow.common import end, fail, load, resume, storage_retry_in
 from pipeline.media import probe
-from pipeline.runtime import Next, Runtime
+from pipeline.records import Item
+from pipeline.runtime import Runtime
 from pipeline.states import ErrorKind, ItemState
+from pipeline.steps import Next
 from pipeline.storage import output_key
 from pipeline.sync_modes import within_one_frame
 

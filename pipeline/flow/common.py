@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
 from pipeline import backoff, keys
-from pipeline.records import ItemRecord, encode
-from pipeline.runtime import Next, Runtime
+from pipeline.records import Item
+from pipeline.runtime import Runtime
 from pipeline.states import ErrorKind, ItemState
+from pipeline.steps import Next
 
 # Provider task errors that a new attempt can cure (the provider's own trouble), and those
 # that only a different input can (contract.md: no face, unreadable media).
@@ -87,49 +87,6 @@ def is_transient(error: str) -> bool:
     if _INPUT.search(error):
         return False
     return bool(_TRANSIENT.search(error))
-
-
-@dataclass(frozen=True)
-class Item:
-    """An item as a step read it: its batch and its typed record (`pipeline.records`)."""
-
-    batch_id: str
-    record: ItemRecord
-
-    @classmethod
-    def of(cls, batch_id: str, raw: Mapping[str, str]) -> Item:
-        """The item of a hash as the ledger returns it."""
-        return cls(batch_id, ItemRecord.decode(raw))
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def state(self) -> ItemState:
-        return self.record.state
-
-    @property
-    def member(self) -> str:
-        """The item's name in shared sets: `<batch>:<item>`."""
-        return keys.slot_member(self.batch_id, self.id)
-
-    @property
-    def price_usd(self) -> Decimal:
-        return self.record.price_usd
-
-    @property
-    def fence(self) -> dict[str, str]:
-        """The submit attempt this view describes, as a condition for the ledger's
-        transitions: a step acts only on the attempt it read. Without it a stale step (a
-        redelivered or swept duplicate) that read `submitting` of attempt 1 could move
-        `submitting` of attempt 2 back to `ready`, and the pair would be posted twice."""
-        return {"submits": self.record.raw.get("submits", "")}
-
-    def updated(self, state: ItemState, fields: Mapping[str, object]) -> Item:
-        """This view after a transition the step itself made (to `state`, writing `fields`)."""
-        raw = {**self.record.raw, **encode(fields), "state": state.value}
-        return Item.of(self.batch_id, raw)
 
 
 def load(rt: Runtime, batch_id: str, item_id: str) -> Item | None:

@@ -20,8 +20,9 @@ from pipeline.audit import audit_batch
 from pipeline.errors import ProviderError
 from pipeline.report import batch_report
 from pipeline.reporting import CONTENT_TYPES, render_all
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.states import BatchState
+from pipeline.steps import Next
 from pipeline.storage import report_key
 
 

@@ -17,7 +17,6 @@ from pipeline.errors import (
 from pipeline.flow.common import (
     DOWNLOAD_FAILED_CODE,
     Failure,
-    Item,
     classify_failure,
     fail,
     free_slot,
@@ -27,8 +26,10 @@ from pipeline.flow.common import (
 )
 from pipeline.flow.polling import next_poll_delay_s
 from pipeline.provider.models import Prediction, Status
-from pipeline.runtime import Next, Runtime
+from pipeline.records import Item
+from pipeline.runtime import Runtime
 from pipeline.states import ErrorKind, ItemState
+from pipeline.steps import Next
 
 RUNNING = [ItemState.RUNNING]
 

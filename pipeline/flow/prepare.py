@@ -14,7 +14,6 @@ from decimal import Decimal
 
 from pipeline.errors import InputChanged, StorageError
 from pipeline.flow.common import (
-    Item,
     batch_flag,
     cancel,
     end,
@@ -25,8 +24,10 @@ from pipeline.flow.common import (
     storage_retry_in,
 )
 from pipeline.manifest import InputRef
-from pipeline.runtime import Next, Runtime
+from pipeline.records import Item
+from pipeline.runtime import Runtime
 from pipeline.states import ErrorKind, ItemState
+from pipeline.steps import Next
 from pipeline.storage import media_key, output_key
 from pipeline.sync_modes import within_one_frame
 

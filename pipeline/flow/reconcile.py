@@ -33,13 +33,15 @@ from pipeline.flow.attribution import (
     attribute,
     fits,
 )
-from pipeline.flow.common import Item, fail, free_slot, load, resume
+from pipeline.flow.common import fail, free_slot, load, resume
 from pipeline.flow.submit import accepted, strip_query
 from pipeline.media import probe
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX
 from pipeline.provider.models import Prediction
-from pipeline.runtime import Next, Runtime
+from pipeline.records import Item
+from pipeline.runtime import Runtime
 from pipeline.states import ErrorKind, ItemState
+from pipeline.steps import Next
 
 WINDOW_MARGIN_S = 300.0
 """Clock skew allowed between us and the provider when searching the list."""

@@ -24,7 +24,6 @@ from pipeline.errors import (
     SubmitOutcomeUnknown,
 )
 from pipeline.flow.common import (
-    Item,
     batch_flag,
     cancel,
     could_not_fetch,
@@ -36,11 +35,13 @@ from pipeline.flow.common import (
 )
 from pipeline.flow.polling import first_poll_delay_s
 from pipeline.ledger import Transition
+from pipeline.records import Item
 from pipeline.remote import split_s3
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.schedules.gate import ScheduledBatch, scheduled_gate
 from pipeline.settings import PollingSettings
 from pipeline.states import FINAL_STATES, ErrorKind, ItemState
+from pipeline.steps import Next
 
 log = logging.getLogger("lipdub.submit")
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from pipeline.report import batch_report
 from pipeline.reporting import render_all, summarize
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.schedules.inbox import open_inbox
 from pipeline.schedules.notices import post_notice
 from pipeline.schedules.store import ScheduleStore
 from pipeline.states import BatchState
+from pipeline.steps import Next
 
 
 def conclude(rt: Runtime, batch_id: str) -> list[Next]:

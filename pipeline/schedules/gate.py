@@ -18,13 +18,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from pipeline.flow.common import Item
-from pipeline.runtime import Next, Runtime
+from pipeline.records import Item
+from pipeline.runtime import Runtime
 from pipeline.schedules.config import WindowSpec
 from pipeline.schedules.notices import post_notice
 from pipeline.schedules.store import ScheduleStore
 from pipeline.schedules.window import Window
 from pipeline.states import PARKED, ItemState
+from pipeline.steps import Next
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import httpx
 from pydantic import SecretStr
 
 from pipeline import backoff
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.schedules.store import ScheduleStore
+from pipeline.steps import Next
 
 log = logging.getLogger("lipdub.notify")
 

@@ -34,7 +34,6 @@ from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
 from pipeline.quotes import ProviderQuotes
 from pipeline.remote import RemoteProber, make_s3_client
-from pipeline.runtime import Next
 from pipeline.schedules.config import ScheduleSpec
 from pipeline.schedules.gate import night_scope
 from pipeline.schedules.inbox import Dropped, Inbox, open_inbox, scratch_dir
@@ -44,6 +43,7 @@ from pipeline.schedules.timing import Verdict, decide
 from pipeline.schedules.window import Window
 from pipeline.settings import Settings
 from pipeline.states import BatchState
+from pipeline.steps import Next
 from pipeline.sync_modes import SyncMode
 
 if TYPE_CHECKING:

@@ -24,7 +24,8 @@ from pipeline.batches import BatchControl
 from pipeline.flow import STEPS, run_step
 from pipeline.media import MediaInspector
 from pipeline.planning import plan_manifest
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
+from pipeline.steps import Next
 from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
 from workers.cli.session import Session
 

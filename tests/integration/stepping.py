@@ -14,7 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from pipeline.flow import run_step
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
+from pipeline.steps import Next
 
 
 class TestClock:

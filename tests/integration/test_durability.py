@@ -26,8 +26,9 @@ from pipeline.errors import DurabilityError
 from pipeline.flow import run_step
 from pipeline.ledger import Ledger
 from pipeline.localstack import RedisServer
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.settings import LedgerSettings, Settings
+from pipeline.steps import Next
 from tests.conftest import start_sandbox
 from tests.integration.stack import (
     ROOT,

@@ -7,7 +7,7 @@ import threading
 
 from celery.signals import task_prerun
 
-from pipeline.runtime import Next
+from pipeline.steps import Next
 from tests.integration.stack import Stack, in_process_worker
 from workers.tasks import CeleryDispatcher
 

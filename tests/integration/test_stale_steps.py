@@ -26,10 +26,11 @@ import pytest
 
 from pipeline.batches import BatchControl
 from pipeline.flow import run_step
-from pipeline.runtime import Next, Runtime
+from pipeline.runtime import Runtime
 from pipeline.sandbox.config import FaultConfig
 from pipeline.sandbox.faults import FaultPlan
 from pipeline.settings import Settings
+from pipeline.steps import Next
 from tests.conftest import start_sandbox
 from tests.integration.stack import accepted_submits, plan, stack_settings, write_manifest
 from tests.integration.stepping import StepLoop, TestClock

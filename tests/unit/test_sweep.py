@@ -6,8 +6,8 @@ import pytest
 import redis
 
 from pipeline.ledger import Ledger
-from pipeline.runtime import Next
 from pipeline.states import ItemState
+from pipeline.steps import Next
 from pipeline.sweep import stalled_steps
 
 NOW_S = 1_800_000_000.0

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from pipeline.ledger import Ledger
 from pipeline.provider.webhooks import sign
-from pipeline.runtime import Next
+from pipeline.steps import Next
 from pipeline.webhook_inbox import WebhookInbox
 
 SECRET = "whsec_unit-secret"
