@@ -30,71 +30,16 @@ from throttled.exceptions import BaseThrottledError
 
 from pipeline import keys
 from pipeline.errors import LedgerError
+from pipeline.lua import lua_script
 from pipeline.settings import ProviderSettings
 
 # KEYS: slots, waiters. ARGV: member, max concurrent, lease s, key TTL s.
-_ACQUIRE_SLOT = """
-local now = redis.call('TIME')
-local now_s = tonumber(now[1]) + tonumber(now[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_s)
-local lease_end = now_s + tonumber(ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1])
-   or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], lease_end, ARGV[1])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return 1
-end
-redis.call('ZADD', KEYS[2], 'NX', now_s, ARGV[1])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-return 0
-"""
 
 # KEYS: slots, waiters. ARGV: member to release (or ""), max concurrent.
 # Returns the waiters woken: as many of the oldest as there are free slots.
-_RELEASE_SLOT = """
-local now = redis.call('TIME')
-local now_s = tonumber(now[1]) + tonumber(now[2]) / 1000000
-if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_s)
-local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
-if free <= 0 then return {} end
-local woken = redis.call('ZRANGE', KEYS[2], 0, free - 1)
-if #woken > 0 then redis.call('ZREM', KEYS[2], unpack(woken)) end
-return woken
-"""
 
 # KEYS: the start log. ARGV: reservation name, starts allowed per window, window s.
 # Returns (as text: Lua numbers would be truncated) the seconds until the reserved start.
-_RESERVE_START = """
-local now = redis.call('TIME')
-local now_s = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now_s - window))
-local mine = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if mine then return tostring(tonumber(mine) - now_s) end
-local at = now_s
-local count = redis.call('ZCARD', KEYS[1])
-if count >= limit then
-  local kth = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')
-  at = math.max(at, tonumber(kth[2]) + window)
-end
-if count > 0 then
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  at = math.max(at, tonumber(last[2]))
-end
-redis.call('ZADD', KEYS[1], at, ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(window * 2 + 60))
-return tostring(at - now_s)
-"""
-
-_COOL_DOWN = """
-local current = redis.call('PTTL', KEYS[1])
-local wanted = tonumber(ARGV[1])
-if current < wanted then redis.call('SET', KEYS[1], '1', 'PX', wanted) end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -141,10 +86,10 @@ class Gates:
             ),
             store=shared,
         )
-        self._acquire = client.register_script(_ACQUIRE_SLOT)
-        self._release = client.register_script(_RELEASE_SLOT)
-        self._reserve = client.register_script(_RESERVE_START)
-        self._cool = client.register_script(_COOL_DOWN)
+        self._acquire = client.register_script(lua_script("acquire_slot.lua"))
+        self._release = client.register_script(lua_script("release_slot.lua"))
+        self._reserve = client.register_script(lua_script("reserve_start.lua"))
+        self._cool = client.register_script(lua_script("cool_down.lua"))
 
     def reserve_start(self, reservation: str) -> GateAnswer:
         """Reserve a start (idempotent per `reservation` name): passed when it is due now,

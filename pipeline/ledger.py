@@ -25,6 +25,7 @@ import redis
 from pipeline import keys
 from pipeline.durability import DurableWrites
 from pipeline.errors import DurabilityError, LedgerError
+from pipeline.lua import lua_script
 from pipeline.records import encode_value
 from pipeline.states import FINAL_STATES, BatchState, ItemState
 from pipeline.steps import BATCH_STEPS, Next
@@ -44,94 +45,6 @@ def to_micros(amount_usd: Decimal) -> int:
 def from_micros(micros: int) -> Decimal:
     """Integer micro-USD to USD."""
     return (Decimal(micros) / MICROS_PER_USD).normalize()
-
-
-_TRANSITION = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return {0, '', 0, 0} end
-local allowed = cjson.decode(ARGV[1])
-local ok = false
-for _, s in ipairs(allowed) do if s == state then ok = true end end
-if not ok then return {0, state, 0, 0} end
-for k, v in pairs(cjson.decode(ARGV[6])) do
-  if (redis.call('HGET', KEYS[1], k) or '') ~= v then return {0, state, 0, 0} end
-end
-local fields = cjson.decode(ARGV[3])
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-if ARGV[4] == '1' then
-  redis.call('SADD', KEYS[2], ARGV[5])
-else
-  if redis.call('SREM', KEYS[2], ARGV[5]) == 1 then
-    redis.call('HSET', KEYS[3], 'state', 'running')
-  end
-end
-local done = redis.call('SCARD', KEYS[2])
-local total = tonumber(redis.call('HGET', KEYS[3], 'item_count') or '0')
-return {1, ARGV[2], done, total}
-"""
-
-_RESERVE = """
-local item = KEYS[#KEYS]
-local held = tonumber(redis.call('HGET', item, 'reserved_micros') or '0')
-if held > 0 or redis.call('HGET', item, 'settled') == '1' then return 1 end
-local amount = tonumber(ARGV[1])
-for i = 1, #KEYS - 1 do
-  local limit = redis.call('HGET', KEYS[i], 'limit_micros')
-  local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved_micros') or '0')
-  local spent = tonumber(redis.call('HGET', KEYS[i], 'spent_micros') or '0')
-  if limit and limit ~= '' and reserved + spent + amount > tonumber(limit) then return 0 end
-end
-for i = 1, #KEYS - 1 do redis.call('HINCRBY', KEYS[i], 'reserved_micros', amount) end
-redis.call('HSET', item, 'reserved_micros', amount, 'reserved_in', ARGV[2])
-return 1
-"""
-
-_SETTLE = """
-local item = KEYS[#KEYS]
-if redis.call('HGET', item, 'settled') == '1' then return 0 end
-local held = tonumber(redis.call('HGET', item, 'reserved_micros') or '0')
-local final = tonumber(ARGV[1])
-for i = 1, #KEYS - 1 do
-  -- (Lua's -0 is not an integer to Redis: skip zero increments)
-  if held ~= 0 then redis.call('HINCRBY', KEYS[i], 'reserved_micros', 0 - held) end
-  if final ~= 0 then redis.call('HINCRBY', KEYS[i], 'spent_micros', final) end
-end
-redis.call('HSET', item, 'reserved_micros', 0, 'settled', '1', 'cost_micros', final)
-return 1
-"""
-
-_UNRESERVE = """
-local item = KEYS[#KEYS]
-if redis.call('HGET', item, 'settled') == '1' then return 0 end
-local held = tonumber(redis.call('HGET', item, 'reserved_micros') or '0')
-if held == 0 then return 0 end
-for i = 1, #KEYS - 1 do redis.call('HINCRBY', KEYS[i], 'reserved_micros', 0 - held) end
-redis.call('HSET', item, 'reserved_micros', 0, 'reserved_in', '')
-return 1
-"""
-
-_CLAIM = """
-local state = redis.call('HGET', KEYS[1], 'state')
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if ARGV[2] ~= '1' and state == 'completed' then
-  return {'reuse', owner, redis.call('HGET', KEYS[1], 'output_key') or ''}
-end
-if ARGV[2] ~= '1' and state == 'claimed' and owner ~= ARGV[1] then
-  return {'wait', owner, ''}
-end
-redis.call('HSET', KEYS[1], 'state', 'claimed', 'owner', ARGV[1], 'output_key', '')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return {'own', ARGV[1], ''}
-"""
-
-_RELEASE_CLAIM = """
-if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and redis.call('HGET', KEYS[1], 'state') == 'claimed' then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -166,12 +79,12 @@ class Ledger:
     def __init__(self, client: redis.Redis, durable: DurableWrites | None = None) -> None:
         self.redis = client
         self.durable = durable
-        self._transition = client.register_script(_TRANSITION)
-        self._reserve = client.register_script(_RESERVE)
-        self._settle = client.register_script(_SETTLE)
-        self._unreserve = client.register_script(_UNRESERVE)
-        self._claim = client.register_script(_CLAIM)
-        self._release_claim = client.register_script(_RELEASE_CLAIM)
+        self._transition = client.register_script(lua_script("transition.lua"))
+        self._reserve = client.register_script(lua_script("reserve.lua"))
+        self._settle = client.register_script(lua_script("settle.lua"))
+        self._unreserve = client.register_script(lua_script("unreserve.lua"))
+        self._claim = client.register_script(lua_script("claim.lua"))
+        self._release_claim = client.register_script(lua_script("release_claim.lua"))
 
     def ping(self) -> None:
         """Check that Redis answers (LedgerError if not)."""

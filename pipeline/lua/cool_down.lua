@@ -1,0 +1,5 @@
+-- After a 429: every worker holds off until the later of now+wait and the current end.
+local current = redis.call('PTTL', KEYS[1])
+local wanted = tonumber(ARGV[1])
+if current < wanted then redis.call('SET', KEYS[1], '1', 'PX', wanted) end
+return 1

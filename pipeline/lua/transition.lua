@@ -1,0 +1,26 @@
+-- Move an item if its state is allowed and its fence holds; keep the batch's done-set.
+-- KEYS: item hash, batch done-set, batch hash. ARGV: allowed states (JSON), new state,
+-- fields (JSON), 1 when the new state is final, item id, fence fields (JSON).
+-- Returns {ok, state, done, total}.
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {0, '', 0, 0} end
+local allowed = cjson.decode(ARGV[1])
+local ok = false
+for _, s in ipairs(allowed) do if s == state then ok = true end end
+if not ok then return {0, state, 0, 0} end
+for k, v in pairs(cjson.decode(ARGV[6])) do
+  if (redis.call('HGET', KEYS[1], k) or '') ~= v then return {0, state, 0, 0} end
+end
+local fields = cjson.decode(ARGV[3])
+redis.call('HSET', KEYS[1], 'state', ARGV[2])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+if ARGV[4] == '1' then
+  redis.call('SADD', KEYS[2], ARGV[5])
+else
+  if redis.call('SREM', KEYS[2], ARGV[5]) == 1 then
+    redis.call('HSET', KEYS[3], 'state', 'running')
+  end
+end
+local done = redis.call('SCARD', KEYS[2])
+local total = tonumber(redis.call('HGET', KEYS[3], 'item_count') or '0')
+return {1, ARGV[2], done, total}
