@@ -1,0 +1,221 @@
+"""Batches and items: their records, their state moves, the steps expected of them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import redis
+
+from pipeline import keys
+from pipeline.errors import LedgerError
+from pipeline.ledger.base import LedgerStore
+from pipeline.ledger.budgets import to_micros
+from pipeline.records import encode_value
+from pipeline.states import FINAL_STATES, BatchState, ItemState
+from pipeline.steps import BATCH_STEPS, Next
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a state change did: `ok` when it happened, else `state` is the item's state."""
+
+    ok: bool
+    state: str
+    done: int = 0
+    total: int = 0
+
+    @property
+    def batch_complete(self) -> bool:
+        """True when this change left every item of the batch in a final state."""
+        return self.ok and self.total > 0 and self.done >= self.total
+
+
+class BatchRecords(LedgerStore):
+    """Batch and item records; every item state change is one Lua script (`transition`)."""
+
+    def create_batch(
+        self,
+        batch_id: str,
+        record: Mapping[str, object],
+        items: list[dict[str, object]],
+        *,
+        budget_usd: Decimal | None,
+    ) -> bool:
+        """Write a batch and its items (state pending) in one transaction. False (and nothing
+        written) when a batch with this id exists already: a start retried after a crash."""
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.watch(keys.batch(batch_id))  # type: ignore[no-untyped-call]
+                if pipe.exists(keys.batch(batch_id)):
+                    return False
+                pipe.multi()
+                pipe.hset(
+                    keys.batch(batch_id),
+                    mapping={
+                        **{k: encode_value(v) for k, v in record.items()},
+                        "id": batch_id,
+                        "state": BatchState.RUNNING.value,
+                        "item_count": str(len(items)),
+                        "budget_scope": batch_id,
+                    },
+                )
+                budget: dict[Any, Any] = {"reserved_micros": "0", "spent_micros": "0"}
+                if budget_usd is not None:
+                    budget["limit_micros"] = str(to_micros(budget_usd))
+                pipe.hset(keys.budget(batch_id), mapping=budget)
+                if items:
+                    pipe.rpush(keys.batch_items(batch_id), *[str(i["id"]) for i in items])
+                for item in items:
+                    fields: dict[Any, Any] = {k: encode_value(v) for k, v in item.items()}
+                    fields["state"] = ItemState.PENDING.value
+                    pipe.hset(keys.item(batch_id, str(item["id"])), mapping=fields)
+                pipe.zadd(keys.BATCH_INDEX, {batch_id: float(str(record.get("created_at", 0)))})
+                pipe.execute()
+                return True
+        except redis.WatchError:
+            return False
+        except redis.RedisError as err:
+            raise LedgerError(f"could not write batch {batch_id}: {type(err).__name__}") from err
+
+    def batch(self, batch_id: str) -> dict[str, str]:
+        """The batch record ({} when there is none)."""
+        return dict(self._call(lambda: self.redis.hgetall(keys.batch(batch_id))))
+
+    def update_batch(self, batch_id: str, fields: Mapping[str, object]) -> None:
+        """Set fields of the batch record."""
+        self._call(
+            lambda: self.redis.hset(
+                keys.batch(batch_id), mapping={k: encode_value(v) for k, v in fields.items()}
+            )
+        )
+
+    def item_ids(self, batch_id: str) -> list[str]:
+        """The batch's item ids in manifest order."""
+        return list(self._call(lambda: self.redis.lrange(keys.batch_items(batch_id), 0, -1)))
+
+    def item(self, batch_id: str, item_id: str) -> dict[str, str]:
+        """One item's record ({} when there is none)."""
+        return dict(self._call(lambda: self.redis.hgetall(keys.item(batch_id, item_id))))
+
+    def items(self, batch_id: str) -> list[dict[str, str]]:
+        """Every item record of the batch, in manifest order."""
+        ids = self.item_ids(batch_id)
+
+        def read() -> list[dict[str, str]]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for item_id in ids:
+                    pipe.hgetall(keys.item(batch_id, item_id))
+                return list(pipe.execute())
+
+        return list(self._call(read))
+
+    def done_count(self, batch_id: str) -> int:
+        """How many items are in a final state."""
+        return int(self._call(lambda: self.redis.scard(keys.batch_done(batch_id))))
+
+    def batch_ids(self, limit: int = 50) -> list[str]:
+        """The most recent batches first."""
+        return list(self._call(lambda: self.redis.zrevrange(keys.BATCH_INDEX, 0, limit - 1)))
+
+    def acquire_finalizer(self, batch_id: str, guard_s: int) -> bool:
+        """Become the one process that writes the batch's report, for `guard_s` seconds: a
+        finalizer that dies holding the guard is replaced once it lapses."""
+        return bool(
+            self._call(
+                lambda: self.redis.set(keys.batch_finalizing(batch_id), "1", nx=True, ex=guard_s)
+            )
+        )
+
+    def finalizer_guard_left_s(self, batch_id: str) -> float:
+        """Seconds until the finalizer's guard lapses (0 when nobody holds it)."""
+        left_ms = int(self._call(lambda: self.redis.pttl(keys.batch_finalizing(batch_id))))
+        return max(0.0, left_ms / 1000)
+
+    def release_finalizer(self, batch_id: str) -> None:
+        """Let another finalizer run (after a retry re-opened the batch)."""
+        self._call(lambda: self.redis.delete(keys.batch_finalizing(batch_id)))
+
+    def transition(
+        self,
+        batch_id: str,
+        item_id: str,
+        allowed: Iterable[ItemState],
+        to: ItemState,
+        fields: Mapping[str, object] | None = None,
+        *,
+        when: Mapping[str, object] | None = None,
+        durable: bool = False,
+    ) -> Transition:
+        """Move an item to `to` if its state is one of `allowed` and each field named in `when`
+        still holds that value, writing `fields` with it.
+
+        `when` fences a step to the attempt it examined (see `Item.fence`): the state alone
+        cannot tell `submitting` of this attempt from `submitting` of the next one, so a stale
+        step could otherwise undo a newer attempt's intent and have the pair posted twice.
+
+        `durable` returns only once the write (and every write acknowledged before it) is as
+        safe as the ledger's guarantee makes it: the wait goes on the same connection, right
+        behind the script (`pipeline.durability`). DurabilityError when it was not: the
+        change may have happened, but nothing may be paid on it.
+        """
+        args = [
+            json.dumps([s.value for s in allowed]),
+            to.value,
+            json.dumps({k: encode_value(v) for k, v in (fields or {}).items()}),
+            "1" if to in FINAL_STATES else "0",
+            item_id,
+            json.dumps({k: encode_value(v) for k, v in (when or {}).items()}),
+        ]
+        script_keys = [
+            keys.item(batch_id, item_id),
+            keys.batch_done(batch_id),
+            keys.batch(batch_id),
+        ]
+        if durable and self.durable is not None:
+            result = self._call(lambda: self._durably(script_keys, args))
+        else:
+            result = self._call(lambda: self._transition(keys=script_keys, args=args))
+        ok, state, done, total = result
+        return Transition(bool(ok), str(state), int(done), int(total))
+
+    def update_item(
+        self,
+        batch_id: str,
+        item_id: str,
+        state: ItemState,
+        fields: Mapping[str, object],
+        *,
+        when: Mapping[str, object] | None = None,
+    ) -> bool:
+        """Write fields only while the item is still in `state` (and matches `when`). False if
+        it moved on."""
+        return self.transition(batch_id, item_id, [state], state, fields, when=when).ok
+
+    def count(self, batch_id: str, item_id: str, field: str, by: int = 1) -> int:
+        """Add to a counter of the item (polls, errors)."""
+        return int(self._call(lambda: self.redis.hincrby(keys.item(batch_id, item_id), field, by)))
+
+    def expect(self, steps: Iterable[Next], now: float) -> None:
+        """Record, per item, the step a message was just sent for and when it is due: the
+        sweeper re-sends it if it never runs (a message the broker lost)."""
+        expected = [n for n in steps if n.item_id is not None and n.step not in BATCH_STEPS]
+        if not expected:
+            return
+
+        def write() -> None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for step in expected:
+                    pipe.hset(
+                        keys.item(step.batch_id, str(step.item_id)),
+                        mapping={
+                            "next_step": step.step,
+                            "next_due_at": repr(now + step.countdown_s),
+                        },
+                    )
+                pipe.execute()
+
+        self._call(write)
