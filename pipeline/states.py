@@ -13,11 +13,13 @@ outcome the list call could not settle: never re-posted automatically).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
 class ItemState(StrEnum):
-    """Where an item is. The ledger moves it only along the arrows above."""
+    """Where an item is. The ledger moves it only along the arrows above (`MOVES`: any other
+    move is refused as a programming error before Redis is asked)."""
 
     PENDING = "pending"
     READY = "ready"
@@ -45,6 +47,46 @@ FINAL_STATES = frozenset(
         ItemState.NEEDS_ATTENTION,
     }
 )
+_RETRIED_TO = frozenset({ItemState.PENDING, ItemState.RUNNING, ItemState.COLLECTING})
+"""Where `retry-failed` sends an item back (submit anew, poll again, collect again)."""
+
+MOVES: dict[ItemState, frozenset[ItemState]] = {
+    ItemState.PENDING: frozenset(
+        {ItemState.READY, ItemState.COMPLETED, ItemState.FAILED, ItemState.CANCELLED}
+    ),
+    ItemState.READY: frozenset(
+        {ItemState.SUBMITTING, ItemState.SKIPPED, ItemState.CANCELLED, ItemState.FAILED}
+    ),
+    ItemState.SUBMITTING: frozenset(
+        {ItemState.RUNNING, ItemState.READY, ItemState.FAILED, ItemState.NEEDS_ATTENTION}
+    ),
+    ItemState.RUNNING: frozenset({ItemState.COLLECTING, ItemState.READY, ItemState.FAILED}),
+    ItemState.COLLECTING: frozenset({ItemState.COMPLETED, ItemState.FAILED}),
+    ItemState.COMPLETED: frozenset(),
+    ItemState.FAILED: _RETRIED_TO,
+    ItemState.SKIPPED: _RETRIED_TO,
+    ItemState.CANCELLED: _RETRIED_TO,
+    ItemState.NEEDS_ATTENTION: _RETRIED_TO,  # and `lipdub adopt`: on to running
+}
+"""Where each state may go next (staying put, to write fields, is always allowed)."""
+
+
+def check_moves(allowed: Iterable[ItemState], to: ItemState) -> None:
+    """Refuse a transition whose allowed states include one that never moves to `to`.
+
+    >>> check_moves([ItemState.READY], ItemState.SUBMITTING)
+    >>> check_moves([ItemState.COMPLETED], ItemState.READY)
+    Traceback (most recent call last):
+    ...
+    ValueError: an item never moves from completed to ready (pipeline.states.MOVES)
+    """
+    for state in allowed:
+        if state is not to and to not in MOVES[state]:
+            raise ValueError(
+                f"an item never moves from {state.value} to {to.value} (pipeline.states.MOVES)"
+            )
+
+
 PARKED = ("window", "nightly budget")
 """`waiting_on` of an item a schedule's gate parked (`pipeline.schedules.gate`)."""
 NOT_SUBMITTED = frozenset({ItemState.PENDING, ItemState.READY})

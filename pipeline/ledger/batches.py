@@ -15,7 +15,7 @@ from pipeline.errors import LedgerError
 from pipeline.ledger.base import LedgerStore
 from pipeline.ledger.budgets import to_micros
 from pipeline.records import encode_value
-from pipeline.states import FINAL_STATES, BatchState, ItemState
+from pipeline.states import FINAL_STATES, BatchState, ItemState, check_moves
 from pipeline.steps import BATCH_STEPS, Next
 
 
@@ -162,6 +162,8 @@ class BatchRecords(LedgerStore):
         behind the script (`pipeline.durability`). DurabilityError when it was not: the
         change may have happened, but nothing may be paid on it.
         """
+        allowed = list(allowed)
+        check_moves(allowed, to)
         args = [
             json.dumps([s.value for s in allowed]),
             to.value,

@@ -58,7 +58,8 @@ def test_a_refused_transition_reports_the_state_it_met(ledger):
 def test_a_fenced_transition_acts_only_on_the_attempt_it_read(ledger):
     # Given an item submitting its second attempt
     batch = _batch(ledger)
-    ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.SUBMITTING, {"submits": 2})
+    ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.READY)
+    ledger.transition(batch, "i0", [ItemState.READY], ItemState.SUBMITTING, {"submits": 2})
     # When a step that read the first attempt tries to send it back to ready
     stale = ledger.transition(
         batch, "i0", [ItemState.SUBMITTING], ItemState.READY, {"x": 1}, when={"submits": "1"}
@@ -150,3 +151,10 @@ def test_a_released_claim_lets_another_item_pay(ledger):
     assert ledger.claim("pair", "b2:x").kind == "wait"
     ledger.release_claim("pair", "b1:a")
     assert ledger.claim("pair", "b2:x").kind == "own"
+
+
+def test_a_move_off_the_state_diagram_is_refused_before_redis_is_asked(ledger):
+    batch = _batch(ledger)
+    with pytest.raises(ValueError, match="never moves from pending to running"):
+        ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.RUNNING)
+    assert ledger.item(batch, "i0")["state"] == "pending"

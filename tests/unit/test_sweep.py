@@ -41,7 +41,8 @@ def test_final_items_are_left_alone_and_a_complete_batch_is_finalized(ledger):
     ledger.transition("b1", "a", [ItemState.PENDING], ItemState.FAILED)
     assert [n.item_id for n in stalled_steps(ledger, now=later, grace_s=GRACE_S)] == ["b", "c"]
     ledger.transition("b1", "b", [ItemState.PENDING], ItemState.CANCELLED)
-    ledger.transition("b1", "c", [ItemState.PENDING], ItemState.SKIPPED)
+    ledger.transition("b1", "c", [ItemState.PENDING], ItemState.READY)
+    ledger.transition("b1", "c", [ItemState.READY], ItemState.SKIPPED)
     assert stalled_steps(ledger, now=later, grace_s=GRACE_S) == [Next("finalize", "b1")]
     # ... unless a finalizer is at work
     assert ledger.acquire_finalizer("b1", 30)
