@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
-import redis
 
+from pipeline import wiring
 from pipeline.durability import DurableWrites
 from pipeline.errors import SettingsError
 from pipeline.gates import Gates
 from pipeline.ledger import Ledger
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
-from pipeline.remote import make_s3_client
 from pipeline.schedules.config import ScheduleSpec, load_schedules
 from pipeline.settings import Settings
 from pipeline.storage import Storage
@@ -61,10 +60,8 @@ class Runtime:
     ) -> Runtime:
         """Connect to what the settings name. Provider calls are never retried in-process
         (a worker reschedules instead of sleeping), and the submit POST never at all."""
-        client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
-        s3_client = s3 or make_s3_client(
-            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
-        )
+        client = wiring.redis_client(settings)
+        s3_client = s3 or wiring.s3_client(settings)
         lease_s = settings.polling.item_deadline_s + settings.worker.max_countdown_s * 2
         return cls(
             settings=settings,

@@ -23,13 +23,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
 
+from pipeline import wiring
 from pipeline.errors import BudgetExceeded
-from pipeline.media import MediaInspector, ProbeCache
-from pipeline.planning import plan_manifest
 from pipeline.preflight import preflight
 from pipeline.provider.client import ProviderClient
-from pipeline.quotes import ProviderQuotes
-from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.settings import Settings, load_settings
 from workers.cli.session import Session
 
@@ -139,21 +136,7 @@ class Lipdub:
         settings = self.settings
         provider = ProviderClient.from_settings(settings.provider)
         try:
-            plan = plan_manifest(
-                Path(manifest),
-                media=settings.media,
-                price=settings.price,
-                default_sync_mode=settings.batch.default_sync_mode,
-                inspector=MediaInspector(
-                    ProbeCache(settings.media.cache_path / "probe-cache.sqlite3")
-                ),
-                remote=RemoteProber(
-                    s3_factory=lambda: make_s3_client(
-                        endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
-                    )
-                ),
-                quotes=ProviderQuotes.of(provider) if settings.price.quotes else None,
-            )
+            plan = wiring.plan(settings, Path(manifest), provider=provider)
             to_pay = self._session.control.payable(plan, force=False)
             budget = budget_usd if budget_usd is not None else settings.budget.batch_usd
             if budget is not None and to_pay.total_usd > budget:

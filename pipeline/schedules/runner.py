@@ -24,16 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from pipeline import wiring
 from pipeline.batches import BatchControl
 from pipeline.errors import LipdubError, ManifestError
 from pipeline.keys import slot_member_ids
 from pipeline.ledger import Ledger, from_micros, to_micros
-from pipeline.media import MediaInspector, ProbeCache
-from pipeline.planning import Plan, plan_manifest
+from pipeline.planning import Plan
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
-from pipeline.quotes import ProviderQuotes
-from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.schedules.config import ScheduleSpec
 from pipeline.schedules.gate import night_scope
 from pipeline.schedules.inbox import Dropped, Inbox, open_inbox, scratch_dir
@@ -84,36 +82,17 @@ class RunOutcome:
 def settings_planner(settings: Settings) -> Planner:
     """Plan as `lipdub plan` does: the probe cache, s3:// and https:// inputs probed remotely,
     priced by the provider's quotes (the price model when it does not answer)."""
-    storage = settings.storage
 
     def plan(manifest: Path, sync_mode: SyncMode | None, base: Path | str) -> Plan:
         provider = ProviderClient.from_settings(
             settings.provider, retry_policy=RetryPolicy(max_attempts=1)
         )
         try:
-            return _plan(manifest, sync_mode, base, provider)
+            return wiring.plan(
+                settings, manifest, provider=provider, default_sync_mode=sync_mode, base_dir=base
+            )
         finally:
             provider.close()
-
-    def _plan(
-        manifest: Path, sync_mode: SyncMode | None, base: Path | str, provider: ProviderClient
-    ) -> Plan:
-        return plan_manifest(
-            manifest,
-            media=settings.media,
-            price=settings.price,
-            default_sync_mode=sync_mode or settings.batch.default_sync_mode,
-            inspector=MediaInspector(ProbeCache(settings.media.cache_path / "probe-cache.sqlite3")),
-            remote=RemoteProber(
-                s3_factory=lambda: make_s3_client(
-                    endpoint_url=storage.endpoint_url, region=storage.region
-                ),
-                timeout_s=settings.media.probe_timeout_s,
-                max_bytes=settings.media.max_file_size_bytes,
-            ),
-            base_dir=base,
-            quotes=ProviderQuotes.of(provider) if settings.price.quotes else None,
-        )
 
     return plan
 

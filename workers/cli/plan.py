@@ -16,16 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from pipeline import wiring
 from pipeline.batches import Payable, plan_payable
 from pipeline.errors import LedgerError, LipdubError, ManifestError
 from pipeline.ledger import Ledger
-from pipeline.media import MediaInspector, ProbeCache
-from pipeline.planning import Plan, plan_manifest
+from pipeline.planning import Plan
 from pipeline.pricing import to_cents
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
-from pipeline.quotes import ProviderQuotes
-from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.settings import Settings
 from pipeline.sync_modes import SyncMode
 from workers.cli.common import (
@@ -117,20 +115,14 @@ def build_plan(
 ) -> Plan:
     """Plan the manifest with a progress bar; an invalid manifest exits 1 listing every problem.
     With a provider and `price.quotes` on, items are priced by the provider's quotes."""
-    quotes = ProviderQuotes.of(provider) if provider and settings.price.quotes else None
-    cache = ProbeCache(settings.media.cache_path / "probe-cache.sqlite3")
     try:
         with _progress_bar("Checking media") as progress:
-            return plan_manifest(
+            return wiring.plan(
+                settings,
                 manifest,
-                media=settings.media,
-                price=settings.price,
-                default_sync_mode=settings.batch.default_sync_mode,
+                provider=provider,
                 sync_mode_override=sync_mode,
-                inspector=MediaInspector(cache),
-                remote=_remote_prober(settings),
                 progress=progress,
-                quotes=quotes,
             )
     except ManifestError as error:
         if as_json:
@@ -172,15 +164,6 @@ def _progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
             bar.update(task, completed=done, total=total)
 
         yield update
-
-
-def _remote_prober(settings: Settings) -> RemoteProber:
-    storage = settings.storage
-    return RemoteProber(
-        s3_factory=lambda: make_s3_client(endpoint_url=storage.endpoint_url, region=storage.region),
-        timeout_s=settings.media.probe_timeout_s,
-        max_bytes=settings.media.max_file_size_bytes,
-    )
 
 
 def print_plan(result: Plan, payable: Payable | None = None, *, max_rows: int = 50) -> None:

@@ -10,10 +10,10 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from pipeline import wiring
 from pipeline.batches import BatchControl
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger
-from pipeline.remote import make_s3_client
 from pipeline.settings import Settings
 from pipeline.storage import Storage
 from workers.app import create_app
@@ -52,9 +52,7 @@ class Session:
     @classmethod
     def connect(cls, settings: Settings) -> Session:
         """Connect and check that Redis answers (LedgerError saying where to look if not)."""
-        client = redis.Redis.from_url(
-            settings.redis.url, decode_responses=True, socket_connect_timeout=5
-        )
+        client = wiring.redis_client(settings)
         ledger = Ledger(client)
         try:
             ledger.ping()
@@ -66,9 +64,7 @@ class Session:
             ) from None
         app = create_app(settings)
         dispatcher = CeleryDispatcher(app, settings.worker.queue)
-        s3 = make_s3_client(
-            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
-        )
+        s3 = wiring.s3_client(settings)
         return cls(settings, client, ledger, BatchControl(ledger, dispatcher, settings), s3, app)
 
     def __enter__(self) -> Session:
