@@ -17,12 +17,11 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import redis
 
 from pipeline.errors import LocalStackError
+from pipeline.serving import Service
 
 SERVER_VARIABLE = "LIPDUB_REDIS_SERVER"
 
@@ -64,28 +63,7 @@ def _shipped(module: str, name: str) -> str | None:
     return str(candidate) if candidate.is_file() else None
 
 
-class _LocalServer:
-    """`with server:` starts it and stops it."""
-
-    def start(self) -> Self:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class RedisServer(_LocalServer):
+class RedisServer(Service):
     """A `redis-server` process of our own, with AOF persistence as production runs it:
     `appendfsync always`, under which lipdub's default durability holds (every write is
     fsynced before its reply; see pipeline.durability for why not WAITAOF with everysec).
@@ -171,7 +149,7 @@ class RedisServer(_LocalServer):
         self.process = None
 
 
-class S3Server(_LocalServer):
+class S3Server(Service):
     """moto's standalone S3 server in this process (real S3 protocol, presigned URLs work)."""
 
     def __init__(self, port: int | None = None) -> None:

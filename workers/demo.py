@@ -20,12 +20,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 from pipeline.localstack import RedisServer, S3Server
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
+from pipeline.serving import Service
 from pipeline.settings import Settings, to_environment
 
 DEMO_API_KEY = "sk-sandbox"
@@ -77,7 +77,7 @@ SettingsFactory = Callable[..., Settings]
 """Builds the stack's settings: (workdir, *, redis_url, s3_url, sandbox_url) -> Settings."""
 
 
-class DemoStack:
+class DemoStack(Service):
     """Start the stack on enter, stop every part of it on exit (also after Ctrl-C).
 
     The demo's sandbox and settings by default; the benchmarks pass their own.
@@ -188,14 +188,3 @@ class DemoStack:
             self._sandbox_started = False
         self.s3.stop()
         self.redis.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

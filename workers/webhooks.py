@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pipeline.errors import LipdubError
+from pipeline.serving import ThreadedServer
 from pipeline.webhook_inbox import Verdict, WebhookInbox
 from workers.tasks import CeleryDispatcher
 
@@ -26,7 +26,7 @@ MAX_BODY_BYTES = 1024 * 1024
 """A prediction is a few kB; anything far larger is not one."""
 
 
-class WebhookServer:
+class WebhookServer(ThreadedServer):
     """Serves `POST /webhooks` on host:port (port 0 picks a free one) until `stop()`."""
 
     def __init__(
@@ -51,35 +51,15 @@ class WebhookServer:
             def do_POST(self) -> None:
                 receiver._handle(self)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._http = ThreadingHTTPServer((host, port), Handler)
+        self._http.daemon_threads = True
+        super().__init__(self._http, "webhooks-http")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._http.server_address[:2]
         name = host.decode() if isinstance(host, bytes) else host
         return f"http://{name}:{port}{PATH}"
-
-    def start(self) -> WebhookServer:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in this thread until interrupted."""
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> WebhookServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         if handler.path.split("?", 1)[0] != PATH:

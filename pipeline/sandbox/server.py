@@ -14,20 +14,19 @@ import hashlib
 import json
 import logging
 import mimetypes
-import threading
 import time
 import uuid
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pipeline.provider.models import parse_timestamp
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.engine import DownloadFailed, InputRejected, SandboxEngine
+from pipeline.serving import ThreadedServer
 
 log = logging.getLogger("lipdub.sandbox")
 MAX_BODY_BYTES = 512 * 1024 * 1024
@@ -431,52 +430,26 @@ def _url_key(body: dict[str, Any]) -> str:
     return "url:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class SandboxServer:
+class SandboxServer(ThreadedServer):
     """A running sandbox on (host, port); port 0 picks a free one. Start/stop or `with`."""
 
     def __init__(
         self, config: SandboxConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.config = config or SandboxConfig()
-        self._server = _Server((host, port), _Handler)
-        address = self._server.server_address
+        server = _Server((host, port), _Handler)
+        super().__init__(server, "sandbox-http")
+        address = server.server_address
         self.host, self.port = str(address[0]), int(address[1])
         self.engine = SandboxEngine(self.config, lambda: self.url)
-        self._server.engine = self.engine
-        self._thread: threading.Thread | None = None
+        server.engine = self.engine
 
     @property
     def url(self) -> str:
         """Base URL clients use, e.g. http://127.0.0.1:8199."""
         return self.config.public_url or f"http://{self.host}:{self.port}"
 
-    def start(self) -> SandboxServer:
-        """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sandbox-http", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in this thread until `stop()` (from a signal handler or another thread)."""
-        self._server.serve_forever()
-
     def stop(self) -> None:
         """Stop serving and processing, and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
         self.engine.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> SandboxServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -45,7 +45,7 @@ class Crash:
 class FsyncWatch:
     """Ticks into the server so a crash knows where the writes of a moment ago begin."""
 
-    def __init__(self, server: RedisServer, seed: int = 7) -> None:
+    def __init__(self, server: RedisServer, seed: int | None = None) -> None:
         self.server = server
         self._random = random.Random(seed)
         self._ticks: list[tuple[int, float]] = []
