@@ -28,7 +28,7 @@ from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
 from pipeline.planning import Plan, PlannedItem
 from pipeline.records import Item
-from pipeline.report import batch_report, batch_status
+from pipeline.reporting.data import batch_report, batch_status
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
 from pipeline.steps import Next

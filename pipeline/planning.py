@@ -6,7 +6,7 @@ resolution limits), and prices each item. It reports every problem in the file a
 raising ManifestError; a plan it returns is safe to pay for.
 
 Local inputs are hashed and probed through `MediaInspector` (cached by content). Remote
-inputs (`s3://`, `https://`) are probed over the network by a `RemoteProber`, which the
+inputs (`s3://`, `https://`) are probed over the network by a `RemoteProbe` (`pipeline.remote.RemoteProber`), which the
 caller provides (it needs an S3 client); without one they are reported as problems.
 """
 
@@ -36,7 +36,7 @@ from pipeline.quotes import QUOTE_BASIS, ProviderQuotes, describe_failure, quote
 from pipeline.settings import MediaSettings
 from pipeline.sync_modes import SyncMode, expected_output_s
 
-RemoteProber = Callable[[InputRef], tuple[str, MediaInfo]]
+RemoteProbe = Callable[[InputRef], tuple[str, MediaInfo]]
 """Probe a remote input: returns (content identity, media info) or raises MediaError."""
 
 
@@ -128,7 +128,7 @@ def plan_manifest(
     default_sync_mode: SyncMode = SyncMode.CUT_OFF,
     sync_mode_override: SyncMode | None = None,
     inspector: MediaInspector | None = None,
-    remote: RemoteProber | None = None,
+    remote: RemoteProbe | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     base_dir: Path | str | None = None,
@@ -286,7 +286,7 @@ class _InputChecker:
     """Checks one input location; returns a PlannedInput or a 'message|hint' string."""
 
     def __init__(
-        self, media: MediaSettings, inspector: MediaInspector, remote: RemoteProber | None
+        self, media: MediaSettings, inspector: MediaInspector, remote: RemoteProbe | None
     ) -> None:
         self.media = media
         self.inspector = inspector

@@ -74,11 +74,12 @@ class ProviderSettings(_Section):
     submit_timeout_s: float = Field(default=60.0, gt=0)
     """Seconds to wait for the submit's answer; after that its outcome is reconciled, never re-posted."""
     max_get_attempts: int = Field(default=4, ge=1, le=20)
-    """Tries of an idempotent GET on a transient error (the submit POST is tried once)."""
+    """Tries of a safe call made outside a worker (the CLI's balance, quotes, list and audit;
+    the receiver's webhook secret). Workers never retry in-process: they reschedule."""
     retry_base_delay_s: float = Field(default=0.5, gt=0)
-    """First back-off between GET tries, doubled each time."""
+    """First back-off between those tries, doubled each time."""
     retry_max_delay_s: float = Field(default=8.0, gt=0)
-    """Longest back-off between GET tries."""
+    """Longest back-off between those tries."""
     starts_per_minute: int = Field(default=2, ge=1)
     """The account's submits per `rate_window_s` (Bronze 2, Silver 500, Gold 3,000, Ultra 5,000)."""
     rate_window_s: float = Field(default=60.0, gt=0)

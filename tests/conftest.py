@@ -15,7 +15,7 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from pipeline.localstack import RedisServer, S3Server
+from pipeline.local_servers import RedisServer, S3Server
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.models import Prediction
 from pipeline.provider.retry import RetryPolicy

@@ -1,4 +1,4 @@
-"""The Celery app: the settings design.md fixes, and one task per pipeline step.
+"""The Celery app: the settings that make a redelivered task safe, and one task per step.
 
     celery -A workers.app worker --pool=prefork --concurrency=4
 

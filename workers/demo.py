@@ -3,7 +3,7 @@
     with DemoStack(workdir) as stack:        # redis-server, moto's S3, the sandbox, 2 workers
         session = Session.connect(stack.settings)
 
-A Redis-protocol server (`pipeline.localstack.find_redis_server`) with AOF fsynced on every
+A Redis-protocol server (`pipeline.local_servers.find_redis_server`) with AOF fsynced on every
 write, on a free port;
 moto's S3 server and the sandbox in this process on free ports; two `lipdub worker`
 processes (prefork, each in its own process group) configured only through `LIPDUB_`
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Self
 
-from pipeline.localstack import RedisServer, S3Server
+from pipeline.local_servers import RedisServer, S3Server
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 from pipeline.serving import Service

@@ -18,8 +18,8 @@ import json
 
 from pipeline.audit import audit_batch
 from pipeline.errors import ProviderError
-from pipeline.report import batch_report
 from pipeline.reporting import CONTENT_TYPES, render_all
+from pipeline.reporting.data import batch_report
 from pipeline.runtime import Runtime
 from pipeline.states import BatchState
 from pipeline.steps import Next

@@ -24,7 +24,7 @@ from pipeline.flow.common import (
     resume,
     storage_retry_in,
 )
-from pipeline.flow.polling import next_poll_delay_s
+from pipeline.flow.poll_timing import next_poll_delay_s
 from pipeline.provider.models import Prediction, Status
 from pipeline.records import Item
 from pipeline.runtime import Runtime

@@ -33,7 +33,7 @@ from pipeline.flow.common import (
     resume,
     storage_retry_in,
 )
-from pipeline.flow.polling import first_poll_delay_s
+from pipeline.flow.poll_timing import first_poll_delay_s
 from pipeline.ledger import Transition
 from pipeline.records import Item
 from pipeline.remote import split_s3

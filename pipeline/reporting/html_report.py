@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from pipeline.report import PHASES
+from pipeline.reporting.data import PHASES
 from pipeline.reporting.summary import PHASE_NAMES, Summary, money_lines, summarize
 
 PHASE_COLOURS = {

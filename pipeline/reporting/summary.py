@@ -1,6 +1,6 @@
 """What a person wants to know about a finished (or running) batch, computed from its report.
 
-`summarize(report)` takes the dict `pipeline.report.batch_report` builds from the ledger and
+`summarize(report)` takes the dict `pipeline.reporting.data.batch_report` builds from the ledger and
 returns plain numbers: items by state, billable seconds, estimated vs. final cost, wall time,
 throughput, cost by sync_mode and by each metadata column, and each item's timeline.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pipeline.report import PHASES
+from pipeline.reporting.data import PHASES
 from pipeline.states import FINAL_STATES
 
 PHASE_NAMES = tuple(PHASES)

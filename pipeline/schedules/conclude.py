@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from pipeline.report import batch_report
 from pipeline.reporting import render_all, summarize
+from pipeline.reporting.data import batch_report
 from pipeline.runtime import Runtime
 from pipeline.schedules.inbox import open_inbox
 from pipeline.schedules.notices import post_notice

@@ -1,6 +1,6 @@
 """Run the schedules: decide what is due, pick manifests up once, wake parked items.
 
-    scheduler = Scheduler.build(settings, schedules, ledger, dispatcher, s3)
+    scheduler = Scheduler.build(settings, schedules, control, s3)
     scheduler.tick()            # beat's periodic task: due runs, missed runs, parked items
     scheduler.run("nightly")    # `lipdub schedule run-now nightly`
 

@@ -16,7 +16,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pipeline.localstack import S3Server
+from pipeline.local_servers import S3Server
 from pipeline.remote import make_s3_client
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import heapq
 import math
 from collections.abc import Sequence
 
-from pipeline.flow.polling import first_poll_delay_s, next_poll_delay_s
+from pipeline.flow.poll_timing import first_poll_delay_s, next_poll_delay_s
 from pipeline.settings import PollingSettings
 
 

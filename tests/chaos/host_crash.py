@@ -26,7 +26,7 @@ from pathlib import Path
 
 import redis
 
-from pipeline.localstack import RedisServer
+from pipeline.local_servers import RedisServer
 
 TICK_S = 0.01
 LOSE_S = (0.5, 1.0)

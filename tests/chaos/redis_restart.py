@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.localstack import RedisServer
+from pipeline.local_servers import RedisServer
 from pipeline.planning import Plan
 from tests.integration.stack import Stack, worker_processes
 

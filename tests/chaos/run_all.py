@@ -28,7 +28,7 @@ import httpx
 from pydantic import SecretStr
 
 from pipeline.errors import ManifestError
-from pipeline.localstack import RedisServer, S3Server, free_port
+from pipeline.local_servers import RedisServer, S3Server, free_port
 from pipeline.provider.webhooks import sign
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.settings import Settings

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.localstack import free_port
+from pipeline.local_servers import free_port
 
 HOP_BY_HOP = {
     "connection",

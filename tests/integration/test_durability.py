@@ -25,7 +25,7 @@ from pipeline.durability import DurableWrites
 from pipeline.errors import DurabilityError
 from pipeline.flow import run_step
 from pipeline.ledger import Ledger
-from pipeline.localstack import RedisServer
+from pipeline.local_servers import RedisServer
 from pipeline.runtime import Runtime
 from pipeline.settings import LedgerSettings, Settings
 from pipeline.steps import Next

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.localstack import RedisServer
+from pipeline.local_servers import RedisServer
 from tests.chaos.kills import kill_settings
 from tests.chaos.outcome import paid_pairs
 from tests.chaos.redis_restart import run_with_redis_restarts

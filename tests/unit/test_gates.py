@@ -130,7 +130,7 @@ def test_the_poll_rate_is_shared(make_gates):
 
 def test_an_unreachable_redis_is_a_ledger_error_the_task_can_retry():
     from pipeline.errors import LedgerError
-    from pipeline.localstack import free_port
+    from pipeline.local_servers import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=0.2)

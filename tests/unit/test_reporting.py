@@ -165,7 +165,7 @@ def test_an_unknown_format_is_refused():
 
 
 def test_the_timeline_names_only_what_the_timestamps_prove():
-    from pipeline.report import item_report
+    from pipeline.reporting.data import item_report
 
     record = {
         "id": "a",
