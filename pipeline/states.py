@@ -52,7 +52,13 @@ _RETRIED_TO = frozenset({ItemState.PENDING, ItemState.RUNNING, ItemState.COLLECT
 
 MOVES: dict[ItemState, frozenset[ItemState]] = {
     ItemState.PENDING: frozenset(
-        {ItemState.READY, ItemState.COMPLETED, ItemState.FAILED, ItemState.CANCELLED}
+        {
+            ItemState.READY,
+            ItemState.COMPLETED,  # the pair was paid for already: its output is copied
+            ItemState.FAILED,
+            ItemState.CANCELLED,
+            ItemState.NEEDS_ATTENTION,  # the item paying for the pair ended unsettled
+        }
     ),
     ItemState.READY: frozenset(
         {ItemState.SUBMITTING, ItemState.SKIPPED, ItemState.CANCELLED, ItemState.FAILED}
