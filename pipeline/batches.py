@@ -26,6 +26,7 @@ from pipeline import keys
 from pipeline.errors import BudgetExceeded
 from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
+from pipeline.ledger.budgets import unbooked_fields
 from pipeline.planning import Plan, PlannedItem
 from pipeline.records import Item
 from pipeline.reporting.data import batch_report, batch_status
@@ -280,7 +281,7 @@ class BatchControl:
         )  # fmt: skip
         # The item's spend is booked when it is collected, as any other's.
         fields.update(dict.fromkeys(_ATTEMPT_FIELDS, ""))
-        fields.update({"settled": False, "reserved_micros": 0, "adopted": True})
+        fields.update({**unbooked_fields(), "adopted": True})
         moved = self.ledger.transition(
             batch_id, item_id, [ItemState.NEEDS_ATTENTION], ItemState.RUNNING, fields
         )
@@ -309,7 +310,7 @@ class BatchControl:
         now = self.clock()
         if kind == ErrorKind.TIMEOUT and record.get("prediction_id"):
             deadline = now + self.settings.polling.item_deadline_s
-            return "poll", ItemState.RUNNING, {"deadline_at": deadline, "settled": False}
+            return "poll", ItemState.RUNNING, {"deadline_at": deadline, **unbooked_fields()}
         if kind == ErrorKind.OUTPUT and record.get("output_url"):
             return (
                 "collect",
@@ -317,15 +318,7 @@ class BatchControl:
                 {"collect_errors": 0, "collect_errors_since": ""},
             )
         fields: dict[str, object] = dict.fromkeys(_ATTEMPT_FIELDS, "")
-        fields.update(
-            {
-                "attempts": 0,
-                "settled": False,
-                "reserved_micros": 0,
-                "reserved_in": "",
-                "prediction_id": "",
-            }
-        )
+        fields.update({"attempts": 0, "prediction_id": "", **unbooked_fields()})
         return "prepare", ItemState.PENDING, fields
 
     @staticmethod

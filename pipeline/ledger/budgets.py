@@ -27,6 +27,13 @@ def from_micros(micros: int) -> Decimal:
     return (Decimal(micros) / MICROS_PER_USD).normalize()
 
 
+def unbooked_fields() -> dict[str, object]:
+    """An item's budget fields as they are before its first reservation: what an item that
+    is run again (retry-failed, adopt) starts from, so that its cost is booked once more by
+    `settle` (its earlier reservation was settled or given back when it ended)."""
+    return {"settled": False, "reserved_micros": 0, "reserved_in": ""}
+
+
 class Budgets(LedgerStore):
     """A batch's budget and a schedule's nightly one: reserve, settle, give back."""
 
