@@ -28,6 +28,8 @@
     lipdub:schedule:<s>:parked           zset  items waiting for the window/budget  SLOT_KEY_TTL_S, refreshed
     lipdub:schedule:beat                 str   the scheduler's lock (one beat acts) schedule.lock_timeout_s
     lipdub:notice:<event>                hash  a notification: text, attempts, sent ONCE_TTL_S
+    lipdub:workers                       zset  worker name -> last heartbeat (epoch s) entries older than LIVE_S dropped
+    lipdub:worker:<name>                 str   the worker's last heartbeat (JSON)   heartbeat.LIVE_S
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
 TTL. There is no command to delete a batch's record yet: delete its keys by hand if you must.
@@ -42,6 +44,7 @@ SLOT_WAITERS = f"{PREFIX}:gate:slot_waiters"
 START_LOG = f"{PREFIX}:gate:starts"
 COOLDOWN = f"{PREFIX}:gate:cooldown"
 POLLS_LIMITER = f"{PREFIX}:polls"
+WORKERS = f"{PREFIX}:workers"
 
 CLAIM_TTL_S = 8 * 24 * 3600
 """An unfinished claim outlives the provider's 7-day history, then lapses."""
@@ -136,3 +139,8 @@ BEAT_LOCK = f"{PREFIX}:schedule:beat"
 def notice(event: str) -> str:
     """A notification, posted once per event and sent until it is delivered."""
     return f"{PREFIX}:notice:{event}"
+
+
+def worker(name: str) -> str:
+    """A worker's last heartbeat."""
+    return f"{PREFIX}:worker:{name}"

@@ -18,6 +18,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings, load_settings
 from workers.beat import beat_config
+from workers.pulse import Pulse
 from workers.sweeper import Sweeper
 from workers.tasks import RuntimeHolder, register_tasks
 
@@ -87,6 +88,10 @@ def create_app(
     sweeper = Sweeper(app, settings)
     worker_ready.connect(sweeper.start, weak=False)
     worker_shutdown.connect(sweeper.stop, weak=False)
+    # Live workers are known to `lipdub workers` and `lipdub status` by their heartbeats.
+    pulse = Pulse(app, settings)
+    worker_ready.connect(pulse.start, weak=False)
+    worker_shutdown.connect(pulse.stop, weak=False)
     return app
 
 

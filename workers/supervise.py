@@ -34,7 +34,22 @@ class RestartPolicy:
     first_s: float = 1.0
     max_s: float = 30.0
     healthy_after_s: float = 60.0
+    give_up_after: int = 5
+    """Fast failures in a row (each child dead within `healthy_after_s`) before giving up:
+    an error no restart will fix (a wrong setting, a broken install) must reach the process
+    manager as an exit, not hide behind restarts."""
     _next_s: float = field(default=0.0, init=False)
+    _fast_failures: int = field(default=0, init=False)
+
+    def gives_up(self, ran_s: float) -> bool:
+        """Count a child that ran `ran_s`; True when this makes too many fast failures.
+
+        >>> policy = RestartPolicy(give_up_after=3)
+        >>> [policy.gives_up(2) for _ in range(3)], policy.gives_up(120)
+        ([False, False, True], False)
+        """
+        self._fast_failures = self._fast_failures + 1 if ran_s < self.healthy_after_s else 0
+        return self._fast_failures >= self.give_up_after
 
     def delay_after(self, ran_s: float) -> float:
         """Seconds to wait before the next start, given how long the last child ran.
@@ -59,7 +74,7 @@ def supervise(
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Run `argv` until it exits 0 or 3 (a refused setting) or this process is told to stop;
-    restart it otherwise.
+    restart it otherwise, unless it keeps dying at once (`RestartPolicy.give_up_after`).
 
     SIGTERM and SIGINT end the loop, with a SIGTERM (warm shutdown) to the child.
     Returns the child's last exit code.
@@ -86,7 +101,17 @@ def supervise(
             code = _wait(child)
             if stopping or code in (0, SETTINGS_EXIT):
                 return code  # asked to stop, or a setting that a restart will not fix
-            delay_s = policy.delay_after(clock() - started)
+            ran_s = clock() - started
+            if policy.gives_up(ran_s):
+                log.error(
+                    "the Celery worker exited with %s %d times in a row, each within %.0f s of "
+                    "its start; giving up (see the errors above)",
+                    code,
+                    policy.give_up_after,
+                    policy.healthy_after_s,
+                )
+                return code or 1
+            delay_s = policy.delay_after(ran_s)
             log.error(
                 "the Celery worker exited with %s; starting it again in %.0f s", code, delay_s
             )

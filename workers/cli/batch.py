@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -21,6 +21,7 @@ from rich.text import Text
 
 from pipeline.audit import audit_batch
 from pipeline.errors import PredictionNotFound
+from pipeline.heartbeat import LIVE_S, Beat, Heartbeats, disagreements
 from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
 from pipeline.reporting import ReportFormat, file_name, render, summarize, write_local
@@ -296,11 +297,73 @@ def status(
         if follow_batch:
             code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
             raise typer.Exit(code)
+        now = datetime.now(tz=UTC).timestamp()
+        alive = Heartbeats(session.redis).alive(now)
         if as_json:
-            out.print_json(json.dumps(current))
+            workers = {"alive": len(alive), "disagree_on": disagreements(alive)}
+            out.print_json(json.dumps({**current, "workers": workers}))
         else:
+            warning = workers_warning(alive) if current["state"] != "finished" else None
+            if warning:
+                err.print(Text(warning, style="bold red"))
             out.print(Text(f"{batch_id} ({current['name']}): {current['state']}"))
-            out.print(Text(status_line(current, datetime.now(tz=UTC).timestamp())))
+            out.print(Text(status_line(current, now)))
+
+
+def workers_warning(alive: list[Beat]) -> str | None:
+    """What is wrong with the live workers, for a running batch's status: none alive, or
+    alive but disagreeing on settings that must agree."""
+    if not alive:
+        return (
+            f"No worker is alive (no heartbeat in the last {LIVE_S:.0f} s): this batch's items "
+            "wait until one runs. Start one with: lipdub worker"
+        )
+    differ = disagreements(alive)
+    if differ:
+        return (
+            f"The {len(alive)} live workers disagree on {', '.join(differ)}: "
+            "`lipdub workers` shows which runs with what."
+        )
+    return None
+
+
+@app.command()
+def workers(as_json: AsJson = False) -> None:
+    """The live workers (a heartbeat in the last 30 s): host, pid, version, and the settings
+    that must agree across them (the API key as a fingerprint, never the key)."""
+    with guard(), Session.connect(load_cli_settings()) as session:
+        now = datetime.now(tz=UTC).timestamp()
+        alive = Heartbeats(session.redis).alive(now)
+    if as_json:
+        out.print_json(json.dumps([asdict(b) for b in alive]))
+        return
+    if not alive:
+        out.print(Text("No worker is alive. Start one with: lipdub worker"))
+        return
+    differ = disagreements(alive)
+    table = Table()
+    for column in ("worker", "host", "pid", "version", "up", *differ):
+        table.add_column(column)
+    for beat in alive:
+        table.add_row(
+            Text(beat.name),
+            Text(beat.host),
+            str(beat.pid),
+            beat.version,
+            _duration(now - beat.started_at),
+            *(Text(beat.settings.get(name, "")) for name in differ),
+        )
+    out.print(table)
+    shared = {k: v for k, v in alive[0].settings.items() if k not in differ}
+    out.print(Text("All agree on: " + ", ".join(f"{k}={v}" for k, v in sorted(shared.items()))))
+    if differ:
+        err.print(Text(f"They disagree on: {', '.join(differ)}", style="bold red"))
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(max(0.0, seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _status_or_exit(session: Session, batch_id: str) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""Live workers are known: each `celery`/`lipdub worker` process beats in Redis; `lipdub
+workers` lists them with the settings that must agree; `lipdub status` says when none is
+alive, or when they disagree. On the real parts: Redis, worker processes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+import redis
+
+from pipeline.heartbeat import LIVE_S, Heartbeats
+from tests.integration.stack import Stack, plan, worker_processes, write_manifest
+from workers.supervise import RestartPolicy, supervise
+
+pytestmark = pytest.mark.slow
+
+
+def _live(cli, count: int, timeout_s: float = 60.0) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        listed = json.loads(cli("workers", "--json").stdout)
+        if len(listed) == count:
+            return listed
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.2)
+
+
+def test_workers_beat_and_status_says_when_none_is_alive(cli, settings, tmp_path):
+    # A running batch whose steps wait in a queue no worker here takes: it stays running
+    unserved = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"queue": "nobody-listens"})}
+    )
+    stack = Stack(unserved)
+    manifest = write_manifest(tmp_path / "m", [("w0", 1, 1, "loop")])
+    batch_id = stack.control.start(plan(manifest, unserved))
+    # With no worker: the status of the running batch says so first
+    idle = cli("status", batch_id)
+    assert idle.returncode == 0
+    assert idle.stderr.startswith("No worker is alive"), idle.stderr
+    assert json.loads(cli("status", batch_id, "--json").stdout)["workers"]["alive"] == 0
+    # Two workers that disagree on the account's limits
+    other = settings.model_copy(
+        update={"provider": settings.provider.model_copy(update={"starts_per_minute": 7})}
+    )
+    with (
+        worker_processes(settings, tmp_path, concurrency=1, name="a"),
+        worker_processes(other, tmp_path, concurrency=1, name="b"),
+    ):
+        listed = _live(cli, 2)
+        assert {w["settings"]["starts_per_minute"] for w in listed} == {"600", "7"}
+        assert all(w["settings"]["bucket"] == settings.storage.bucket for w in listed)
+        # The key is a fingerprint, never the key itself
+        assert all(w["settings"]["key"] and "sk-" not in json.dumps(w) for w in listed)
+        table = cli("workers")
+        assert "starts_per_minute" in table.stdout.splitlines()[1]  # a column of its own
+        assert f"bucket={settings.storage.bucket}" in table.stdout
+        assert "disagree on: starts_per_minute" in table.stderr
+        warned = cli("status", batch_id)
+        assert "disagree on starts_per_minute" in warned.stderr
+    # Stopped workers say so: none is listed
+    _live(cli, 0, timeout_s=10)
+    stack.close()
+
+
+def test_a_dead_workers_beat_lapses(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    from pipeline.heartbeat import Beat
+
+    beats = Heartbeats(client)
+    beats.beat(Beat("w@h", "h", 1, "0.1.0", 100.0, 100.0, {"bucket": "b"}))
+    assert [b.name for b in beats.alive(now=100.0 + LIVE_S - 1)] == ["w@h"]
+    assert beats.alive(now=100.0 + LIVE_S + 1) == []
+    client.close()
+
+
+def test_the_supervisor_gives_up_on_a_worker_that_keeps_dying_at_once():
+    # A child that dies at once, every time (as a worker with a broken install would)
+    started = time.monotonic()
+    code = supervise(
+        [sys.executable, "-c", "import sys; sys.exit(4)"],
+        policy=RestartPolicy(first_s=0.01, max_s=0.01, give_up_after=3),
+    )
+    # Then the supervisor exits with its code after three tries, instead of looping forever
+    assert code == 4
+    assert time.monotonic() - started < 30
+
+
+def test_a_worker_with_an_unknown_pool_is_refused_at_once(cli):
+    refused = cli("worker", "--pool", "gevent", timeout=60)
+    assert refused.returncode == 2 and "gevent" in refused.stderr
