@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +19,7 @@ from pipeline import wiring
 from pipeline.errors import LedgerError
 from pipeline.heartbeat import BEAT_S, Beat, Heartbeats, fingerprint
 from pipeline.settings import Settings
+from workers.background import MainProcessThread
 
 log = logging.getLogger("lipdub.pulse")
 
@@ -32,33 +32,24 @@ def lipdub_version() -> str:
         return "unknown"
 
 
-class Pulse:
+class Pulse(MainProcessThread):
     """Beats until stopped."""
+
+    thread_name = "lipdub-pulse"
 
     def __init__(
         self, app: Celery, settings: Settings, clock: Callable[[], float] = time.time
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.settings = settings
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._name = ""
 
-    def start(self, sender: Any = None, **_: Any) -> None:
-        """Start beating (a `worker_ready` receiver; workers of other apps are ignored)."""
-        if getattr(sender, "app", None) is not self.app or self._thread is not None:
-            return
+    def _started(self, sender: Any) -> None:
         self._name = str(getattr(sender, "hostname", "") or f"{socket.gethostname()}:{os.getpid()}")
-        self._thread = threading.Thread(target=self._run, name="lipdub-pulse", daemon=True)
-        self._thread.start()
 
-    def stop(self, sender: Any = None, **_: Any) -> None:
-        """Stop beating and say so (a `worker_shutdown` receiver)."""
-        if getattr(sender, "app", None) is not self.app or self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join(timeout=5)
+    def _stopped(self) -> None:
+        """Say this worker is gone (its beat would lapse anyway)."""
         client = wiring.redis_client(self.settings)
         try:
             Heartbeats(client).gone(self._name)

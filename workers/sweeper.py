@@ -8,10 +8,8 @@ the queue is empty. Started by Celery's `worker_ready` signal, stopped by `worke
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import redis
 from celery import Celery
@@ -23,6 +21,7 @@ from pipeline.ledger import Ledger
 from pipeline.settings import Settings
 from pipeline.steps import Next
 from pipeline.sweep import stalled_steps
+from workers.background import MainProcessThread
 from workers.tasks import CeleryDispatcher
 
 log = logging.getLogger("lipdub.sweeper")
@@ -30,29 +29,17 @@ log = logging.getLogger("lipdub.sweeper")
 SWEEP_LOCK = f"{keys.PREFIX}:sweeper"
 
 
-class Sweeper:
+class Sweeper(MainProcessThread):
     """Sweeps every `worker.sweep_interval_s` until stopped."""
+
+    thread_name = "lipdub-sweeper"
 
     def __init__(
         self, app: Celery, settings: Settings, clock: Callable[[], float] = time.time
     ) -> None:
-        self.app = app
+        super().__init__(app)
         self.settings = settings
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, sender: Any = None, **_: Any) -> None:
-        """Start the thread (a `worker_ready` receiver; workers of other apps are ignored)."""
-        if getattr(sender, "app", None) is not self.app or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="lipdub-sweeper", daemon=True)
-        self._thread.start()
-
-    def stop(self, sender: Any = None, **_: Any) -> None:
-        """Stop the thread (a `worker_shutdown` receiver)."""
-        if getattr(sender, "app", None) is self.app:
-            self._stop.set()
 
     def _run(self) -> None:
         interval_s = self.settings.worker.sweep_interval_s
