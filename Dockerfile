@@ -16,7 +16,7 @@ COPY configs ./configs
 RUN pip install ".[ops]" \
     && useradd --create-home --uid 10001 lipdub \
     && mkdir -p /catalog /home/lipdub/.cache/lipdub \
-    && chown lipdub /home/lipdub/.cache/lipdub
+    && chown -R lipdub /app /catalog /home/lipdub/.cache/lipdub
 
 USER lipdub
 ENTRYPOINT ["lipdub"]

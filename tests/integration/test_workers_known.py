@@ -91,3 +91,19 @@ def test_the_supervisor_gives_up_on_a_worker_that_keeps_dying_at_once():
 def test_a_worker_with_an_unknown_pool_is_refused_at_once(cli):
     refused = cli("worker", "--pool", "gevent", timeout=60)
     assert refused.returncode == 2 and "gevent" in refused.stderr
+
+
+def test_the_bucket_command_checks_and_creates_the_bucket(cli):
+    env = {"LIPDUB_STORAGE__BUCKET": f"fresh-{int(time.time() * 1000)}"}
+    missing = cli("bucket", **env)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr, missing.stderr
+    created = cli("bucket", "--create", **env)
+    assert created.returncode == 0 and "is there" in created.stdout
+    assert cli("bucket", **env).returncode == 0
+
+
+def test_the_health_check_of_a_worker_container_reads_its_own_heartbeat(cli, settings, tmp_path):
+    assert cli("workers", "--here").returncode != 0  # no worker on this host yet
+    with worker_processes(settings, tmp_path, concurrency=1, name="here"):
+        _live(cli, 1)
+        assert cli("workers", "--here").returncode == 0

@@ -34,8 +34,8 @@ def lipdub_services() -> dict[str, dict]:
 
 
 def test_the_services_the_design_names_are_there():
-    assert set(SERVICES) >= {"redis", "minio", "minio-init", "worker", "beat", "flower", "sandbox"}
-    assert set(lipdub_services()) == {"worker", "beat", "flower", "sandbox", "webhooks"}
+    assert set(SERVICES) >= {"redis", "minio", "bucket", "worker", "beat", "flower", "sandbox"}
+    assert set(lipdub_services()) == {"bucket", "worker", "beat", "flower", "sandbox", "webhooks"}
     assert SERVICES["sandbox"]["profiles"] == ["sandbox"]
     assert SERVICES["webhooks"]["profiles"] == ["webhooks"]
 
@@ -99,9 +99,13 @@ def test_lipdub_commands_and_options_exist(name):
             assert arg.split("=")[0] in options, f"{name}: lipdub {argv[0]} has no {arg}"
 
 
-def test_the_bucket_minio_init_creates_is_the_one_lipdub_uses():
-    bucket = environment(SERVICES["minio-init"])["BUCKET"]
-    assert bucket == environment(SERVICES["worker"])["LIPDUB_STORAGE__BUCKET"]
+def test_the_bucket_service_creates_the_bucket_lipdub_uses():
+    # (it is a lipdub container: the same environment, so the same bucket)
+    assert SERVICES["bucket"]["command"] == ["bucket", "--create"]
+    assert SERVICES["bucket"]["restart"] == "no"
+    assert "--create" in _options("bucket")
+    worker = SERVICES["worker"]["depends_on"]
+    assert worker["bucket"]["condition"] == "service_completed_successfully"
 
 
 def test_beat_runs_the_shipped_schedules_whose_inbox_is_in_that_bucket():
@@ -109,7 +113,9 @@ def test_beat_runs_the_shipped_schedules_whose_inbox_is_in_that_bucket():
 
     assert "entrypoint" not in SERVICES["beat"], "the image's entrypoint: lipdub"
     assert SERVICES["beat"]["command"] == ["beat"]
-    default_bucket = re.search(r":-([a-z0-9-]+)\}", environment(SERVICES["minio-init"])["BUCKET"])
+    default_bucket = re.search(
+        r":-([a-z0-9-]+)\}", environment(SERVICES["worker"])["LIPDUB_STORAGE__BUCKET"]
+    )
     assert default_bucket is not None
     for spec in load_schedules(ROOT / "configs" / "schedule.yaml").values():
         assert spec.inbox.startswith(f"s3://{default_bucket.group(1)}/"), spec.name
@@ -150,3 +156,65 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def _options(command: str) -> set[str]:
+    found = _command([command])
+    return {opt for param in found.params for opt in getattr(param, "opts", [])}
+
+
+def test_every_long_running_service_has_a_health_check():
+    for name, service in SERVICES.items():
+        if service.get("restart") == "no":
+            continue  # a one-shot setup step
+        assert "healthcheck" in service, name
+    assert SERVICES["worker"]["healthcheck"]["test"] == ["CMD", "lipdub", "workers", "--here"]
+    assert "--here" in _options("workers")
+
+
+def test_images_are_pinned_and_off_the_removed_docker_hub_minio_repositories():
+    for name, service in SERVICES.items():
+        image = service.get("image", "")
+        if image == LIPDUB_IMAGE:
+            continue  # built here
+        repository, _, tag = image.rpartition(":")
+        assert tag and tag != "latest", name
+        assert repository not in {"minio/minio", "minio/mc"}, f"{name}: gone from Docker Hub"
+
+
+def test_a_stopping_worker_is_given_longer_than_its_longest_task():
+    from pipeline.settings import Settings
+
+    grace = SERVICES["worker"]["stop_grace_period"]
+    minutes = re.fullmatch(r"(\d+)m", grace)
+    assert minutes is not None, grace
+    assert int(minutes.group(1)) * 60 > Settings().worker.task_time_limit_s
+
+
+def test_the_ports_the_docs_name_are_published():
+    schedule = (ROOT / "configs" / "schedule.yaml").read_text()
+    published = {p.split(":")[-2] for s in SERVICES.values() for p in s.get("ports", [])}
+    for port in re.findall(r"localhost:(\d+)", schedule):
+        assert port in published, port
+
+
+def test_the_http_health_probes_tell_a_live_server_from_a_dead_port(tmp_path):
+    import sys
+
+    from pipeline.local_servers import free_port
+    from pipeline.sandbox.config import SandboxConfig
+    from pipeline.sandbox.server import SandboxServer
+
+    [code] = [
+        s["healthcheck"]["test"][3]
+        for s in SERVICES.values()
+        if s.get("healthcheck", {}).get("test", [])[:3] == ["CMD", "python", "-c"]
+    ][:1]
+    with SandboxServer(SandboxConfig(workdir=tmp_path)) as live:
+        for path, up in (("/_sandbox/stats", True), ("/no-such-route", True)):
+            probe = code.replace(code.split("'")[1], live.url + path)
+            ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30)
+            assert (ran.returncode == 0) is up, ran.stderr
+    dead = code.replace(code.split("'")[1], f"http://127.0.0.1:{free_port()}/")
+    ran = subprocess.run([sys.executable, "-c", dead], capture_output=True, timeout=30)
+    assert ran.returncode != 0

@@ -7,6 +7,7 @@ others read or steer a batch by id, from any machine that reaches the same Redis
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from pipeline import wiring
 from pipeline.audit import audit_batch
 from pipeline.errors import PredictionNotFound
 from pipeline.heartbeat import LIVE_S, Beat, Heartbeats, disagreements
@@ -27,7 +29,7 @@ from pipeline.pricing import to_cents
 from pipeline.reporting import ReportFormat, file_name, render, summarize, write_local
 from pipeline.reporting.summary import money_lines
 from pipeline.settings import StorageSettings
-from pipeline.storage import output_key, report_key
+from pipeline.storage import Storage, output_key, report_key
 from pipeline.sync_modes import SyncMode
 from workers.cli.common import (
     EXIT_BUDGET,
@@ -328,12 +330,27 @@ def workers_warning(alive: list[Beat]) -> str | None:
 
 
 @app.command()
-def workers(as_json: AsJson = False) -> None:
+def workers(
+    as_json: AsJson = False,
+    here: Annotated[
+        bool,
+        typer.Option(
+            "--here",
+            help="Exit 0 only if a live worker runs on this host (a container's health check).",
+        ),
+    ] = False,
+) -> None:
     """The live workers (a heartbeat in the last 30 s): host, pid, version, and the settings
     that must agree across them (the API key as a fingerprint, never the key)."""
     with guard(), Session.connect(load_cli_settings()) as session:
         now = datetime.now(tz=UTC).timestamp()
         alive = Heartbeats(session.redis).alive(now)
+    if here:
+        host = socket.gethostname()
+        if not any(beat.host == host for beat in alive):
+            raise fail(f"no live worker on {host}", EXIT_ERROR)
+        out.print(Text(f"a worker is alive on {host}"))
+        return
     if as_json:
         out.print_json(json.dumps([asdict(b) for b in alive]))
         return
@@ -612,3 +629,18 @@ def batches(
             datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%d %H:%M") if created else "",
         )
     out.print(table)
+
+
+@app.command()
+def bucket(
+    create: Annotated[
+        bool, typer.Option("--create", help="Create it when it does not exist.")
+    ] = False,
+) -> None:
+    """Check that the bucket (LIPDUB_STORAGE__BUCKET) exists; with --create, make it first
+    (a deployment's one-shot setup: compose's `bucket` service)."""
+    settings = load_cli_settings()
+    with guard():
+        storage = Storage(wiring.s3_client(settings), settings.storage)
+        storage.check_bucket(create=create)
+    out.print(Text(f"bucket {settings.storage.bucket} is there"))
