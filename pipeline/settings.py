@@ -212,6 +212,22 @@ class PollingSettings(_Section):
     """How long reconcile waits for evidence (a lost submit's candidates to finish, another POST's answer) before a person is asked."""
 
 
+class LogFormat(StrEnum):
+    """How the long-running commands (worker, beat, webhooks, sandbox) write their logs."""
+
+    TEXT = "text"
+    """One line per record: time, level, logger, message."""
+    JSON = "json"
+    """One JSON object per line (time, level, logger, process, message), for a log pipeline."""
+
+
+class LogSettings(_Section):
+    """The long-running commands' logs."""
+
+    format: LogFormat = LogFormat.TEXT
+    """`text` or `json`."""
+
+
 class WorkerSettings(_Section):
     """Celery: time limits, the longest countdown, and the broker's visibility timeout.
 
@@ -358,6 +374,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     redis: RedisSettings = RedisSettings()
     ledger: LedgerSettings = LedgerSettings()
+    log: LogSettings = LogSettings()
     polling: PollingSettings = PollingSettings()
     price: PriceSettings = PriceSettings()
     budget: BudgetSettings = BudgetSettings()

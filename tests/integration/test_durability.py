@@ -7,6 +7,7 @@ HTTP. The host crash itself (an AOF cut back after a SIGKILL) is `make chaos`'s 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -187,8 +188,8 @@ def _worker_settings(redis_url: str, s3_url: str, bucket: str, **ledger: str) ->
     )
 
 
-def _worker(settings: Settings, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, **settings_env(settings)}
+def _worker(settings: Settings, *args: str, **extra_env: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **settings_env(settings), **extra_env}
     return subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "worker", "--concurrency=1", *args],
         cwd=ROOT,
@@ -305,3 +306,25 @@ def test_the_audit_counts_a_prediction_only_an_index_entry_points_at(tmp_path, r
     assert lost["id"] == first and Decimal(lost["charged_usd"]) == Decimal("0.134")
     bill = Decimal(httpx.get(f"{sandbox_url}/_sandbox/bill", timeout=5).json()["billed_usd"])
     assert Decimal(report["spent_usd"]) + Decimal(report["audit"]["unattributed_usd"]) == bill
+
+
+def test_with_json_logs_every_line_a_worker_logs_is_one_json_object(
+    tmp_path: Path, s3_server, bucket
+):
+    with RedisServer(tmp_path / "volatile", appendonly=False) as volatile:
+        settings = _worker_settings(volatile.url, s3_server.url, bucket, durability="none")
+        proc = _worker(settings, "--no-supervise", LIPDUB_LOG__FORMAT="json")
+        records = []
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.strip():
+                    records.append(json.loads(line))  # a line that is not JSON fails here
+                if "ready." in line:
+                    break
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert any("durability none" in r["message"] for r in records)
+    assert any(r["logger"].startswith("celery") for r in records)

@@ -27,6 +27,7 @@ from pipeline.settings import Settings
 from workers.cli.common import EXIT_SETTINGS, EXIT_USAGE, LogLevel, app, fail, guard, out
 from workers.cli.common import settings as load_cli_settings
 from workers.cli.session import Session
+from workers.logs import configure_logging
 
 schedule_app = typer.Typer(
     help="Overnight schedules: list them, or run one now.",
@@ -169,9 +170,7 @@ def beat(
 
     settings = load_cli_settings()
     schedules = _schedules(settings)
-    logging.basicConfig(
-        level=loglevel.value, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings, loglevel.value)
     logging.getLogger("lipdub.beat").info(
         "%d schedule(s): %s; checking every %g s",
         len(schedules),

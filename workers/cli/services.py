@@ -31,6 +31,7 @@ from workers.cli.common import (
 )
 from workers.cli.common import settings as load_cli_settings
 from workers.cli.session import Session
+from workers.logs import configure_logging
 
 
 def _quiet_http_logs() -> None:
@@ -75,10 +76,7 @@ def worker(
     from workers.app import create_app
 
     settings = load_cli_settings()
-    logging.basicConfig(
-        level=logging.INFO if supervise else loglevel.value,
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s %(message)s",
-    )
+    configure_logging(settings, logging.INFO if supervise else loglevel.value)
     _refuse_without_durability(settings)
     if supervise:
         from workers.supervise import supervise as run_supervised
@@ -91,7 +89,6 @@ def worker(
         ]
         child += [f"--hostname={hostname}"] if hostname else []
         raise typer.Exit(run_supervised(child))
-    _quiet_http_logs()
     argv = [
         "worker",
         f"--concurrency={concurrency}",
@@ -150,8 +147,7 @@ def sandbox(
             )
     except (OSError, ValueError, ValidationError) as error:
         raise fail(f"cannot use sandbox config {config}: {error}", EXIT_SETTINGS) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _quiet_http_logs()
+    configure_logging(load_cli_settings())
     try:
         server = SandboxServer(sandbox_config, host=host, port=port)
     except OSError as error:
@@ -189,8 +185,7 @@ def webhooks(
     from workers.webhooks import WebhookServer
 
     settings = load_cli_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _quiet_http_logs()
+    configure_logging(settings)
     with guard():
         session = Session.connect(settings)
         secret = settings.provider.webhook_secret
