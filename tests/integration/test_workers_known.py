@@ -40,6 +40,10 @@ def test_workers_beat_and_status_says_when_none_is_alive(cli, settings, tmp_path
     idle = cli("status", batch_id)
     assert idle.returncode == 0
     assert idle.stderr.startswith("No worker is alive"), idle.stderr
+    # and the item says what it waits for
+    assert "waiting for our queue (a worker to take its next step): 1" in idle.stdout
+    [group] = json.loads(cli("status", batch_id, "--json").stdout)["waiting"]
+    assert (group["reason"], group["items"]) == ("queue", 1)
     assert json.loads(cli("status", batch_id, "--json").stdout)["workers"]["alive"] == 0
     # Two workers that disagree on the account's limits
     other = settings.model_copy(
@@ -107,3 +111,22 @@ def test_the_health_check_of_a_worker_container_reads_its_own_heartbeat(cli, set
     with worker_processes(settings, tmp_path, concurrency=1, name="here"):
         _live(cli, 1)
         assert cli("workers", "--here").returncode == 0
+
+
+def test_the_gates_snapshot_reads_slot_waiters_starts_and_the_cool_down(settings):
+    from pipeline.gates import Gates
+    from pipeline.waiting import GateFacts
+
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    one_slot = settings.provider.model_copy(update={"max_concurrent": 1, "starts_per_minute": 1})
+    gates = Gates(client, settings.redis.url, one_slot, slot_lease_s=600)
+    assert gates.acquire_slot("b1:x").passed
+    assert not gates.acquire_slot("b1:y").passed  # waits for the one slot
+    assert gates.reserve_start("b1:x:1").passed
+    assert not gates.reserve_start("b1:z:1").passed  # the next minute's start
+    gates.cool_down(30.0)
+    facts = GateFacts.read(client)
+    assert facts.slot_waiters == {"b1:y"}
+    assert set(facts.starts) == {"b1:z"} and 0 < facts.starts["b1:z"] <= 61
+    assert 0 < facts.cooling_s <= 30
+    client.close()

@@ -31,6 +31,7 @@ from pipeline.reporting.summary import money_lines
 from pipeline.settings import StorageSettings
 from pipeline.storage import Storage, output_key, report_key
 from pipeline.sync_modes import SyncMode
+from pipeline.waiting import GateFacts, reasons
 from workers.cli.common import (
     EXIT_BUDGET,
     EXIT_ERROR,
@@ -301,15 +302,32 @@ def status(
             raise typer.Exit(code)
         now = datetime.now(tz=UTC).timestamp()
         alive = Heartbeats(session.redis).alive(now)
+        waiting = reasons(batch_id, session.ledger.items(batch_id), GateFacts.read(session.redis))
         if as_json:
             workers = {"alive": len(alive), "disagree_on": disagreements(alive)}
-            out.print_json(json.dumps({**current, "workers": workers}))
+            groups = [
+                {"reason": w.reason.name.lower(), "says": w.reason.value, "items": w.items,
+                 "next_due_at": w.next_due_at}
+                for w in waiting
+            ]  # fmt: skip
+            out.print_json(json.dumps({**current, "workers": workers, "waiting": groups}))
         else:
             warning = workers_warning(alive) if current["state"] != "finished" else None
             if warning:
                 err.print(Text(warning, style="bold red"))
             out.print(Text(f"{batch_id} ({current['name']}): {current['state']}"))
             out.print(Text(status_line(current, now)))
+            for group in waiting:
+                due = (
+                    f"; next step due {_clock(group.next_due_at)}"
+                    if group.next_due_at is not None
+                    else ""
+                )
+                out.print(Text(f"  waiting for {group.reason.value}: {group.items}{due}"))
+
+
+def _clock(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, tz=UTC).strftime("%H:%M:%S UTC")
 
 
 def workers_warning(alive: list[Beat]) -> str | None:
