@@ -138,7 +138,11 @@ class Gates:
     def cool_down(self, seconds: float | None) -> float:
         """Make every worker hold off for `seconds` (the default when None). Returns it."""
         wait_s = seconds if seconds and seconds > 0 else self.provider.cooldown_default_s
-        self._run(lambda: self._cool(keys=[keys.COOLDOWN], args=[max(1, int(wait_s * 1000))]))
+        self._run(
+            lambda: self._cool(
+                keys=[keys.COOLDOWN, keys.RATE_LIMITED], args=[max(1, int(wait_s * 1000))]
+            )
+        )
         return wait_s
 
     def cooling(self) -> GateAnswer:

@@ -21,6 +21,7 @@
     lipdub:gate:slot_waiters             zset  items waiting for a slot -> since   SLOT_KEY_TTL_S, refreshed
     lipdub:gate:starts                   zset  start reservations -> start time     2 windows, refreshed
     lipdub:gate:cooldown                 str   a 429 hold-off for every worker     Retry-After
+    lipdub:gate:rate_limited             str   429s counted (for the metrics)      kept
     throttled:v1:gcra:lipdub:polls      (throttled-py) the poll-rate GCRA           expires by itself
     lipdub:schedule:<s>:fired            str   the latest fire time handled (epoch s) kept
     lipdub:schedule:<s>:last             hash  the last run's outcome               kept
@@ -43,6 +44,7 @@ SLOTS = f"{PREFIX}:gate:slots"
 SLOT_WAITERS = f"{PREFIX}:gate:slot_waiters"
 START_LOG = f"{PREFIX}:gate:starts"
 COOLDOWN = f"{PREFIX}:gate:cooldown"
+RATE_LIMITED = f"{PREFIX}:gate:rate_limited"
 POLLS_LIMITER = f"{PREFIX}:polls"
 WORKERS = f"{PREFIX}:workers"
 

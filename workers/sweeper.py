@@ -22,7 +22,7 @@ from pipeline.settings import Settings
 from pipeline.steps import Next
 from pipeline.sweep import stalled_steps
 from workers.background import MainProcessThread
-from workers.tasks import CeleryDispatcher
+from workers.tasks import CeleryDispatcher, queued_messages
 
 log = logging.getLogger("lipdub.sweeper")
 
@@ -79,10 +79,5 @@ class Sweeper(MainProcessThread):
         return lost
 
     def queued(self) -> int:
-        """Messages waiting in lipdub's queue (every priority), by kombu's channel API."""
-        with self.app.connection_for_write() as connection:
-            # Not passive: the transport knows a queue only once something declared it.
-            declared = connection.default_channel.queue_declare(
-                queue=self.settings.worker.queue, durable=True, auto_delete=False
-            )
-            return int(declared.message_count)
+        """Messages waiting in lipdub's queue (every priority)."""
+        return queued_messages(self.app, self.settings.worker.queue)

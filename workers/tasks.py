@@ -171,3 +171,13 @@ def _back_to_queue(step: str, batch_id: str, item_id: str | None) -> Reject:
     which hands it out again after the visibility timeout. Either way it is not lost."""
     log.warning("%s %s/%s goes back to the queue", step, batch_id, item_id or "-")
     return Reject(f"{step} {batch_id}/{item_id or '-'}: the broker is unavailable", requeue=True)
+
+
+def queued_messages(app: Celery, queue: str) -> int:
+    """Messages waiting in `queue` (every priority), by kombu's channel API."""
+    with app.connection_for_write() as connection:
+        # Not passive: the transport knows a queue only once something declared it.
+        declared = connection.default_channel.queue_declare(
+            queue=queue, durable=True, auto_delete=False
+        )
+        return int(declared.message_count)

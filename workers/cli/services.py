@@ -124,6 +124,42 @@ def _refuse_without_durability(settings: Settings) -> None:
 
 
 @app.command()
+def metrics(
+    port: Annotated[int, typer.Option(help="Port to serve /metrics on.")] = 9108,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve Prometheus metrics read from the ledger at each scrape: items by state, spend and
+    polls per batch; the provider's 429s, live workers, the cool-down, the queue's depth."""
+    import time as clock
+
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
+    from pipeline.metrics import LedgerCollector
+    from workers.tasks import queued_messages
+
+    settings = load_cli_settings()
+    configure_logging(settings)
+    with guard(), Session.connect(settings) as session:
+        registry = CollectorRegistry()
+        registry.register(
+            LedgerCollector(
+                session.ledger,
+                queued=lambda: queued_messages(session.app, settings.worker.queue),
+                clock=clock.time,
+            )
+        )
+        server, thread = start_http_server(port, addr=host, registry=registry)
+        logging.getLogger("lipdub.metrics").info("serving http://%s:%d/metrics", host, port)
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+
+
+@app.command()
 def sandbox(
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8199,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
