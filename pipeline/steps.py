@@ -6,7 +6,7 @@ schedules and the workers all speak of steps, and none of them needs another to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ITEM_STEP_NAMES = ("prepare", "submit", "reconcile", "poll", "collect")
 """The steps of one item's life, in their usual order (`pipeline.flow`)."""
@@ -27,3 +27,5 @@ class Next:
     batch_id: str
     item_id: str | None = None
     countdown_s: float = 0.0
+    why: str = field(default="", compare=False)
+    """What the step waits for, when it is a wait (for the worker's log line)."""

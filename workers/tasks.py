@@ -157,7 +157,11 @@ def _make_task(
             step,
             batch_id,
             item_id or "-",
-            ", ".join(f"{n.step}+{n.countdown_s:.1f}s" for n in following) or "done",
+            ", ".join(
+                f"{n.step}+{n.countdown_s:.1f}s" + (f" (waiting for {n.why})" if n.why else "")
+                for n in following
+            )
+            or "done",
         )
 
     run.__name__ = f"lipdub_{step}"

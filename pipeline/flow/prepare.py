@@ -81,7 +81,7 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
                 str(err),
                 "Check the bucket settings (LIPDUB_STORAGE__*) and that S3 is reachable, then retry the failed items.",
             )
-        return [Next("prepare", batch_id, item_id, countdown_s)]
+        return [Next("prepare", batch_id, item_id, countdown_s, "storage trouble, retried")]
     fields["uploaded_at"] = str(rt.clock())
     moved = rt.ledger.transition(batch_id, item_id, [ItemState.PENDING], ItemState.READY, fields)
     return [Next("submit", batch_id, item_id)] if moved.ok else []
@@ -169,4 +169,5 @@ def _wait(rt: Runtime, item: Item, owner: str) -> list[Next]:
         rt.ledger.release_claim(item.record.identity, owner)
         return [Next("prepare", item.batch_id, item.id)]
     rt.ledger.update_item(item.batch_id, item.id, ItemState.PENDING, {"waiting_on": owner})
-    return [Next("prepare", item.batch_id, item.id, rt.countdown(WAIT_FOR_OWNER_S))]
+    paying = f"{owner}, which pays for the same pair"
+    return [Next("prepare", item.batch_id, item.id, rt.countdown(WAIT_FOR_OWNER_S), paying)]

@@ -85,7 +85,7 @@ def reconcile(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             wait_s = backoff.RECONCILE_LIST.delay_s(max(failures, 1))
         if failures >= MAX_LIST_FAILURES:
             return _unresolved(rt, item, f"the list call failed {failures} times: {err}", [])
-        return [Next("reconcile", batch_id, item_id, rt.countdown(wait_s))]
+        return [Next("reconcile", batch_id, item_id, rt.countdown(wait_s), f"the list call: {err}")]
     # An earlier attempt's prediction (failed, so this item submits again) has the same inputs:
     # adopting it would take the old failure for the new submit's outcome and pay again.
     earlier = set(item.record.prediction_ids)
@@ -284,7 +284,8 @@ def _adopt(rt: Runtime, item: Item, ours: list[Prediction]) -> list[Next]:
 
 
 def _again(rt: Runtime, item: Item, wait_s: float) -> list[Next]:
-    return [Next("reconcile", item.batch_id, item.id, rt.countdown(wait_s))]
+    why = "the lost submit's prediction to show (or its window to close)"
+    return [Next("reconcile", item.batch_id, item.id, rt.countdown(wait_s), why)]
 
 
 def _not_created(rt: Runtime, item: Item, waited_s: float) -> list[Next]:

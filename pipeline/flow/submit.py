@@ -66,7 +66,9 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return cancel(rt, item, [ItemState.READY])
     cooling = rt.gates.cooling()
     if not cooling.passed:
-        return [Next("submit", batch_id, item_id, rt.countdown(cooling.wait_s))]
+        return [
+            Next("submit", batch_id, item_id, rt.countdown(cooling.wait_s), "the 429 cool-down")
+        ]
     batch = rt.ledger.batch(batch_id)
     scope = batch.get("budget_scope") or batch_id
     scheduled = ScheduledBatch.of(batch)
@@ -101,14 +103,18 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if refusal is not None:
         # Nothing is paid for on an intent that could be lost: wait for the operator.
         log.error("submit %s/%s waits: %s", batch_id, item_id, refusal)
-        return [Next("submit", batch_id, item_id, rt.countdown(DURABILITY_RETRY_S))]
+        return [
+            Next("submit", batch_id, item_id, rt.countdown(DURABILITY_RETRY_S), "a durable ledger")
+        ]
     slot = rt.gates.acquire_slot(item.member)
     if not slot.passed:
-        return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s))]
+        return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s), "a concurrency slot")]
     # One reservation per submit attempt: a redelivered task finds its own again.
     start = rt.gates.reserve_start(f"{item.member}:{item.record.submits + 1}")
     if not start.passed:
-        return [Next("submit", batch_id, item_id, rt.countdown(start.wait_s))]
+        return [
+            Next("submit", batch_id, item_id, rt.countdown(start.wait_s), "the per-minute limit")
+        ]
     video_url = _fetch_url(rt, item.record.video_ref)
     audio_url = _fetch_url(rt, item.record.audio_ref)
     intent_at = rt.clock()
@@ -259,7 +265,8 @@ def _not_created(rt: Runtime, item: Item, why: str, wait_s: float) -> list[Next]
     if not moved.ok:
         return []  # a newer attempt (or the item's end) owns the slot now
     rt.ledger.settle_submit(item.member)
-    return [*free_slot(rt, item), Next("submit", item.batch_id, item.id, rt.countdown(wait_s))]
+    again = Next("submit", item.batch_id, item.id, rt.countdown(wait_s), f"not created: {why}")
+    return [*free_slot(rt, item), again]
 
 
 def _fetch_failed(rt: Runtime, item: Item, error: str) -> list[Next]:

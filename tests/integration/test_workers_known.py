@@ -130,3 +130,19 @@ def test_the_gates_snapshot_reads_slot_waiters_starts_and_the_cool_down(settings
     assert set(facts.starts) == {"b1:z"} and 0 < facts.starts["b1:z"] <= 61
     assert 0 < facts.cooling_s <= 30
     client.close()
+
+
+def test_a_worker_log_says_what_a_rescheduled_step_waits_for(settings, tmp_path):
+    from pipeline.gates import Gates
+
+    stack = Stack(settings)
+    # Given a 429 cool-down on when the item reaches its submit
+    Gates(stack.redis, settings.redis.url, settings.provider, slot_lease_s=60).cool_down(3.0)
+    manifest = write_manifest(tmp_path / "m", [("c0", 1.0, 1.0, "loop")])
+    with worker_processes(settings, tmp_path, concurrency=1, name="why"):
+        batch_id = stack.control.start(plan(manifest, settings))
+        stack.wait(batch_id)
+    log = (tmp_path / "why-0.log").read_text()
+    assert f"submit {batch_id}/c0 -> submit+" in log
+    assert "(waiting for the 429 cool-down)" in log
+    stack.close()
