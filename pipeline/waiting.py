@@ -124,3 +124,30 @@ def reasons(batch_id: str, records: Iterable[Mapping[str, str]], gates: GateFact
         for reason in Reason
         if (dues := groups.get(reason))
     ]
+
+
+_MOMENTS = (
+    ("created_at", "planned and queued"),
+    ("prepare_started_at", "prepare began"),
+    ("upload_started_at", "upload began"),
+    ("uploaded_at", "inputs in the bucket: ready to submit"),
+    ("intent_at", "submit intent recorded (POST sent next)"),
+    ("outcome_unknown_at", "the POST's answer was lost: reconciling"),
+    ("submitted_at", "prediction known: at the provider"),
+    ("processing_at", "the provider began processing"),
+    ("last_unfinished_at", "last poll that found it unfinished"),
+    ("provider_done_at", "the provider finished"),
+    ("collect_started_at", "collect began"),
+    ("finished_at", "ended"),
+)
+
+
+def history(record: Mapping[str, str]) -> list[tuple[float, str]]:
+    """An item's life as its recorded moments, in time order (the latest attempt's, where an
+    attempt rewrote them), with what each means.
+
+    >>> history({"created_at": "10", "intent_at": "12.5", "submitted_at": "13"})
+    [(10.0, 'planned and queued'), (12.5, 'submit intent recorded (POST sent next)'), (13.0, 'prediction known: at the provider')]
+    """
+    moments = [(float(record[name]), says) for name, says in _MOMENTS if record.get(name)]
+    return sorted(moments, key=lambda moment: moment[0])

@@ -44,6 +44,11 @@ def test_workers_beat_and_status_says_when_none_is_alive(cli, settings, tmp_path
     assert "waiting for our queue (a worker to take its next step): 1" in idle.stdout
     [group] = json.loads(cli("status", batch_id, "--json").stdout)["waiting"]
     assert (group["reason"], group["items"]) == ("queue", 1)
+    one = cli("status", batch_id, "--item", "w0")
+    assert one.returncode == 0 and "waiting for our queue" in one.stdout
+    assert "planned and queued" in one.stdout
+    missing = cli("status", batch_id, "--item", "nope")
+    assert missing.returncode == 2 and "no item 'nope'" in missing.stderr
     assert json.loads(cli("status", batch_id, "--json").stdout)["workers"]["alive"] == 0
     # Two workers that disagree on the account's limits
     other = settings.model_copy(
@@ -132,7 +137,7 @@ def test_the_gates_snapshot_reads_slot_waiters_starts_and_the_cool_down(settings
     client.close()
 
 
-def test_a_worker_log_says_what_a_rescheduled_step_waits_for(settings, tmp_path):
+def test_a_worker_log_says_what_a_rescheduled_step_waits_for(cli, settings, tmp_path):
     from pipeline.gates import Gates
 
     stack = Stack(settings)
@@ -145,4 +150,12 @@ def test_a_worker_log_says_what_a_rescheduled_step_waits_for(settings, tmp_path)
     log = (tmp_path / "why-0.log").read_text()
     assert f"submit {batch_id}/c0 -> submit+" in log
     assert "(waiting for the 429 cool-down)" in log
+    # And the item's history reads in the order it lived
+    item = json.loads(cli("status", batch_id, "--item", "c0", "--json").stdout)
+    said = [moment["what"] for moment in item["history"]]
+    assert said[0] == "planned and queued" and said[-1] == "ended"
+    assert said.index("submit intent recorded (POST sent next)") < said.index(
+        "prediction known: at the provider"
+    )
+    assert item["state"] == "completed" and item["waiting_for"] is None
     stack.close()

@@ -31,7 +31,7 @@ from pipeline.reporting.summary import money_lines
 from pipeline.settings import StorageSettings
 from pipeline.storage import Storage, output_key, report_key
 from pipeline.sync_modes import SyncMode
-from pipeline.waiting import GateFacts, reasons
+from pipeline.waiting import GateFacts, history, reason_of, reasons
 from workers.cli.common import (
     EXIT_BUDGET,
     EXIT_ERROR,
@@ -293,10 +293,16 @@ def status(
     ] = False,
     as_json: AsJson = False,
     reports_dir: OutDir = REPORTS_DIR,
+    item_id: Annotated[
+        str | None, typer.Option("--item", help="One item's history instead of the batch's.")
+    ] = None,
 ) -> None:
     """Items per state, money so far, and (with --follow) a live display to the end."""
     with guard(), Session.connect(load_cli_settings()) as session:
         current = _status_or_exit(session, batch_id)
+        if item_id is not None:
+            _item_status(session, batch_id, item_id, as_json=as_json)
+            return
         if follow_batch:
             code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
             raise typer.Exit(code)
@@ -324,6 +330,39 @@ def status(
                     else ""
                 )
                 out.print(Text(f"  waiting for {group.reason.value}: {group.items}{due}"))
+
+
+def _item_status(session: Session, batch_id: str, item_id: str, *, as_json: bool) -> None:
+    """One item: its state, attempts, last error and its recorded moments."""
+    record = session.ledger.item(batch_id, item_id)
+    if not record:
+        raise fail(f"batch {batch_id} has no item {item_id!r}", EXIT_USAGE)
+    member = f"{batch_id}:{item_id}"
+    why = reason_of(record, member, GateFacts.read(session.redis))
+    moments = history(record)
+    summary = {
+        "id": item_id,
+        "state": record.get("state", ""),
+        "waiting_for": why.value if why else None,
+        "attempts": int(record.get("attempts") or 0),
+        "submits": int(record.get("submits") or 0),
+        "prediction_id": record.get("prediction_id") or None,
+        "error": record.get("error") or None,
+        "last_submit_error": record.get("last_submit_error") or None,
+        "history": [{"at": at, "what": what} for at, what in moments],
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(Text(f"{batch_id}/{item_id}: {summary['state']}"))
+    if why:
+        out.print(Text(f"  waiting for {why.value}"))
+    out.print(Text(f"  attempts {summary['attempts']}, submits {summary['submits']}"))
+    for name in ("prediction_id", "error", "last_submit_error"):
+        if summary[name]:
+            out.print(Text(f"  {name.replace('_', ' ')}: {summary[name]}"))
+    for at, what in moments:
+        out.print(Text(f"  {_clock(at)}  {what}"))
 
 
 def _clock(epoch_s: float) -> str:
