@@ -16,8 +16,8 @@ server only acknowledges once it is safe:
 | `none`    | —                                     | a process crash only (the AOF is in the |
 |           |                                       | OS)                                     |
 
-Why not WAITAOF with `everysec` everywhere it exists (7.2+): from Redis 7.2.2 to 7.4.x, and
-in Valkey (8.1.8 measured here), WAITAOF can answer before the fsync when the last one was
+Why not WAITAOF with `everysec` everywhere it exists (7.2+): in the Redis 7.x releases that
+carry redis/redis#12622 and in Valkey (8.1.8 measured here), WAITAOF can answer before the fsync when the last one was
 less than a second ago (redis/redis#13793, fixed for Redis 8.0): it waits for the server's
 bookkeeping, not for the disk. Measured here: a write followed at once by WAITAOF inside a
 MULTI (which answers without blocking) reads "fsynced" every time under `everysec`.

@@ -11,8 +11,8 @@ the last fsync. This emulates that:
   lost, and nothing is cut.
 
 Why not find the last fsync by asking the server (WAITAOF inside a MULTI answers at once
-whether a connection's writes are fsynced)? Under `everysec` Valkey 8.1 (and Redis 7.2.2 to
-7.4) answers "fsynced" before the fsync (redis/redis#13793): measured here, it said so right
+whether a connection's writes are fsynced)? Under `everysec` Valkey 8.1 (and the Redis 7.x
+releases with redis/redis#12622) answers "fsynced" before the fsync (redis/redis#13793): measured here, it said so right
 after every write.
 """
 
