@@ -7,6 +7,7 @@
     ├── StorageError                 S3 said no, or could not be reached
     │   └── InputChanged             a local input changed since it was planned
     ├── LedgerError                  Redis (the ledger, the gates) failed or refused
+    │   ├── LedgerUnreachable        Redis could not be reached, or is loading its data
     │   └── DurabilityError          the intent could not be made durable: nothing posted
     ├── DispatchError                the broker did not take a task message
     ├── LocalStackError              a local server (tests, the demo) could not be started
@@ -86,6 +87,11 @@ class InputChanged(StorageError):
 
 class LedgerError(LipdubError):
     """The ledger could not be read or written (Redis unreachable or refused)."""
+
+
+class LedgerUnreachable(LedgerError):
+    """Redis did not answer: refused, reset, timed out, or still loading its data after a
+    restart. Unlike a refusal, this passes once Redis is back."""
 
 
 class DurabilityError(LedgerError):

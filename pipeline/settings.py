@@ -184,6 +184,9 @@ class LedgerSettings(_Section):
     durable_timeout_s: float = Field(default=5.0, gt=0, le=60)
     """How long a submit waits for its intent to be durable; past it, nothing is posted
     (the item is submitted again later)."""
+    paid_write_hold_s: float = Field(default=60.0, ge=0, le=600)
+    """How long a worker that has a paid POST's answer keeps trying to record its prediction
+    id while Redis cannot be reached (a restart, a failover); past it, reconcile finds it."""
 
 
 class PollingSettings(_Section):

@@ -9,10 +9,12 @@ reads no settings.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from pipeline.runtime import Runtime
@@ -47,7 +49,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A step holding a paid POST open when the broker's connection drops must live to
+        # record the answer (the ledger holds that write through the outage); its restored
+        # message may run it a second time meanwhile, which every step is safe to do.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_time_limit": worker.task_time_limit_s,
         "task_soft_time_limit": worker.task_soft_time_limit_s,
         "task_serializer": "json",
@@ -78,6 +83,11 @@ def create_app(
 ) -> Celery:
     """A Celery app with lipdub's tasks. `runtime_factory` replaces the clients (tests)."""
     settings = settings or load_settings()
+    # Celery warns, at every lost connection, that a future default will cancel running
+    # steps; lipdub sets it (False, see celery_config), so the warning only misleads.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*In Celery 5\.1 we introduced", category=CPendingDeprecationWarning
+    )
     app = Celery("lipdub", set_as_current=False)
     app.conf.update(celery_config(settings))
     app.conf.update(beat_config(settings))

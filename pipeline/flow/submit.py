@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import (
     DurabilityError,
+    LedgerError,
     ProviderAuthError,
     ProviderRateLimited,
     ProviderRejected,
@@ -35,7 +36,7 @@ from pipeline.flow.common import (
 )
 from pipeline.flow.poll_timing import first_poll_delay_s
 from pipeline.ledger import Transition
-from pipeline.records import Item
+from pipeline.records import Item, encode_value
 from pipeline.remote import split_s3
 from pipeline.runtime import Runtime
 from pipeline.schedules.gate import ScheduledBatch, scheduled_gate
@@ -181,26 +182,34 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     except ProviderUnavailable as err:
         return _not_created(rt, item, str(err), UNAVAILABLE_RETRY_S)
     except SubmitOutcomeUnknown as err:
-        rt.ledger.update_item(
-            batch_id,
-            item_id,
-            ItemState.SUBMITTING,
-            {
-                "outcome_unknown": str(err),
-                "outcome_unknown_at": rt.clock(),
-                # A POST we stopped waiting for may still create its task a while later.
-                "created_by": rt.clock()
-                + (rt.settings.polling.reconcile_grace_s if err.timed_out else 0.0),
-            },
-            when=item.fence,
+        unknown_at = rt.clock()
+        unknown = {
+            "outcome_unknown": str(err),
+            # When the POST stopped being on its way: what tells it from other lost submits.
+            "outcome_unknown_at": unknown_at,
+            # A POST we stopped waiting for may still create its task a while later.
+            "created_by": unknown_at
+            + (rt.settings.polling.reconcile_grace_s if err.timed_out else 0.0),
+        }
+        rt.ledger.hold(
+            lambda: rt.ledger.update_item(
+                batch_id, item_id, ItemState.SUBMITTING, unknown, when=item.fence
+            ),
+            for_s=rt.settings.ledger.paid_write_hold_s,
         )
         return [Next("reconcile", batch_id, item_id, FIRST_RECONCILE_S)]
+    answered_at = rt.clock()
+    following = accepted(rt, item, prediction.id, reconciled=False)
     if prediction.created_at is not None:
         # The prediction was created between our POST and its answer: a measure of the
-        # provider's clock, by which reconcile later tells lost submits apart.
+        # provider's clock, by which reconcile later tells lost submits apart. Only a
+        # measure: the id is recorded, so Redis trouble here must not fail the step.
         created_s = prediction.created_at.timestamp()
-        rt.ledger.record_clock(created_s - rt.clock(), created_s - intent_at)
-    return accepted(rt, item, prediction.id, reconciled=False)
+        try:
+            rt.ledger.record_clock(created_s - answered_at, created_s - intent_at)
+        except LedgerError as err:
+            log.warning("%s/%s: the provider's clock was not recorded: %s", batch_id, item_id, err)
+    return following
 
 
 def running_fields(
@@ -224,32 +233,54 @@ def running_fields(
 
 
 def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -> list[Next]:
-    """Record the prediction id (the item is now paid for) and schedule its first poll."""
+    """Record the prediction id (the item is now paid for) and schedule its first poll.
+
+    The id exists only in this process until it is written, so the writes are held through
+    a Redis restart or failover (`ledger.paid_write_hold_s`) instead of failing the step:
+    a step run again could only reconcile, and the provider's list cannot always say which
+    of several lost submits a prediction belongs to."""
     fields = running_fields(
         rt.settings.polling, item, prediction_id, rt.clock(), reconciled=reconciled
     )
     delay_s = float(str(fields["poll_interval_s"]))
+    hold_s = rt.settings.ledger.paid_write_hold_s
     # Before the transition: a webhook may arrive as soon as the item is running.
-    rt.ledger.index_prediction(prediction_id, item.member)
+    rt.ledger.hold(lambda: rt.ledger.index_prediction(prediction_id, item.member), for_s=hold_s)
     try:
-        moved = rt.ledger.transition(
-            item.batch_id,
-            item.id,
-            [ItemState.SUBMITTING],
-            ItemState.RUNNING,
-            fields,
-            when=item.fence,
-            durable=True,
+        moved = rt.ledger.hold(
+            lambda: rt.ledger.transition(
+                item.batch_id,
+                item.id,
+                [ItemState.SUBMITTING],
+                ItemState.RUNNING,
+                fields,
+                when=item.fence,
+                durable=True,
+            ),
+            for_s=hold_s,
         )
     except DurabilityError as err:
         # Written, not yet known durable. Its first poll goes on: if a host crash loses the id,
         # the durable intent brings the item back to reconcile, which finds the prediction.
         log.warning("%s/%s: the prediction id is not yet durable: %s", item.batch_id, item.id, err)
         moved = Transition(ok=True, state=ItemState.RUNNING.value)
-    if not moved.ok:
+    if not moved.ok and not _written_by_us(rt, item, fields):
         return []
-    rt.ledger.settle_submit(item.member)
+    rt.ledger.hold(lambda: rt.ledger.settle_submit(item.member), for_s=hold_s)
     return [Next("poll", item.batch_id, item.id, rt.countdown(delay_s))]
+
+
+def _written_by_us(rt: Runtime, item: Item, fields: dict[str, object]) -> bool:
+    """True when the item holds exactly these running fields: a held write that Redis applied
+    but whose answer the outage lost, so the try after it found the item already moved.
+    (Another step's adoption of the same prediction has its own `submitted_at`: its poll is
+    already scheduled.)"""
+    record = rt.ledger.item(item.batch_id, item.id)
+    return (
+        record.get("state") == ItemState.RUNNING.value
+        and record.get("prediction_id") == fields["prediction_id"]
+        and record.get("submitted_at") == encode_value(fields["submitted_at"])
+    )
 
 
 def _not_created(rt: Runtime, item: Item, why: str, wait_s: float) -> list[Next]:

@@ -3,13 +3,34 @@ conversion of every Redis error into LedgerError."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from pipeline.durability import DurableWrites
-from pipeline.errors import DurabilityError, LedgerError
+from pipeline.errors import DurabilityError, LedgerError, LedgerUnreachable
 from pipeline.lua import lua_script
+
+T = TypeVar("T")
+
+_HOLD_BACKOFF = ExponentialBackoff(cap=1.0, base=0.1)
+"""Between tries of a held write: 0.2, 0.4, 0.8, then 1 s (redis-py counts from 1 failure)."""
+
+
+def hold_retries(for_s: float) -> int:
+    """How many tries after the first make the waits between them add up to `for_s`.
+
+    >>> hold_retries(0.0), hold_retries(1.4), hold_retries(60.0)
+    (0, 3, 62)
+    """
+    waited_s, retries = 0.0, 0
+    while waited_s < for_s:
+        retries += 1
+        waited_s += _HOLD_BACKOFF.compute(retries)
+    return retries
 
 
 class LedgerStore:
@@ -62,8 +83,24 @@ class LedgerStore:
             )
         return result
 
+    def hold(self, action: Callable[[], T], *, for_s: float) -> T:
+        """Run a ledger call, trying again while Redis cannot be reached (restarting, failing
+        over, loading its data) for about `for_s` seconds; then LedgerUnreachable.
+
+        Only for a write that must not be lost once made: the prediction id a paid POST
+        answered with. The step cannot be run again later instead, because the broker that
+        would bring it back is the same Redis, and the answer lives only in this process.
+        A refusal (LedgerError, not unreachable) is raised at once."""
+        retry = Retry(_HOLD_BACKOFF, hold_retries(for_s), supported_errors=(LedgerUnreachable,))
+        return retry.call_with_retry(action, lambda _err: None)
+
     def _call(self, action: Any) -> Any:
         try:
             return action()
+        except (redis.ConnectionError, redis.TimeoutError) as err:
+            # BusyLoadingError (a restarted Redis reading its AOF) is a ConnectionError too.
+            raise LedgerUnreachable(
+                f"the ledger (Redis) could not be reached: {type(err).__name__}: {err}"
+            ) from err
         except redis.RedisError as err:
             raise LedgerError(f"the ledger (Redis) failed: {type(err).__name__}: {err}") from err

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -77,8 +78,13 @@ def steps(tmp_path, s3_server, bucket) -> Iterator:
     made: list[Steps] = []
     sandboxes = []
 
-    def make(redis_url: str, **ledger: object) -> tuple[Steps, str]:
-        sandbox = start_sandbox(tmp_path / f"sandbox{len(sandboxes)}", processing_fixed_s=0.2)
+    def make(
+        redis_url: str, sandbox_options: dict[str, object] | None = None, **ledger: object
+    ) -> tuple[Steps, str]:
+        sandbox = start_sandbox(
+            tmp_path / f"sandbox{len(sandboxes)}",
+            **{"processing_fixed_s": 0.2, **(sandbox_options or {})},
+        )
         sandbox.__enter__()
         sandboxes.append(sandbox)
         settings = stack_settings(
@@ -256,6 +262,40 @@ def test_a_redis_whose_fsync_is_relaxed_under_a_running_worker_is_refused_at_the
         client.config_set("appendfsync", "always")
         assert ledger.durability_refusal() is None
         client.close()
+
+
+def test_a_submit_answered_while_redis_is_down_keeps_its_prediction(tmp_path, steps):
+    # Given an item about to submit, on a Redis of the test's own, and a POST that takes 1.5 s
+    with RedisServer(tmp_path / "restarting") as server:
+        s, sandbox_url = steps(server.url, {"faults": {"slow_rate": 1.0, "slow_s": 1.5}})
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ITEMS[:1]), s.settings))
+        s.loop.run(stop=lambda: any(step.step == "submit" for step in s.loop.pending()))
+        [submit] = s.loop.take("submit")
+        watcher = redis.Redis.from_url(server.url, decode_responses=True)
+        result: list[list[Next]] = []
+        step = threading.Thread(
+            target=lambda: result.append(run_step(s.rt, "submit", batch_id, submit.item_id))
+        )
+        # When Redis stops once the intent is written (the POST is on its way), and comes back
+        # only after the POST was answered
+        step.start()
+        while watcher.hget(f"lipdub:item:{batch_id}:d0", "state") != "submitting":
+            time.sleep(0.01)
+        watcher.close()
+        server.stop()
+        time.sleep(2.5)
+        server.start()
+        step.join(timeout=60)
+        # Then the step kept the answer until it could write it: the item runs its prediction
+        [item] = s.rt.ledger.items(batch_id)
+        [paid] = accepted_submits(sandbox_url)
+        assert (item["state"], item["prediction_id"]) == ("running", paid["prediction_id"])
+        assert [n.step for n in result[0]] == ["poll"]
+        # And it completes from there, paid once
+        s.loop.send(result[0][0])
+        s.loop.run()
+        assert s.states(batch_id) == {"d0": "completed"}
+        assert len(accepted_submits(sandbox_url)) == 1
 
 
 def _lose_the_answer(s: Steps, batch_id: str, item_id: str) -> str:

@@ -7,6 +7,7 @@ are on the suite's real redis-server.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
@@ -14,7 +15,9 @@ import pytest
 import redis
 from pydantic import SecretStr
 
+from pipeline.flow.common import load
 from pipeline.flow.reconcile import MAX_LIST_PAGES, reconcile
+from pipeline.flow.submit import accepted
 from pipeline.gates import Gates
 from pipeline.ledger import Ledger
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX, ProviderClient
@@ -308,4 +311,21 @@ def test_a_post_we_stopped_waiting_for_may_create_its_task_later(submitting):
     rt.ledger.update_item("b", "i", ItemState.SUBMITTING, {"created_by": INTENT_S + 1.0 + 30.0})
     # Then it is taken for the submit's, not for a stranger's (which would need a person)
     reconcile(rt, "b", "i")
+    assert rt.ledger.item("b", "i")["prediction_id"] == "p1"
+
+
+def test_a_running_write_applied_but_unanswered_still_schedules_the_first_poll(submitting):
+    # Given an item whose POST was answered with p1, seen as it was before the write
+    rt = submitting([])
+    seen = load(rt, "b", "i")
+    assert seen is not None
+    first = accepted(rt, seen, "p1", reconciled=False)
+    # When the same write is tried again (Redis applied it, the outage lost its answer)
+    again = accepted(rt, seen, "p1", reconciled=False)
+    # Then the try finds its own fields and schedules the poll the lost answer would have
+    assert [n.step for n in first] == [n.step for n in again] == ["poll"]
+    # But a later adoption of the same prediction (a redelivered step) schedules no second
+    # poll chain: the item is running on a write that was not this one
+    later = replace(rt, clock=lambda: NOW_S + 5.0)
+    assert accepted(later, seen, "p1", reconciled=True) == []
     assert rt.ledger.item("b", "i")["prediction_id"] == "p1"
