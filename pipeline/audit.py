@@ -104,10 +104,10 @@ def audit_batch(
     """Read the provider's list around the batch and report what no lipdub item has.
     Raises ProviderError when the list cannot be read."""
     batch = ledger.batch(batch_id)
-    if not batch:
+    if batch is None:
         raise KeyError(batch_id)
-    began = float(batch.get("created_at") or now)
-    ended = float(batch.get("finished_at") or now)
+    began = batch.created_at or now
+    ended = batch.finished_at or now
     listed = list(
         provider.iter_predictions(
             created_after=_utc(began - WINDOW_MARGIN_S),

@@ -194,7 +194,7 @@ class BatchControl:
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
         """Submit nothing more for this batch. Items already submitted are still collected."""
-        if not self.ledger.batch(batch_id):
+        if self.ledger.batch(batch_id) is None:
             raise KeyError(batch_id)
         self.ledger.update_batch(batch_id, {"cancelled": True, "cancelled_at": self.clock()})
         # Items parked for a schedule's window or budget have no step on its way: send one
@@ -214,7 +214,7 @@ class BatchControl:
         """What `retry_failed` with these options would pay at most: the estimates of the
         items it would submit again (polling a timed-out prediction or collecting a paid
         output again costs nothing)."""
-        if not self.ledger.batch(batch_id):
+        if self.ledger.batch(batch_id) is None:
             raise KeyError(batch_id)
         total = Decimal(0)
         for record in self._retryable(batch_id, include_needs_attention, include_input_errors):
@@ -238,9 +238,9 @@ class BatchControl:
         refused for their input (no face, unreadable media): they would be refused again.
         """
         batch = self.ledger.batch(batch_id)
-        if not batch:
+        if batch is None:
             raise KeyError(batch_id)
-        scope = batch.get("budget_scope") or batch_id
+        scope = batch.budget_scope
         if budget_usd is not None:
             self.ledger.set_budget_limit(scope, budget_usd)
         self.ledger.update_batch(batch_id, {"cancelled": False})
@@ -264,7 +264,7 @@ class BatchControl:
         Raises KeyError for an unknown batch or item, ValueError when the item is not waiting
         for this or the prediction belongs to another item."""
         record = self.ledger.item(batch_id, item_id)
-        if not self.ledger.batch(batch_id) or not record:
+        if self.ledger.batch(batch_id) is None or not record:
             raise KeyError(f"{batch_id}/{item_id}")
         if record.get("state") != ItemState.NEEDS_ATTENTION:
             raise ValueError(

@@ -47,7 +47,8 @@ class LedgerCollector(Collector):
             counts = Counter(r.get("state", "") for r in records)
             for state in ItemState:
                 items.add_metric([batch_id, state.value], counts.get(state.value, 0))
-            scope = self.ledger.batch(batch_id).get("budget_scope") or batch_id
+            batch = self.ledger.batch(batch_id)
+            scope = batch.budget_scope if batch else batch_id
             spent.add_metric(
                 [batch_id], float(self.ledger.budget(scope)["spent_usd"] or Decimal(0))
             )

@@ -1,4 +1,4 @@
-"""The item record, typed, and its Redis encoding in one place.
+"""The item and batch records, typed, and their Redis encoding in one place.
 
 An item lives in Redis as a hash of strings (`lipdub:item:<batch>:<item>`): numbers as their
 `repr`, flags as `1`/`0`, lists and mappings as JSON, an unset value as the empty string
@@ -13,6 +13,15 @@ what a step holds: the record with its batch.
     (2, 17.5, ('p1', 'p2'), Decimal('0.268'))
     >>> record.deadline_at is None, record.sync_mode
     (True, '')
+
+A batch (`lipdub:batch:<batch>`) is read the same way, through `BatchRecord`:
+
+    >>> batch = BatchRecord.decode({"id": "b1", "state": "running", "item_count": "3",
+    ...     "cancelled": "0", "estimate_usd": "1.2060", "created_at": "100.5"})
+    >>> batch.item_count, batch.cancelled, batch.estimate_usd, batch.budget_scope
+    (3, False, Decimal('1.2060'), 'b1')
+    >>> batch.finished_at is None, batch.scheduled
+    (True, False)
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline import keys
-from pipeline.states import ItemState
+from pipeline.states import BatchState, ItemState
 
 
 def encode_value(value: object) -> str:
@@ -194,3 +203,83 @@ class Item:
         """This view after a transition the step itself made (to `state`, writing `fields`)."""
         raw = {**self.record.raw, **encode(fields), "state": state.value}
         return Item.of(self.batch_id, raw)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What the steps and commands read of a batch (encoded as items are)."""
+
+    id: str
+    state: BatchState
+    name: str = ""
+    manifest: str = ""
+    model: str = ""
+    bucket: str = ""
+    created_at: float | None = None
+    item_count: int = 0
+    force: bool = False
+    cancelled: bool = False
+    budget_scope: str = ""
+    """Whose budget the batch's items reserve from: its own, or its schedule's night."""
+    estimate_usd: Decimal | None = None
+    balance_before_usd: Decimal | None = None
+    balance_after_usd: Decimal | None = None
+    finished_at: float | None = None
+    """When its report was last written (empty again while a retry runs)."""
+    report_key: str = ""
+    schedule: str = ""
+    """The schedule that started it, or empty."""
+    inbox: str = ""
+    inbox_manifest: str = ""
+    inbox_folder: str = ""
+    inbox_name: str = ""
+    inbox_target: str = ""
+    inbox_target_name: str = ""
+    concluded_at: float | None = None
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The hash as read, with the fields only the report and the schedule's gate use."""
+
+    @classmethod
+    def decode(cls, raw: Mapping[str, str]) -> BatchRecord:
+        """The record of a batch hash (KeyError without an id)."""
+        return cls(
+            id=raw["id"],
+            state=BatchState(raw.get("state") or BatchState.RUNNING.value),
+            name=raw.get("name", ""),
+            manifest=raw.get("manifest", ""),
+            model=raw.get("model", ""),
+            bucket=raw.get("bucket", ""),
+            created_at=_float(raw, "created_at"),
+            item_count=_int(raw, "item_count"),
+            force=raw.get("force") == "1",
+            cancelled=raw.get("cancelled") == "1",
+            budget_scope=raw.get("budget_scope") or raw["id"],
+            estimate_usd=_decimal(raw, "estimate_usd"),
+            balance_before_usd=_decimal(raw, "balance_before_usd"),
+            balance_after_usd=_decimal(raw, "balance_after_usd"),
+            finished_at=_float(raw, "finished_at"),
+            report_key=raw.get("report_key", ""),
+            schedule=raw.get("schedule", ""),
+            inbox=raw.get("inbox", ""),
+            inbox_manifest=raw.get("inbox_manifest", ""),
+            inbox_folder=raw.get("inbox_folder", ""),
+            inbox_name=raw.get("inbox_name", ""),
+            inbox_target=raw.get("inbox_target", ""),
+            inbox_target_name=raw.get("inbox_target_name", ""),
+            concluded_at=_float(raw, "concluded_at"),
+            raw=dict(raw),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.state is BatchState.FINISHED
+
+    @property
+    def scheduled(self) -> bool:
+        """Started by a schedule (its window, nightly budget and inbox apply)."""
+        return bool(self.schedule)
+
+
+def _decimal(raw: Mapping[str, str], name: str) -> Decimal | None:
+    value = raw.get(name)
+    return Decimal(value) if value else None

@@ -14,7 +14,7 @@ backlog is late, not lost). A complete batch that was never finished gets its fi
 from __future__ import annotations
 
 from pipeline.ledger import Ledger
-from pipeline.states import BatchState, ItemState
+from pipeline.states import ItemState
 from pipeline.steps import Next
 
 ACTIVE_BATCHES = 50
@@ -26,10 +26,9 @@ def stalled_steps(ledger: Ledger, *, now: float, grace_s: float) -> list[Next]:
     found: list[Next] = []
     for batch_id in ledger.batch_ids(ACTIVE_BATCHES):
         batch = ledger.batch(batch_id)
-        if not batch or batch.get("state") == BatchState.FINISHED:
+        if batch is None or batch.finished:
             continue
-        total = int(batch.get("item_count") or 0)
-        if ledger.done_count(batch_id) >= total:
+        if ledger.done_count(batch_id) >= batch.item_count:
             if ledger.finalizer_guard_left_s(batch_id) == 0:
                 found.append(Next("finalize", batch_id))
             continue

@@ -96,8 +96,9 @@ def load(rt: Runtime, batch_id: str, item_id: str) -> Item | None:
 
 
 def batch_flag(rt: Runtime, batch_id: str, name: str) -> bool:
-    """A yes/no field of the batch record."""
-    return rt.ledger.batch(batch_id).get(name) == "1"
+    """A yes/no field of the batch record (False for a batch that is gone)."""
+    batch = rt.ledger.batch(batch_id)
+    return batch is not None and batch.raw.get(name) == "1"
 
 
 def end(
@@ -119,7 +120,8 @@ def end(
     woken = free_slot(rt, item)
     if not paid_for(to, str(values.get("error_kind", ""))):
         rt.ledger.release_claim(item.record.identity, item.member)
-    scope = rt.ledger.batch(item.batch_id).get("budget_scope") or item.batch_id
+    batch = rt.ledger.batch(item.batch_id)
+    scope = batch.budget_scope if batch else item.batch_id
     rt.ledger.settle(scope, item.batch_id, item.id, cost_usd)
     return woken + ([Next("finalize", item.batch_id)] if result.batch_complete else [])
 
@@ -197,7 +199,8 @@ def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
     state = item.state
     if state.final:
         done = rt.ledger.done_count(item.batch_id)
-        total = int(rt.ledger.batch(item.batch_id).get("item_count") or 0)
+        batch = rt.ledger.batch(item.batch_id)
+        total = batch.item_count if batch else 0
         return [Next("finalize", item.batch_id)] if total and done >= total else []
     if _ORDER[state] <= _ORDER[expected]:
         return []

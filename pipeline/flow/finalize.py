@@ -18,6 +18,7 @@ import json
 
 from pipeline.audit import audit_batch
 from pipeline.errors import ProviderError
+from pipeline.records import BatchRecord
 from pipeline.reporting import CONTENT_TYPES, render_all
 from pipeline.reporting.data import batch_report
 from pipeline.runtime import Runtime
@@ -29,11 +30,11 @@ from pipeline.storage import report_key
 def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     """Write the report when the batch is complete; do nothing otherwise or if already done."""
     batch = rt.ledger.batch(batch_id)
-    if not batch:
+    if batch is None:
         return []
-    if batch.get("state") == BatchState.FINISHED:
+    if batch.finished:
         return _conclude_if_scheduled(batch)
-    if rt.ledger.done_count(batch_id) < int(batch.get("item_count") or 0):
+    if rt.ledger.done_count(batch_id) < batch.item_count:
         return []
     if not rt.ledger.acquire_finalizer(batch_id, rt.settings.worker.task_time_limit_s):
         wait_s = rt.ledger.finalizer_guard_left_s(batch_id) + 1.0
@@ -53,13 +54,14 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         rt.ledger.update_batch(batch_id, {"state": BatchState.FINISHED.value, "report_key": key})
     finally:
         rt.ledger.release_finalizer(batch_id)
-    return _conclude_if_scheduled(rt.ledger.batch(batch_id))
+    written = rt.ledger.batch(batch_id)
+    return _conclude_if_scheduled(written) if written else []
 
 
-def _balance_after(rt: Runtime, batch: dict[str, str]) -> dict[str, str]:
+def _balance_after(rt: Runtime, batch: BatchRecord) -> dict[str, str]:
     """The account's balance now, for a batch that recorded it before its first spend: the
     report sets the change beside lipdub's own spend. Nothing when it cannot be read."""
-    if not batch.get("balance_before_usd"):
+    if batch.balance_before_usd is None:
         return {}
     try:
         return {"balance_after_usd": str(rt.provider.balance_usd())}
@@ -79,11 +81,11 @@ def _audit(rt: Runtime, batch_id: str) -> dict[str, str]:
     return {"audit": json.dumps(found.to_dict()), "audit_error": ""}
 
 
-def _conclude_if_scheduled(batch: dict[str, str]) -> list[Next]:
+def _conclude_if_scheduled(batch: BatchRecord) -> list[Next]:
     """A scheduled batch then files its manifest in its inbox (`pipeline.schedules.conclude`),
     unless that has been done since it last finished (a redelivered finalize asks again)."""
-    if not batch.get("schedule"):
+    if not batch.scheduled:
         return []
-    if float(batch.get("concluded_at") or 0) >= float(batch.get("finished_at") or 0):
+    if (batch.concluded_at or 0.0) >= (batch.finished_at or 0.0):
         return []
-    return [Next("conclude", batch["id"])]
+    return [Next("conclude", batch.id)]

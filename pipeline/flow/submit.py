@@ -71,7 +71,9 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             Next("submit", batch_id, item_id, rt.countdown(cooling.wait_s), "the 429 cool-down")
         ]
     batch = rt.ledger.batch(batch_id)
-    scope = batch.get("budget_scope") or batch_id
+    if batch is None:
+        return []  # the batch is gone (a stale task)
+    scope = batch.budget_scope
     scheduled = ScheduledBatch.of(batch)
     if scheduled is not None:
         gate = scheduled_gate(rt, item, scope, scheduled)

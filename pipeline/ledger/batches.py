@@ -14,7 +14,7 @@ from pipeline import keys
 from pipeline.errors import LedgerError
 from pipeline.ledger.base import LedgerStore
 from pipeline.ledger.budgets import to_micros
-from pipeline.records import encode_value
+from pipeline.records import BatchRecord, encode_value
 from pipeline.states import FINAL_STATES, BatchState, ItemState, check_moves
 from pipeline.steps import BATCH_STEPS, Next
 
@@ -81,9 +81,10 @@ class BatchRecords(LedgerStore):
         except redis.RedisError as err:
             raise LedgerError(f"could not write batch {batch_id}: {type(err).__name__}") from err
 
-    def batch(self, batch_id: str) -> dict[str, str]:
-        """The batch record ({} when there is none)."""
-        return dict(self._call(lambda: self.redis.hgetall(keys.batch(batch_id))))
+    def batch(self, batch_id: str) -> BatchRecord | None:
+        """The batch's record, or None when there is no such batch."""
+        raw = dict(self._call(lambda: self.redis.hgetall(keys.batch(batch_id))))
+        return BatchRecord.decode(raw) if raw else None
 
     def update_batch(self, batch_id: str, fields: Mapping[str, object]) -> None:
         """Set fields of the batch record."""

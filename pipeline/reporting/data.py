@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -29,12 +30,12 @@ poll that found it unfinished (or until its reported inference time had passed);
 to the poll that found it done, it may have been done already."""
 
 
-def _float(record: dict[str, str], name: str) -> float | None:
+def _float(record: Mapping[str, str], name: str) -> float | None:
     value = record.get(name, "")
     return float(value) if value else None
 
 
-def _json(record: dict[str, str], name: str) -> Any:
+def _json(record: Mapping[str, str], name: str) -> Any:
     value = record.get(name, "")
     return json.loads(value) if value else None
 
@@ -42,17 +43,17 @@ def _json(record: dict[str, str], name: str) -> Any:
 def batch_status(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     """Counts per state, how many are final, and the money reserved and spent so far."""
     batch = ledger.batch(batch_id)
-    if not batch:
+    if batch is None:
         raise KeyError(batch_id)
     items = ledger.items(batch_id)
     counts = Counter(record.get("state", "") for record in items)
-    budget = ledger.budget(batch.get("budget_scope") or batch_id)
+    budget = ledger.budget(batch.budget_scope)
     estimate = sum((Decimal(r.get("price_usd") or "0") for r in items), Decimal(0))
     return {
         "batch_id": batch_id,
-        "name": batch.get("name", ""),
-        "state": batch.get("state", ""),
-        "cancelled": batch.get("cancelled") == "1",
+        "name": batch.name,
+        "state": batch.state.value,
+        "cancelled": batch.cancelled,
         "items": len(items),
         "done": ledger.done_count(batch_id),
         "counts": {state.value: counts.get(state.value, 0) for state in ItemState},
@@ -60,8 +61,8 @@ def batch_status(ledger: Ledger, batch_id: str) -> dict[str, Any]:
         "spent_usd": str(budget["spent_usd"]),
         "reserved_usd": str(budget["reserved_usd"]),
         "budget_usd": str(budget["limit_usd"]) if budget["limit_usd"] is not None else None,
-        "created_at": _float(batch, "created_at"),
-        "finished_at": _float(batch, "finished_at"),
+        "created_at": batch.created_at,
+        "finished_at": batch.finished_at,
     }
 
 
@@ -136,22 +137,25 @@ def batch_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     """The whole batch: its status, settings that priced it, and every item."""
     status = batch_status(ledger, batch_id)
     batch = ledger.batch(batch_id)
+    if batch is None:
+        raise KeyError(batch_id)
+    raw = batch.raw
     items = [item_report(record) for record in ledger.items(batch_id)]
-    bucket = batch.get("bucket", "")
+    bucket = batch.bucket
     for item in items:
         item["output_uri"] = f"s3://{bucket}/{item['output_key']}" if item["output_key"] else None
     billable = sum(i["billable_s"] or 0.0 for i in items)
     return {
         **status,
-        "manifest": batch.get("manifest", ""),
-        "model": batch.get("model", ""),
+        "manifest": batch.manifest,
+        "model": batch.model,
         "bucket": bucket,
-        "price_model": _json(batch, "price_model"),
-        "price_basis": batch.get("price_basis") or None,
-        "balance_before_usd": batch.get("balance_before_usd") or None,
-        "balance_after_usd": batch.get("balance_after_usd") or None,
-        "audit": _json(batch, "audit"),
-        "audit_error": batch.get("audit_error") or None,
+        "price_model": _json(raw, "price_model"),
+        "price_basis": raw.get("price_basis") or None,
+        "balance_before_usd": raw.get("balance_before_usd") or None,
+        "balance_after_usd": raw.get("balance_after_usd") or None,
+        "audit": _json(raw, "audit"),
+        "audit_error": raw.get("audit_error") or None,
         "total_billable_s": round(billable, 3),
         "items_detail": items,
     }

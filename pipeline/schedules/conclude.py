@@ -19,23 +19,22 @@ from pipeline.runtime import Runtime
 from pipeline.schedules.inbox import open_inbox
 from pipeline.schedules.notices import post_notice
 from pipeline.schedules.store import ScheduleStore
-from pipeline.states import BatchState
 from pipeline.steps import Next
 
 
 def conclude(rt: Runtime, batch_id: str) -> list[Next]:
     """File the manifest of a finished scheduled batch and post its notification."""
     batch = rt.ledger.batch(batch_id)
-    if not batch.get("schedule") or batch.get("state") != BatchState.FINISHED:
+    if batch is None or not batch.scheduled or not batch.finished:
         return []
     report = batch_report(rt.ledger, batch_id)
     summary = summarize(report)
     folder = "done" if summary.completed == summary.items else "failed"
-    inbox = open_inbox(batch["inbox"], rt.storage.s3)
-    original = batch["inbox_manifest"]
-    current = (batch.get("inbox_folder") or "processing", batch.get("inbox_name") or original)
-    if batch.get("inbox_target") == folder and batch.get("inbox_target_name"):
-        final = batch["inbox_target_name"]
+    inbox = open_inbox(batch.inbox, rt.storage.s3)
+    original = batch.inbox_manifest
+    current = (batch.inbox_folder or "processing", batch.inbox_name or original)
+    if batch.inbox_target == folder and batch.inbox_target_name:
+        final = batch.inbox_target_name
     elif current[0] == folder:
         final = current[1]
     else:
@@ -49,10 +48,10 @@ def conclude(rt: Runtime, batch_id: str) -> list[Next]:
         batch_id, {"inbox_folder": folder, "inbox_name": final, "concluded_at": rt.clock()}
     )
     text = finished_text(
-        batch["schedule"], batch_id, report, f"{inbox.location.rstrip('/')}/{folder}/{final}"
+        batch.schedule, batch_id, report, f"{inbox.location.rstrip('/')}/{folder}/{final}"
     )
-    event = f"{batch_id}.finished.{batch.get('finished_at', '')}"
-    return post_notice(ScheduleStore(rt.ledger.redis), batch["schedule"], event, text)
+    event = f"{batch_id}.finished.{batch.raw.get('finished_at', '')}"
+    return post_notice(ScheduleStore(rt.ledger.redis), batch.schedule, event, text)
 
 
 def finished_text(schedule: str, batch_id: str, report: dict[str, Any], filed_as: str) -> str:

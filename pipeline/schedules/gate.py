@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from pipeline.records import Item
+from pipeline.records import BatchRecord, Item
 from pipeline.runtime import Runtime
 from pipeline.schedules.config import WindowSpec
 from pipeline.schedules.notices import post_notice
@@ -38,19 +38,19 @@ class ScheduledBatch:
     created_at_s: float
 
     @classmethod
-    def of(cls, batch: dict[str, str]) -> ScheduledBatch | None:
+    def of(cls, batch: BatchRecord) -> ScheduledBatch | None:
         """None for a batch no schedule started."""
-        name = batch.get("schedule")
-        if not name:
+        if not batch.scheduled:
             return None
-        spec = json.loads(batch["window"]) if batch.get("window") else None
-        zone = ZoneInfo(batch.get("timezone") or "UTC")
-        limit = batch.get("nightly_budget_usd")
+        raw = batch.raw
+        spec = json.loads(raw["window"]) if raw.get("window") else None
+        zone = ZoneInfo(raw.get("timezone") or "UTC")
+        limit = raw.get("nightly_budget_usd")
         return cls(
-            name,
+            batch.schedule,
             Window(WindowSpec(**spec) if spec else None, zone),
             Decimal(limit) if limit else None,
-            float(batch.get("created_at") or 0),
+            batch.created_at or 0.0,
         )
 
     def night_scope(self, now_s: float) -> str:

@@ -40,7 +40,6 @@ from pipeline.schedules.store import ScheduleStore
 from pipeline.schedules.timing import Verdict, decide
 from pipeline.schedules.window import Window
 from pipeline.settings import Settings
-from pipeline.states import BatchState
 from pipeline.steps import Next
 from pipeline.sync_modes import SyncMode
 
@@ -235,8 +234,8 @@ class Scheduler:
             return
         if record.get("state") == "started":
             batch = self.ledger.batch(record.get("batch_id", ""))
-            if batch.get("state") == BatchState.FINISHED and not batch.get("concluded_at"):
-                self.control.dispatcher.send(Next("conclude", batch["id"]))
+            if batch is not None and batch.finished and batch.concluded_at is None:
+                self.control.dispatcher.send(Next("conclude", batch.id))
             return
         if self._claim(spec, dropped, self.clock()):
             self._start(spec, inbox, dropped, outcome)

@@ -117,7 +117,7 @@ def test_two_beats_start_a_dropped_manifest_once_file_it_with_its_report_and_not
     ledger = Ledger(redis.Redis.from_url(redis_url, decode_responses=True))
     batch_ids = ledger.batch_ids(10)
     assert len(batch_ids) == 2, "one batch per manifest"
-    batch_id = next(b for b in batch_ids if ledger.batch(b)["inbox_manifest"] == "manifest.csv")
+    batch_id = next(b for b in batch_ids if ledger.batch(b).inbox_manifest == "manifest.csv")
     assert len(accepted_submits(sandbox_server.url)) == 4, "each pair paid for once"
     assert (inbox / "done" / "manifest.csv").exists()
     assert not (inbox / "manifest.csv").exists()

@@ -10,7 +10,7 @@ import redis
 
 from pipeline import keys
 from pipeline.ledger import Ledger
-from pipeline.states import ItemState
+from pipeline.states import BatchState, ItemState
 
 
 @pytest.fixture
@@ -84,7 +84,8 @@ def test_the_last_final_transition_completes_the_batch_and_a_reopen_undoes_it(le
     ledger.update_batch(batch, {"state": "finished"})
     reopened = ledger.transition(batch, "i0", [ItemState.FAILED], ItemState.PENDING)
     assert reopened.done == 1 and not reopened.batch_complete
-    assert ledger.batch(batch)["state"] == "running"
+    record = ledger.batch(batch)
+    assert record is not None and record.state is BatchState.RUNNING
 
 
 def test_budget_reservations_are_atomic_idempotent_and_settled_once(ledger):
@@ -130,7 +131,10 @@ def test_a_batch_id_is_written_once(ledger):
     items = [{"id": "i0", "price_usd": "0.5"}]
     assert ledger.create_batch("bx", {"created_at": 1.0}, items, budget_usd=None)
     assert not ledger.create_batch("bx", {"created_at": 2.0, "name": "again"}, [], budget_usd=None)
-    assert ledger.batch("bx").get("name") is None and ledger.item_ids("bx") == ["i0"]
+    first = ledger.batch("bx")
+    assert first is not None and first.name == "" and first.created_at == 1.0
+    assert ledger.item_ids("bx") == ["i0"]
+    assert ledger.batch("never-made") is None
 
 
 def test_a_pair_is_claimed_once_then_reused(ledger):
