@@ -30,6 +30,11 @@
     lipdub:schedule:beat                 str   the scheduler's lock (one beat acts) schedule.lock_timeout_s
     lipdub:notice:<event>                hash  a notification: text, attempts, sent ONCE_TTL_S
     lipdub:workers                       zset  worker name -> last heartbeat (epoch s) entries older than LIVE_S dropped
+    lipdub:due                           zset  steps waiting for their countdown  until a live worker's pump
+                                               (`["step","b","i"]` -> due epoch s, Redis's clock) sends them
+    lipdub:due:sending                   zset  steps a pump took -> its lease end  until sent (or re-taken)
+    lipdub:running                       zset  steps being run (`worker|step|b|i`) until the step ends; a dead
+                                               -> start epoch s                   worker's are sent again
     lipdub:worker:<name>                 str   the worker's last heartbeat (JSON)   heartbeat.LIVE_S
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
@@ -47,6 +52,9 @@ COOLDOWN = f"{PREFIX}:gate:cooldown"
 RATE_LIMITED = f"{PREFIX}:gate:rate_limited"
 POLLS_LIMITER = f"{PREFIX}:polls"
 WORKERS = f"{PREFIX}:workers"
+DUE = f"{PREFIX}:due"
+DUE_SENDING = f"{PREFIX}:due:sending"
+RUNNING = f"{PREFIX}:running"
 
 CLAIM_TTL_S = 8 * 24 * 3600
 """An unfinished claim outlives the provider's 7-day history, then lapses."""

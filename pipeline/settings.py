@@ -254,6 +254,9 @@ class WorkerSettings(_Section):
     """The Celery queue workers consume and tasks are sent to."""
     sweep_interval_s: float = Field(default=60.0, ge=1)
     """How often a worker looks for steps whose message was lost (one worker at a time)."""
+    lost_step_after_s: float = Field(default=120.0, ge=1)
+    """A step expected this long ago that nobody runs, not kept for later, with the queue
+    empty, was lost in flight (a broker restart): it is sent again."""
     content_ttl_days: int = Field(default=30, ge=1)
     """How long a completed pair's output is remembered for reuse by later batches."""
 

@@ -15,14 +15,15 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import CPendingDeprecationWarning
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings, load_settings
 from workers.beat import beat_config
 from workers.pulse import Pulse
+from workers.pump import Pump
 from workers.sweeper import Sweeper
-from workers.tasks import RuntimeHolder, register_tasks
+from workers.tasks import RuntimeHolder, StepLeases, register_tasks
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -94,6 +95,8 @@ def create_app(
     holder = RuntimeHolder(runtime_factory or (lambda: Runtime.from_settings(settings)))
     register_tasks(app, holder, settings)
     worker_process_init.connect(holder.warm_up, weak=False)
+    # Each step a worker holds is recorded as running under its name (`pipeline.due`).
+    task_received.connect(StepLeases(app, settings).received, weak=False)
     # Only a worker's main process gets worker_ready: one sweeper thread per worker.
     sweeper = Sweeper(app, settings)
     worker_ready.connect(sweeper.start, weak=False)
@@ -102,6 +105,10 @@ def create_app(
     pulse = Pulse(app, settings)
     worker_ready.connect(pulse.start, weak=False)
     worker_shutdown.connect(pulse.stop, weak=False)
+    # Steps with a countdown wait in Redis; every live worker's pump sends them when due.
+    pump = Pump(app, settings)
+    worker_ready.connect(pump.start, weak=False)
+    worker_shutdown.connect(pump.stop, weak=False)
     return app
 
 

@@ -1,8 +1,15 @@
-"""The sweeper: a thread in each worker's main process that sends again the steps whose
-message was lost (`pipeline.sweep` says how they are found).
+"""The sweeper: a thread in each worker's main process that sends steps again.
 
-One worker sweeps at a time (a Redis lock as long as the interval); a sweep happens only when
-the queue is empty. Started by Celery's `worker_ready` signal, stopped by `worker_shutdown`.
+Two checks, both safe to repeat (every step is safe to run twice):
+
+- every `ORPHAN_CHECK_S`, the steps a dead worker was running (`pipeline.due.RunningSteps`:
+  its heartbeat lapsed) are sent again at once; whoever removes an entry sends its step;
+- every `worker.sweep_interval_s`, when the queue is empty, a step expected more than
+  `worker.lost_step_after_s` ago that nobody runs and that is not kept for later was lost in
+  flight (`pipeline.sweep` finds them): it is sent again. One worker does this at a time (a
+  Redis lock as long as the interval).
+
+Started by Celery's `worker_ready` signal, stopped by `worker_shutdown`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from pipeline import keys
+from pipeline.due import DueSteps, RunningSteps, orphaned
 from pipeline.errors import DispatchError, LedgerError
+from pipeline.heartbeat import LIVE_S, Heartbeats
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
 from pipeline.steps import Next
@@ -27,6 +36,9 @@ from workers.tasks import CeleryDispatcher, queued_messages
 log = logging.getLogger("lipdub.sweeper")
 
 SWEEP_LOCK = f"{keys.PREFIX}:sweeper"
+ORPHAN_CHECK_S = 5.0
+"""How often a worker looks for steps a dead worker was running (a cheap read of the few
+running steps and the live workers)."""
 
 
 class Sweeper(MainProcessThread):
@@ -42,12 +54,15 @@ class Sweeper(MainProcessThread):
         self.clock = clock
 
     def _run(self) -> None:
-        interval_s = self.settings.worker.sweep_interval_s
         client = redis.Redis.from_url(self.settings.redis.url, decode_responses=True)
+        next_sweep = self.clock() + self.settings.worker.sweep_interval_s
         try:
-            while not self._stop.wait(interval_s):
+            while not self._stop.wait(ORPHAN_CHECK_S):
                 try:
-                    self.sweep_once(client)
+                    self.orphans_once(client)
+                    if self.clock() >= next_sweep:
+                        next_sweep = self.clock() + self.settings.worker.sweep_interval_s
+                        self.sweep_once(client)
                 except (LedgerError, DispatchError, OperationalError, redis.RedisError) as err:
                     log.warning("sweep skipped: %s", err)
                 except Exception:  # the thread must outlive a bug: it is the safety net
@@ -55,9 +70,37 @@ class Sweeper(MainProcessThread):
         finally:
             client.close()
 
+    def orphans_once(self, client: redis.Redis) -> list[Next]:
+        """Send again the steps whose worker died running them; drop entries too old to be
+        running still. Returns what this worker sent."""
+        now = self.clock()
+        running = RunningSteps(client)
+        alive = {beat.name for beat in Heartbeats(client).alive(now)}
+        again, stale = orphaned(
+            running.all(),
+            alive,
+            now=now,
+            live_s=LIVE_S,
+            limit_s=float(self.settings.worker.task_time_limit_s),
+        )
+        running.drop(stale)
+        dispatcher = self._dispatcher(client)
+        sent = []
+        for lease in again:
+            if client.zrem(keys.RUNNING, lease.member):  # only one sweeper sends it
+                dispatcher.send_now(lease.step)
+                sent.append(lease.step)
+        if sent:
+            log.warning(
+                "sent %d step(s) again that a dead worker was running: %s",
+                len(sent),
+                ", ".join(f"{s.step} {s.batch_id}/{s.item_id or '-'}" for s in sent[:10]),
+            )
+        return sent
+
     def sweep_once(self, client: redis.Redis) -> list[Next]:
-        """One sweep, if this worker holds the lock and the queue is empty. Returns what was
-        sent again."""
+        """One sweep for lost messages, if this worker holds the lock and the queue is empty.
+        Returns what was sent again."""
         interval_s = self.settings.worker.sweep_interval_s
         if not client.set(SWEEP_LOCK, "1", nx=True, px=int(interval_s * 1000)):
             return []
@@ -65,12 +108,15 @@ class Sweeper(MainProcessThread):
             return []
         ledger = Ledger(client)
         now = self.clock()
-        lost = stalled_steps(ledger, now=now, grace_s=float(self.settings.worker.task_time_limit_s))
+        overdue = stalled_steps(ledger, now=now, grace_s=self.settings.worker.lost_step_after_s)
+        busy = {lease.step for lease in RunningSteps(client).all()}
+        kept = DueSteps(client).waiting(overdue)
+        lost = [step for step in overdue if step not in busy and step not in kept]
         if lost:
             ledger.expect(lost, now)
-            dispatcher = CeleryDispatcher(self.app, self.settings.worker.queue)
+            dispatcher = self._dispatcher(client)
             for step in lost:
-                dispatcher.send(step)
+                dispatcher.send_now(step)
             log.warning(
                 "sent %d step(s) again whose message was lost: %s",
                 len(lost),
@@ -81,3 +127,6 @@ class Sweeper(MainProcessThread):
     def queued(self) -> int:
         """Messages waiting in lipdub's queue (every priority)."""
         return queued_messages(self.app, self.settings.worker.queue)
+
+    def _dispatcher(self, client: redis.Redis) -> CeleryDispatcher:
+        return CeleryDispatcher(self.app, self.settings.worker.queue, due=DueSteps(client))

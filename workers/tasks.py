@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,9 @@ from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
-from pipeline import backoff
+from pipeline import backoff, wiring
 from pipeline.batches import BatchControl
+from pipeline.due import DueSteps, RunningSteps
 from pipeline.errors import DispatchError, LedgerError, LipdubError, SettingsError, StorageError
 from pipeline.flow import STEPS, run_step
 from pipeline.runtime import Runtime
@@ -51,6 +53,8 @@ class RuntimeHolder:
     def __init__(self, factory: Callable[[], Runtime]) -> None:
         self._factory = factory
         self._runtime: Runtime | None = None
+        self._due: DueSteps
+        self._running: RunningSteps
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -67,23 +71,52 @@ class RuntimeHolder:
             if self._runtime is None or self._pid != os.getpid():
                 self._runtime = self._factory()
                 self._pid = os.getpid()
+                self._due = DueSteps(self._runtime.ledger.redis)
+                self._running = RunningSteps(self._runtime.ledger.redis)
             return self._runtime
+
+    def due(self) -> DueSteps:
+        """This process's view of the steps kept for later."""
+        self.get()
+        return self._due
+
+    def running(self) -> RunningSteps:
+        """This process's record of the steps it runs."""
+        self.get()
+        return self._running
 
 
 class CeleryDispatcher:
-    """Sends a `Next` as the matching task, with its countdown."""
+    """Sends a `Next` as the matching task: at once, or, with a countdown, through the due
+    steps kept in Redis (`pipeline.due`), which a live worker's pump sends when due."""
 
-    def __init__(self, app: Celery, queue: str) -> None:
+    def __init__(self, app: Celery, queue: str, due: DueSteps | Callable[[], DueSteps]) -> None:
         self.app = app
         self.queue = queue
+        self._due = due
+
+    @property
+    def due(self) -> DueSteps:
+        return self._due if isinstance(self._due, DueSteps) else self._due()
 
     def send(self, step: Next) -> None:
+        if step.countdown_s > 0:
+            try:
+                self.due.schedule([step])
+            except LedgerError as err:
+                raise DispatchError(
+                    f"the {step.step} step for {step.batch_id} could not be kept for later: {err}"
+                ) from err
+            return
+        self.send_now(step)
+
+    def send_now(self, step: Next) -> None:
+        """Hand the step to the broker to run as soon as a worker is free."""
         args: list[Any] = [step.batch_id, step.item_id]
         try:
             self.app.send_task(
                 f"lipdub.{step.step}",
                 args=args,
-                countdown=step.countdown_s if step.countdown_s > 0 else None,
                 queue=self.queue,
                 priority=STEP_PRIORITY.get(step.step, 5),
             )
@@ -96,7 +129,7 @@ class CeleryDispatcher:
 
 def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> None:
     """Register one task per step on `app`, and the schedules' tick (beat sends it)."""
-    dispatcher = CeleryDispatcher(app, settings.worker.queue)
+    dispatcher = CeleryDispatcher(app, settings.worker.queue, due=holder.due)
     for step in STEPS:
         app.task(name=f"lipdub.{step}", bind=True, shared=False, max_retries=INFRA_MAX_RETRIES)(
             _make_task(step, holder, dispatcher)
@@ -129,7 +162,11 @@ def _make_task(
     def run(self: Task, batch_id: str, item_id: str | None = None) -> None:
         runtime = holder.get()
         try:
-            following = run_step(runtime, step, batch_id, item_id)
+            try:
+                following = run_step(runtime, step, batch_id, item_id)
+            finally:
+                # Recorded as running when this worker received it (`StepLeases`).
+                _end_lease(holder, str(self.request.hostname or ""), Next(step, batch_id, item_id))
         except (LedgerError, StorageError) as err:
             countdown_s = backoff.TASK_INFRA.delay_s(self.request.retries + 1)
             log.warning("%s %s/%s: %s; again in %.0f s", step, batch_id, item_id, err, countdown_s)
@@ -167,6 +204,58 @@ def _make_task(
     run.__name__ = f"lipdub_{step}"
     run.__doc__ = f"Run the `{step}` step, then schedule what it asks for."
     return run
+
+
+class StepLeases:
+    """Records each step a worker receives as running under the worker's name, in the
+    worker's main process (Celery's `task_received`), from the moment the worker holds its
+    message: if the worker dies, its heartbeat lapses and the sweeper sends the step again
+    within a minute, instead of the broker's visibility timeout (`pipeline.due`)."""
+
+    def __init__(
+        self, app: Celery, settings: Settings, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock = clock
+        self._running: RunningSteps | None = None
+
+    def received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        """A `task_received` receiver (for this app's workers only)."""
+        if getattr(sender, "app", None) is not self.app:
+            return
+        name = str(getattr(request, "task_name", "") or "")
+        if not name.startswith("lipdub.") or name.removeprefix("lipdub.") not in STEPS:
+            return
+        args = list(getattr(request, "args", None) or [])
+        step = Next(name.removeprefix("lipdub."), str(args[0]), args[1] if len(args) > 1 else None)
+        try:
+            if self._running is None:
+                self._running = RunningSteps(wiring.redis_client(self.settings))
+            self._running.start(str(request.hostname or ""), step, self.clock())
+        except LedgerError as err:
+            # Without the record the step is still run; only a fast recovery is lost.
+            log.warning(
+                "%s %s/%s: not recorded as running: %s",
+                step.step,
+                step.batch_id,
+                step.item_id or "-",
+                err,
+            )
+
+
+def _end_lease(holder: RuntimeHolder, worker: str, step: Next) -> None:
+    """The step is over; a lease left behind (Redis away) is dropped by the sweeper later."""
+    try:
+        holder.running().end(worker, step)
+    except LedgerError as err:
+        log.warning(
+            "%s %s/%s: its running record stays: %s",
+            step.step,
+            step.batch_id,
+            step.item_id or "-",
+            err,
+        )
 
 
 def _back_to_queue(step: str, batch_id: str, item_id: str | None) -> Reject:

@@ -33,6 +33,8 @@ class Outcome:
     evidence: list[dict[str, Any]] = field(default_factory=list)
     """For each pair paid twice, the sandbox's audit entries of its submits (to diagnose)."""
     books_off_usd: Decimal | None = None
+    resume_s: float | None = None
+    """After a worker died: the longest any step it held waited to be taken up again."""
     """The provider's bill less what the report accounts for (lipdub's spend plus the
     audit's unattributed charges): 0 when every charge is in the books."""
 
@@ -50,6 +52,7 @@ class Outcome:
             else "yes"
             if self.books_off_usd == 0
             else f"OFF BY ${self.books_off_usd}",
+            "resume s": "-" if self.resume_s is None else round(self.resume_s, 1),
             "wall s": round(self.wall_s, 1),
         }
 

@@ -27,15 +27,16 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from pipeline.due import DueSteps
 from pipeline.errors import ManifestError
 from pipeline.local_servers import RedisServer, S3Server, free_port
 from pipeline.provider.webhooks import sign
 from pipeline.sandbox.config import SandboxConfig
-from pipeline.settings import Settings
+from pipeline.settings import Settings, WorkerSettings
 from pipeline.webhook_inbox import WebhookInbox
 from tests.chaos.crash import CRASH_POINTS
 from tests.chaos.host_crash import Crash, FsyncWatch
-from tests.chaos.kills import kill_settings, run_with_kills
+from tests.chaos.kills import run_with_kills
 from tests.chaos.outcome import Outcome, judge, sandbox_witness
 from tests.chaos.provider_faults import faults_injected, lipdub_settings, sandbox_faults
 from tests.chaos.redis_restart import run_with_redis_restarts
@@ -50,6 +51,9 @@ from workers.webhooks import WebhookServer
 
 RESULTS = Path(__file__).parent / "results"
 MODES = ("cut_off", "loop", "bounce", "silence", "remap")
+DEFAULT_WORKER: dict[str, dict[str, Any]] = {"worker": WorkerSettings().model_dump()}
+"""lipdub's own worker settings (time limits, visibility timeout, sweep), replacing the test
+stack's short ones: a dead worker's steps must come back quickly with what users run."""
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "chaos", "AWS_SECRET_ACCESS_KEY": "chaos", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 
 
@@ -87,10 +91,12 @@ class Scenario:
 
 
 def scenario_kills(sc: Scenario) -> Outcome:
-    """A worker SIGKILLed at every point of an item's life, one after another."""
+    """A worker SIGKILLed at every point of an item's life, one after another, with the
+    default worker settings (time limit, visibility timeout, sweep): the table's `resume s`
+    is the longest a step a dead worker held waited to be taken up again."""
     points = list(CRASH_POINTS)
     with RedisServer(sc.workdir / "redis") as redis_server, start_sandbox(sc.workdir) as sandbox:
-        stack = Stack(sc.settings(sandbox.url, redis_server.url, **kill_settings()))
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **DEFAULT_WORKER))
         started = time.monotonic()
         batch_id, kills, _ = run_with_kills(
             stack, plan(sc.manifest(), stack.settings), sc.workdir, points, timeout_s=600
@@ -103,17 +109,21 @@ def scenario_kills(sc: Scenario) -> Outcome:
             sc.count,
             time.monotonic() - started,
         )
+        waits = [max(k.resume_s) for k in kills if k.resume_s]
+        outcome.resume_s = max(waits) if waits else None
+        if any(k.held and not k.resume_s for k in kills):
+            outcome.failed["NOT RESUMED"] = sum(1 for k in kills if k.held and not k.resume_s)
         stack.close()
     return outcome
 
 
 def scenario_redis(sc: Scenario) -> Outcome:
-    """Redis (AOF on) restarted three times mid-batch."""
+    """Redis (AOF on) restarted three times mid-batch, with the default worker settings."""
     with (
         RedisServer(sc.workdir / "redis", appendonly=True) as redis_server,
         start_sandbox(sc.workdir, processing_fixed_s=0.5) as sandbox,
     ):
-        stack = Stack(sc.settings(sandbox.url, redis_server.url, **kill_settings()))
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **DEFAULT_WORKER))
         started = time.monotonic()
         batch_id, restarts, _ = run_with_redis_restarts(
             stack, redis_server, plan(sc.manifest(), stack.settings), sc.workdir,
@@ -303,7 +313,9 @@ def scenario_webhooks(sc: Scenario) -> Outcome:
         }
         stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
         inbox = WebhookInbox(stack.ledger, SecretStr(secret))
-        dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+        dispatcher = CeleryDispatcher(
+            stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis)
+        )
         started = time.monotonic()
         refused = 0
         with worker_processes(stack.settings, sc.workdir, count=1, concurrency=4):
@@ -364,7 +376,9 @@ def lost_answers(sc: Scenario, *, webhooks: bool) -> Outcome:
         )
         stack = Stack(settings)
         inbox = WebhookInbox(stack.ledger, SecretStr(SandboxConfig().webhook_secret))
-        dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+        dispatcher = CeleryDispatcher(
+            stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis)
+        )
         started = time.monotonic()
         with contextlib.ExitStack() as running:
             if webhooks:
@@ -407,14 +421,14 @@ def host_crashes(sc: Scenario, *, durability: str) -> Outcome:
     """The Redis host crashes three times during submit bursts: redis-server SIGKILLed and its
     AOF cut back as its fsync policy allows (`tests.chaos.host_crash`). With the default
     durability, Redis as compose runs it (appendfsync always); with `none`, the everysec
-    Redis that durability would refuse. Workers are `lipdub worker` (supervised); the
-    dead-worker timings are kill_settings' (issue 19 makes them the defaults' business)."""
+    Redis that durability would refuse. Workers are `lipdub worker` (supervised), with the
+    default worker settings."""
     fsync = "everysec" if durability == "none" else "always"
     with (
         RedisServer(sc.workdir / "redis", appendfsync=fsync) as redis_server,
         start_sandbox(sc.workdir, processing_fixed_s=0.5, max_concurrent=40) as sandbox,
     ):
-        sections = kill_settings()
+        sections = dict(DEFAULT_WORKER)
         sections["ledger"] = {"durability": durability}
         sections["provider"] = {"max_concurrent": 40}
         stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))

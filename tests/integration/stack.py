@@ -18,6 +18,7 @@ import redis
 from celery.contrib.testing.worker import start_worker
 
 from pipeline.batches import BatchControl
+from pipeline.due import DueSteps
 from pipeline.ledger import Ledger
 from pipeline.media import MediaInspector
 from pipeline.planning import Plan, plan_manifest
@@ -28,6 +29,7 @@ from pipeline.samples import write_audio, write_video
 from pipeline.settings import Settings, to_environment
 from pipeline.storage import Storage
 from workers.app import create_app
+from workers.pump import Pump
 from workers.tasks import CeleryDispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +135,9 @@ class Stack:
         self.redis = redis.Redis.from_url(settings.redis.url, decode_responses=True)
         self.ledger = Ledger(self.redis)
         self.control = BatchControl(
-            self.ledger, CeleryDispatcher(self.app, settings.worker.queue), settings
+            self.ledger,
+            CeleryDispatcher(self.app, settings.worker.queue, due=DueSteps(self.redis)),
+            settings,
         )
         self.s3 = make_s3_client(
             endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
@@ -163,7 +167,9 @@ class Stack:
 
 @contextmanager
 def in_process_worker(stack: Stack, concurrency: int = 4) -> Iterator[None]:
-    """A Celery worker in this process (threads pool): fast, for most scenarios."""
+    """A Celery worker in this process (threads pool): fast, for most scenarios. Celery's
+    test worker sends no `worker_ready`, so its pump (which sends the steps whose countdown
+    is over) is started here, as a real worker's main process starts it."""
     with start_worker(
         stack.app,
         pool="threads",
@@ -171,8 +177,13 @@ def in_process_worker(stack: Stack, concurrency: int = 4) -> Iterator[None]:
         perform_ping_check=False,
         loglevel="WARNING",
         shutdown_timeout=20,
-    ):
-        yield
+    ) as worker:
+        pump = Pump(stack.app, stack.settings)
+        pump.start(sender=worker)
+        try:
+            yield
+        finally:
+            pump.stop(sender=worker)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import threading
 
 from celery.signals import task_prerun
 
+from pipeline.due import DueSteps
 from pipeline.steps import Next
 from tests.integration.stack import Stack, in_process_worker
 from workers.tasks import CeleryDispatcher
@@ -16,7 +17,7 @@ UPLOADS = 30
 
 def test_a_due_poll_overtakes_queued_uploads(stack: Stack):
     # Given a backlog of uploads (prepare steps) queued before a poll falls due
-    dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue)
+    dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis))
     for n in range(UPLOADS):
         dispatcher.send(Next("prepare", "backlog", f"item-{n}"))
     dispatcher.send(Next("poll", "backlog", "due"))

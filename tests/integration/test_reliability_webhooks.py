@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from pipeline.due import DueSteps
 from pipeline.provider.webhooks import sign
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.webhook_inbox import WebhookInbox
@@ -43,7 +44,11 @@ def _late_polls(webhook_url: str) -> dict[str, dict[str, object]]:
 def _receiver(stack, port=0):
     """`lipdub webhooks` for the stack, on `port`."""
     inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
-    return WebhookServer(inbox, CeleryDispatcher(stack.app, stack.settings.worker.queue), port=port)
+    return WebhookServer(
+        inbox,
+        CeleryDispatcher(stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis)),
+        port=port,
+    )
 
 
 def _waits_s(stack, batch_id):

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
+from pipeline.due import DueSteps
 from pipeline.errors import LipdubError, LocalStackError
 from pipeline.settings import Settings
 from workers.cli.batch import RunOptions, run_batch
@@ -232,7 +233,9 @@ def webhooks(
             finally:
                 provider.close()
         inbox = WebhookInbox(session.ledger, secret)
-        dispatcher = CeleryDispatcher(session.app, settings.worker.queue)
+        dispatcher = CeleryDispatcher(
+            session.app, settings.worker.queue, due=DueSteps(session.redis)
+        )
     try:
         server = WebhookServer(inbox, dispatcher, host=host, port=port)
     except OSError as error:

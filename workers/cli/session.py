@@ -12,6 +12,7 @@ from kombu.exceptions import OperationalError
 
 from pipeline import wiring
 from pipeline.batches import BatchControl
+from pipeline.due import DueSteps
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
@@ -63,7 +64,7 @@ class Session:
                 "Start it, or point LIPDUB_REDIS__URL at it."
             ) from None
         app = create_app(settings)
-        dispatcher = CeleryDispatcher(app, settings.worker.queue)
+        dispatcher = CeleryDispatcher(app, settings.worker.queue, due=DueSteps(client))
         s3 = wiring.s3_client(settings)
         return cls(settings, client, ledger, BatchControl(ledger, dispatcher, settings), s3, app)
 

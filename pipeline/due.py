@@ -1,0 +1,187 @@
+"""Steps that wait, kept in Redis until they are due; and the steps being run, by worker.
+
+A step with a countdown (a poll in 30 s, a submit after a 429 cool-down) is not handed to the
+broker as a delayed message: Redis's transport gives such a message to one worker at once,
+which holds it until its time, and if that worker dies the message comes back only after the
+broker's visibility timeout (an hour by default). Instead the step waits in `lipdub:due`
+(scored by when it is due, on Redis's clock), and each live worker's pump takes what is due
+and sends it at once (`workers.pump`). Nothing that waits belongs to a worker, so a dead
+worker holds no future steps.
+
+A step being run is written to `lipdub:running` with the worker's name when it starts and
+removed when it ends. The worker's heartbeat (`pipeline.heartbeat`) is its lease on all of
+them: when the beat lapses, the sweeper sends those steps again at once, instead of waiting
+for the broker to give the unacknowledged message back. Every step is safe to run twice.
+
+    >>> decode_member(encode_member(Next("poll", "b1", "i-7", 30.0)))
+    Next(step='poll', batch_id='b1', item_id='i-7', countdown_s=0.0, why='')
+    >>> decode_member(encode_member(Next("finalize", "b1")))
+    Next(step='finalize', batch_id='b1', item_id=None, countdown_s=0.0, why='')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+
+from pipeline import keys
+from pipeline.errors import LedgerError, LedgerUnreachable
+from pipeline.lua import lua_script
+from pipeline.steps import Next
+
+SENDING_LEASE_S = 30.0
+"""How long a pump may take to send what it took before another pump takes it again."""
+TAKE_AT_MOST = 200
+"""Steps one pump takes at a time."""
+
+T = TypeVar("T")
+
+
+def encode_member(step: Next) -> str:
+    """A step as the due set keeps it: which step of what, without its countdown."""
+    return json.dumps([step.step, step.batch_id, step.item_id or ""])
+
+
+def decode_member(member: str) -> Next:
+    """The step a due-set member names (to be run now)."""
+    name, batch_id, item_id = json.loads(member)
+    return Next(str(name), str(batch_id), str(item_id) or None)
+
+
+class DueSteps:
+    """The steps waiting for their countdown (`lipdub:due`), shared by every worker."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._schedule = client.register_script(lua_script("schedule_due.lua"))
+        self._take = client.register_script(lua_script("take_due.lua"))
+
+    def schedule(self, steps: Sequence[Next]) -> None:
+        """Keep each step until its countdown is over (of two copies, the earlier stays)."""
+        if not steps:
+            return
+        args: list[str] = []
+        for step in steps:
+            args += [encode_member(step), repr(max(0.0, step.countdown_s))]
+        _call(lambda: self._schedule(keys=[keys.DUE], args=args))
+
+    def take(self, limit: int = TAKE_AT_MOST) -> list[tuple[str, Next]]:
+        """The steps due now (and those another pump took but did not send in time), each
+        with its member for `sent`. They stay leased to this pump for `SENDING_LEASE_S`."""
+        members = _call(
+            lambda: self._take(keys=[keys.DUE, keys.DUE_SENDING], args=[limit, SENDING_LEASE_S])
+        )
+        return [(str(m), decode_member(str(m))) for m in members]
+
+    def sent(self, members: Iterable[str]) -> None:
+        """The broker has these now."""
+        found = list(members)
+        if found:
+            _call(lambda: self.redis.zrem(keys.DUE_SENDING, *found))
+
+    def waiting(self, steps: Sequence[Next]) -> set[Next]:
+        """Which of these steps are kept here (due later, or being sent)."""
+        if not steps:
+            return set()
+        members = [encode_member(s) for s in steps]
+
+        def read() -> list[bool]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zmscore(keys.DUE, members)
+                pipe.zmscore(keys.DUE_SENDING, members)
+                later, sending = pipe.execute()
+            return [a is not None or b is not None for a, b in zip(later, sending, strict=True)]
+
+        kept = _call(read)
+        return {decode_member(m) for m, held in zip(members, kept, strict=True) if held}
+
+    def count(self) -> int:
+        """Steps waiting here."""
+        return int(_call(lambda: self.redis.zcard(keys.DUE)))
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A step a worker started: `worker` runs it, since `started_at` (epoch s)."""
+
+    worker: str
+    step: Next
+    started_at: float
+    member: str
+
+
+class RunningSteps:
+    """The steps being run (`lipdub:running`), each under its worker's name."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    @staticmethod
+    def member(worker: str, step: Next) -> str:
+        return json.dumps([worker, step.step, step.batch_id, step.item_id or ""])
+
+    def start(self, worker: str, step: Next, now: float) -> None:
+        """`worker` runs `step` from now."""
+        member = self.member(worker, step)
+        _call(lambda: self.redis.zadd(keys.RUNNING, {member: now}))
+
+    def end(self, worker: str, step: Next) -> None:
+        """`worker` is done with `step` (whatever came of it)."""
+        member = self.member(worker, step)
+        _call(lambda: self.redis.zrem(keys.RUNNING, member))
+
+    def all(self) -> list[Lease]:
+        """Every step recorded as running."""
+        entries: list[Any] = _call(
+            lambda: list(self.redis.zrange(keys.RUNNING, 0, -1, withscores=True))
+        )
+        leases = []
+        for member, score in entries:
+            worker, name, batch_id, item_id = json.loads(str(member))
+            step = Next(str(name), str(batch_id), str(item_id) or None)
+            leases.append(Lease(str(worker), step, float(score), str(member)))
+        return leases
+
+    def drop(self, leases: Iterable[Lease]) -> None:
+        """Forget these entries (their steps were sent again, or cannot still be running)."""
+        members = [lease.member for lease in leases]
+        if members:
+            _call(lambda: self.redis.zrem(keys.RUNNING, *members))
+
+
+def orphaned(
+    leases: Iterable[Lease], alive: set[str], *, now: float, live_s: float, limit_s: float
+) -> tuple[list[Lease], list[Lease]]:
+    """Split the running entries into those to send again (their worker has not beaten for
+    `live_s` since they started: it died with them) and stale ones to drop (older than the
+    task time limit `limit_s`: a pool process that was killed, whose worker lives on and whose
+    broker message came back by itself).
+
+    >>> leases = [Lease("w1", Next("poll", "b", "i"), 100.0, "m1"),
+    ...           Lease("w2", Next("prepare", "b", "j"), 100.0, "m2"),
+    ...           Lease("w2", Next("submit", "b", "k"), 195.0, "m3"),
+    ...           Lease("w1", Next("prepare", "b", "l"), 0.0, "m4")]
+    >>> again, stale = orphaned(leases, {"w1"}, now=200.0, live_s=30.0, limit_s=150.0)
+    >>> [lease.member for lease in again], [lease.member for lease in stale]
+    (['m2'], ['m4'])
+    """
+    again, stale = [], []
+    for lease in leases:
+        if lease.worker not in alive and now - lease.started_at > live_s:
+            again.append(lease)
+        elif now - lease.started_at > limit_s:
+            stale.append(lease)
+    return again, stale
+
+
+def _call(action: Callable[[], T]) -> T:
+    try:
+        return action()
+    except (redis.ConnectionError, redis.TimeoutError) as err:
+        raise LedgerUnreachable(f"Redis could not be reached: {type(err).__name__}") from err
+    except redis.RedisError as err:
+        raise LedgerError(f"Redis failed: {type(err).__name__}: {err}") from err

@@ -1,0 +1,74 @@
+"""Steps kept for later in Redis, and the steps being run, on the suite's real redis-server
+(the scripts run on Redis's clock, so the waits here are real and short)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from pipeline import keys
+from pipeline.due import DueSteps, RunningSteps
+from pipeline.steps import Next
+
+
+@pytest.fixture
+def client(redis_url):
+    made = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield made
+    made.close()
+
+
+def test_a_step_is_taken_only_once_its_countdown_is_over(client):
+    due = DueSteps(client)
+    due.schedule([Next("poll", "b", "i", 0.3), Next("submit", "b", "j", 60.0)])
+    assert due.take() == []
+    time.sleep(0.35)
+    [(member, step)] = due.take()
+    assert step == Next("poll", "b", "i")
+    # And it is no longer due for anyone, but leased to the pump that took it until sent
+    assert due.take() == [] and due.count() == 1
+    assert due.waiting([Next("poll", "b", "i"), Next("submit", "b", "j")]) == {
+        Next("poll", "b", "i"),
+        Next("submit", "b", "j"),
+    }
+    due.sent([member])
+    assert due.waiting([Next("poll", "b", "i")]) == set()
+
+
+def test_of_two_copies_of_a_step_the_earlier_stays(client):
+    due = DueSteps(client)
+    due.schedule([Next("poll", "b", "i", 60.0)])
+    due.schedule([Next("poll", "b", "i", 0.0)])
+    due.schedule([Next("poll", "b", "i", 90.0)])
+    assert [step for _, step in due.take()] == [Next("poll", "b", "i")]
+    assert due.count() == 0
+
+
+def test_steps_a_pump_took_and_never_sent_are_taken_again_after_the_lease(client):
+    due = DueSteps(client)
+    due.schedule([Next("collect", "b", "i", 0.0)])
+    [(member, _)] = due.take()
+    # When the pump dies before sending: its lease on the step runs out (made short here)
+    client.zadd(keys.DUE_SENDING, {member: 0})
+    # Then another pump takes it again
+    assert [step for _, step in due.take()] == [Next("collect", "b", "i")]
+
+
+def test_a_batch_step_keeps_its_missing_item(client):
+    due = DueSteps(client)
+    due.schedule([Next("finalize", "b", None, 0.0)])
+    assert [step for _, step in due.take()] == [Next("finalize", "b")]
+
+
+def test_running_steps_are_recorded_per_worker_until_they_end(client):
+    running = RunningSteps(client)
+    running.start("w1@h", Next("prepare", "b", "i"), 100.0)
+    running.start("w2@h", Next("prepare", "b", "i"), 101.0)
+    assert sorted((lease.worker, lease.started_at) for lease in running.all()) == [
+        ("w1@h", 100.0),
+        ("w2@h", 101.0),
+    ]
+    running.end("w1@h", Next("prepare", "b", "i"))
+    assert [lease.worker for lease in running.all()] == ["w2@h"]

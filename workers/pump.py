@@ -1,0 +1,69 @@
+"""The pump: a thread in each worker's main process that sends the steps kept in Redis for
+later (`pipeline.due`) as soon as they are due. Every live worker pumps; a Lua script hands
+each due step to one of them. A pump that dies between taking and sending leaves its steps
+to the next pump after `due.SENDING_LEASE_S`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from pipeline import wiring
+from pipeline.due import DueSteps
+from pipeline.errors import DispatchError, LedgerError
+from pipeline.settings import Settings
+from workers.background import MainProcessThread
+from workers.tasks import CeleryDispatcher
+
+log = logging.getLogger("lipdub.pump")
+
+PUMP_INTERVAL_S = 0.2
+"""How often a worker looks for due steps: what a countdown may overrun by, at most."""
+TROUBLE_WAIT_S = 2.0
+"""How long the pump waits after Redis or the broker failed, before it looks again."""
+
+
+class Pump(MainProcessThread):
+    """Sends due steps until stopped."""
+
+    thread_name = "lipdub-pump"
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        super().__init__(app)
+        self.settings = settings
+
+    def _run(self) -> None:
+        client = wiring.redis_client(self.settings)
+        due = DueSteps(client)
+        dispatcher = CeleryDispatcher(self.app, self.settings.worker.queue, due=due)
+        wait_s = PUMP_INTERVAL_S
+        try:
+            while not self._stop.wait(wait_s):
+                try:
+                    self.pump_once(due, dispatcher)
+                    wait_s = PUMP_INTERVAL_S
+                except (LedgerError, DispatchError, OperationalError, redis.RedisError) as err:
+                    log.warning("due steps not sent yet: %s", err)
+                    wait_s = TROUBLE_WAIT_S
+                except Exception:  # the thread must outlive a bug: every countdown needs it
+                    log.exception("pump failed")
+                    wait_s = TROUBLE_WAIT_S
+        finally:
+            client.close()
+
+    @staticmethod
+    def pump_once(due: DueSteps, dispatcher: CeleryDispatcher) -> int:
+        """Send what is due now; how many were sent."""
+        sent = 0
+        while True:
+            taken = due.take()
+            if not taken:
+                return sent
+            for member, step in taken:
+                dispatcher.send_now(step)
+                due.sent([member])
+                sent += 1
