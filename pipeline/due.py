@@ -106,7 +106,9 @@ class DueSteps:
 
 @dataclass(frozen=True)
 class Lease:
-    """A step a worker started: `worker` runs it, since `started_at` (epoch s)."""
+    """A step a worker took: `worker` holds it since `started_at` (epoch s). `member` is the
+    task id of the message it holds (the same in the worker's main process, which records
+    the lease, and in the pool process that runs the step and ends it)."""
 
     worker: str
     step: Next
@@ -115,42 +117,68 @@ class Lease:
 
 
 class RunningSteps:
-    """The steps being run (`lipdub:running`), each under its worker's name."""
+    """The steps being run (`lipdub:running`: task id -> since; `lipdub:running:steps`: task
+    id -> which worker holds which step)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    @staticmethod
-    def member(worker: str, step: Next) -> str:
-        return json.dumps([worker, step.step, step.batch_id, step.item_id or ""])
+    def start(self, task_id: str, worker: str, step: Next, now: float) -> None:
+        """`worker` holds `step` (its message `task_id`) from now."""
+        what = json.dumps([worker, step.step, step.batch_id, step.item_id or ""])
 
-    def start(self, worker: str, step: Next, now: float) -> None:
-        """`worker` runs `step` from now."""
-        member = self.member(worker, step)
-        _call(lambda: self.redis.zadd(keys.RUNNING, {member: now}))
+        def write() -> None:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(keys.RUNNING, {task_id: now})
+                pipe.hset(keys.RUNNING_STEPS, task_id, what)
+                pipe.execute()
 
-    def end(self, worker: str, step: Next) -> None:
-        """`worker` is done with `step` (whatever came of it)."""
-        member = self.member(worker, step)
-        _call(lambda: self.redis.zrem(keys.RUNNING, member))
+        _call(write)
+
+    def end(self, task_id: str) -> None:
+        """The step of message `task_id` is over (whatever came of it)."""
+        self._forget([task_id])
 
     def all(self) -> list[Lease]:
         """Every step recorded as running."""
-        entries: list[Any] = _call(
-            lambda: list(self.redis.zrange(keys.RUNNING, 0, -1, withscores=True))
-        )
+
+        def read() -> tuple[list[Any], list[Any]]:
+            entries: list[Any] = list(self.redis.zrange(keys.RUNNING, 0, -1, withscores=True))
+            ids = [str(entry[0]) for entry in entries]
+            return entries, list(self.redis.hmget(keys.RUNNING_STEPS, ids)) if ids else []
+
+        entries, whats = _call(read)
         leases = []
-        for member, score in entries:
-            worker, name, batch_id, item_id = json.loads(str(member))
+        for (member, score), what in zip(entries, whats, strict=True):
+            if not what:
+                continue  # ended between the two reads
+            worker, name, batch_id, item_id = json.loads(str(what))
             step = Next(str(name), str(batch_id), str(item_id) or None)
             leases.append(Lease(str(worker), step, float(score), str(member)))
         return leases
 
+    def claim(self, lease: Lease) -> bool:
+        """Remove a dead worker's entry; True for the one caller that removed it (that one
+        sends its step again)."""
+        removed = _call(lambda: self.redis.zrem(keys.RUNNING, lease.member))
+        _call(lambda: self.redis.hdel(keys.RUNNING_STEPS, lease.member))
+        return bool(removed)
+
     def drop(self, leases: Iterable[Lease]) -> None:
-        """Forget these entries (their steps were sent again, or cannot still be running)."""
-        members = [lease.member for lease in leases]
-        if members:
-            _call(lambda: self.redis.zrem(keys.RUNNING, *members))
+        """Forget these entries (they cannot still be running)."""
+        self._forget([lease.member for lease in leases])
+
+    def _forget(self, task_ids: list[str]) -> None:
+        if not task_ids:
+            return
+
+        def write() -> None:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(keys.RUNNING, *task_ids)
+                pipe.hdel(keys.RUNNING_STEPS, *task_ids)
+                pipe.execute()
+
+        _call(write)
 
 
 def orphaned(

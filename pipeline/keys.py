@@ -33,8 +33,9 @@
     lipdub:due                           zset  steps waiting for their countdown  until a live worker's pump
                                                (`["step","b","i"]` -> due epoch s, Redis's clock) sends them
     lipdub:due:sending                   zset  steps a pump took -> its lease end  until sent (or re-taken)
-    lipdub:running                       zset  steps being run (`worker|step|b|i`) until the step ends; a dead
-                                               -> start epoch s                   worker's are sent again
+    lipdub:running                       zset  task ids of steps being run        until the step ends; a dead
+                                               -> since (epoch s)                 worker's are sent again
+    lipdub:running:steps                 hash  task id -> [worker, step, b, i]    as lipdub:running
     lipdub:worker:<name>                 str   the worker's last heartbeat (JSON)   heartbeat.LIVE_S
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
@@ -55,6 +56,7 @@ WORKERS = f"{PREFIX}:workers"
 DUE = f"{PREFIX}:due"
 DUE_SENDING = f"{PREFIX}:due:sending"
 RUNNING = f"{PREFIX}:running"
+RUNNING_STEPS = f"{PREFIX}:running:steps"
 
 CLAIM_TTL_S = 8 * 24 * 3600
 """An unfinished claim outlives the provider's 7-day history, then lapses."""

@@ -2,9 +2,10 @@
 
 Nothing is counted in-process: every figure comes from Redis when Prometheus asks, so one
 exporter serves a whole deployment (any number of workers), and a restart loses nothing.
-Per batch (the `ACTIVE_BATCHES` most recent): items by state, spend, polls; for the
-deployment: the provider's 429s, live workers, the cool-down, and the messages waiting in the
-queue.
+Per batch (the `ACTIVE_BATCHES` most recent): items by state, spend, polls, and how long the
+provider took per item (submit to its result, on average); for the deployment: the provider's
+429s, live workers, the cool-down, the messages waiting in the queue, the steps waiting for
+their countdown and the steps being run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pipeline import keys
+from pipeline.due import DueSteps, RunningSteps
 from pipeline.heartbeat import Heartbeats
 from pipeline.ledger import Ledger
 from pipeline.states import ItemState
@@ -42,6 +44,11 @@ class LedgerCollector(Collector):
         )
         spent = GaugeMetricFamily("lipdub_spent_usd", "What a batch has spent.", labels=["batch"])
         polls = GaugeMetricFamily("lipdub_polls", "Result requests of a batch.", labels=["batch"])
+        provider_s = GaugeMetricFamily(
+            "lipdub_provider_seconds",
+            "Mean time from an item's submit to its finished result at the provider.",
+            labels=["batch"],
+        )
         for batch_id in self.ledger.batch_ids(ACTIVE_BATCHES):
             records = self.ledger.items(batch_id)
             counts = Counter(r.get("state", "") for r in records)
@@ -53,7 +60,14 @@ class LedgerCollector(Collector):
                 [batch_id], float(self.ledger.budget(scope)["spent_usd"] or Decimal(0))
             )
             polls.add_metric([batch_id], sum(int(r.get("polls") or 0) for r in records))
-        yield from (items, spent, polls)
+            took = [
+                float(r["provider_done_at"]) - float(r["submitted_at"])
+                for r in records
+                if r.get("provider_done_at") and r.get("submitted_at")
+            ]
+            if took:
+                provider_s.add_metric([batch_id], sum(took) / len(took))
+        yield from (items, spent, polls, provider_s)
         client = self.ledger.redis
         yield GaugeMetricFamily(
             "lipdub_workers_alive",
@@ -67,6 +81,16 @@ class LedgerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "lipdub_queue_messages", "Step messages waiting in the broker.", value=self.queued()
+        )
+        yield GaugeMetricFamily(
+            "lipdub_due_steps",
+            "Steps waiting in Redis for their countdown (sent by a live worker when due).",
+            value=DueSteps(client).count(),
+        )
+        yield GaugeMetricFamily(
+            "lipdub_running_steps",
+            "Steps workers have taken and not finished.",
+            value=len(RunningSteps(client).all()),
         )
         yield CounterMetricFamily(
             "lipdub_rate_limited",

@@ -235,7 +235,9 @@ class WorkerSettings(_Section):
     """Celery: time limits, the longest countdown, and the broker's visibility timeout.
 
     A task reserved but not acknowledged is redelivered after `visibility_timeout_s`; it must
-    exceed every countdown and time limit, or a waiting task would run twice.
+    exceed the time limit, or a running task would run twice. (Countdowns wait in Redis, not
+    in the broker: `pipeline.due`. A dead worker's steps come back through its lapsed
+    heartbeat within a minute, not through this timeout.)
     """
 
     task_time_limit_s: int = Field(default=1_800, ge=10)
@@ -254,6 +256,9 @@ class WorkerSettings(_Section):
     """The Celery queue workers consume and tasks are sent to."""
     sweep_interval_s: float = Field(default=60.0, ge=1)
     """How often a worker looks for steps whose message was lost (one worker at a time)."""
+    task_events: bool = True
+    """Send Celery's task events (what Flower shows: each step, its batch and item, how long
+    it ran); off saves a few broker messages per step."""
     lost_step_after_s: float = Field(default=120.0, ge=1)
     """A step expected this long ago that nobody runs, not kept for later, with the queue
     empty, was lost in flight (a broker restart): it is sent again."""

@@ -63,7 +63,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_default_queue": worker.queue,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        "worker_send_task_events": worker.task_events,
+        "task_send_sent_event": worker.task_events,
     }
 
 

@@ -87,7 +87,7 @@ class Sweeper(MainProcessThread):
         dispatcher = self._dispatcher(client)
         sent = []
         for lease in again:
-            if client.zrem(keys.RUNNING, lease.member):  # only one sweeper sends it
+            if running.claim(lease):  # only one sweeper sends it
                 dispatcher.send_now(lease.step)
                 sent.append(lease.step)
         if sent:

@@ -166,7 +166,7 @@ def _make_task(
                 following = run_step(runtime, step, batch_id, item_id)
             finally:
                 # Recorded as running when this worker received it (`StepLeases`).
-                _end_lease(holder, str(self.request.hostname or ""), Next(step, batch_id, item_id))
+                _end_lease(holder, str(self.request.id), Next(step, batch_id, item_id))
         except (LedgerError, StorageError) as err:
             countdown_s = backoff.TASK_INFRA.delay_s(self.request.retries + 1)
             log.warning("%s %s/%s: %s; again in %.0f s", step, batch_id, item_id, err, countdown_s)
@@ -232,7 +232,7 @@ class StepLeases:
         try:
             if self._running is None:
                 self._running = RunningSteps(wiring.redis_client(self.settings))
-            self._running.start(str(request.hostname or ""), step, self.clock())
+            self._running.start(str(request.id), str(request.hostname or ""), step, self.clock())
         except LedgerError as err:
             # Without the record the step is still run; only a fast recovery is lost.
             log.warning(
@@ -244,10 +244,10 @@ class StepLeases:
             )
 
 
-def _end_lease(holder: RuntimeHolder, worker: str, step: Next) -> None:
+def _end_lease(holder: RuntimeHolder, task_id: str, step: Next) -> None:
     """The step is over; a lease left behind (Redis away) is dropped by the sweeper later."""
     try:
-        holder.running().end(worker, step)
+        holder.running().end(task_id)
     except LedgerError as err:
         log.warning(
             "%s %s/%s: its running record stays: %s",

@@ -4,6 +4,7 @@ with prometheus_client's own parser, after a real batch (and a real 429)."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 
 import httpx
@@ -11,8 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.local_servers import free_port
+from tests.conftest import start_sandbox
 from tests.integration.conftest import LIPDUB
-from tests.integration.stack import Stack, in_process_worker, plan, write_manifest
+from tests.integration.stack import Stack, in_process_worker, plan, worker_processes, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -63,4 +65,34 @@ def test_the_exporter_shows_a_finished_batch_and_the_deployment(cli, settings, t
     assert figures[("lipdub_rate_limited_total", ())] == 1
     assert figures[("lipdub_workers_alive", ())] == 0
     assert figures[("lipdub_queue_messages", ())] == 0
+    assert figures[("lipdub_due_steps", ())] == figures[("lipdub_running_steps", ())] == 0
+    assert 0 < figures[("lipdub_provider_seconds", batch)] < 60
     stack.close()
+
+
+def test_workers_send_the_task_events_flower_shows(tmp_path, make_stack):
+    # Given a receiver of Celery's events, as Flower listens
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox)
+        seen: list[dict] = []
+        with stack.app.connection_for_read() as connection:
+            receiver = stack.app.events.Receiver(connection, handlers={"*": seen.append})
+            listening = threading.Thread(target=lambda: receiver.capture(limit=None, timeout=60))
+            listening.start()
+            try:
+                # When a real worker runs a batch with the default settings
+                manifest = write_manifest(tmp_path / "m", [("e0", 1.0, 1.0, "loop")])
+                with worker_processes(stack.settings, tmp_path, concurrency=1):
+                    stack.wait(stack.control.start(plan(manifest, stack.settings)))
+                    deadline = time.monotonic() + 10
+                    while not any(e.get("type") == "task-succeeded" for e in seen):
+                        assert time.monotonic() < deadline, "no task event came"
+                        time.sleep(0.1)
+            finally:
+                receiver.should_stop = True
+                listening.join(timeout=10)
+    # Then each step was announced sent, started and succeeded, naming its batch and item
+    names = {e.get("name") for e in seen if e.get("type") == "task-sent"}
+    assert {"lipdub.prepare", "lipdub.submit", "lipdub.poll", "lipdub.collect"} <= names
+    started = [e for e in seen if e.get("type") == "task-started"]
+    assert started and {e.get("type") for e in seen} >= {"task-received", "task-succeeded"}

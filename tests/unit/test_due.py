@@ -62,13 +62,17 @@ def test_a_batch_step_keeps_its_missing_item(client):
     assert [step for _, step in due.take()] == [Next("finalize", "b")]
 
 
-def test_running_steps_are_recorded_per_worker_until_they_end(client):
+def test_running_steps_are_recorded_per_message_until_they_end(client):
     running = RunningSteps(client)
-    running.start("w1@h", Next("prepare", "b", "i"), 100.0)
-    running.start("w2@h", Next("prepare", "b", "i"), 101.0)
-    assert sorted((lease.worker, lease.started_at) for lease in running.all()) == [
-        ("w1@h", 100.0),
-        ("w2@h", 101.0),
+    running.start("t1", "w1@h", Next("prepare", "b", "i"), 100.0)
+    running.start("t2", "w2@h", Next("finalize", "b"), 101.0)
+    assert sorted((lease.worker, lease.step, lease.started_at) for lease in running.all()) == [
+        ("w1@h", Next("prepare", "b", "i"), 100.0),
+        ("w2@h", Next("finalize", "b"), 101.0),
     ]
-    running.end("w1@h", Next("prepare", "b", "i"))
-    assert [lease.worker for lease in running.all()] == ["w2@h"]
+    running.end("t1")
+    [left] = running.all()
+    assert left.worker == "w2@h"
+    # And a dead worker's entry is claimed by one sweeper only
+    assert running.claim(left) and not running.claim(left)
+    assert running.all() == [] and client.hlen(keys.RUNNING_STEPS) == 0
