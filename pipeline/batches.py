@@ -16,20 +16,23 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
 from pipeline import keys
-from pipeline.errors import BudgetExceeded
+from pipeline.errors import BudgetExceeded, SettingsError
 from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
 from pipeline.ledger.budgets import unbooked_fields
 from pipeline.planning import Plan, PlannedItem
 from pipeline.records import Item
 from pipeline.reporting.data import batch_report, batch_status
+from pipeline.schedules.notices import check_targets
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
 from pipeline.steps import Next
@@ -138,6 +141,7 @@ class BatchControl:
         force: bool = False,
         batch_id: str | None = None,
         extra: Mapping[str, object] | None = None,
+        notify: Sequence[SecretStr] = (),
     ) -> str:
         """Record the batch and fan out its items. Returns the batch id.
 
@@ -146,8 +150,13 @@ class BatchControl:
         `skipped`. `force` pays again for pairs that were already paid for. A given
         `batch_id` that exists already starts nothing (a start retried after a crash; the
         sweeper sends whatever the first start did not). `extra`: more batch fields (a
-        schedule's name, window, inbox).
+        schedule's name, window, inbox). `notify`: apprise URLs told when the batch finishes
+        (besides `notify.urls`; SettingsError, before anything is written, for one apprise
+        cannot use).
         """
+        problems = check_targets([url.get_secret_value() for url in notify])
+        if problems:
+            raise SettingsError("; ".join(problems))
         budget = budget_usd if budget_usd is not None else self.settings.budget.batch_usd
         to_pay = self.payable(plan, force=force).total_usd
         if budget is not None and to_pay > budget and not partial_budget:
@@ -175,6 +184,8 @@ class BatchControl:
             "estimate_usd": str(to_pay),
             **(extra or {}),
         }
+        if notify:
+            self.ledger.set_batch_notify(batch_id, [url.get_secret_value() for url in notify])
         if not self.ledger.create_batch(batch_id, record, items, budget_usd=budget):
             return batch_id
         for item in items:

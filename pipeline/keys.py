@@ -5,6 +5,8 @@
     lipdub:batch:<b>:items               list  item ids in manifest order       kept
     lipdub:batch:<b>:done                set   ids of items in a final state    kept
     lipdub:batch:<b>:finalizing          str   the finalizer's guard            the task time limit
+    lipdub:batch:<b>:notify              str   the batch's own notice URLs (JSON; CLAIM_TTL_S
+                                               secrets: never in a report or task)
     lipdub:item:<b>:<i>                  hash  the item record                  kept
     lipdub:budget:<scope>                hash  limit, reserved, spent (micro-USD) kept while its batch is
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
@@ -84,6 +86,11 @@ def batch_done(batch_id: str) -> str:
 def batch_finalizing(batch_id: str) -> str:
     """Held while one process writes the batch's report."""
     return f"{PREFIX}:batch:{batch_id}:finalizing"
+
+
+def batch_notify(batch_id: str) -> str:
+    """Where a batch's own notices go (`lipdub run --notify`): secrets, kept apart."""
+    return f"{PREFIX}:batch:{batch_id}:notify"
 
 
 def item(batch_id: str, item_id: str) -> str:

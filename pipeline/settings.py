@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from pipeline.errors import SettingsError
+from pipeline.notice_urls import unusable
 from pipeline.pricing import PriceModel
 from pipeline.sync_modes import DEFAULT_SYNC_MODE, SyncMode
 
@@ -215,6 +216,21 @@ class PollingSettings(_Section):
     """How long reconcile waits for evidence (a lost submit's candidates to finish, another POST's answer) before a person is asked."""
 
 
+class NotifySettings(_Section):
+    """Where a notice goes when a batch finishes (`lipdub run --notify URL` adds to it)."""
+
+    urls: list[SecretStr] = Field(default_factory=list)
+    """Apprise URLs, a JSON list: `https://hooks.slack.com/services/…` or `slack://…`, `mmost://…`, `json://host/path` (a generic JSON webhook), `mailto://…`. Secrets."""
+
+    @field_validator("urls")
+    @classmethod
+    def _apprise_knows(cls, urls: list[SecretStr]) -> list[SecretStr]:
+        for n, url in enumerate(urls):
+            if why := unusable(url.get_secret_value()):
+                raise ValueError(f"URL #{n + 1}: {why}")
+        return urls
+
+
 class LogFormat(StrEnum):
     """How the long-running commands (worker, beat, webhooks, sandbox) write their logs."""
 
@@ -341,9 +357,17 @@ class ScheduleSettings(_Section):
     pickup_lease_s: float = Field(default=900.0, ge=10)
     """How long a pickup may take before another run takes it over (it died mid-pickup)."""
     notify_url: SecretStr | None = None
-    """Where to POST notifications (a Slack-compatible incoming webhook); a schedule may name its own. A secret."""
+    """Where the schedules' notices go (an apprise URL, as `notify.urls`); a schedule may name its own. A secret."""
+
+    @field_validator("notify_url")
+    @classmethod
+    def _apprise_knows(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and (why := unusable(url.get_secret_value())):
+            raise ValueError(why)
+        return url
+
     notify_timeout_s: float = Field(default=10.0, gt=0)
-    """Seconds to wait for the notification URL; a failed POST is tried again, never blocking a batch."""
+    """Seconds to wait for a notice's service (every notice, scheduled or not); a failed one is tried again, never blocking a batch."""
 
     @model_validator(mode="after")
     def _lock_outlives_ticks(self) -> ScheduleSettings:
@@ -386,6 +410,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     ledger: LedgerSettings = LedgerSettings()
     log: LogSettings = LogSettings()
+    notify: NotifySettings = NotifySettings()
     polling: PollingSettings = PollingSettings()
     price: PriceSettings = PriceSettings()
     budget: BudgetSettings = BudgetSettings()
@@ -498,7 +523,9 @@ def format_validation_error(err: ValidationError) -> str:
         loc = tuple(item.get("loc", ()))
         name = env_name(loc)
         given = item.get("input")
-        secret = any("key" in str(p).lower() or "secret" in str(p).lower() for p in loc)
+        secret = any(
+            word in str(p).lower() for p in loc for word in ("key", "secret", "notify", "urls")
+        )
         shown = "" if secret or isinstance(given, dict) else f" (got {given!r})"
         message = item.get("msg", "invalid")
         if item.get("type") == "extra_forbidden":

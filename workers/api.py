@@ -16,17 +16,20 @@ are typed: money is `Decimal`, times are `datetime` in UTC.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Self
 
+from pydantic import SecretStr
+
 from pipeline import wiring
-from pipeline.errors import BudgetExceeded
+from pipeline.errors import BudgetExceeded, SettingsError
 from pipeline.preflight import preflight
 from pipeline.provider.client import ProviderClient
+from pipeline.schedules.notices import check_targets
 from pipeline.settings import Settings, load_settings
 from workers.cli.session import Session
 
@@ -129,11 +132,16 @@ class Lipdub:
         name: str | None = None,
         budget_usd: Decimal | None = None,
         create_bucket: bool = False,
+        notify: Sequence[str] = (),
     ) -> Batch:
         """Plan, check and start the manifest's batch; its handle. BudgetExceeded when the
         part not paid for already is over `budget_usd` (or LIPDUB_BUDGET__BATCH_USD) or
-        over the account's balance; nothing is spent then."""
+        over the account's balance; nothing is spent then. `notify`: apprise URLs told when
+        it finishes (SettingsError, before anything else, for one apprise cannot use)."""
         settings = self.settings
+        problems = check_targets(notify)
+        if problems:
+            raise SettingsError("; ".join(problems))
         provider = ProviderClient.from_settings(settings.provider)
         try:
             plan = wiring.plan(settings, Path(manifest), provider=provider)
@@ -154,6 +162,7 @@ class Lipdub:
             name=name,
             budget_usd=budget_usd,
             extra={"balance_before_usd": str(balance_usd)},
+            notify=[SecretStr(url) for url in notify],
         )
         return Batch(self._session, batch_id)
 

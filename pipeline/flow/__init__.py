@@ -38,7 +38,8 @@ assert tuple(ITEM_STEPS) == ITEM_STEP_NAMES, "pipeline.steps names the steps thi
 
 def run_step(rt: Runtime, step: str, batch_id: str, item_id: str | None) -> list[Next]:
     """Run one step by name: an item step, `finalize` or `conclude` for the batch, or
-    `notify` (its `batch_id` is the schedule's name, its `item_id` the notice's event)."""
+    `notify` (its `batch_id` is the notice's source: a schedule's name or `batch:<id>`; its
+    `item_id` the notice's event)."""
     if step == "finalize":
         return finalize(rt, batch_id)
     if step == "conclude":

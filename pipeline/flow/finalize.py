@@ -22,6 +22,8 @@ from pipeline.records import BatchRecord
 from pipeline.reporting import CONTENT_TYPES, render_all
 from pipeline.reporting.data import batch_report
 from pipeline.runtime import Runtime
+from pipeline.schedules.notices import batch_source, finished_text, post_notice, targets
+from pipeline.schedules.store import ScheduleStore
 from pipeline.states import BatchState
 from pipeline.steps import Next
 from pipeline.storage import report_key
@@ -33,7 +35,7 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     if batch is None:
         return []
     if batch.finished:
-        return _conclude_if_scheduled(batch)
+        return _conclude_if_scheduled(batch) or _tell(rt, batch)
     if rt.ledger.done_count(batch_id) < batch.item_count:
         return []
     if not rt.ledger.acquire_finalizer(batch_id, rt.settings.worker.task_time_limit_s):
@@ -55,7 +57,21 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     finally:
         rt.ledger.release_finalizer(batch_id)
     written = rt.ledger.batch(batch_id)
-    return _conclude_if_scheduled(written) if written else []
+    if written is None:
+        return []
+    return _conclude_if_scheduled(written) or _tell(rt, written)
+
+
+def _tell(rt: Runtime, batch: BatchRecord) -> list[Next]:
+    """A batch no schedule started tells its notice targets (its own `--notify` URLs and
+    `notify.urls`) that it finished, once per time it finished. A scheduled batch tells
+    them when it is concluded."""
+    source = batch_source(batch.id)
+    if batch.scheduled or not targets(rt, source):
+        return []
+    text = finished_text(batch.name, batch.id, batch_report(rt.ledger, batch.id))
+    event = f"{batch.id}.finished.{batch.raw.get('finished_at', '')}"
+    return post_notice(ScheduleStore(rt.ledger.redis), source, event, text)
 
 
 def _balance_after(rt: Runtime, batch: BatchRecord) -> dict[str, str]:

@@ -86,6 +86,11 @@ class BatchRecords(LedgerStore):
         raw = dict(self._call(lambda: self.redis.hgetall(keys.batch(batch_id))))
         return BatchRecord.decode(raw) if raw else None
 
+    def set_batch_notify(self, batch_id: str, urls: list[str]) -> None:
+        """Where the batch's own notices go (secrets: kept apart from its record)."""
+        value = json.dumps(urls)
+        self._call(lambda: self.redis.set(keys.batch_notify(batch_id), value, ex=keys.CLAIM_TTL_S))
+
     def update_batch(self, batch_id: str, fields: Mapping[str, object]) -> None:
         """Set fields of the batch record."""
         self._call(

@@ -11,13 +11,12 @@ so a crash between the two never files it twice. A name already taken in the tar
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
 
 from pipeline.reporting import render_all, summarize
 from pipeline.reporting.data import batch_report
 from pipeline.runtime import Runtime
 from pipeline.schedules.inbox import open_inbox
-from pipeline.schedules.notices import post_notice
+from pipeline.schedules.notices import finished_text, post_notice
 from pipeline.schedules.store import ScheduleStore
 from pipeline.steps import Next
 
@@ -52,29 +51,6 @@ def conclude(rt: Runtime, batch_id: str) -> list[Next]:
     )
     event = f"{batch_id}.finished.{batch.raw.get('finished_at', '')}"
     return post_notice(ScheduleStore(rt.ledger.redis), batch.schedule, event, text)
-
-
-def finished_text(schedule: str, batch_id: str, report: dict[str, Any], filed_as: str) -> str:
-    """The Markdown summary a finished batch's notification carries."""
-    s = summarize(report)
-    lines = [
-        f"**{schedule}**: batch `{batch_id}` finished: {s.completed}/{s.items} completed, "
-        f"cost ${s.cost_usd:.2f} (estimate ${s.estimate_usd:.2f}).",
-        f"Manifest filed as `{filed_as}`, report beside it.",
-    ]
-    others = {state: n for state, n in s.counts.items() if n and state != "completed"}
-    if others:
-        lines.append("Not completed: " + ", ".join(f"{n} {state}" for state, n in others.items()))
-        details = report.get("items_detail") or []
-        failed = [i for i in details if isinstance(i, dict) and i.get("state") != "completed"]
-        for item in failed[:10]:
-            lines.append(
-                f"• `{item['id']}` (row {item['row']}): {item.get('error') or item['state']}"
-            )
-        if len(failed) > 10:
-            lines.append(f"• … and {len(failed) - 10} more (see the report)")
-        lines.append(f"Run them again with: `lipdub retry-failed {batch_id}`")
-    return "\n".join(lines)
 
 
 def _with_batch(name: str, batch_id: str) -> str:

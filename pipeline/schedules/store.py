@@ -150,6 +150,11 @@ class ScheduleStore:
         """Count a delivery attempt; the count so far."""
         return int(self._call(lambda: self.redis.hincrby(keys.notice(event), "attempts", 1)))
 
+    def notice_reached(self, event: str, targets: list[int]) -> None:
+        """Remember which targets (by position) have the notice: they are not sent it again."""
+        value = json.dumps(targets)
+        self._call(lambda: self.redis.hset(keys.notice(event), "reached", value))
+
     def notice_sent(self, event: str, outcome: str) -> None:
         """Mark a notification handled (`delivered`, `logged` or `gave up: ...`)."""
         self._call(lambda: self.redis.hset(keys.notice(event), "sent", outcome))

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.samples import write_audio, write_video
 from tests.conftest import free_port
+from tests.integration.listener import Listener
 from tests.integration.stack import (
     accepted_submits,
     write_manifest,
@@ -232,3 +233,68 @@ def test_a_pair_repeated_in_a_manifest_is_counted_once(cli, tmp_path):
     prices = {i["id"]: i["price_usd"] for i in planned["items"]}
     assert planned["payable_usd"] == prices["first"]
     assert planned["free"] == {"second": "repeats first"}
+
+
+def test_run_with_notify_tells_each_target_once_in_its_own_format(cli, manifest, stack, tmp_path):
+    # Given a local receiver standing for a generic JSON webhook and for a Mattermost server
+    with Listener() as listener, cli.worker(tmp_path / "worker.log"):
+        # When a batch is run with two --notify targets
+        result = cli(
+            "run", str(manifest), "--yes", "--name", "told",
+            "--notify", listener.json_url, "--notify", listener.mattermost_url,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr + result.stdout
+        batch_id = result.stderr.split("Started batch ")[1].split(":")[0]
+        deadline = time.monotonic() + 30
+        while len(listener.bodies) < 2:
+            assert time.monotonic() < deadline, listener.bodies
+            time.sleep(0.1)
+        time.sleep(1.0)  # (a duplicate would come now)
+    # Then each target got one notice, in its own shape, saying how the batch ended
+    by_path = dict(zip(listener.paths, listener.bodies, strict=True))
+    assert len(listener.bodies) == 2
+    generic = by_path["/hooks/T000/B000/secret-token"]
+    assert generic["title"] == "lipdub"
+    assert f"**told**: batch `{batch_id}` finished: 3/3 completed" in generic["message"]
+    mattermost = by_path["/hooks/secret-token"]
+    assert mattermost["username"] == "lipdub"
+    assert f"batch `{batch_id}` finished: 3/3 completed" in mattermost["text"]
+    # And the URLs (secrets) appear in no report, log line or batch record
+    report = (tmp_path / "lipdub-reports" / batch_id / "report.json").read_text()
+    for text in (report, result.stdout, result.stderr, (tmp_path / "worker.log").read_text()):
+        assert "secret-token" not in text
+    assert "secret-token" not in json.dumps(stack.redis.hgetall(f"lipdub:batch:{batch_id}"))
+
+
+def test_run_refuses_a_notify_url_apprise_cannot_use_before_anything_is_spent(
+    cli, manifest, sandbox_server
+):
+    result = cli("run", str(manifest), "--yes", "--notify", "https://example.com/secret-hook")
+    assert result.returncode != 0
+    assert "--notify #1: not a URL apprise knows" in result.stderr
+    assert "secret-hook" not in result.stderr + result.stdout
+    assert accepted_submits(sandbox_server.url) == []
+
+
+def test_workers_notify_urls_tell_of_every_batch_and_a_failing_target_is_tried_again(
+    cli, manifest, tmp_path
+):
+    # Given workers whose settings name two notice targets, one of which fails at first
+    with Listener() as good, Listener(status=500) as flaky:
+        urls = json.dumps([good.json_url, flaky.json_url])
+        with cli.worker(tmp_path / "worker.log", LIPDUB_NOTIFY__URLS=urls):
+            # When a batch runs without --notify, and the flaky target recovers later
+            result = cli("run", str(manifest), "--yes", "--name", "plain")
+            assert result.returncode == 0, result.stderr + result.stdout
+            deadline = time.monotonic() + 30
+            while not good.bodies:
+                assert time.monotonic() < deadline, "the settings' target was not told"
+                time.sleep(0.1)
+            flaky.status = 200
+            while not flaky.bodies:
+                assert time.monotonic() < deadline + 30, "the failing target was not tried again"
+                time.sleep(0.1)
+            time.sleep(1.0)
+    # Then both were told once: the one reached first was not sent the notice again
+    assert len(good.bodies) == 1 and len(flaky.bodies) == 1
+    assert "**plain**: batch" in good.texts()[0] and "3/3 completed" in good.texts()[0]

@@ -62,7 +62,7 @@ def test_two_beats_start_a_dropped_manifest_once_file_it_with_its_report_and_not
                     "cron": "* * * * * */2",
                     "timezone": "UTC",
                     "inbox": str(inbox),
-                    "notify_url": listener.url,
+                    "notify_url": listener.json_url,
                 }
             }
         }

@@ -422,7 +422,7 @@ def test_cancelling_a_scheduled_batch_ends_its_parked_items_now(world):
 
 def test_a_failing_notification_url_is_retried_then_given_up_and_never_holds_the_batch(world):
     with Listener(status=500) as listener:
-        w = world({"notify_url": listener.url}, start=utc(2026, 11, 24, 10, 0))
+        w = world({"notify_url": listener.json_url}, start=utc(2026, 11, 24, 10, 0))
         drop(w.inbox, "n.csv", [("q0", 1.0, 1.0, "cut_off")])
         [started] = w.scheduler.run("night").started
         # When the batch runs while the notification URL answers 500
@@ -434,13 +434,15 @@ def test_a_failing_notification_url_is_retried_then_given_up_and_never_holds_the
         attempts = [s for s in w.loop.ran if s.step == "notify"]
         assert len(attempts) == MAX_ATTEMPTS
         [key] = w.rt.ledger.redis.keys("lipdub:notice:*finished*")
-        assert w.rt.ledger.redis.hget(key, "sent") == "gave up: HTTP 500"
+        assert w.rt.ledger.redis.hget(key, "sent") == (
+            "gave up: target 1: the service refused it or could not be reached"
+        )
         assert listener.bodies == []
 
 
 def test_a_notification_is_delivered_once_as_a_slack_body(world):
     with Listener() as listener:
-        w = world({"notify_url": listener.url}, start=utc(2026, 11, 24, 10, 0))
+        w = world({"notify_url": listener.json_url}, start=utc(2026, 11, 24, 10, 0))
         (w.inbox / "bad.csv").write_text("id,video,audio\nb1,nope.mp4,nope.wav\n")
         drop(w.inbox, "good.csv", [("g0", 1.0, 1.0, "cut_off")])
         outcome = w.scheduler.run("night")

@@ -53,6 +53,10 @@ def test_a_local_inbox_is_relative_to_the_file(tmp_path):
         ("cron: '0 1 * * *'", "inbox: required"),
         ("cron: '0 1 * * *'\n    inbox: /x\n    missed: later", "missed:"),
         ("cron: '0 1 * * *'\n    inbox: /x\n    nightly_budget_usd: -1", "nightly_budget_usd:"),
+        (
+            "cron: '0 1 * * *'\n    inbox: /x\n    notify_url: https://example.com/tok",
+            "notify_url: not a URL apprise knows: for a generic JSON webhook write json://",
+        ),
     ],
 )
 def test_a_bad_schedule_names_the_schedule_the_field_and_the_fix(body, says):
@@ -62,6 +66,7 @@ def test_a_bad_schedule_names_the_schedule_the_field_and_the_fix(body, says):
     message = str(caught.value)
     assert message.startswith("schedule.yaml: schedule 'nightly': ")
     assert says in message
+    assert "example.com/tok" not in message  # a notice URL is a secret
 
 
 def test_bad_names_and_shapes_are_refused():

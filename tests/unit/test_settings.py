@@ -198,3 +198,15 @@ def test_the_sandbox_trial_settings_are_valid_and_match_the_sandboxs_account(mon
     assert settings.provider.starts_per_minute == sandbox.starts_per_minute
     assert settings.provider.max_concurrent == sandbox.max_concurrent
     assert settings.provider.is_local and settings.storage.endpoint_url
+
+
+def test_a_notice_url_apprise_cannot_use_is_refused_without_showing_it(monkeypatch):
+    monkeypatch.setenv("LIPDUB_NOTIFY__URLS", '["json://127.0.0.1/ok", "https://example.com/tok"]')
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "LIPDUB_NOTIFY__URLS: Value error, URL #2: not a URL apprise knows" in message
+    assert "example.com/tok" not in message
+    monkeypatch.setenv("LIPDUB_NOTIFY__URLS", '["json://127.0.0.1/ok"]')
+    [url] = load_settings().notify.urls
+    assert url.get_secret_value() == "json://127.0.0.1/ok" and "127.0.0.1" not in repr(url)

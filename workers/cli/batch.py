@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
+from pydantic import SecretStr
 from rich.table import Table
 from rich.text import Text
 
 from pipeline import wiring
 from pipeline.audit import audit_batch
-from pipeline.errors import PredictionNotFound
+from pipeline.errors import PredictionNotFound, SettingsError
 from pipeline.heartbeat import LIVE_S, Beat, Heartbeats, disagreements
 from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
 from pipeline.reporting import ReportFormat, file_name, render, summarize, write_local
 from pipeline.reporting.summary import money_lines
+from pipeline.schedules.notices import check_targets
 from pipeline.settings import StorageSettings
 from pipeline.storage import Storage, output_key, report_key
 from pipeline.sync_modes import SyncMode
@@ -74,11 +76,16 @@ class RunOptions:
     as_json: bool = False
     reports_dir: Path = REPORTS_DIR
     create_bucket: bool = False
+    notify: tuple[str, ...] = ()
+    """Apprise URLs to tell when the batch finishes (secrets)."""
 
 
 def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
     """Plan, confirm, start, follow, write the reports; the exit code. Shared by `run` and `demo`."""
     settings = session.settings
+    problems = check_targets(options.notify)
+    if problems:
+        raise SettingsError("; ".join(problems))
     with provider_client(settings) as provider:
         plan = build_plan(
             settings, manifest, options.sync_mode, as_json=options.as_json, provider=provider
@@ -100,6 +107,7 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
         partial_budget=options.partial_budget,
         force=options.force,
         extra={"balance_before_usd": str(balance_usd)},
+        notify=[SecretStr(url) for url in options.notify],
     )
     started = (
         f"Started batch {batch_id}: {len(plan.items)} items, estimate "
@@ -265,6 +273,13 @@ def run(
         bool,
         typer.Option(help="Create the bucket when it does not exist (else refuse: a typo)."),
     ] = False,
+    notify: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Tell this apprise URL when the batch finishes (repeat for more): "
+            "https://hooks.slack.com/services/..., mmost://..., json://host/path, mailto://...",
+        ),
+    ] = None,
 ) -> None:
     """Plan a manifest, check the account, start the batch and follow it to its report."""
     settings = load_cli_settings()
@@ -279,6 +294,7 @@ def run(
         as_json=as_json,
         reports_dir=reports_dir,
         create_bucket=create_bucket,
+        notify=tuple(notify or ()),
     )
     with guard(), Session.connect(settings) as session:
         code = run_batch(session, manifest, options)
