@@ -4,6 +4,10 @@ found when it finishes. The reason never repeats the URL (it is a secret)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import AfterValidator, SecretStr
+
 UNKNOWN = (
     "not a URL apprise knows: for a generic JSON webhook write json://… (jsons:// for https); "
     "Slack: https://hooks.slack.com/services/…; Mattermost: mmost://host/token"
@@ -22,3 +26,13 @@ def unusable(url: str) -> str | None:
     import apprise
 
     return None if apprise.Apprise().add(url) else UNKNOWN
+
+
+def _apprise_knows(url: SecretStr) -> SecretStr:
+    if why := unusable(url.get_secret_value()):
+        raise ValueError(why)
+    return url
+
+
+NoticeUrl = Annotated[SecretStr, AfterValidator(_apprise_knows)]
+"""A notice URL setting: a secret that apprise must know."""

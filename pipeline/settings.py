@@ -38,7 +38,7 @@ from pydantic_settings import (
 )
 
 from pipeline.errors import SettingsError
-from pipeline.notice_urls import unusable
+from pipeline.notice_urls import NoticeUrl, unusable
 from pipeline.pricing import PriceModel
 from pipeline.sync_modes import DEFAULT_SYNC_MODE, SyncMode
 
@@ -356,15 +356,8 @@ class ScheduleSettings(_Section):
     """A dropped manifest is picked up once it has not changed for this long (still copying)."""
     pickup_lease_s: float = Field(default=900.0, ge=10)
     """How long a pickup may take before another run takes it over (it died mid-pickup)."""
-    notify_url: SecretStr | None = None
+    notify_url: NoticeUrl | None = None
     """Where the schedules' notices go (an apprise URL, as `notify.urls`); a schedule may name its own. A secret."""
-
-    @field_validator("notify_url")
-    @classmethod
-    def _apprise_knows(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None and (why := unusable(url.get_secret_value())):
-            raise ValueError(why)
-        return url
 
     notify_timeout_s: float = Field(default=10.0, gt=0)
     """Seconds to wait for a notice's service (every notice, scheduled or not); a failed one is tried again, never blocking a batch."""

@@ -28,10 +28,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import SettingsError
-from pipeline.notice_urls import unusable
+from pipeline.notice_urls import NoticeUrl
 from pipeline.sync_modes import SyncMode
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -93,15 +93,8 @@ class ScheduleSpec(_Model):
     """A run missed because the scheduler was down: run late, or skip."""
     late_deadline_s: float = Field(default=7_200.0, ge=0)
     """With `missed: run_late`, how late a missed run may still start."""
-    notify_url: SecretStr | None = None
+    notify_url: NoticeUrl | None = None
     """Where this schedule's notices go (an apprise URL: Slack, Mattermost, json://…); unset: `schedule.notify_url`."""
-
-    @field_validator("notify_url")
-    @classmethod
-    def _apprise_knows(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None and (why := unusable(url.get_secret_value())):
-            raise ValueError(why)
-        return url
 
     @field_validator("name")
     @classmethod
