@@ -4,18 +4,21 @@
 
 Each delivery is judged by `pipeline.webhook_inbox.WebhookInbox`; one it takes sends the
 item's poll task at once. It runs beside the workers (any number of receivers may run: the
-replay check is in Redis). Put it behind your TLS proxy; it speaks plain HTTP.
+replay check is in Redis). Put it behind your TLS proxy; it speaks plain HTTP. It runs on
+uvicorn: open connections cost no thread, at most `MAX_CONNECTIONS` are served at once (then
+503), idle ones are closed after `IDLE_TIMEOUT_S`, and bodies over 1 MiB are refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pipeline.errors import LipdubError
-from pipeline.serving import ThreadedServer
+from pipeline.serving import AsgiServer
 from pipeline.webhook_inbox import Verdict, WebhookInbox
 from workers.tasks import CeleryDispatcher
 
@@ -24,10 +27,20 @@ log = logging.getLogger("lipdub.webhooks")
 PATH = "/webhooks"
 MAX_BODY_BYTES = 1024 * 1024
 """A prediction is a few kB; anything far larger is not one."""
+MAX_CONNECTIONS = 1000
+"""Past this many open connections and requests, new requests are answered 503."""
+IDLE_TIMEOUT_S = 5.0
+"""A connection with no request for this long is closed."""
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-class WebhookServer(ThreadedServer):
-    """Serves `POST /webhooks` on host:port (port 0 picks a free one) until `stop()`."""
+class WebhookServer(AsgiServer):
+    """Serves `POST /webhooks` on host:port (port 0 picks a free one) until `stop()`: an
+    ASGI app on uvicorn (`pipeline.serving.AsgiServer`). The inbox's Redis calls and the
+    dispatch run in the event loop's thread pool, so a slow Redis never stalls the loop."""
 
     def __init__(
         self,
@@ -40,48 +53,57 @@ class WebhookServer(ThreadedServer):
         self.dispatcher = dispatcher
         self.verdicts: list[Verdict] = []
         """Every answer given, newest last (for the operator's log and for tests)."""
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_: Any) -> None:
-                pass  # each verdict is logged once, below
-
-            def do_POST(self) -> None:
-                receiver._handle(self)
-
-        self._http = ThreadingHTTPServer((host, port), Handler)
-        self._http.daemon_threads = True
-        super().__init__(self._http, "webhooks-http")
+        super().__init__(
+            self.app, host, port, max_connections=MAX_CONNECTIONS, idle_timeout_s=IDLE_TIMEOUT_S
+        )
 
     @property
     def url(self) -> str:
-        host, port = self._http.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else host
-        return f"http://{name}:{port}{PATH}"
+        host, port = self.address
+        return f"http://{host}:{port}{PATH}"
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        if handler.path.split("?", 1)[0] != PATH:
-            handler.close_connection = True  # its body, if any, is left unread
-            verdict = Verdict(404, f"no route {handler.path}; deliveries go to {PATH}")
-        else:
-            try:
-                body = read_body(handler, MAX_BODY_BYTES)
-            except ValueError as error:
-                handler.close_connection = True
-                body = None
-                verdict = Verdict(413 if "large" in str(error) else 400, f"refused: {error}")
-            if body is not None:
-                verdict = self._judge(dict(handler.headers.items()), body)
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app: one delivery per request."""
+        if scope["type"] != "http":
+            return
+        verdict = await self._answer(scope, receive)
+        if verdict is None:
+            return  # the client went away
         self.verdicts.append(verdict)
         log.info("webhook %s: %s", verdict.status, verdict.message)
         payload = verdict.message.encode()
-        handler.send_response(verdict.status)
-        handler.send_header("Content-Type", "text/plain; charset=utf-8")
-        handler.send_header("Content-Length", str(len(payload)))
-        handler.end_headers()
-        handler.wfile.write(payload)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": verdict.status,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _answer(self, scope: Scope, receive: Receive) -> Verdict | None:
+        if scope["path"] != PATH:
+            return Verdict(404, f"no route {scope['path']}; deliveries go to {PATH}")
+        if scope["method"] != "POST":
+            return Verdict(405, f"deliveries are POSTed to {PATH}")
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return Verdict(413, "refused: the body is too large to be a prediction")
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > MAX_BODY_BYTES:
+                return Verdict(413, "refused: the body is too large to be a prediction")
+            if not message.get("more_body", False):
+                break
+        return await asyncio.to_thread(self._judge, headers, bytes(body))
 
     def _judge(self, headers: dict[str, str], body: bytes) -> Verdict:
         try:
@@ -99,30 +121,3 @@ class WebhookServer(ThreadedServer):
                 self.inbox.forget(headers)
             return Verdict(503, f"not taken now: {err}")
         return verdict
-
-
-def read_body(handler: BaseHTTPRequestHandler, limit_bytes: int) -> bytes:
-    """The request's body, by Content-Length or chunked transfer coding, at most
-    `limit_bytes`. Raises ValueError (saying "large" when over the limit) for a body that
-    cannot be read."""
-    coding = handler.headers.get("Transfer-Encoding", "").lower()
-    if "chunked" not in coding:
-        length = int(handler.headers.get("Content-Length") or 0)
-        if length > limit_bytes:
-            raise ValueError("the body is too large to be a prediction")
-        return handler.rfile.read(length) if length else b""
-    body = bytearray()
-    while True:
-        size_line = handler.rfile.readline(1024)
-        try:
-            size = int(size_line.split(b";", 1)[0].strip() or b"x", 16)
-        except ValueError as err:
-            raise ValueError("a chunk's size line is not hexadecimal") from err
-        if size == 0:
-            while handler.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                pass  # trailer fields, unused
-            return bytes(body)
-        if len(body) + size > limit_bytes:
-            raise ValueError("the body is too large to be a prediction")
-        body += handler.rfile.read(size)
-        handler.rfile.readline(1024)  # the CRLF after the chunk

@@ -175,3 +175,53 @@ def test_a_chunked_delivery_is_read_whole(tmp_path, make_stack, sandbox):
         answer = httpx.post(receiver.url, content=chunks(), headers=headers)
     assert answer.status_code == 202, answer.text
     assert "polling b1:ep1" in answer.text
+
+
+def test_hundreds_of_idle_and_slow_connections_do_not_keep_a_delivery_out(cli, tmp_path):
+    import socket
+
+    import psutil
+
+    # Given `lipdub webhooks` as deployed
+    proc = subprocess.Popen(
+        [*LIPDUB, "webhooks", "--port", "0"], cwd=tmp_path, env=cli.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    held: list[socket.socket] = []
+    try:
+        line = proc.stdout.readline()
+        url = line.split("listening on ", 1)[1].split(";", 1)[0]
+        port = int(url.split(":")[2].split("/")[0])
+        receiver = psutil.Process(proc.pid)
+        threads_before = receiver.num_threads()
+        # When 500 clients connect and send nothing, and 20 more send half a request
+        for n in range(520):
+            conn = socket.create_connection(("127.0.0.1", port))
+            if n >= 500:
+                conn.sendall(b"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            held.append(conn)
+        # Then a signed delivery is still taken
+        body = b'{"id": "p-busy"}'
+        real = sign(SECRET, "m-busy", int(time.time()), body).as_dict()
+        started = time.monotonic()
+        answer = httpx.post(url, content=body, headers=real, timeout=10)
+        took_s = time.monotonic() - started
+        assert answer.status_code == 202, answer.text
+        # And the receiver holds no thread per connection, and little memory for them
+        assert receiver.num_threads() <= threads_before + 8
+        memory_mb = receiver.memory_info().rss / 1e6
+        print(
+            f"\ndelivery taken in {took_s * 1000:.0f} ms beside 520 open connections; "
+            f"{receiver.num_threads()} threads, {memory_mb:.0f} MB"
+        )
+        # And the idle ones are closed by the receiver after its idle timeout
+        deadline = time.monotonic() + 30
+        while len([c for c in receiver.net_connections() if c.status == "ESTABLISHED"]) > 20:
+            assert time.monotonic() < deadline, "idle connections were never closed"
+            time.sleep(0.5)
+    finally:
+        for conn in held:
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -133,10 +134,11 @@ def metrics(
     polls per batch; the provider's 429s, live workers, the cool-down, the queue's depth."""
     import time as clock
 
-    from prometheus_client import start_http_server
+    from prometheus_client import make_asgi_app
     from prometheus_client.registry import CollectorRegistry
 
     from pipeline.metrics import LedgerCollector
+    from pipeline.serving import AsgiServer
     from workers.tasks import queued_messages
 
     settings = load_cli_settings()
@@ -150,14 +152,19 @@ def metrics(
                 clock=clock.time,
             )
         )
-        server, thread = start_http_server(port, addr=host, registry=registry)
-        logging.getLogger("lipdub.metrics").info("serving http://%s:%d/metrics", host, port)
         try:
-            thread.join()
+            server = AsgiServer(make_asgi_app(registry), host, port, max_connections=100)
+        except OSError as error:
+            raise fail(f"cannot listen on {host}:{port}: {error.strerror}", EXIT_ERROR) from None
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            server.start()
+            logging.getLogger("lipdub.metrics").info("serving http://%s:%d/metrics", host, port)
+            threading.Event().wait()
         except KeyboardInterrupt:
             pass
         finally:
-            server.shutdown()
+            server.stop()
 
 
 @app.command()
@@ -243,10 +250,13 @@ def webhooks(
             f"cannot listen on {host}:{port}: {error.strerror}. Try --port 0.", EXIT_ERROR
         ) from None
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    out.print(Text(f"lipdub webhooks listening on {server.url}; Ctrl-C stops it."))
-    sys.stdout.flush()
     try:
-        server.serve_forever()
+        # uvicorn serves in a thread; this one waits for Ctrl-C or SIGTERM, then stops it
+        # gracefully (requests in progress finish) and exits 0.
+        server.start()
+        out.print(Text(f"lipdub webhooks listening on {server.url}; Ctrl-C stops it."))
+        sys.stdout.flush()
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
