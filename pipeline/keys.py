@@ -1,7 +1,9 @@
 """Every Redis key lipdub writes, in one place, with its lifetime.
 
     lipdub:batches                       zset  batch id -> created epoch s     kept (the index of records)
-    lipdub:batch:<b>                     hash  the batch record                 kept (the record)
+    lipdub:batch:<b>                     hash  the batch record, with its items   kept (the record)
+                                               per state (`n:<state>`) and totals
+                                               (`total:polls`, ...), kept by each move
     lipdub:batch:<b>:items               list  item ids in manifest order       kept
     lipdub:batch:<b>:done                set   ids of items in a final state    kept
     lipdub:batch:<b>:finalizing          str   the finalizer's guard            the task time limit

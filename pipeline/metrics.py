@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -50,23 +49,22 @@ class LedgerCollector(Collector):
             labels=["batch"],
         )
         for batch_id in self.ledger.batch_ids(ACTIVE_BATCHES):
-            records = self.ledger.items(batch_id)
-            counts = Counter(r.get("state", "") for r in records)
+            batch = self.ledger.batch(batch_id)
+            if batch is None:
+                continue
+            # The batch record's own counts and totals: a scrape reads no item.
+            counts = batch.counts or Counter(
+                r.get("state", "") for r in self.ledger.items(batch_id)
+            )
             for state in ItemState:
                 items.add_metric([batch_id, state.value], counts.get(state.value, 0))
-            batch = self.ledger.batch(batch_id)
-            scope = batch.budget_scope if batch else batch_id
             spent.add_metric(
-                [batch_id], float(self.ledger.budget(scope)["spent_usd"] or Decimal(0))
+                [batch_id], float(self.ledger.budget(batch.budget_scope)["spent_usd"] or 0)
             )
-            polls.add_metric([batch_id], sum(int(r.get("polls") or 0) for r in records))
-            took = [
-                float(r["provider_done_at"]) - float(r["submitted_at"])
-                for r in records
-                if r.get("provider_done_at") and r.get("submitted_at")
-            ]
-            if took:
-                provider_s.add_metric([batch_id], sum(took) / len(took))
+            polls.add_metric([batch_id], float(batch.raw.get("total:polls") or 0))
+            done = float(batch.raw.get("total:provider_done") or 0)
+            if done:
+                provider_s.add_metric([batch_id], float(batch.raw["total:provider_s"]) / done)
         yield from (items, spent, polls, provider_s)
         client = self.ledger.redis
         yield GaugeMetricFamily(

@@ -106,6 +106,8 @@ class ItemRecord:
     errors: tuple[Mapping[str, Any], ...] = ()
     """Every failed prediction of the item, with its code."""
     deadline_at: float | None = None
+    submitted_at: float | None = None
+    """When the prediction now being followed was created (its POST answered)."""
     poll_interval_s: float | None = None
     prepare_started_at: float | None = None
     upload_started_at: float | None = None
@@ -135,6 +137,7 @@ class ItemRecord:
             intent_at=_float(raw, "intent_at"),
             outcome_unknown_at=_float(raw, "outcome_unknown_at"),
             deadline_at=_float(raw, "deadline_at"),
+            submitted_at=_float(raw, "submitted_at"),
             poll_interval_s=_float(raw, "poll_interval_s"),
             prepare_started_at=_float(raw, "prepare_started_at"),
             upload_started_at=_float(raw, "upload_started_at"),
@@ -236,6 +239,11 @@ class BatchRecord:
     inbox_target: str = ""
     inbox_target_name: str = ""
     concluded_at: float | None = None
+    counts: Mapping[str, int] | None = None
+    """Items per state, as every transition keeps them (None for a batch recorded before
+    they were kept: its items must be counted)."""
+    items_estimate_usd: Decimal | None = None
+    """The planned price of all its items."""
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """The hash as read, with the fields only the report and the schedule's gate use."""
 
@@ -267,6 +275,8 @@ class BatchRecord:
             inbox_target=raw.get("inbox_target", ""),
             inbox_target_name=raw.get("inbox_target_name", ""),
             concluded_at=_float(raw, "concluded_at"),
+            counts=_counts(raw),
+            items_estimate_usd=_decimal(raw, "items_estimate_usd"),
             raw=dict(raw),
         )
 
@@ -278,6 +288,17 @@ class BatchRecord:
     def scheduled(self) -> bool:
         """Started by a schedule (its window, nightly budget and inbox apply)."""
         return bool(self.schedule)
+
+
+def _counts(raw: Mapping[str, str]) -> dict[str, int] | None:
+    """`n:<state>` fields as {state: count} for every state; None when none is kept.
+
+    >>> _counts({"n:pending": "2", "n:running": "0"})["pending"], _counts({"id": "b"})
+    (2, None)
+    """
+    if not any(name.startswith("n:") for name in raw):
+        return None
+    return {s.value: int(raw.get(f"n:{s.value}") or 0) for s in ItemState}
 
 
 def _decimal(raw: Mapping[str, str], name: str) -> Decimal | None:

@@ -117,6 +117,9 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     )
     if not moved.ok:
         return []
+    if item.record.submitted_at is not None:
+        took_s = rt.clock() - item.record.submitted_at
+        rt.ledger.add_to_batch(item.batch_id, {"provider_s": took_s, "provider_done": 1})
     return [*free_slot(rt, item), Next("collect", item.batch_id, item.id)]
 
 

@@ -61,6 +61,11 @@ class BatchRecords(LedgerStore):
                         "state": BatchState.RUNNING.value,
                         "item_count": str(len(items)),
                         "budget_scope": batch_id,
+                        # Items per state, kept by every transition (transition.lua).
+                        f"n:{ItemState.PENDING.value}": str(len(items)),
+                        "items_estimate_usd": str(
+                            sum((Decimal(str(i.get("price_usd") or 0)) for i in items), Decimal(0))
+                        ),
                     },
                 )
                 budget: dict[Any, Any] = {"reserved_micros": "0", "spent_micros": "0"}
@@ -204,8 +209,28 @@ class BatchRecords(LedgerStore):
         return self.transition(batch_id, item_id, [state], state, fields, when=when).ok
 
     def count(self, batch_id: str, item_id: str, field: str, by: int = 1) -> int:
-        """Add to a counter of the item (polls, errors)."""
-        return int(self._call(lambda: self.redis.hincrby(keys.item(batch_id, item_id), field, by)))
+        """Add to a counter of the item (polls, errors), and to the batch's total of it
+        (`total:<field>`, read by the metrics without reading the items)."""
+
+        def write() -> int:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(keys.item(batch_id, item_id), field, by)
+                pipe.hincrby(keys.batch(batch_id), f"total:{field}", by)
+                value, _ = pipe.execute()
+            return int(value)
+
+        return int(self._call(write))
+
+    def add_to_batch(self, batch_id: str, amounts: Mapping[str, float]) -> None:
+        """Add to running totals of the batch record (`total:<name>`)."""
+
+        def write() -> None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for name, amount in amounts.items():
+                    pipe.hincrbyfloat(keys.batch(batch_id), f"total:{name}", amount)
+                pipe.execute()
+
+        self._call(write)
 
     def expect(self, steps: Iterable[Next], now: float) -> None:
         """Record, per item, the step a message was just sent for and when it is due: the

@@ -1,7 +1,8 @@
 -- Move an item if its state is allowed and its fence holds; keep the batch's done-set.
 -- KEYS: item hash, batch done-set, batch hash. ARGV: allowed states (JSON), new state,
 -- fields (JSON), 1 when the new state is final, item id, fence fields (JSON).
--- Returns {ok, state, done, total}.
+-- Returns {ok, state, done, total}. The batch hash keeps how many items are in each state
+-- (`n:<state>`), moved here with the item, so a batch's status never reads its items.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, '', 0, 0} end
 local allowed = cjson.decode(ARGV[1])
@@ -11,9 +12,16 @@ if not ok then return {0, state, 0, 0} end
 for k, v in pairs(cjson.decode(ARGV[6])) do
   if (redis.call('HGET', KEYS[1], k) or '') ~= v then return {0, state, 0, 0} end
 end
-local fields = cjson.decode(ARGV[3])
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+local write = {'state', ARGV[2]}
+for k, v in pairs(cjson.decode(ARGV[3])) do
+  write[#write + 1] = k
+  write[#write + 1] = v
+end
+redis.call('HSET', KEYS[1], unpack(write))
+if state ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[3], 'n:' .. state, -1)
+  redis.call('HINCRBY', KEYS[3], 'n:' .. ARGV[2], 1)
+end
 if ARGV[4] == '1' then
   redis.call('SADD', KEYS[2], ARGV[5])
 else

@@ -162,3 +162,35 @@ def test_a_move_off_the_state_diagram_is_refused_before_redis_is_asked(ledger):
     with pytest.raises(ValueError, match="never moves from pending to running"):
         ledger.transition(batch, "i0", [ItemState.PENDING], ItemState.RUNNING)
     assert ledger.item(batch, "i0")["state"] == "pending"
+
+
+def test_the_batch_keeps_its_counts_per_state_through_every_move(ledger):
+    import random
+
+    from pipeline.reporting.data import batch_status
+    from pipeline.states import MOVES
+
+    # Given a batch of 30 items, moved at random along the allowed moves (failed ones too)
+    batch = _batch(ledger, count=30)
+    pick = random.Random(7)
+    for _ in range(400):
+        item = f"i{pick.randrange(30)}"
+        now = ItemState(ledger.item(batch, item)["state"])
+        targets = sorted(MOVES[now], key=lambda s: s.value)
+        if targets:
+            to = pick.choice(targets)
+            # The step's view of the item is sometimes stale: such a move must not count
+            views = [s for s in ItemState if to in MOVES[s]]
+            ledger.transition(batch, item, [pick.choice(views)], to)
+    # Then the counts the batch kept are what its items say, and status reads only those
+    scanned = {s.value: 0 for s in ItemState}
+    for record in ledger.items(batch):
+        scanned[record["state"]] += 1
+    kept = ledger.batch(batch)
+    assert kept is not None and kept.counts == scanned
+    status = batch_status(ledger, batch)
+    assert status["counts"] == scanned and status["items"] == 30
+    assert status["estimate_usd"] == "15.0"
+    # And a batch recorded before counts were kept is counted from its items
+    ledger.redis.hdel(f"lipdub:batch:{batch}", *[f"n:{s.value}" for s in ItemState])
+    assert batch_status(ledger, batch)["counts"] == scanned
