@@ -42,6 +42,7 @@ from workers.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     app,
+    emit_json,
     err,
     fail,
     guard,
@@ -115,7 +116,7 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
     )
     if options.detach:
         if options.as_json:
-            out.print_json(json.dumps(session.control.status(batch_id)))
+            emit_json(session.control.status(batch_id))
         else:
             out.print(Text(started))
         return EXIT_OK
@@ -190,7 +191,7 @@ def follow_to_report(
     else:
         unwritten = ""
     if as_json:
-        out.print_json(json.dumps({**status, "reports": [str(p) for p in paths]}))
+        emit_json({**status, "reports": [str(p) for p in paths]})
     else:
         print_summary(report, paths, session.settings.storage)
     if unwritten:
@@ -332,7 +333,7 @@ def status(
                  "next_due_at": w.next_due_at}
                 for w in waiting
             ]  # fmt: skip
-            out.print_json(json.dumps({**current, "workers": workers, "waiting": groups}))
+            emit_json({**current, "workers": workers, "waiting": groups})
         else:
             warning = workers_warning(alive) if current["state"] != "finished" else None
             if warning:
@@ -368,7 +369,7 @@ def _item_status(session: Session, batch_id: str, item_id: str, *, as_json: bool
         "history": [{"at": at, "what": what} for at, what in moments],
     }
     if as_json:
-        out.print_json(json.dumps(summary))
+        emit_json(summary)
         return
     out.print(Text(f"{batch_id}/{item_id}: {summary['state']}"))
     if why:
@@ -425,7 +426,7 @@ def workers(
         out.print(Text(f"a worker is alive on {host}"))
         return
     if as_json:
-        out.print_json(json.dumps([asdict(b) for b in alive]))
+        emit_json([asdict(b) for b in alive])
         return
     if not alive:
         out.print(Text("No worker is alive. Start one with: lipdub worker"))
@@ -525,7 +526,7 @@ def cancel(batch_id: BatchId, as_json: AsJson = False) -> None:
         _status_or_exit(session, batch_id)
         current = session.control.cancel(batch_id)
     if as_json:
-        out.print_json(json.dumps(current))
+        emit_json(current)
         return
     out.print(
         Text(
@@ -577,12 +578,12 @@ def retry_failed(
             )
             if not retried:
                 message = f"nothing to retry in {batch_id}"
-                out.print_json(json.dumps({"retried": []})) if as_json else out.print(message)
+                emit_json({"retried": []}) if as_json else out.print(message)
                 return
             err.print(Text(f"Retrying {len(retried)} items of {batch_id}: {', '.join(retried)}"))
             if detach:
                 if as_json:
-                    out.print_json(json.dumps({"retried": retried}))
+                    emit_json({"retried": retried})
                 return
             code = follow_to_report(session, batch_id, reports_dir, as_json=as_json)
     raise typer.Exit(code)
@@ -625,7 +626,7 @@ def adopt(
             except ValueError as error:
                 raise fail(str(error), EXIT_USAGE) from None
     if as_json:
-        out.print_json(json.dumps({"item": item_id, "state": record.get("state")}))
+        emit_json({"item": item_id, "state": record.get("state")})
     else:
         out.print(
             Text(
@@ -656,7 +657,7 @@ def audit(batch_id: BatchId, as_json: AsJson = False) -> None:
                 batch_id, {"audit": json.dumps(found.to_dict()), "audit_error": ""}
             )
     if as_json:
-        out.print_json(json.dumps(found.to_dict()))
+        emit_json(found.to_dict())
         return
     out.print(
         Text(
@@ -680,7 +681,7 @@ def batches(
     with guard(), Session.connect(load_cli_settings()) as session:
         rows = [session.control.status(b) for b in session.ledger.batch_ids(limit)]
     if as_json:
-        out.print_json(json.dumps(rows))
+        emit_json(rows)
         return
     if not rows:
         out.print("No batches yet. Start one with: lipdub run MANIFEST")

@@ -8,6 +8,8 @@ traceback instead.
 from __future__ import annotations
 
 import contextlib
+import json
+import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from importlib.metadata import version
@@ -96,6 +98,13 @@ def _root(
 ) -> None:
     """Localize a video catalog with lip-sync (WaveSpeed sync/lipsync-3)."""
     state.debug = debug
+
+
+def emit_json(document: Any) -> None:
+    """Write a JSON document to stdout, indented for reading. (rich's `print_json` parses
+    and re-renders the text: 13-15 s for a 10,000-row plan.)"""
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 def fail(message: str, code: int) -> typer.Exit:

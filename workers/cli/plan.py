@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +30,7 @@ from workers.cli.common import (
     EXIT_ERROR,
     EXIT_INVALID,
     app,
+    emit_json,
     err,
     fail,
     out,
@@ -59,9 +59,7 @@ def plan(
     over = limit is not None and to_pay > limit
     if as_json:
         known = {"payable_usd": str(to_pay), "free": payable.free} if payable else {}
-        out.print_json(
-            json.dumps({"valid": True, "over_budget": over, **result.to_dict(), **known})
-        )
+        emit_json({"valid": True, "over_budget": over, **result.to_dict(), **known})
     else:
         print_plan(result, payable)
         if payable is None:
@@ -136,7 +134,7 @@ def build_plan(
                 }
                 for p in error.problems
             ]
-            out.print_json(json.dumps({"valid": False, "problems": problems}))
+            emit_json({"valid": False, "problems": problems})
         else:
             err.print(Text(f"lipdub: {manifest} is not valid: {error}"))
         raise typer.Exit(EXIT_INVALID) from None

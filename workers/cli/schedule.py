@@ -6,7 +6,6 @@ Schedules live in `configs/schedule.yaml` (`LIPDUB_SCHEDULE__FILE`, or the YAML 
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from decimal import Decimal
@@ -24,7 +23,16 @@ from pipeline.schedules.store import ScheduleStore
 from pipeline.schedules.timing import next_fire_s
 from pipeline.schedules.window import Window
 from pipeline.settings import Settings
-from workers.cli.common import EXIT_SETTINGS, EXIT_USAGE, LogLevel, app, fail, guard, out
+from workers.cli.common import (
+    EXIT_SETTINGS,
+    EXIT_USAGE,
+    LogLevel,
+    app,
+    emit_json,
+    fail,
+    guard,
+    out,
+)
 from workers.cli.common import settings as load_cli_settings
 from workers.cli.session import Session
 from workers.logs import configure_logging
@@ -83,14 +91,14 @@ def list_schedules(as_json: AsJson = False) -> None:
             f"No schedules: {settings.schedule.file} does not exist or lists none. "
             "Copy the example in configs/schedule.yaml, or set LIPDUB_SCHEDULE__FILE."
         )
-        out.print_json("[]") if as_json else out.print(Text(message))
+        emit_json([]) if as_json else out.print(Text(message))
         return
     with guard(), Session.connect(settings) as session:
         store = ScheduleStore(session.redis)
         now = session.control.clock()
         rows = [describe(spec, store, session, now) for spec in schedules.values()]
     if as_json:
-        out.print_json(json.dumps(rows))
+        emit_json(rows)
         return
     table = Table()
     for column in ("schedule", "next run", "window", "tonight USD", "parked", "last outcome"):
@@ -137,7 +145,7 @@ def run_now(
         scheduler = Scheduler.build(settings, schedules, session.control, session.s3)
         outcome = scheduler.run(name, trigger="run-now")
     if as_json:
-        out.print_json(json.dumps(outcome.to_dict()))
+        emit_json(outcome.to_dict())
         return
     _print_outcome(outcome)
 
