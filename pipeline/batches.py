@@ -14,6 +14,7 @@ batch in which every pair already paid for completes from its earlier output.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ from pipeline.ledger.budgets import unbooked_fields
 from pipeline.planning import Plan, PlannedItem
 from pipeline.records import Item
 from pipeline.reporting.data import batch_report, batch_status
+from pipeline.retention import COMPACTED
 from pipeline.schedules.notices import check_targets
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
@@ -121,9 +123,13 @@ class BatchControl:
         settings: Settings,
         *,
         clock: Callable[[], float] = time.time,
+        stored_report: Callable[[str], bytes] | None = None,
     ) -> None:
+        """`stored_report` reads a report the bucket holds, by its key: the report of a
+        batch whose items were compacted (`pipeline.retention`)."""
         self.ledger = ledger
         self.dispatcher = dispatcher
+        self.stored_report = stored_report
         self.settings = settings
         self.clock = clock
 
@@ -200,7 +206,12 @@ class BatchControl:
         return batch_status(self.ledger, batch_id)
 
     def report(self, batch_id: str) -> dict[str, Any]:
-        """The complete report, from the ledger."""
+        """The complete report: from the ledger, or, for a batch whose items were compacted,
+        the one its finalize wrote to the bucket. KeyError for an unknown batch."""
+        batch = self.ledger.batch(batch_id)
+        if batch is not None and batch.raw.get(COMPACTED) and self.stored_report is not None:
+            data: dict[str, Any] = json.loads(self.stored_report(batch.report_key))
+            return data
         return batch_report(self.ledger, batch_id)
 
     def cancel(self, batch_id: str) -> dict[str, Any]:

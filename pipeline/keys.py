@@ -34,6 +34,7 @@
     lipdub:schedule:beat                 str   the scheduler's lock (one beat acts) schedule.lock_timeout_s
     lipdub:notice:<event>                hash  a notification: text, attempts, sent ONCE_TTL_S
     lipdub:workers                       zset  worker name -> last heartbeat (epoch s) entries older than LIVE_S dropped
+    lipdub:retention                     zset  finished batches -> finished epoch s until compacted
     lipdub:due                           zset  steps waiting for their countdown  until a live worker's pump
                                                (`["step","b","i"]` -> due epoch s, Redis's clock) sends them
     lipdub:due:sending                   zset  steps a pump took -> its lease end  until sent (or re-taken)
@@ -43,7 +44,8 @@
     lipdub:worker:<name>                 str   the worker's last heartbeat (JSON)   heartbeat.LIVE_S
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
-TTL. There is no command to delete a batch's record yet: delete its keys by hand if you must.
+TTL. A finished batch's completed items shrink to a few fields `ledger.retention_days` after it
+finished (`pipeline.retention`, `lipdub prune`); its report stays in the bucket.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ COOLDOWN = f"{PREFIX}:gate:cooldown"
 RATE_LIMITED = f"{PREFIX}:gate:rate_limited"
 POLLS_LIMITER = f"{PREFIX}:polls"
 WORKERS = f"{PREFIX}:workers"
+TO_COMPACT = f"{PREFIX}:retention"
 DUE = f"{PREFIX}:due"
 DUE_SENDING = f"{PREFIX}:due:sending"
 RUNNING = f"{PREFIX}:running"

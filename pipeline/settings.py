@@ -182,6 +182,9 @@ class LedgerSettings(_Section):
     """`auto`, `aof`, `replica` or `none` (docs/operations.md: Durable intent)."""
     replicas: int = Field(default=1, ge=1, le=16)
     """With `replica`: how many replicas must hold a submit's intent before its POST."""
+    retention_days: float = Field(default=7.0, ge=0)
+    """A finished batch's completed items shrink to their id, state, prediction, output and
+    cost this long after it finished (its full report stays in the bucket)."""
     durable_timeout_s: float = Field(default=5.0, gt=0, le=60)
     """How long a submit waits for its intent to be durable; past it, nothing is posted
     (the item is submitted again later)."""

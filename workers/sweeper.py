@@ -4,7 +4,9 @@ Two checks, both safe to repeat (every step is safe to run twice):
 
 - every `ORPHAN_CHECK_S`, the steps a dead worker was running (`pipeline.due.RunningSteps`:
   its heartbeat lapsed) are sent again at once; whoever removes an entry sends its step;
-- every `worker.sweep_interval_s`, when the queue is empty, a step expected more than
+- every `worker.sweep_interval_s`, one worker compacts the batches finished more than
+  `ledger.retention_days` ago (`pipeline.retention`), and, when the queue is empty, a step
+  expected more than
   `worker.lost_step_after_s` ago that nobody runs and that is not kept for later was lost in
   flight (`pipeline.sweep` finds them): it is sent again. One worker does this at a time (a
   Redis lock as long as the interval).
@@ -27,6 +29,7 @@ from pipeline.due import DueSteps, RunningSteps, orphaned
 from pipeline.errors import DispatchError, LedgerError
 from pipeline.heartbeat import LIVE_S, Heartbeats
 from pipeline.ledger import Ledger
+from pipeline.retention import compact_due
 from pipeline.settings import Settings
 from pipeline.steps import Next
 from pipeline.sweep import stalled_steps
@@ -104,10 +107,13 @@ class Sweeper(MainProcessThread):
         interval_s = self.settings.worker.sweep_interval_s
         if not client.set(SWEEP_LOCK, "1", nx=True, px=int(interval_s * 1000)):
             return []
-        if self.queued() > 0:
-            return []
         ledger = Ledger(client)
         now = self.clock()
+        retention_s = self.settings.ledger.retention_days * 86_400
+        for done in compact_due(ledger, now=now, older_than_s=retention_s):
+            log.info("batch %s: %d completed item(s) compacted", done.batch_id, done.items)
+        if self.queued() > 0:
+            return []
         overdue = stalled_steps(ledger, now=now, grace_s=self.settings.worker.lost_step_after_s)
         busy = {lease.step for lease in RunningSteps(client).all()}
         kept = DueSteps(client).waiting(overdue)

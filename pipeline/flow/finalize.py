@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 
+from pipeline import retention
 from pipeline.audit import audit_batch
 from pipeline.errors import ProviderError
 from pipeline.records import BatchRecord
@@ -54,6 +55,7 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
             rt.storage.put_bytes(report_key(rt.storage.prefix, batch_id, name), body, content_type)
         key = report_key(rt.storage.prefix, batch_id)
         rt.ledger.update_batch(batch_id, {"state": BatchState.FINISHED.value, "report_key": key})
+        retention.finished(rt.ledger, batch_id, finished_at)
     finally:
         rt.ledger.release_finalizer(batch_id)
     written = rt.ledger.batch(batch_id)

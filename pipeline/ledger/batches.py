@@ -128,9 +128,10 @@ class BatchRecords(LedgerStore):
         """How many items are in a final state."""
         return int(self._call(lambda: self.redis.scard(keys.batch_done(batch_id))))
 
-    def batch_ids(self, limit: int = 50) -> list[str]:
-        """The most recent batches first."""
-        return list(self._call(lambda: self.redis.zrevrange(keys.BATCH_INDEX, 0, limit - 1)))
+    def batch_ids(self, limit: int | None = 50) -> list[str]:
+        """The most recent batches first (all of them with `limit=None`)."""
+        end = -1 if limit is None else limit - 1
+        return list(self._call(lambda: self.redis.zrevrange(keys.BATCH_INDEX, 0, end)))
 
     def acquire_finalizer(self, batch_id: str, guard_s: int) -> bool:
         """Become the one process that writes the batch's report, for `guard_s` seconds: a

@@ -298,3 +298,52 @@ def test_workers_notify_urls_tell_of_every_batch_and_a_failing_target_is_tried_a
     # Then both were told once: the one reached first was not sent the notice again
     assert len(good.bodies) == 1 and len(flaky.bodies) == 1
     assert "**plain**: batch" in good.texts()[0] and "3/3 completed" in good.texts()[0]
+
+
+def test_prune_shrinks_finished_items_and_nothing_is_lost_or_paid_twice(
+    cli, manifest, stack, sandbox_server, tmp_path
+):
+    # Given a finished batch
+    with cli.worker(tmp_path / "worker.log"):
+        started = cli("run", str(manifest), "--yes", "--detach", "--json")
+        batch_id = json.loads(started.stdout)["batch_id"]
+        deadline = time.monotonic() + 60
+        while json.loads(cli("status", batch_id, "--json").stdout)["state"] != "finished":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        full = json.loads(cli("report", batch_id, "--format", "json").stdout)
+        items = [f"lipdub:item:{batch_id}:{item_id}" for item_id, *_ in ITEMS]
+        before = [stack.redis.memory_usage(key) for key in items]
+        # When it is pruned (as workers do once it is LIPDUB_LEDGER__RETENTION_DAYS old)
+        pruned = cli("prune", "--older-than", "0", "--json")
+        assert json.loads(pruned.stdout) == [{"batch_id": batch_id, "items": 3}], pruned.stderr
+        after = [stack.redis.memory_usage(key) for key in items]
+        # Then each completed item holds a few hundred bytes instead of kilobytes
+        print(f"\nbytes per item: {before} -> {after}")
+        assert max(after) <= 500 < min(before)
+        # And its report and status read as before (the report from the bucket)
+        assert json.loads(cli("report", batch_id, "--format", "json").stdout) == full
+        status = json.loads(cli("status", batch_id, "--json").stdout)
+        assert status["counts"]["completed"] == 3 and status["state"] == "finished"
+        # And pruning again changes nothing; running the manifest again pays for nothing
+        assert json.loads(cli("prune", "--older-than", "0", "--json").stdout) == []
+        again = cli("run", str(manifest), "--yes")
+        assert again.returncode == 0, again.stderr
+    assert len(accepted_submits(sandbox_server.url)) == 3
+
+
+def test_workers_compact_a_batch_once_its_retention_is_over(cli, manifest, stack, tmp_path):
+    # Given workers keeping finished batches whole for no time at all, sweeping every second
+    settings = {"LIPDUB_LEDGER__RETENTION_DAYS": "0", "LIPDUB_WORKER__SWEEP_INTERVAL_S": "1"}
+    with cli.worker(tmp_path / "worker.log", **settings):
+        # When a batch finishes
+        result = cli("run", str(manifest), "--yes")
+        assert result.returncode == 0, result.stderr
+        batch_id = result.stderr.split("Started batch ")[1].split(":")[0]
+        # Then a worker compacts it by itself
+        deadline = time.monotonic() + 30
+        while not stack.redis.hget(f"lipdub:batch:{batch_id}", "compacted_at"):
+            assert time.monotonic() < deadline, "the batch was never compacted"
+            time.sleep(0.2)
+    assert "3 completed item(s) compacted" in (tmp_path / "worker.log").read_text()
+    assert not stack.redis.zscore("lipdub:retention", batch_id)

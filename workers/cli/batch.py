@@ -706,6 +706,32 @@ def batches(
 
 
 @app.command()
+def prune(
+    older_than: Annotated[
+        float | None,
+        typer.Option(help="Days since a batch finished (default LIPDUB_LEDGER__RETENTION_DAYS)."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Shrink the completed items of batches finished long enough ago to their id, state,
+    prediction, output and cost (their reports stay in the bucket; workers do this by
+    themselves once a batch is LIPDUB_LEDGER__RETENTION_DAYS old)."""
+    from pipeline.retention import every_batch
+
+    settings = load_cli_settings()
+    days = older_than if older_than is not None else settings.ledger.retention_days
+    now = datetime.now(tz=UTC).timestamp()
+    with guard(), Session.connect(settings) as session:
+        done = list(every_batch(session.ledger, now=now, older_than_s=days * 86_400))
+    if as_json:
+        emit_json([{"batch_id": d.batch_id, "items": d.items} for d in done])
+        return
+    for d in done:
+        out.print(Text(f"{d.batch_id}: {d.items} completed item(s) compacted"))
+    out.print(Text(f"{len(done)} batch(es) finished more than {days:g} days ago compacted."))
+
+
+@app.command()
 def bucket(
     create: Annotated[
         bool, typer.Option("--create", help="Create it when it does not exist.")

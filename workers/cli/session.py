@@ -66,7 +66,9 @@ class Session:
         app = create_app(settings)
         dispatcher = CeleryDispatcher(app, settings.worker.queue, due=DueSteps(client))
         s3 = wiring.s3_client(settings)
-        return cls(settings, client, ledger, BatchControl(ledger, dispatcher, settings), s3, app)
+        reports = Storage(s3, settings.storage).get_bytes
+        control = BatchControl(ledger, dispatcher, settings, stored_report=reports)
+        return cls(settings, client, ledger, control, s3, app)
 
     def __enter__(self) -> Session:
         return self

@@ -1,0 +1,108 @@
+"""Retention: a finished batch's completed items shrink to what must outlive the batch.
+
+A batch's items are its working record while it runs (about 4-5 KB each: media facts, refs,
+timestamps, the reasons of every wait). Once the batch has been finished for
+`ledger.retention_days`, its full report is in the bucket, and each completed item keeps only
+what "never pay twice", the audit and a later look need: its id and row, state, the pair's
+identity, its prediction ids, its output key and cost (`KEPT`, a few hundred bytes in
+Redis's compact hash encoding). Items that did not complete are kept whole: `retry-failed`
+needs their inputs. The batch record, its counts and its budget stay; `lipdub report` of a
+compacted batch reads the report the bucket holds. Compacting twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline import keys
+from pipeline.ledger import Ledger
+from pipeline.records import BatchRecord
+from pipeline.states import ItemState
+
+KEPT = (
+    "id",
+    "row",
+    "state",
+    "identity",
+    "prediction_id",
+    "prediction_ids",
+    "output_key",
+    "cost_usd",
+    "billable_s",
+)
+"""What a completed item keeps once its batch is compacted."""
+COMPACTED = "compacted_at"
+"""The batch field saying when its items were compacted (epoch s)."""
+
+
+@dataclass(frozen=True)
+class Compacted:
+    batch_id: str
+    items: int
+
+
+def due(batch: BatchRecord, *, now: float, older_than_s: float) -> bool:
+    """Whether a batch may be compacted: finished, its report written, long enough ago, not
+    compacted yet.
+
+    >>> record = BatchRecord.decode({"id": "b", "state": "finished", "finished_at": "100",
+    ...     "report_key": "reports/b/report.json"})
+    >>> due(record, now=1000.0, older_than_s=600), due(record, now=500.0, older_than_s=600)
+    (True, False)
+    """
+    return (
+        batch.finished
+        and bool(batch.report_key)
+        and batch.finished_at is not None
+        and now - batch.finished_at >= older_than_s
+        and not batch.raw.get(COMPACTED)
+    )
+
+
+def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
+    """Shrink the completed items of one batch to `KEPT`, then mark the batch compacted."""
+    client = ledger.redis
+    shrunk = 0
+    for item_id in ledger.item_ids(batch_id):
+        key = keys.item(batch_id, item_id)
+        record = ledger.item(batch_id, item_id)
+        if record.get("state") != ItemState.COMPLETED.value or set(record) <= set(KEPT):
+            continue
+        kept: dict[Any, Any] = {name: record[name] for name in KEPT if record.get(name)}
+        with client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=kept)
+            pipe.execute()
+        shrunk += 1
+    ledger.update_batch(batch_id, {COMPACTED: now})
+    return Compacted(batch_id, shrunk)
+
+
+def finished(ledger: Ledger, batch_id: str, finished_at: float) -> None:
+    """A batch finished (again): compact it `retention_days` after this."""
+    ledger.redis.zadd(keys.TO_COMPACT, {batch_id: finished_at})
+
+
+def compact_due(
+    ledger: Ledger, *, now: float, older_than_s: float, limit: int = 20
+) -> Iterator[Compacted]:
+    """Compact up to `limit` batches that finished at least `older_than_s` ago (those
+    `finished` names; `every_batch` for batches recorded before that was kept)."""
+    client = ledger.redis
+    found = client.zrangebyscore(keys.TO_COMPACT, "-inf", now - older_than_s, 0, limit)
+    for batch_id in [str(b) for b in found]:
+        batch = ledger.batch(batch_id)
+        if batch is not None and due(batch, now=now, older_than_s=older_than_s):
+            yield compact(ledger, batch_id, now=now)
+        client.zrem(keys.TO_COMPACT, batch_id)
+
+
+def every_batch(ledger: Ledger, *, now: float, older_than_s: float) -> Iterator[Compacted]:
+    """Compact every batch that is `due` (`lipdub prune`: all of the ledger's batches)."""
+    for batch_id in ledger.batch_ids(limit=None):
+        batch = ledger.batch(batch_id)
+        if batch is not None and due(batch, now=now, older_than_s=older_than_s):
+            yield compact(ledger, batch_id, now=now)
+            ledger.redis.zrem(keys.TO_COMPACT, batch_id)
