@@ -161,13 +161,17 @@ def _make_task(
 ) -> Callable[..., None]:
     def run(self: Task, batch_id: str, item_id: str | None = None) -> None:
         runtime = holder.get()
+        this = Next(step, batch_id, item_id)
+
+        # Recorded as running when this worker received it (`StepLeases`); over once its
+        # follow-ups are sent, or before a retry, whose message has the same task id.
+        def end_lease() -> None:
+            _end_lease(holder, str(self.request.id), this)
+
         try:
-            try:
-                following = run_step(runtime, step, batch_id, item_id)
-            finally:
-                # Recorded as running when this worker received it (`StepLeases`).
-                _end_lease(holder, str(self.request.id), Next(step, batch_id, item_id))
+            following = run_step(runtime, step, batch_id, item_id)
         except (LedgerError, StorageError) as err:
+            end_lease()
             countdown_s = backoff.TASK_INFRA.delay_s(self.request.retries + 1)
             log.warning("%s %s/%s: %s; again in %.0f s", step, batch_id, item_id, err, countdown_s)
             try:
@@ -177,7 +181,11 @@ def _make_task(
                 # this message: keep it instead.
                 raise _back_to_queue(step, batch_id, item_id) from unsent
         except LipdubError:
+            end_lease()
             log.exception("%s %s/%s failed", step, batch_id, item_id)
+            raise
+        except BaseException:
+            end_lease()  # a bug, a time limit: Celery says what happened
             raise
         try:
             runtime.ledger.expect(following, runtime.clock())
@@ -189,6 +197,8 @@ def _make_task(
             # done and sends the follow-up).
             log.warning("%s %s/%s: %s", step, batch_id, item_id, err)
             raise _back_to_queue(step, batch_id, item_id) from err
+        finally:
+            end_lease()
         log.info(
             "%s %s/%s -> %s",
             step,
