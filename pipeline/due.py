@@ -103,6 +103,24 @@ class DueSteps:
         """Steps waiting here."""
         return int(_call(lambda: self.redis.zcard(keys.DUE)))
 
+    def feed(self, steps: Sequence[Next]) -> None:
+        """Queue steps to be handed to the broker as it has room (`take_fed`), in order: a
+        batch's uploads wait here as ids (~100 bytes each) instead of as broker messages."""
+        if steps:
+            members = [encode_member(step) for step in steps]
+            _call(lambda: self.redis.rpush(keys.FEED, *members))
+
+    def fed_waiting(self) -> int:
+        """Steps in the feed."""
+        return int(_call(lambda: self.redis.llen(keys.FEED)))
+
+    def take_fed(self, count: int) -> list[Next]:
+        """Up to `count` steps from the feed's head, to send now."""
+        if count <= 0:
+            return []
+        taken: Any = _call(lambda: self.redis.lpop(keys.FEED, count))
+        return [decode_member(str(m)) for m in taken or []]
+
 
 @dataclass(frozen=True)
 class Lease:

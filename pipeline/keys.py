@@ -35,6 +35,8 @@
     lipdub:notice:<event>                hash  a notification: text, attempts, sent ONCE_TTL_S
     lipdub:workers                       zset  worker name -> last heartbeat (epoch s) entries older than LIVE_S dropped
     lipdub:retention                     zset  finished batches -> finished epoch s until compacted
+    lipdub:feed                          list  steps waiting for room in the broker until a pump sends them
+                                               (a batch's uploads, in order)
     lipdub:due                           zset  steps waiting for their countdown  until a live worker's pump
                                                (`["step","b","i"]` -> due epoch s, Redis's clock) sends them
     lipdub:due:sending                   zset  steps a pump took -> its lease end  until sent (or re-taken)
@@ -60,6 +62,7 @@ RATE_LIMITED = f"{PREFIX}:gate:rate_limited"
 POLLS_LIMITER = f"{PREFIX}:polls"
 WORKERS = f"{PREFIX}:workers"
 TO_COMPACT = f"{PREFIX}:retention"
+FEED = f"{PREFIX}:feed"
 DUE = f"{PREFIX}:due"
 DUE_SENDING = f"{PREFIX}:due:sending"
 RUNNING = f"{PREFIX}:running"

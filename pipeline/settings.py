@@ -275,6 +275,10 @@ class WorkerSettings(_Section):
     """The Celery queue workers consume and tasks are sent to."""
     sweep_interval_s: float = Field(default=60.0, ge=1)
     """How often a worker looks for steps whose message was lost (one worker at a time)."""
+    queue_window: int = Field(default=200, ge=1)
+    """How many uploads (prepare steps) may wait in the broker at once; a batch's others wait
+    in Redis as ids and are handed over as room frees, so a 100,000-item batch does not put
+    100,000 messages in the broker."""
     task_events: bool = True
     """Send Celery's task events (what Flower shows: each step, its batch and item, how long
     it ran); off saves a few broker messages per step."""

@@ -1,7 +1,8 @@
 """The pump: a thread in each worker's main process that sends the steps kept in Redis for
-later (`pipeline.due`) as soon as they are due. Every live worker pumps; a Lua script hands
-each due step to one of them. A pump that dies between taking and sending leaves its steps
-to the next pump after `due.SENDING_LEASE_S`.
+later (`pipeline.due`) as soon as they are due, and feeds a batch's uploads to the broker as
+it has room (at most `worker.queue_window` waiting). Every live worker pumps; a Lua script
+hands each due step to one of them. A pump that dies between taking and sending leaves its
+due steps to the next pump after `due.SENDING_LEASE_S`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pipeline.due import DueSteps
 from pipeline.errors import DispatchError, LedgerError
 from pipeline.settings import Settings
 from workers.background import MainProcessThread
-from workers.tasks import CeleryDispatcher
+from workers.tasks import CeleryDispatcher, queued_messages
 
 log = logging.getLogger("lipdub.pump")
 
@@ -55,10 +56,10 @@ class Pump(MainProcessThread):
         finally:
             client.close()
 
-    @staticmethod
-    def pump_once(due: DueSteps, dispatcher: CeleryDispatcher) -> int:
-        """Send what is due now; how many were sent."""
-        sent = 0
+    def pump_once(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
+        """Send what is due now, and feed uploads while the broker has room; how many were
+        sent."""
+        sent = self._feed(due, dispatcher)
         while True:
             taken = due.take()
             if not taken:
@@ -67,3 +68,17 @@ class Pump(MainProcessThread):
                 dispatcher.send_now(step)
                 due.sent([member])
                 sent += 1
+
+    def _feed(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
+        """Move uploads from the feed to the broker up to `worker.queue_window` waiting
+        messages. (A pump that dies between taking and sending loses those messages; the
+        sweeper sends such steps again, as any lost message.)"""
+        if not due.fed_waiting():
+            return 0
+        room = self.settings.worker.queue_window - queued_messages(
+            self.app, self.settings.worker.queue
+        )
+        steps = due.take_fed(room)
+        for step in steps:
+            dispatcher.send_now(step)
+        return len(steps)

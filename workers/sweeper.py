@@ -5,7 +5,8 @@ Two checks, both safe to repeat (every step is safe to run twice):
 - every `ORPHAN_CHECK_S`, the steps a dead worker was running (`pipeline.due.RunningSteps`:
   its heartbeat lapsed) are sent again at once; whoever removes an entry sends its step;
 - every `worker.sweep_interval_s`, one worker compacts the batches finished more than
-  `ledger.retention_days` ago (`pipeline.retention`), and, when the queue is empty, a step
+  `ledger.retention_days` ago (`pipeline.retention`), and, when the queue and the feed of
+  uploads are empty, a step
   expected more than
   `worker.lost_step_after_s` ago that nobody runs and that is not kept for later was lost in
   flight (`pipeline.sweep` finds them): it is sent again. One worker does this at a time (a
@@ -112,8 +113,8 @@ class Sweeper(MainProcessThread):
         retention_s = self.settings.ledger.retention_days * 86_400
         for done in compact_due(ledger, now=now, older_than_s=retention_s):
             log.info("batch %s: %d completed item(s) compacted", done.batch_id, done.items)
-        if self.queued() > 0:
-            return []
+        if self.queued() > 0 or DueSteps(client).fed_waiting() > 0:
+            return []  # steps still on their way to a worker would look lost
         overdue = stalled_steps(ledger, now=now, grace_s=self.settings.worker.lost_step_after_s)
         busy = {lease.step for lease in RunningSteps(client).all()}
         kept = DueSteps(client).waiting(overdue)

@@ -100,6 +100,15 @@ class CeleryDispatcher:
         return self._due if isinstance(self._due, DueSteps) else self._due()
 
     def send(self, step: Next) -> None:
+        if step.step == "prepare" and step.countdown_s <= 0:
+            # A batch's uploads are fed to the broker as it has room (`workers.pump`).
+            try:
+                self.due.feed([step])
+            except LedgerError as err:
+                raise DispatchError(
+                    f"the prepare step for {step.batch_id} could not be queued: {err}"
+                ) from err
+            return
         if step.countdown_s > 0:
             try:
                 self.due.schedule([step])

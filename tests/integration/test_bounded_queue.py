@@ -1,0 +1,75 @@
+"""A batch's uploads are fed to the broker as it has room: the broker never holds more than
+`worker.queue_window` of them, the rest wait in Redis as ids, and the batch completes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.due import DueSteps
+from pipeline.steps import Next
+from tests.integration.stack import Stack, in_process_worker, plan, write_manifest
+from workers.pump import Pump
+from workers.tasks import CeleryDispatcher, queued_messages
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 15
+
+
+class _Ready:
+    """What Celery's worker_ready hands a main-process thread: the worker's app."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+
+def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
+    from pipeline.settings import Settings
+
+    windowed = Settings(**{**settings.model_dump(), "worker": {
+        **settings.worker.model_dump(), "queue_window": WINDOW}})  # fmt: skip
+    stack = Stack(windowed)
+    due = DueSteps(stack.redis)
+    try:
+        # Given 400 uploads sent, and a pump running while no worker takes anything
+        dispatcher = CeleryDispatcher(stack.app, windowed.worker.queue, due=due)
+        for n in range(400):
+            dispatcher.send(Next("prepare", "big", f"item-{n:03d}"))
+        assert due.fed_waiting() == 400 and queued_messages(stack.app, windowed.worker.queue) == 0
+        pump = Pump(stack.app, windowed)
+        pump.start(sender=_Ready(stack.app))
+        try:
+            deadline = time.monotonic() + 10
+            while queued_messages(stack.app, windowed.worker.queue) < WINDOW:
+                assert time.monotonic() < deadline, "the pump fed nothing"
+                time.sleep(0.05)
+            time.sleep(1.0)  # (it would feed more now if it were going to)
+        finally:
+            pump.stop(sender=_Ready(stack.app))
+        # Then the broker holds the window, in order, and the rest wait as ids in Redis
+        assert queued_messages(stack.app, windowed.worker.queue) == WINDOW
+        assert due.fed_waiting() == 400 - WINDOW
+        assert due.take_fed(1) == [Next("prepare", "big", f"item-{WINDOW:03d}")]
+        per_item = stack.redis.memory_usage("lipdub:feed") / due.fed_waiting()
+        print(f"\nfeed: {per_item:.0f} bytes per waiting upload")
+        assert per_item <= 100
+    finally:
+        stack.app.control.purge()
+        stack.redis.delete("lipdub:feed")
+        stack.close()
+
+
+def test_a_batch_bigger_than_the_window_completes(settings, tmp_path):
+    from pipeline.settings import Settings
+
+    windowed = Settings(**{**settings.model_dump(), "worker": {
+        **settings.worker.model_dump(), "queue_window": 3}})  # fmt: skip
+    stack = Stack(windowed)
+    items = [(f"w{n}", 0.4 + 0.04 * n, 0.6, "cut_off") for n in range(12)]
+    with in_process_worker(stack, concurrency=4):
+        batch_id = stack.control.start(plan(write_manifest(tmp_path / "m", items), windowed))
+        status = stack.wait(batch_id, timeout_s=90)
+    assert {k: v for k, v in status["counts"].items() if v} == {"completed": 12}, status
+    stack.close()
