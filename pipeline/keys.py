@@ -35,6 +35,8 @@
     lipdub:notice:<event>                hash  a notification: text, attempts, sent ONCE_TTL_S
     lipdub:workers                       zset  worker name -> last heartbeat (epoch s) entries older than LIVE_S dropped
     lipdub:retention                     zset  finished batches -> finished epoch s until compacted
+    lipdub:timing:<model>:<mode>         list  the provider's recent processing      TIMING_TTL_S, refreshed
+                                               times ([video s, s]; the last 50)
     lipdub:feed                          list  steps waiting for room in the broker until a pump sends them
                                                (a batch's uploads, in order)
     lipdub:due                           zset  steps waiting for their countdown  until a live worker's pump
@@ -166,6 +168,14 @@ BEAT_LOCK = f"{PREFIX}:schedule:beat"
 def notice(event: str) -> str:
     """A notification, posted once per event and sent until it is delivered."""
     return f"{PREFIX}:notice:{event}"
+
+
+TIMING_TTL_S = 30 * 24 * 3600
+
+
+def timing(model: str, sync_mode: str) -> str:
+    """The provider's recent processing times for a model and sync mode."""
+    return f"{PREFIX}:timing:{model}:{sync_mode}"
 
 
 def worker(name: str) -> str:

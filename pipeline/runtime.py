@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import httpx
@@ -19,6 +20,7 @@ from pipeline.durability import DurableWrites
 from pipeline.errors import SettingsError
 from pipeline.gates import Gates
 from pipeline.ledger import Ledger
+from pipeline.processing_time import ProcessingTimes
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
 from pipeline.schedules.config import ScheduleSpec, load_schedules
@@ -81,6 +83,11 @@ class Runtime:
             clock=clock,
             schedules=schedules_or_none(settings),
         )
+
+    @cached_property
+    def times(self) -> ProcessingTimes:
+        """The provider's learned processing times (`pipeline.processing_time`)."""
+        return ProcessingTimes(self.ledger.redis)
 
     def close(self) -> None:
         """Close network clients."""

@@ -207,6 +207,10 @@ class PollingSettings(_Section):
     """Each later check waits this much longer than the one before."""
     max_interval_s: float = Field(default=60.0, gt=0)
     """The longest wait between two checks of one prediction."""
+    learn: bool = True
+    """Aim each first check at the time the provider has been taking (learned from its recent
+    predictions' own processing times, per model and sync mode); the expectation below
+    applies until there are a few."""
     expected_fixed_s: float = Field(default=20.0, ge=0)
     """Expected processing time: this fixed part ..."""
     expected_per_video_s: float = Field(default=1.0, ge=0)

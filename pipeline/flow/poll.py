@@ -120,6 +120,14 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     if item.record.submitted_at is not None:
         took_s = rt.clock() - item.record.submitted_at
         rt.ledger.add_to_batch(item.batch_id, {"provider_s": took_s, "provider_done": 1})
+    if prediction.inference_ms is not None:
+        # The provider's own figure: what the next first polls are aimed at.
+        rt.times.record(
+            rt.settings.provider.model_path,
+            item.record.sync_mode,
+            item.record.video_s,
+            prediction.inference_ms / 1000,
+        )
     return [*free_slot(rt, item), Next("collect", item.batch_id, item.id)]
 
 

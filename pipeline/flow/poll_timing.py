@@ -15,13 +15,30 @@ closer than `first_poll_min_s` (5 s for the real provider) nor further than `max
 
 from __future__ import annotations
 
+from pipeline.processing_time import Line
 from pipeline.settings import PollingSettings
 
+LEARNED_MARGIN = 1.1
+LEARNED_MARGIN_S = 1.0
+"""A learned time is aimed a little past: 10 % and a second (a miss costs a whole interval)."""
 
-def first_poll_delay_s(polling: PollingSettings, video_s: float) -> float:
-    """Seconds from submit to the first check: the expected processing time, within bounds."""
-    expected_s = polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
-    return _bounded(polling, expected_s)
+
+def first_poll_delay_s(
+    polling: PollingSettings, video_s: float, learned: Line | None = None
+) -> float:
+    """Seconds from submit to the first check: the processing time the provider has been
+    taking (`learned`, `pipeline.processing_time`), else the configured expectation, within
+    bounds.
+
+    >>> from pipeline.settings import PollingSettings
+    >>> first_poll_delay_s(PollingSettings(), 10.0, Line(fixed_s=2.0, per_video_s=0.5))
+    8.7
+    """
+    if learned is not None:
+        expected_s = learned.seconds(video_s) * LEARNED_MARGIN + LEARNED_MARGIN_S
+    else:
+        expected_s = polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
+    return round(_bounded(polling, expected_s), 3)
 
 
 def next_poll_delay_s(polling: PollingSettings, previous_s: float) -> float:

@@ -36,6 +36,7 @@ from pipeline.flow.common import (
 )
 from pipeline.flow.poll_timing import first_poll_delay_s
 from pipeline.ledger import Transition
+from pipeline.processing_time import Line
 from pipeline.records import Item, encode_value
 from pipeline.remote import split_s3
 from pipeline.runtime import Runtime
@@ -215,10 +216,16 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
 
 
 def running_fields(
-    polling: PollingSettings, item: Item, prediction_id: str, now: float, *, reconciled: bool
+    polling: PollingSettings,
+    item: Item,
+    prediction_id: str,
+    now: float,
+    *,
+    reconciled: bool,
+    learned: Line | None = None,
 ) -> dict[str, object]:
     """What an item records when its prediction is known: the id (with its earlier ones),
-    its deadline and its first poll's delay."""
+    its deadline and its first poll's delay (aimed at the `learned` processing time)."""
     ids = list(item.record.prediction_ids)
     if prediction_id not in ids:
         ids.append(prediction_id)
@@ -229,7 +236,7 @@ def running_fields(
         "attempts": len(ids),
         "submitted_at": now,
         "deadline_at": now + polling.item_deadline_s,
-        "poll_interval_s": first_poll_delay_s(polling, video_s),
+        "poll_interval_s": first_poll_delay_s(polling, video_s, learned),
         "reconciled": reconciled,
     }
 
@@ -241,8 +248,14 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
     a Redis restart or failover (`ledger.paid_write_hold_s`) instead of failing the step:
     a step run again could only reconcile, and the provider's list cannot always say which
     of several lost submits a prediction belongs to."""
+    polling = rt.settings.polling
+    learned = (
+        rt.times.line(rt.settings.provider.model_path, item.record.sync_mode)
+        if polling.learn
+        else None
+    )
     fields = running_fields(
-        rt.settings.polling, item, prediction_id, rt.clock(), reconciled=reconciled
+        polling, item, prediction_id, rt.clock(), reconciled=reconciled, learned=learned
     )
     delay_s = float(str(fields["poll_interval_s"]))
     hold_s = rt.settings.ledger.paid_write_hold_s

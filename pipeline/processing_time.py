@@ -1,0 +1,120 @@
+"""How long the provider takes, learned from the predictions it finished.
+
+Each completed prediction that reports its processing time (WaveSpeed's `timings.inference`,
+in ms) is a sample (video seconds, seconds taken), kept in Redis per model and sync mode (the
+last `KEPT_SAMPLES`, shared by every worker). From at least `MIN_SAMPLES` of them a robust
+line is fitted: seconds = fixed + per_video_s x video seconds, by the Theil-Sen estimator
+(the median of the pairwise slopes, then the median intercept), which a few slow outliers do
+not move. A prediction's first poll is aimed at the time its line predicts (plus a margin),
+never before `polling.first_poll_min_s`; without samples the configured expectation stands.
+
+Only the provider's own figure is used: the time from submit to the poll that found it done
+is bounded by when we chose to look, so learning from it could never bring the first poll
+earlier than the guess it started from.
+
+    >>> fit([Sample(2.0, 3.0), Sample(4.0, 5.0), Sample(6.0, 7.1), Sample(8.0, 9.0),
+    ...      Sample(5.0, 6.1), Sample(3.0, 40.0)])  # one slow outlier
+    Line(fixed_s=1.05, per_video_s=1.0)
+    >>> fit([Sample(3.0, 4.0), Sample(3.0, 4.4), Sample(3.0, 3.6)])
+    Line(fixed_s=0.0, per_video_s=1.3333)
+    >>> fit([Sample(3.0, 4.0)]) is None
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from pipeline import keys
+
+log = logging.getLogger("lipdub.timing")
+
+KEPT_SAMPLES = 50
+MIN_SAMPLES = 3
+SAME_LENGTH_S = 0.5
+"""Videos closer than this in length give no slope: their seconds per video second is used."""
+CACHE_S = 30.0
+"""How long a process reuses a fitted line before reading the samples again."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    video_s: float
+    took_s: float
+
+
+@dataclass(frozen=True)
+class Line:
+    """The provider's processing time: `fixed_s + per_video_s x video seconds`."""
+
+    fixed_s: float
+    per_video_s: float
+
+    def seconds(self, video_s: float) -> float:
+        return self.fixed_s + self.per_video_s * max(0.0, video_s)
+
+
+def fit(samples: Sequence[Sample]) -> Line | None:
+    """The robust line through the samples; None with fewer than `MIN_SAMPLES`."""
+    if len(samples) < MIN_SAMPLES:
+        return None
+    slopes = [
+        (b.took_s - a.took_s) / (b.video_s - a.video_s)
+        for i, a in enumerate(samples)
+        for b in samples[i + 1 :]
+        if abs(b.video_s - a.video_s) >= SAME_LENGTH_S
+    ]
+    if len(slopes) < MIN_SAMPLES:
+        # Clips of one length: the time per video second says it all.
+        rate = statistics.median(s.took_s / max(s.video_s, 1.0) for s in samples)
+        return Line(0.0, round(rate, 4))
+    slope = max(0.0, statistics.median(slopes))
+    fixed = max(0.0, statistics.median(s.took_s - slope * s.video_s for s in samples))
+    return Line(round(fixed, 4), round(slope, 4))
+
+
+class ProcessingTimes:
+    """The samples in Redis (`lipdub:timing:<model>:<sync_mode>`), and the fitted lines,
+    cached for `CACHE_S` in this process."""
+
+    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.monotonic) -> None:
+        self.redis = client
+        self.clock = clock
+        self._lines: dict[str, tuple[float, Line]] = {}
+
+    def record(self, model: str, sync_mode: str, video_s: float, took_s: float) -> None:
+        """Keep one finished prediction's processing time (the last `KEPT_SAMPLES`). Only a
+        measure: Redis trouble loses the sample, nothing else."""
+        key = keys.timing(model, sync_mode)
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, json.dumps([round(video_s, 3), round(took_s, 3)]))
+                pipe.ltrim(key, 0, KEPT_SAMPLES - 1)
+                pipe.expire(key, keys.TIMING_TTL_S)
+                pipe.execute()
+        except redis.RedisError as err:
+            log.warning("a processing time was not recorded: %s", type(err).__name__)
+
+    def line(self, model: str, sync_mode: str) -> Line | None:
+        """The line fitted to the recent samples, or None while there are too few (or
+        Redis cannot be read: the configured expectation then stands)."""
+        key = keys.timing(model, sync_mode)
+        cached = self._lines.get(key)
+        if cached is not None and self.clock() - cached[0] < CACHE_S:
+            return cached[1]
+        try:
+            raw: Any = self.redis.lrange(key, 0, -1)
+        except redis.RedisError:
+            return None
+        found = fit([Sample(*json.loads(str(entry))) for entry in raw])
+        if found is not None:  # (too few samples yet: ask again next time)
+            self._lines[key] = (self.clock(), found)
+        return found
