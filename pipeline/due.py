@@ -3,7 +3,7 @@
 A step with a countdown (a poll in 30 s, a submit after a 429 cool-down) is not handed to the
 broker as a delayed message: Redis's transport gives such a message to one worker at once,
 which holds it until its time, and if that worker dies the message comes back only after the
-broker's visibility timeout (an hour by default). Instead the step waits in `lipdub:due`
+broker's visibility timeout (an hour by default). Instead the step waits in `lipdub:due:<queue>`
 (scored by when it is due, on Redis's clock), and each live worker's pump takes what is due
 and sends it at once (`workers.pump`). Nothing that waits belongs to a worker, so a dead
 worker holds no future steps.
@@ -53,10 +53,15 @@ def decode_member(member: str) -> Next:
 
 
 class DueSteps:
-    """The steps waiting for their countdown (`lipdub:due`), shared by every worker."""
+    """The steps for one queue waiting for their countdown (`lipdub:due:<queue>`) or for
+    room in the broker (`lipdub:feed:<queue>`), shared by every worker of that queue (only
+    they send them: a step goes to the workers it was meant for)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, queue: str) -> None:
         self.redis = client
+        self.queue = queue
+        self._due, self._sending = keys.due(queue), keys.due_sending(queue)
+        self._feed = keys.feed(queue)
         self._schedule = client.register_script(lua_script("schedule_due.lua"))
         self._take = client.register_script(lua_script("take_due.lua"))
 
@@ -67,13 +72,13 @@ class DueSteps:
         args: list[str] = []
         for step in steps:
             args += [encode_member(step), repr(max(0.0, step.countdown_s))]
-        _call(lambda: self._schedule(keys=[keys.DUE], args=args))
+        _call(lambda: self._schedule(keys=[self._due], args=args))
 
     def take(self, limit: int = TAKE_AT_MOST) -> list[tuple[str, Next]]:
         """The steps due now (and those another pump took but did not send in time), each
         with its member for `sent`. They stay leased to this pump for `SENDING_LEASE_S`."""
         members = _call(
-            lambda: self._take(keys=[keys.DUE, keys.DUE_SENDING], args=[limit, SENDING_LEASE_S])
+            lambda: self._take(keys=[self._due, self._sending], args=[limit, SENDING_LEASE_S])
         )
         return [(str(m), decode_member(str(m))) for m in members]
 
@@ -81,7 +86,7 @@ class DueSteps:
         """The broker has these now."""
         found = list(members)
         if found:
-            _call(lambda: self.redis.zrem(keys.DUE_SENDING, *found))
+            _call(lambda: self.redis.zrem(self._sending, *found))
 
     def waiting(self, steps: Sequence[Next]) -> set[Next]:
         """Which of these steps are kept here (due later, or being sent)."""
@@ -91,8 +96,8 @@ class DueSteps:
 
         def read() -> list[bool]:
             with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zmscore(keys.DUE, members)
-                pipe.zmscore(keys.DUE_SENDING, members)
+                pipe.zmscore(self._due, members)
+                pipe.zmscore(self._sending, members)
                 later, sending = pipe.execute()
             return [a is not None or b is not None for a, b in zip(later, sending, strict=True)]
 
@@ -101,24 +106,24 @@ class DueSteps:
 
     def count(self) -> int:
         """Steps waiting here."""
-        return int(_call(lambda: self.redis.zcard(keys.DUE)))
+        return int(_call(lambda: self.redis.zcard(self._due)))
 
     def feed(self, steps: Sequence[Next]) -> None:
         """Queue steps to be handed to the broker as it has room (`take_fed`), in order: a
         batch's uploads wait here as ids (~100 bytes each) instead of as broker messages."""
         if steps:
             members = [encode_member(step) for step in steps]
-            _call(lambda: self.redis.rpush(keys.FEED, *members))
+            _call(lambda: self.redis.rpush(self._feed, *members))
 
     def fed_waiting(self) -> int:
         """Steps in the feed."""
-        return int(_call(lambda: self.redis.llen(keys.FEED)))
+        return int(_call(lambda: self.redis.llen(self._feed)))
 
     def take_fed(self, count: int) -> list[Next]:
         """Up to `count` steps from the feed's head, to send now."""
         if count <= 0:
             return []
-        taken: Any = _call(lambda: self.redis.lpop(keys.FEED, count))
+        taken: Any = _call(lambda: self.redis.lpop(self._feed, count))
         return [decode_member(str(m)) for m in taken or []]
 
 
@@ -132,6 +137,8 @@ class Lease:
     step: Next
     started_at: float
     member: str
+    queue: str = ""
+    """The queue the step came from: only that queue's workers send it again."""
 
 
 class RunningSteps:
@@ -141,9 +148,9 @@ class RunningSteps:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def start(self, task_id: str, worker: str, step: Next, now: float) -> None:
-        """`worker` holds `step` (its message `task_id`) from now."""
-        what = json.dumps([worker, step.step, step.batch_id, step.item_id or ""])
+    def start(self, task_id: str, worker: str, step: Next, now: float, queue: str) -> None:
+        """`worker`, consuming `queue`, holds `step` (its message `task_id`) from now."""
+        what = json.dumps([worker, step.step, step.batch_id, step.item_id or "", queue])
 
         def write() -> None:
             with self.redis.pipeline(transaction=True) as pipe:
@@ -170,9 +177,9 @@ class RunningSteps:
         for (member, score), what in zip(entries, whats, strict=True):
             if not what:
                 continue  # ended between the two reads
-            worker, name, batch_id, item_id = json.loads(str(what))
+            worker, name, batch_id, item_id, queue = json.loads(str(what))
             step = Next(str(name), str(batch_id), str(item_id) or None)
-            leases.append(Lease(str(worker), step, float(score), str(member)))
+            leases.append(Lease(str(worker), step, float(score), str(member), str(queue)))
         return leases
 
     def claim(self, lease: Lease) -> bool:

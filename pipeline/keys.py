@@ -37,11 +37,11 @@
     lipdub:retention                     zset  finished batches -> finished epoch s until compacted
     lipdub:timing:<model>:<mode>         list  the provider's recent processing      TIMING_TTL_S, refreshed
                                                times ([video s, s]; the last 50)
-    lipdub:feed                          list  steps waiting for room in the broker until a pump sends them
+    lipdub:feed:<queue>                  list  steps waiting for room in the broker until a pump sends them
                                                (a batch's uploads, in order)
-    lipdub:due                           zset  steps waiting for their countdown  until a live worker's pump
+    lipdub:due:<queue>                   zset  steps waiting for their countdown  until a live worker's pump
                                                (`["step","b","i"]` -> due epoch s, Redis's clock) sends them
-    lipdub:due:sending                   zset  steps a pump took -> its lease end  until sent (or re-taken)
+    lipdub:due:<queue>:sending           zset  steps a pump took -> its lease end  until sent (or re-taken)
     lipdub:running                       zset  task ids of steps being run        until the step ends; a dead
                                                -> since (epoch s)                 worker's are sent again
     lipdub:running:steps                 hash  task id -> [worker, step, b, i]    as lipdub:running
@@ -64,9 +64,6 @@ RATE_LIMITED = f"{PREFIX}:gate:rate_limited"
 POLLS_LIMITER = f"{PREFIX}:polls"
 WORKERS = f"{PREFIX}:workers"
 TO_COMPACT = f"{PREFIX}:retention"
-FEED = f"{PREFIX}:feed"
-DUE = f"{PREFIX}:due"
-DUE_SENDING = f"{PREFIX}:due:sending"
 RUNNING = f"{PREFIX}:running"
 RUNNING_STEPS = f"{PREFIX}:running:steps"
 
@@ -171,6 +168,21 @@ def notice(event: str) -> str:
 
 
 TIMING_TTL_S = 30 * 24 * 3600
+
+
+def feed(queue: str) -> str:
+    """Uploads waiting for room in the broker's `queue` (its workers' pumps feed them)."""
+    return f"{PREFIX}:feed:{queue}"
+
+
+def due(queue: str) -> str:
+    """Steps for `queue` waiting for their countdown."""
+    return f"{PREFIX}:due:{queue}"
+
+
+def due_sending(queue: str) -> str:
+    """Steps for `queue` a pump took and has not sent yet."""
+    return f"{PREFIX}:due:{queue}:sending"
 
 
 def timing(model: str, sync_mode: str) -> str:

@@ -31,9 +31,15 @@ class LedgerCollector(Collector):
     """Reads the figures at each scrape. `queued()` counts the broker's waiting messages."""
 
     def __init__(
-        self, ledger: Ledger, *, queued: Callable[[], int], clock: Callable[[], float]
+        self,
+        ledger: Ledger,
+        *,
+        queued: Callable[[], int],
+        clock: Callable[[], float],
+        queue: str = "lipdub",
     ) -> None:
         self.ledger = ledger
+        self.queue_name = queue
         self.queued = queued
         self.clock = clock
 
@@ -83,7 +89,7 @@ class LedgerCollector(Collector):
         yield GaugeMetricFamily(
             "lipdub_due_steps",
             "Steps waiting in Redis for their countdown (sent by a live worker when due).",
-            value=DueSteps(client).count(),
+            value=DueSteps(client, self.queue_name).count(),
         )
         yield GaugeMetricFamily(
             "lipdub_running_steps",

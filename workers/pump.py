@@ -39,7 +39,7 @@ class Pump(MainProcessThread):
 
     def _run(self) -> None:
         client = wiring.redis_client(self.settings)
-        due = DueSteps(client)
+        due = DueSteps(client, self.settings.worker.queue)
         dispatcher = CeleryDispatcher(self.app, self.settings.worker.queue, due=due)
         wait_s = PUMP_INTERVAL_S
         try:

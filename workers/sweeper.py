@@ -80,8 +80,9 @@ class Sweeper(MainProcessThread):
         now = self.clock()
         running = RunningSteps(client)
         alive = {beat.name for beat in Heartbeats(client).alive(now)}
+        mine = [lease for lease in running.all() if lease.queue == self.settings.worker.queue]
         again, stale = orphaned(
-            running.all(),
+            mine,
             alive,
             now=now,
             live_s=LIVE_S,
@@ -113,11 +114,11 @@ class Sweeper(MainProcessThread):
         retention_s = self.settings.ledger.retention_days * 86_400
         for done in compact_due(ledger, now=now, older_than_s=retention_s):
             log.info("batch %s: %d completed item(s) compacted", done.batch_id, done.items)
-        if self.queued() > 0 or DueSteps(client).fed_waiting() > 0:
+        if self.queued() > 0 or DueSteps(client, self.settings.worker.queue).fed_waiting() > 0:
             return []  # steps still on their way to a worker would look lost
         overdue = stalled_steps(ledger, now=now, grace_s=self.settings.worker.lost_step_after_s)
         busy = {lease.step for lease in RunningSteps(client).all()}
-        kept = DueSteps(client).waiting(overdue)
+        kept = DueSteps(client, self.settings.worker.queue).waiting(overdue)
         lost = [step for step in overdue if step not in busy and step not in kept]
         if lost:
             ledger.expect(lost, now)
@@ -136,4 +137,6 @@ class Sweeper(MainProcessThread):
         return queued_messages(self.app, self.settings.worker.queue)
 
     def _dispatcher(self, client: redis.Redis) -> CeleryDispatcher:
-        return CeleryDispatcher(self.app, self.settings.worker.queue, due=DueSteps(client))
+        return CeleryDispatcher(
+            self.app, self.settings.worker.queue, due=DueSteps(client, self.settings.worker.queue)
+        )

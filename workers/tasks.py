@@ -71,7 +71,9 @@ class RuntimeHolder:
             if self._runtime is None or self._pid != os.getpid():
                 self._runtime = self._factory()
                 self._pid = os.getpid()
-                self._due = DueSteps(self._runtime.ledger.redis)
+                self._due = DueSteps(
+                    self._runtime.ledger.redis, self._runtime.settings.worker.queue
+                )
                 self._running = RunningSteps(self._runtime.ledger.redis)
             return self._runtime
 
@@ -251,7 +253,13 @@ class StepLeases:
         try:
             if self._running is None:
                 self._running = RunningSteps(wiring.redis_client(self.settings))
-            self._running.start(str(request.id), str(request.hostname or ""), step, self.clock())
+            self._running.start(
+                str(request.id),
+                str(request.hostname or ""),
+                step,
+                self.clock(),
+                self.settings.worker.queue,
+            )
         except LedgerError as err:
             # Without the record the step is still run; only a fast recovery is lost.
             log.warning(

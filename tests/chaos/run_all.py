@@ -314,7 +314,9 @@ def scenario_webhooks(sc: Scenario) -> Outcome:
         stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
         inbox = WebhookInbox(stack.ledger, SecretStr(secret))
         dispatcher = CeleryDispatcher(
-            stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis)
+            stack.app,
+            stack.settings.worker.queue,
+            due=DueSteps(stack.redis, stack.settings.worker.queue),
         )
         started = time.monotonic()
         refused = 0
@@ -377,7 +379,9 @@ def lost_answers(sc: Scenario, *, webhooks: bool) -> Outcome:
         stack = Stack(settings)
         inbox = WebhookInbox(stack.ledger, SecretStr(SandboxConfig().webhook_secret))
         dispatcher = CeleryDispatcher(
-            stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis)
+            stack.app,
+            stack.settings.worker.queue,
+            due=DueSteps(stack.redis, stack.settings.worker.queue),
         )
         started = time.monotonic()
         with contextlib.ExitStack() as running:

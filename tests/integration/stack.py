@@ -136,7 +136,9 @@ class Stack:
         self.ledger = Ledger(self.redis)
         self.control = BatchControl(
             self.ledger,
-            CeleryDispatcher(self.app, settings.worker.queue, due=DueSteps(self.redis)),
+            CeleryDispatcher(
+                self.app, settings.worker.queue, due=DueSteps(self.redis, settings.worker.queue)
+            ),
             settings,
         )
         self.s3 = make_s3_client(

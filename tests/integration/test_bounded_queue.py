@@ -31,7 +31,7 @@ def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
     windowed = Settings(**{**settings.model_dump(), "worker": {
         **settings.worker.model_dump(), "queue_window": WINDOW}})  # fmt: skip
     stack = Stack(windowed)
-    due = DueSteps(stack.redis)
+    due = DueSteps(stack.redis, windowed.worker.queue)
     try:
         # Given 400 uploads sent, and a pump running while no worker takes anything
         dispatcher = CeleryDispatcher(stack.app, windowed.worker.queue, due=due)
@@ -52,12 +52,14 @@ def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
         assert queued_messages(stack.app, windowed.worker.queue) == WINDOW
         assert due.fed_waiting() == 400 - WINDOW
         assert due.take_fed(1) == [Next("prepare", "big", f"item-{WINDOW:03d}")]
-        per_item = stack.redis.memory_usage("lipdub:feed") / due.fed_waiting()
+        per_item = (
+            stack.redis.memory_usage(f"lipdub:feed:{windowed.worker.queue}") / due.fed_waiting()
+        )
         print(f"\nfeed: {per_item:.0f} bytes per waiting upload")
         assert per_item <= 100
     finally:
         stack.app.control.purge()
-        stack.redis.delete("lipdub:feed")
+        stack.redis.delete(f"lipdub:feed:{windowed.worker.queue}")
         stack.close()
 
 

@@ -47,7 +47,7 @@ def test_with_default_settings_a_killed_worker_holds_up_nothing_for_long(
     slow = {"slow_rate": 0.5, "slow_s": 1.5}
     with start_sandbox(tmp_path, processing_fixed_s=2.0, faults=slow) as sandbox:
         stack = make_stack(sandbox, **defaults)
-        running, due = RunningSteps(stack.redis), DueSteps(stack.redis)
+        running, due = RunningSteps(stack.redis), DueSteps(stack.redis, stack.settings.worker.queue)
         batch_id = stack.control.start(plan(write_manifest(tmp_path / "m", ITEMS), stack.settings))
         with worker_processes(stack.settings, tmp_path, count=2, concurrency=2, name="w") as procs:
             doomed = procs[0]

@@ -17,7 +17,11 @@ UPLOADS = 30
 
 def test_a_due_poll_overtakes_queued_uploads(stack: Stack):
     # Given a backlog of uploads (prepare steps) queued before a poll falls due
-    dispatcher = CeleryDispatcher(stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis))
+    dispatcher = CeleryDispatcher(
+        stack.app,
+        stack.settings.worker.queue,
+        due=DueSteps(stack.redis, stack.settings.worker.queue),
+    )
     for n in range(UPLOADS):
         dispatcher.send(Next("prepare", "backlog", f"item-{n}"))
     dispatcher.send(Next("poll", "backlog", "due"))

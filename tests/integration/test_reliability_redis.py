@@ -62,7 +62,10 @@ def test_steps_whose_messages_the_broker_lost_are_sent_again(tmp_path, make_stac
         stack = make_stack(sandbox, **kill_settings())
         batch_id = stack.control.start(plan(manifest, stack.settings))
         # (the uploads wait in the feed for room in the broker: that is where they are lost)
-        assert stack.redis.delete("lipdub:feed") == 1 and stack.app.control.purge() == 0
+        assert (
+            stack.redis.delete(f"lipdub:feed:{stack.settings.worker.queue}") == 1
+            and stack.app.control.purge() == 0
+        )
         # When a worker runs: its sweeper finds the steps overdue past the time limit
         with worker_processes(stack.settings, tmp_path, concurrency=2):
             status = stack.wait(batch_id, timeout_s=60)

@@ -46,7 +46,11 @@ def _receiver(stack, port=0):
     inbox = WebhookInbox(stack.ledger, SecretStr(SECRET))
     return WebhookServer(
         inbox,
-        CeleryDispatcher(stack.app, stack.settings.worker.queue, due=DueSteps(stack.redis)),
+        CeleryDispatcher(
+            stack.app,
+            stack.settings.worker.queue,
+            due=DueSteps(stack.redis, stack.settings.worker.queue),
+        ),
         port=port,
     )
 

@@ -21,7 +21,7 @@ def client(redis_url):
 
 
 def test_a_step_is_taken_only_once_its_countdown_is_over(client):
-    due = DueSteps(client)
+    due = DueSteps(client, "lipdub")
     due.schedule([Next("poll", "b", "i", 0.3), Next("submit", "b", "j", 60.0)])
     assert due.take() == []
     time.sleep(0.35)
@@ -38,7 +38,7 @@ def test_a_step_is_taken_only_once_its_countdown_is_over(client):
 
 
 def test_of_two_copies_of_a_step_the_earlier_stays(client):
-    due = DueSteps(client)
+    due = DueSteps(client, "lipdub")
     due.schedule([Next("poll", "b", "i", 60.0)])
     due.schedule([Next("poll", "b", "i", 0.0)])
     due.schedule([Next("poll", "b", "i", 90.0)])
@@ -47,25 +47,25 @@ def test_of_two_copies_of_a_step_the_earlier_stays(client):
 
 
 def test_steps_a_pump_took_and_never_sent_are_taken_again_after_the_lease(client):
-    due = DueSteps(client)
+    due = DueSteps(client, "lipdub")
     due.schedule([Next("collect", "b", "i", 0.0)])
     [(member, _)] = due.take()
     # When the pump dies before sending: its lease on the step runs out (made short here)
-    client.zadd(keys.DUE_SENDING, {member: 0})
+    client.zadd(keys.due_sending("lipdub"), {member: 0})
     # Then another pump takes it again
     assert [step for _, step in due.take()] == [Next("collect", "b", "i")]
 
 
 def test_a_batch_step_keeps_its_missing_item(client):
-    due = DueSteps(client)
+    due = DueSteps(client, "lipdub")
     due.schedule([Next("finalize", "b", None, 0.0)])
     assert [step for _, step in due.take()] == [Next("finalize", "b")]
 
 
 def test_running_steps_are_recorded_per_message_until_they_end(client):
     running = RunningSteps(client)
-    running.start("t1", "w1@h", Next("prepare", "b", "i"), 100.0)
-    running.start("t2", "w2@h", Next("finalize", "b"), 101.0)
+    running.start("t1", "w1@h", Next("prepare", "b", "i"), 100.0, "lipdub")
+    running.start("t2", "w2@h", Next("finalize", "b"), 101.0, "lipdub")
     assert sorted((lease.worker, lease.step, lease.started_at) for lease in running.all()) == [
         ("w1@h", Next("prepare", "b", "i"), 100.0),
         ("w2@h", Next("finalize", "b"), 101.0),

@@ -150,6 +150,7 @@ def metrics(
                 session.ledger,
                 queued=lambda: queued_messages(session.app, settings.worker.queue),
                 clock=clock.time,
+                queue=settings.worker.queue,
             )
         )
         try:
@@ -241,7 +242,7 @@ def webhooks(
                 provider.close()
         inbox = WebhookInbox(session.ledger, secret)
         dispatcher = CeleryDispatcher(
-            session.app, settings.worker.queue, due=DueSteps(session.redis)
+            session.app, settings.worker.queue, due=DueSteps(session.redis, settings.worker.queue)
         )
     try:
         server = WebhookServer(inbox, dispatcher, host=host, port=port)

@@ -64,7 +64,9 @@ class Session:
                 "Start it, or point LIPDUB_REDIS__URL at it."
             ) from None
         app = create_app(settings)
-        dispatcher = CeleryDispatcher(app, settings.worker.queue, due=DueSteps(client))
+        dispatcher = CeleryDispatcher(
+            app, settings.worker.queue, due=DueSteps(client, settings.worker.queue)
+        )
         s3 = wiring.s3_client(settings)
         reports = Storage(s3, settings.storage).get_bytes
         control = BatchControl(ledger, dispatcher, settings, stored_report=reports)
