@@ -17,12 +17,13 @@ from typing import Any
 
 import httpx
 
+from pipeline.makespan import ideal_makespan_s
 from pipeline.media import MediaInspector
 from pipeline.planning import plan_manifest
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 from pipeline.settings import PollingSettings
-from tests.bench.figures import ideal_makespan_s, min_polls, most_in_window, percentile
+from tests.bench.figures import min_polls, most_in_window, percentile
 from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
 from workers.cli.session import Session
 from workers.demo import DEMO_API_KEY

@@ -5,42 +5,11 @@ Kept apart from the runs so that tests/unit/test_bench_figures.py can check it.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Sequence
 
 from pipeline.flow.poll_timing import first_poll_delay_s, next_poll_delay_s
 from pipeline.settings import PollingSettings
-
-
-def ideal_makespan_s(
-    durations_s: Sequence[float], *, starts_per_window: int, window_s: float, max_concurrent: int
-) -> float:
-    """The shortest time in which a provider with these limits can run every job, all of them
-    ready at 0: each starts as early as both the sliding window (at most `starts_per_window`
-    starts in any `window_s`) and the concurrency limit allow. Jobs run in the given order,
-    as a batch does.
-
-    >>> ideal_makespan_s([1.0] * 4, starts_per_window=2, window_s=10.0, max_concurrent=4)
-    11.0
-    >>> ideal_makespan_s([3.0] * 4, starts_per_window=100, window_s=60.0, max_concurrent=2)
-    6.0
-    """
-    starts: list[float] = []
-    running: list[float] = []  # end times, a heap
-    makespan = 0.0
-    for duration in durations_s:
-        at = starts[-1] if starts else 0.0  # in order: the heap below forgets ended jobs
-        if len(starts) >= starts_per_window:
-            at = max(at, starts[-starts_per_window] + window_s)
-        while running and len(running) >= max_concurrent:
-            at = max(at, heapq.heappop(running))
-        while running and running[0] <= at:
-            heapq.heappop(running)
-        starts.append(at)
-        heapq.heappush(running, at + duration)
-        makespan = max(makespan, at + duration)
-    return makespan
 
 
 def most_in_window(times_s: Sequence[float], window_s: float) -> int:

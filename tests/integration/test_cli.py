@@ -49,6 +49,8 @@ def test_plan_prints_the_estimate_and_exits_0(catalog):
     assert result.returncode == 0, result.stderr
     assert "ep1" in result.stdout and "ep2" in result.stdout
     assert "Estimate: $0.40" in result.stdout and "Nothing was spent" in result.stdout
+    # Bronze's 2 at once and 2 a minute, 20 s + 1 s per video second expected: both at once
+    assert "Time: about 0:00:22 under the account's limits" in result.stdout
 
 
 def test_plan_json_is_machine_readable(catalog):
@@ -62,6 +64,7 @@ def test_plan_json_is_machine_readable(catalog):
     assert data["valid"] is True and data["count"] == 2 and data["total_usd"] == "0.402000"
     assert {i["sync_mode"] for i in data["items"]} == {"remap"}
     assert data["items"][0]["metadata"] == {"language": "de"}
+    assert (data["duration_s"], data["duration_learned"]) == (22.0, False)
 
 
 def test_an_invalid_manifest_exits_1_listing_every_problem(catalog):

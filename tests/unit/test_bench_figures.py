@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.makespan import ideal_makespan_s
 from pipeline.settings import PollingSettings
-from tests.bench.figures import ideal_makespan_s, min_polls, most_in_window, percentile
+from tests.bench.figures import min_polls, most_in_window, percentile
 
 
 def test_ideal_is_bound_by_the_window_when_jobs_are_short():

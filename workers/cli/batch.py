@@ -51,7 +51,7 @@ from workers.cli.common import (
 )
 from workers.cli.common import settings as load_cli_settings
 from workers.cli.follow import follow, status_line
-from workers.cli.plan import build_plan, print_plan, provider_client
+from workers.cli.plan import build_plan, expected_duration, print_plan, provider_client
 from workers.cli.session import Session
 
 REPORTS_DIR = Path("lipdub-reports")
@@ -94,7 +94,7 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
         # Pairs paid for already (earlier batches, earlier rows) cost nothing again.
         to_pay = session.control.payable(plan, force=options.force)
         if not options.as_json:
-            print_plan(plan, to_pay)
+            print_plan(plan, to_pay, duration=expected_duration(settings, plan, session.redis))
         _check_budget(to_pay.total_usd, options, settings.budget.batch_usd)
         # Before any spend and before asking: the key, the balance, the bucket.
         balance_usd = preflight(

@@ -19,8 +19,10 @@ from pipeline import wiring
 from pipeline.batches import Payable, plan_payable
 from pipeline.errors import LedgerError, LipdubError, ManifestError
 from pipeline.ledger import Ledger
+from pipeline.makespan import Duration, batch_duration
 from pipeline.planning import Plan
 from pipeline.pricing import to_cents
+from pipeline.processing_time import ProcessingTimes
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
 from pipeline.settings import Settings
@@ -57,11 +59,13 @@ def plan(
     to_pay = payable.total_usd if payable else result.total_usd
     limit = Decimal(str(budget)) if budget is not None else settings.budget.batch_usd
     over = limit is not None and to_pay > limit
+    duration = expected_duration(settings, result)
     if as_json:
         known = {"payable_usd": str(to_pay), "free": payable.free} if payable else {}
-        emit_json({"valid": True, "over_budget": over, **result.to_dict(), **known})
+        timing = {"duration_s": round(duration.seconds, 1), "duration_learned": duration.learned}
+        emit_json({"valid": True, "over_budget": over, **result.to_dict(), **known, **timing})
     else:
-        print_plan(result, payable)
+        print_plan(result, payable, duration=duration)
         if payable is None:
             err.print(
                 Text(
@@ -75,6 +79,30 @@ def plan(
             "Raise --budget (or LIPDUB_BUDGET__BATCH_USD) or plan fewer items.",
             EXIT_BUDGET,
         )
+
+
+def expected_duration(
+    settings: Settings, result: Plan, client: redis.Redis | None = None
+) -> Duration:
+    """How long the plan's batch should take under the account's limits, with the processing
+    times the provider has been taking (read from `client`'s Redis, or the settings' when
+    none is given; the configured expectation when Redis does not answer)."""
+    own = client is None
+    client = client or redis.Redis.from_url(
+        settings.redis.url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
+    )
+    times = ProcessingTimes(client)
+    model = settings.provider.model_path
+    try:
+        return batch_duration(
+            [(i.sync_mode.value, i.video.info.duration_s) for i in result.items],
+            settings.provider,
+            settings.polling,
+            lambda mode: times.line(model, mode) if settings.polling.learn else None,
+        )
+    finally:
+        if own:
+            client.close()
 
 
 def _payable_if_known(settings: Settings, result: Plan) -> Payable | None:
@@ -164,9 +192,16 @@ def _progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
         yield update
 
 
-def print_plan(result: Plan, payable: Payable | None = None, *, max_rows: int = 50) -> None:
-    """The plan as a table (the first `max_rows` items) and the estimate line. With what is
-    `payable`, items whose pair is paid for already show what they cost: nothing."""
+def print_plan(
+    result: Plan,
+    payable: Payable | None = None,
+    *,
+    max_rows: int = 50,
+    duration: Duration | None = None,
+) -> None:
+    """The plan as a table (the first `max_rows` items), the estimate line and, given its
+    `duration`, how long it should take. With what is `payable`, items whose pair is paid
+    for already show what they cost: nothing."""
     free = payable.free if payable else {}
     table = Table(
         title=f"Plan for {result.manifest.name}",
@@ -233,6 +268,14 @@ def print_plan(result: Plan, payable: Payable | None = None, *, max_rows: int = 
             f"Priced by the {result.price_basis}."
         )
     )
+    if duration is not None:
+        basis = (
+            "the processing times the provider has been taking"
+            if duration.learned
+            else "the expected processing time (LIPDUB_POLLING__EXPECTED_*; learned once "
+            "the provider has finished a few)"
+        )
+        out.print(Text(f"Time: {duration.text()} under the account's limits, with {basis}."))
 
 
 @app.command()
