@@ -71,14 +71,18 @@ class Pump(MainProcessThread):
 
     def _feed(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
         """Move uploads from the feed to the broker up to `worker.queue_window` waiting
-        messages. (A pump that dies between taking and sending loses those messages; the
-        sweeper sends such steps again, as any lost message.)"""
+        messages, one at a time: a pump that dies between taking one and sending it loses
+        that one step (the sweeper sends it again, as any lost message)."""
         if not due.fed_waiting():
             return 0
         room = self.settings.worker.queue_window - queued_messages(
             self.app, self.settings.worker.queue
         )
-        steps = due.take_fed(room)
-        for step in steps:
-            dispatcher.send_now(step)
-        return len(steps)
+        sent = 0
+        while sent < room and not self._stop.is_set():
+            taken = due.take_fed(1)
+            if not taken:
+                break
+            dispatcher.send_now(taken[0])
+            sent += 1
+        return sent

@@ -29,6 +29,11 @@ from pipeline.states import BatchState
 from pipeline.steps import Next
 from pipeline.storage import report_key
 
+GUARD_S = 60
+"""The finalizer's guard (or the task time limit, if shorter), renewed at each stage of the report: a finalizer that dies holding
+it is replaced within a minute (not after the task time limit), and two finalizers writing
+the same reports at once would only write them twice."""
+
 
 def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     """Write the report when the batch is complete; do nothing otherwise or if already done."""
@@ -39,18 +44,21 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         return _conclude_if_scheduled(batch) or _tell(rt, batch)
     if rt.ledger.done_count(batch_id) < batch.item_count:
         return []
-    if not rt.ledger.acquire_finalizer(batch_id, rt.settings.worker.task_time_limit_s):
+    guard_s = min(GUARD_S, rt.settings.worker.task_time_limit_s)
+    if not rt.ledger.acquire_finalizer(batch_id, guard_s):
         wait_s = rt.ledger.finalizer_guard_left_s(batch_id) + 1.0
-        return [Next("finalize", batch_id, countdown_s=rt.countdown(wait_s))]
+        return [Next("finalize", batch_id, None, rt.countdown(wait_s), "another finalizer")]
     try:
         finished_at = rt.clock()
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at, **_balance_after(rt, batch)})
         rt.ledger.update_batch(batch_id, _audit(rt, batch_id))
+        rt.ledger.renew_finalizer(batch_id, guard_s)
         # The report shows the batch as it is once written: finished. (Marking it finished
         # first would let a finalizer killed mid-write leave a finished batch with no report.)
         report = {**batch_report(rt.ledger, batch_id), "state": BatchState.FINISHED.value}
         # JSON last: its presence means the set is complete.
         for name, body in sorted(render_all(report).items(), key=lambda kv: kv[0].endswith("json")):
+            rt.ledger.renew_finalizer(batch_id, guard_s)
             content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]
             rt.storage.put_bytes(report_key(rt.storage.prefix, batch_id, name), body, content_type)
         key = report_key(rt.storage.prefix, batch_id)

@@ -142,6 +142,10 @@ class BatchRecords(LedgerStore):
             )
         )
 
+    def renew_finalizer(self, batch_id: str, guard_s: int) -> None:
+        """The finalizer is still at work: its guard lasts `guard_s` more seconds."""
+        self._call(lambda: self.redis.expire(keys.batch_finalizing(batch_id), guard_s))
+
     def finalizer_guard_left_s(self, batch_id: str) -> float:
         """Seconds until the finalizer's guard lapses (0 when nobody holds it)."""
         left_ms = int(self._call(lambda: self.redis.pttl(keys.batch_finalizing(batch_id))))
