@@ -11,7 +11,9 @@ import time
 import pytest
 import redis
 
+from pipeline.due import RunningSteps
 from pipeline.heartbeat import LIVE_S, Heartbeats
+from pipeline.steps import Next
 from tests.integration.stack import Stack, plan, worker_processes, write_manifest
 from workers.supervise import RestartPolicy, supervise
 
@@ -159,3 +161,29 @@ def test_a_worker_log_says_what_a_rescheduled_step_waits_for(cli, settings, tmp_
     )
     assert item["state"] == "completed" and item["waiting_for"] is None
     stack.close()
+
+
+def test_a_live_worker_forgets_a_running_record_of_a_message_it_no_longer_holds(settings, tmp_path):
+    # Given a live worker, and a record that it runs a step whose message it does not hold
+    # (received just before the broker's connection broke: Celery dropped it)
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    running = RunningSteps(client)
+    with worker_processes(settings, tmp_path, concurrency=1, name="holder"):
+        deadline = time.monotonic() + 30
+        while not (alive := Heartbeats(client).alive(time.time())):
+            assert time.monotonic() < deadline, "the worker never beat"
+            time.sleep(0.2)
+        [beat] = alive
+        # (older than a beat, younger than the time limit: nothing else would drop it)
+        running.start("lost-task", beat.name, Next("submit", "b", "i"), time.time() - 15, "lipdub")
+        # When its heartbeat comes round
+        deadline = time.monotonic() + 30
+        while running.all():
+            assert time.monotonic() < deadline, "the record stayed"
+            time.sleep(0.5)
+    # Then the record is gone (the lost-message sweep can send the step again) and it said so
+    assert (
+        "forgot 1 step(s) this worker no longer holds: submit b/i"
+        in (tmp_path / "holder-0.log").read_text()
+    )
+    client.close()
