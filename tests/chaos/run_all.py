@@ -32,7 +32,7 @@ from pipeline.errors import ManifestError
 from pipeline.local_servers import RedisServer, S3Server, free_port
 from pipeline.provider.webhooks import sign
 from pipeline.sandbox.config import SandboxConfig
-from pipeline.settings import Settings, WorkerSettings
+from pipeline.settings import PollingSettings, Settings, StorageSettings, WorkerSettings
 from pipeline.webhook_inbox import WebhookInbox
 from tests.chaos.crash import CRASH_POINTS
 from tests.chaos.host_crash import Crash, FsyncWatch
@@ -435,6 +435,12 @@ def host_crashes(sc: Scenario, *, durability: str) -> Outcome:
         sections = dict(DEFAULT_WORKER)
         sections["ledger"] = {"durability": durability}
         sections["provider"] = {"max_concurrent": 40}
+        # A user's item deadline (2 h), not the test stack's minute: recovering from three
+        # crashes with the default worker settings takes longer than that minute, and an item
+        # timed out while its prediction still runs is a charge the books do not show yet
+        # (noted as a gap in the audit, not this scenario's subject).
+        sections["polling"] = {"item_deadline_s": PollingSettings().item_deadline_s}
+        sections["storage"] = {"presign_expiry_s": StorageSettings().presign_expiry_s}
         stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
         count = max(sc.count, HOST_CRASH_ITEMS)
         started = time.monotonic()
