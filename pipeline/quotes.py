@@ -37,6 +37,10 @@ def quote_key(mode: SyncMode, video_s: float) -> QuoteKey:
     return (mode, round(video_s, 3))
 
 
+class _Abandoned(Exception):
+    """A quote not asked for because an earlier one failed (never leaves this module)."""
+
+
 class ProviderQuotes:
     """Asks the provider for prices, at most `workers` at once, each key once.
 
@@ -60,20 +64,32 @@ class ProviderQuotes:
         """The price of each key. Raises the first LipdubError (ProviderError) a quote met:
         a plan is priced by quotes throughout or not at all."""
         todo = sorted(set(keys) - self._cache.keys())
+        failed = threading.Event()
         pool = ThreadPoolExecutor(max_workers=self._workers)
         try:
-            futures = {pool.submit(self._quote, key): key for key in todo}
+            futures = {pool.submit(self._quote, key, failed): key for key in todo}
             for future in as_completed(futures):
-                price = future.result()  # the first failure ends the rest: they would too
+                try:
+                    price = future.result()  # the first failure ends the rest: they would too
+                except _Abandoned:
+                    continue  # the failure that caused it comes (or came) through as well
                 with self._lock:
                     self._cache[futures[future]] = price
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return {key: self._cache[key] for key in keys}
 
-    def _quote(self, key: QuoteKey) -> Decimal:
+    def _quote(self, key: QuoteKey, failed: threading.Event) -> Decimal:
+        """One quote, unless one has failed already: the pool's threads may take queued
+        keys before the caller sees the failure and cancels them."""
+        if failed.is_set():
+            raise _Abandoned
         mode, video_s = key
-        return self._ask({"duration": video_s, "sync_mode": mode.value})
+        try:
+            return self._ask({"duration": video_s, "sync_mode": mode.value})
+        except LipdubError:
+            failed.set()
+            raise
 
 
 def describe_failure(err: LipdubError) -> str:

@@ -16,7 +16,6 @@ import asyncio
 import socket
 import socketserver
 import threading
-import time
 from types import TracebackType
 from typing import Any, Self
 
@@ -114,6 +113,18 @@ def deadline_protocol(request_deadline_s: float) -> type[H11Protocol]:
     return DeadlineProtocol
 
 
+class _SignallingServer(uvicorn.Server):
+    """uvicorn's server, saying when it listens (`ready`), so `start()` waits on an event."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+
 class AsgiServer(Service):
     """An ASGI app on uvicorn, bound at construction (OSError then if the port is taken;
     port 0 picks a free one), served in a background thread by `start()` or in the
@@ -147,7 +158,7 @@ class AsgiServer(Service):
             timeout_keep_alive=max(1, round(idle_timeout_s)),
             h11_max_incomplete_event_size=16 * 1024,  # request line and headers
         )
-        self._server = uvicorn.Server(config)
+        self._server = _SignallingServer(config)
         self._thread: threading.Thread | None = None
 
     @property
@@ -158,16 +169,17 @@ class AsgiServer(Service):
     def start(self) -> Self:
         self._thread = threading.Thread(target=self.serve_forever, name="asgi", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the HTTP server did not start")
-            time.sleep(0.01)
+        # Set once uvicorn listens, or once its thread has ended without listening.
+        if not self._server.ready.wait(timeout=10) or not self._server.started:
+            raise RuntimeError("the HTTP server did not start")
         return self
 
     def serve_forever(self) -> None:
         """Serve until `stop()` (or, in the main thread, SIGINT/SIGTERM)."""
-        self._server.run(sockets=[self._socket])
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self._server.ready.set()  # a server that failed to start wakes `start()` too
 
     def stop(self) -> None:
         """Stop serving (requests in progress finish) and release the port."""

@@ -102,23 +102,18 @@ class CeleryDispatcher:
         return self._due if isinstance(self._due, DueSteps) else self._due()
 
     def send(self, step: Next) -> None:
-        if step.step == "prepare" and step.countdown_s <= 0:
-            # A batch's uploads are fed to the broker as it has room (`workers.pump`).
-            try:
+        try:
+            if step.step == "prepare" and step.countdown_s <= 0:
+                # A batch's uploads are fed to the broker as it has room (`workers.pump`).
                 self.due.feed([step])
-            except LedgerError as err:
-                raise DispatchError(
-                    f"the prepare step for {step.batch_id} could not be queued: {err}"
-                ) from err
-            return
-        if step.countdown_s > 0:
-            try:
+                return
+            if step.countdown_s > 0:
                 self.due.schedule([step])
-            except LedgerError as err:
-                raise DispatchError(
-                    f"the {step.step} step for {step.batch_id} could not be kept for later: {err}"
-                ) from err
-            return
+                return
+        except LedgerError as err:
+            raise DispatchError(
+                f"the {step.step} step for {step.batch_id} could not be kept in Redis: {err}"
+            ) from err
         self.send_now(step)
 
     def send_now(self, step: Next) -> None:
