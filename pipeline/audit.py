@@ -12,6 +12,13 @@ from the provider's billing records (`POST /api/v3/billings/search` by predictio
 the cent; the estimate stands in only when those cannot be read. With a key used only by
 lipdub, a clean batch leaves none.
 
+It also reads what the provider charged for the predictions this batch's own items hold but
+did not book: an item that timed out while its prediction ran on (the prediction completes
+and is charged later; the item booked $0), and a failed prediction, should the provider
+charge those. lipdub's spend, the unattributed charges and these *unbooked* ones together
+are every charge the batch made. One still running when the audit looks is listed as
+pending at its item's estimate; `lipdub audit BATCH` later reads what it came to.
+
     found = audit_batch(ledger, provider, batch_id, model="sync/lipsync-3", now=time.time())
 """
 
@@ -27,8 +34,13 @@ from pipeline import keys
 from pipeline.errors import ProviderError
 from pipeline.ledger import Ledger
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX, ProviderClient
-from pipeline.states import ItemState
+from pipeline.states import FINAL_STATES, ItemState
 
+ENDED_WITHOUT_OUTPUT = frozenset({"failed", "cancelled", "timeout", "deleted"})
+"""Statuses of a prediction that ended with no output: lipdub books these at $0, as the
+provider's documentation charges only for outputs (the billing records say otherwise where
+it does)."""
+UNFINISHED = frozenset({"created", "processing"})
 WINDOW_MARGIN_S = 300.0
 """The provider's clock may differ from ours; its list is read this much wider."""
 MAX_PAGES = 50
@@ -68,6 +80,45 @@ class Unattributed:
 
 
 @dataclass(frozen=True)
+class Unbooked:
+    """A prediction one of this batch's items holds whose charge its item did not book: the
+    item timed out while it ran on, or it failed and the provider charged it anyway."""
+
+    id: str
+    item_id: str
+    status: str
+    """The prediction's status in the provider's list (`unknown` when the list missed it)."""
+    estimate_usd: Decimal
+    """What it may cost: its item's price, unless it ended without an output ($0)."""
+    charged_usd: Decimal | None = None
+    """What the provider's billing records say it cost (None when they could not be read)."""
+
+    @property
+    def pending(self) -> bool:
+        """Still running: not charged yet, but it may be."""
+        return self.status in UNFINISHED
+
+    @property
+    def cost_usd(self) -> Decimal:
+        """The charge where the billing records tell it and the prediction has ended, else
+        the estimate."""
+        if self.charged_usd is not None and not self.pending:
+            return self.charged_usd
+        return self.estimate_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "item_id": self.item_id,
+            "status": self.status,
+            "pending": self.pending,
+            "estimate_usd": str(self.estimate_usd),
+            "charged_usd": str(self.charged_usd) if self.charged_usd is not None else None,
+            "cost_usd": str(self.cost_usd),
+        }
+
+
+@dataclass(frozen=True)
 class Audit:
     """What the provider's list shows around a batch that lipdub's books do not."""
 
@@ -79,6 +130,8 @@ class Audit:
     """False when the window held more predictions than the audit reads."""
     billing_error: str | None = None
     """Why the billing records could not be read (the costs are then estimates)."""
+    unbooked: tuple[Unbooked, ...] = field(default_factory=tuple)
+    """Predictions of this batch's items charged (or pending) beyond what the items booked."""
 
     @property
     def unattributed_usd(self) -> Decimal:
@@ -86,12 +139,19 @@ class Audit:
         records, else estimated where it can be told."""
         return sum((u.cost_usd for u in self.unattributed), Decimal(0))
 
+    @property
+    def unbooked_usd(self) -> Decimal:
+        """What this batch's items' predictions cost beyond the items' own books."""
+        return sum((u.cost_usd for u in self.unbooked), Decimal(0))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "at": self.at,
             "predictions": self.predictions,
             "unattributed": [u.to_dict() for u in self.unattributed],
             "unattributed_usd": str(self.unattributed_usd),
+            "unbooked": [u.to_dict() for u in self.unbooked],
+            "unbooked_usd": str(self.unbooked_usd),
             "charges_from": "billing" if self.billing_error is None else "estimates",
             "billing_error": self.billing_error,
             "complete": self.complete,
@@ -134,7 +194,7 @@ def audit_batch(
             continue
         items = suspects.get(prediction.id, [])
         # Ended without an output: booked at $0, as lipdub books its own failed tasks.
-        free = prediction.status in ("failed", "cancelled", "timeout", "deleted")
+        free = prediction.status in ENDED_WITHOUT_OUTPUT
         prices = [Decimal(0) if free else Decimal(r.get("price_usd") or "0") for r in items]
         unattributed.append(
             Unattributed(
@@ -145,11 +205,24 @@ def audit_batch(
                 estimate_usd=max(prices) if prices else None,
             )
         )
+    statuses = {p.id: p.status for p in listed}
+    unbooked = [
+        Unbooked(
+            id=prediction_id,
+            item_id=record["id"],
+            status=statuses.get(prediction_id, "unknown"),
+            estimate_usd=Decimal(0)
+            if statuses.get(prediction_id) in ENDED_WITHOUT_OUTPUT
+            else Decimal(record.get("price_usd") or "0"),
+        )
+        for record, prediction_id in _held_but_not_booked(records)
+    ]
     billing_error = None
-    if unattributed:
+    if unattributed or unbooked:
         try:
-            charged = provider.charges_usd([u.id for u in unattributed])
+            charged = provider.charges_usd([u.id for u in unattributed] + [u.id for u in unbooked])
             unattributed = [replace(u, charged_usd=charged.get(u.id)) for u in unattributed]
+            unbooked = [replace(u, charged_usd=charged.get(u.id)) for u in unbooked]
         except ProviderError as err:
             billing_error = str(err)
     return Audit(
@@ -158,7 +231,24 @@ def audit_batch(
         unattributed=tuple(unattributed),
         complete=len(listed) < MAX_PAGES * LIST_PAGE_SIZE_MAX,
         billing_error=billing_error,
+        # A failed prediction the provider did not charge is in its item's errors, not here.
+        unbooked=tuple(u for u in unbooked if u.pending or u.cost_usd > 0),
     )
+
+
+def _held_but_not_booked(records: list[dict[str, str]]) -> list[tuple[dict[str, str], str]]:
+    """(item, prediction) for each prediction a finished item of the batch holds other than
+    the one its cost was booked for. An item still under way is left out: its prediction
+    may yet be collected and booked."""
+    held = []
+    for record in records:
+        if ItemState(record["state"]) not in FINAL_STATES:
+            continue
+        booked = record.get("prediction_id") if Decimal(record.get("cost_usd") or "0") else None
+        for prediction_id in json.loads(record.get("prediction_ids") or "[]"):
+            if prediction_id != booked:
+                held.append((record, prediction_id))
+    return held
 
 
 def _held_by_their_items(ledger: Ledger, batch_id: str, prediction_ids: list[str]) -> set[str]:

@@ -69,6 +69,18 @@ class Summary:
     """What those cost: from the provider's billing records, else estimated."""
     unattributed_billed: bool = False
     """True when `unattributed_usd` comes from the billing records (to the cent)."""
+    unbooked: int = 0
+    """Predictions of the batch's own items charged beyond what the items booked (an item
+    timed out while its prediction ran on; a failed prediction the provider charged)."""
+    unbooked_usd: Decimal = Decimal(0)
+    unbooked_pending: int = 0
+    """Of those, the ones still running when the audit looked (priced at their estimate)."""
+
+    @property
+    def charged_usd(self) -> Decimal:
+        """Every charge of the batch: lipdub's spend, the unattributed predictions' and the
+        unbooked ones'."""
+        return self.cost_usd + self.unattributed_usd + self.unbooked_usd
 
     @property
     def unattributed_charge_text(self) -> str:
@@ -149,6 +161,11 @@ def summarize(report: dict[str, Any]) -> Summary:
         unattributed=len((report.get("audit") or {}).get("unattributed", [])),
         unattributed_usd=_usd((report.get("audit") or {}).get("unattributed_usd")),
         unattributed_billed=(report.get("audit") or {}).get("charges_from") == "billing",
+        unbooked=len((report.get("audit") or {}).get("unbooked", [])),
+        unbooked_usd=_usd((report.get("audit") or {}).get("unbooked_usd")),
+        unbooked_pending=sum(
+            1 for u in (report.get("audit") or {}).get("unbooked", []) if u.get("pending")
+        ),
     )
 
 
@@ -157,6 +174,28 @@ def _balance_change(report: dict[str, Any]) -> Decimal | None:
     if not before or not after:
         return None
     return _usd(before) - _usd(after)
+
+
+def unbooked_line(s: Summary) -> str:
+    """The red line for predictions of the batch's items charged beyond their books.
+
+    >>> print(unbooked_line(Summary(counts={}, items=1, final=1, completed=0, billable_s=0.0,
+    ...     estimate_usd=Decimal(1), cost_usd=Decimal(0), wall_s=None, items_per_minute=None,
+    ...     by_sync_mode=[], unbooked=1, unbooked_usd=Decimal("0.67"), unbooked_pending=1)))
+    NOT IN THE ITEMS' COSTS: 1 prediction(s) of this batch's items cost $0.67 that their items booked at $0 (an item timed out while its prediction ran on, or a failed prediction was charged); 1 still running, priced at its item's estimate: run `lipdub audit BATCH` once it ends; every charge of the batch: $0.67.
+    """
+    pending = (
+        f"; {s.unbooked_pending} still running, priced at its item's estimate: run "
+        "`lipdub audit BATCH` once it ends"
+        if s.unbooked_pending
+        else ""
+    )
+    return (
+        f"NOT IN THE ITEMS' COSTS: {s.unbooked} prediction(s) of this batch's items cost "
+        f"${s.unbooked_usd:.2f} that their items booked at $0 (an item timed out while its "
+        f"prediction ran on, or a failed prediction was charged){pending}; every charge of "
+        f"the batch: ${s.charged_usd:.2f}."
+    )
 
 
 def money_lines(s: Summary) -> list[str]:
@@ -171,10 +210,12 @@ def money_lines(s: Summary) -> list[str]:
     if s.unattributed:
         lines.append(
             f"UNATTRIBUTED: {s.unattributed} prediction(s) of the model made in the batch's "
-            f"time belong to no lipdub item ({s.unattributed_charge_text}; with lipdub's "
-            f"spend: ${s.cost_usd + s.unattributed_usd:.2f}): see the report's audit, and "
+            f"time belong to no lipdub item ({s.unattributed_charge_text}; every charge "
+            f"of the batch: ${s.charged_usd:.2f}): see the report's audit, and "
             "`lipdub adopt` the ones that are ours."
         )
+    if s.unbooked:
+        lines.append(unbooked_line(s))
     if s.balance_change_usd is not None:
         lines.append(
             f"The provider's balance fell by ${s.balance_change_usd:.2f} while the batch ran; "

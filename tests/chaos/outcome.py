@@ -36,7 +36,7 @@ class Outcome:
     resume_s: float | None = None
     """After a worker died: the longest any step it held waited to be taken up again."""
     """The provider's bill less what the report accounts for (lipdub's spend plus the
-    audit's unattributed charges): 0 when every charge is in the books."""
+    audit's unattributed and unbooked charges): 0 when every charge is in the books."""
 
     def row(self) -> dict[str, Any]:
         return {
@@ -168,10 +168,14 @@ def judge(
 
 
 def books_off_usd(report: dict[str, Any], witness: dict[str, Any]) -> Decimal | None:
-    """The sandbox's bill less the report's spend and unattributed charges (None without
-    an audit in the report)."""
+    """The sandbox's bill less the report's spend, unattributed and unbooked charges (None
+    without an audit in the report)."""
     audit = report.get("audit")
     if not audit or "bill" not in witness:
         return None
-    books = Decimal(str(report.get("spent_usd") or 0)) + Decimal(audit["unattributed_usd"])
+    books = (
+        Decimal(str(report.get("spent_usd") or 0))
+        + Decimal(audit["unattributed_usd"])
+        + Decimal(audit.get("unbooked_usd") or 0)
+    )
     return Decimal(witness["bill"]["billed_usd"]) - books

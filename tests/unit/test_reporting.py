@@ -214,3 +214,34 @@ def test_predictions_no_item_has_are_a_red_line_in_every_format():
     assert "<code>p-lost</code> completed (may be item-2)" in page
     assert "UNATTRIBUTED: 1 prediction" in render(data, "md").decode()
     assert summarize(data).unattributed_usd == Decimal("0.134")
+
+
+def test_charges_the_items_did_not_book_are_a_red_line_in_every_format():
+    data = report([item(1), item(2, "failed")])
+    assert "NOT IN THE ITEMS' COSTS" not in render(data, "md").decode()
+    data["audit"] = {
+        "predictions": 2,
+        "unattributed": [],
+        "unattributed_usd": "0",
+        "unbooked": [
+            {
+                "id": "p-late",
+                "item_id": "item-2",
+                "status": "completed",
+                "pending": False,
+                "estimate_usd": "0.134",
+                "charged_usd": "0.134",
+                "cost_usd": "0.134",
+            }
+        ],
+        "unbooked_usd": "0.134",
+        "complete": True,
+    }
+    summary = summarize(data)
+    assert summary.unbooked_usd == Decimal("0.134")
+    assert summary.charged_usd == summary.cost_usd + Decimal("0.134")
+    page = render(data, "html").decode()
+    assert "<code>p-late</code> of item-2, completed" in page
+    markdown = render(data, "md").decode()
+    assert "NOT IN THE ITEMS' COSTS: 1 prediction\\(s\\)" in markdown
+    assert "every charge of the batch: $0\\.27" in markdown

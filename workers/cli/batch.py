@@ -639,8 +639,9 @@ def adopt(
 
 @app.command()
 def audit(batch_id: BatchId, as_json: AsJson = False) -> None:
-    """The provider's predictions in the batch's time that no lipdub item has: each with its
-    status and what it may have cost (kept in the batch's report too)."""
+    """Every charge of the batch: the provider's predictions in the batch's time that no
+    lipdub item has, and those of its items charged beyond what the items booked, each with
+    its status and cost (kept in the batch's report too)."""
     with guard():
         settings = load_cli_settings()
         with Session.connect(settings) as session:
@@ -668,8 +669,25 @@ def audit(batch_id: BatchId, as_json: AsJson = False) -> None:
     )
     for entry in found.unattributed:
         maybe = f", may be {', '.join(entry.may_be)}" if entry.may_be else ""
-        cost = f" ${entry.estimate_usd}" if entry.estimate_usd is not None else ""
+        known = entry.charged_usd is not None or entry.estimate_usd is not None
+        cost = f" ${entry.cost_usd}" if known else ""
         out.print(Text(f"  {entry.id} {entry.status}{cost}{maybe}", style="red"))
+    if found.unbooked:
+        out.print(
+            Text(
+                f"{len(found.unbooked)} prediction(s) of this batch's items cost "
+                f"${found.unbooked_usd} their items did not book:",
+                style="red",
+            )
+        )
+    for held in found.unbooked:
+        pending = " (still running: may be charged)" if held.pending else ""
+        out.print(
+            Text(
+                f"  {held.id} of {held.item_id} {held.status} ${held.cost_usd}{pending}",
+                style="red",
+            )
+        )
 
 
 @app.command()
