@@ -1,13 +1,14 @@
 """Batch control, the Python API: start a batch from a plan, follow it, cancel it, retry it.
 
-    control = BatchControl(ledger, dispatcher, settings)
-    batch_id = control.start(plan, name="catalog-de")
+    control = BatchControl(ledger, dispatcher, settings, storage=storage)
+    batch_id = control.start(plan, name="catalog-de")   # local inputs go to the bucket first
     control.status(batch_id)["counts"]      # {"pending": 0, "running": 3, "completed": 17, ...}
     control.cancel(batch_id)                # no new submits; running items are still collected
     control.retry_failed(batch_id)          # failed, skipped and cancelled items go again
 
-Starting never spends by itself: it writes the batch to the ledger and hands each item's first
-step to the `dispatcher` (Celery in production). Running the same manifest again starts a new
+Starting never spends by itself: it puts the plan's local inputs in the bucket from this
+machine (`pipeline.uploads`; workers never read its files), writes the batch to the ledger
+and hands each item's first step to the `dispatcher` (Celery in production). Running the same manifest again starts a new
 batch in which every pair already paid for completes from its earlier output.
 """
 
@@ -38,6 +39,8 @@ from pipeline.schedules.notices import check_targets
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
 from pipeline.steps import Next
+from pipeline.storage import Storage
+from pipeline.uploads import Progress, Uploaded, upload_local_inputs
 
 RETRYABLE = (ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
 
@@ -124,9 +127,12 @@ class BatchControl:
         *,
         clock: Callable[[], float] = time.time,
         stored_report: Callable[[str], bytes] | None = None,
+        storage: Storage | None = None,
     ) -> None:
         """`stored_report` reads a report the bucket holds, by its key: the report of a
-        batch whose items were compacted (`pipeline.retention`)."""
+        batch whose items were compacted (`pipeline.retention`). `storage`: the bucket a
+        plan's local inputs are put in before its items are sent (needed for those)."""
+        self.storage = storage
         self.ledger = ledger
         self.dispatcher = dispatcher
         self.stored_report = stored_report
@@ -148,8 +154,10 @@ class BatchControl:
         batch_id: str | None = None,
         extra: Mapping[str, object] | None = None,
         notify: Sequence[SecretStr] = (),
+        on_upload: Progress | None = None,
     ) -> str:
-        """Record the batch and fan out its items. Returns the batch id.
+        """Put the plan's local inputs in the bucket, record the batch and fan out its
+        items. Returns the batch id.
 
         With a budget below the estimate the batch is refused (BudgetExceeded) unless
         `partial_budget`: then items run until the budget is reserved and the rest end
@@ -158,7 +166,9 @@ class BatchControl:
         sweeper sends whatever the first start did not). `extra`: more batch fields (a
         schedule's name, window, inbox). `notify`: apprise URLs told when the batch finishes
         (besides `notify.urls`; SettingsError, before anything is written, for one apprise
-        cannot use).
+        cannot use). `on_upload` is told (bytes done, bytes in all) while local inputs are
+        put in the bucket (`pipeline.uploads`: StorageError or InputChanged from there
+        start nothing; run again to resume).
         """
         problems = check_targets([url.get_secret_value() for url in notify])
         if problems:
@@ -170,6 +180,7 @@ class BatchControl:
                 f"the estimate ${to_pay} is over the budget ${budget}: raise the "
                 "budget, or start with partial_budget to run what fits"
             )
+        plan, uploaded = self._upload(plan, on_upload)
         now = self.clock()
         batch_id = batch_id or new_batch_id(now)
         model = self.settings.provider.model_path
@@ -188,6 +199,7 @@ class BatchControl:
             "price_model": plan.price_model.model_dump(mode="json"),
             "price_basis": plan.price_basis,
             "estimate_usd": str(to_pay),
+            **(uploaded.to_fields() if uploaded else {}),
             **(extra or {}),
         }
         if notify:
@@ -200,6 +212,23 @@ class BatchControl:
         if not items:
             self.dispatcher.send(Next("finalize", batch_id))
         return batch_id
+
+    def _upload(self, plan: Plan, on_upload: Progress | None) -> tuple[Plan, Uploaded | None]:
+        """The plan with its local inputs in the bucket (None: it has none)."""
+        if not any(
+            planned.ref.kind == "local"
+            for item in plan.items
+            for planned in (item.video, item.audio)
+        ):
+            return plan, None
+        if self.storage is None:
+            raise ValueError("a plan with local inputs needs BatchControl(storage=...)")
+        return upload_local_inputs(
+            plan,
+            self.storage,
+            files_at_once=self.settings.storage.upload_files_at_once,
+            on_progress=on_upload,
+        )
 
     def status(self, batch_id: str) -> dict[str, Any]:
         """Counts per state and money so far. KeyError for an unknown batch."""
@@ -351,6 +380,7 @@ class BatchControl:
                 "location": planned.ref.location,
                 "sha256": planned.sha256,
                 "duration_s": planned.info.duration_s,
+                **({"stored": planned.stored} if planned.stored else {}),
             }
 
         return {

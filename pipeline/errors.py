@@ -5,7 +5,8 @@
     ├── ManifestError                the manifest is unusable; carries every problem found
     ├── MediaError                   a media file cannot be read, hashed or probed
     ├── StorageError                 S3 said no, or could not be reached
-    │   └── InputChanged             a local input changed since it was planned
+    │   ├── InputChanged             a local input changed since it was planned
+    │   └── InputNotUploaded         an item names a local file its starter did not upload
     ├── LedgerError                  Redis (the ledger, the gates) failed or refused
     │   ├── LedgerUnreachable        Redis could not be reached, or is loading its data
     │   └── DurabilityError          the intent could not be made durable: nothing posted
@@ -83,6 +84,11 @@ class StorageError(LipdubError):
 
 class InputChanged(StorageError):
     """A local input's bytes no longer match the hash it was planned with."""
+
+
+class InputNotUploaded(StorageError):
+    """An item names a local file that was not put in the bucket when its batch started:
+    workers never read the starter's filesystem."""
 
 
 class LedgerError(LipdubError):

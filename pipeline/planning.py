@@ -48,6 +48,9 @@ class PlannedInput:
     sha256: str
     """sha256 of the bytes for local files; for remote ones, of a stable fingerprint."""
     info: MediaInfo
+    stored: str = ""
+    """For a local file: where it was put in the bucket before the batch started
+    (`pipeline.uploads`); workers fetch it from there, never from the path."""
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,8 @@ class StorageSettings(_Section):
     """Lifetime of the input URLs given to the provider; must cover `item_deadline_s`."""
     multipart_threshold_mb: int = Field(default=16, ge=5)
     """Uploads larger than this go in parts; a worker holds about twice this in memory per transfer."""
+    upload_files_at_once: int = Field(default=4, ge=1, le=32)
+    """Local inputs `lipdub run` puts in the bucket at once before a batch starts (each holds up to 32 MB of parts in memory)."""
 
 
 class RedisSettings(_Section):

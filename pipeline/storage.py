@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -174,11 +174,19 @@ class Storage:
             raise StorageError(f"S3 could not be reached: {_why(err)}") from err
         return True
 
-    def upload_file(self, path: Path, key: str, expected_sha256: str) -> bool:
+    def upload_file(
+        self,
+        path: Path,
+        key: str,
+        expected_sha256: str,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> bool:
         """Upload a local file to `key` unless it is there. True when bytes were sent.
 
         The bytes are hashed on the way; if they no longer match `expected_sha256` (the file
-        changed since planning) the object is deleted and StorageError raised.
+        changed since planning) the object is deleted and InputChanged raised. `on_bytes` is
+        told each chunk's size as it is sent (a progress bar).
         """
         if self.exists(key):
             return False
@@ -190,6 +198,7 @@ class Storage:
                     self.bucket,
                     key,
                     Config=self._transfer,
+                    Callback=on_bytes,
                 )
         except OSError as err:
             raise StorageError(f"{path.name} could not be read: {err.strerror}") from err

@@ -151,7 +151,11 @@ def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> No
                 runtime.settings.schedule.file, runtime.settings.schedule.yaml
             )
             control = BatchControl(
-                runtime.ledger, dispatcher, runtime.settings, clock=runtime.clock
+                runtime.ledger,
+                dispatcher,
+                runtime.settings,
+                clock=runtime.clock,
+                storage=runtime.storage,  # a local inbox's files are uploaded from here
             )
             Scheduler.build(runtime.settings, schedules, control, runtime.storage.s3).tick()
         except SettingsError as err:

@@ -3,8 +3,9 @@
 A pair (video, audio, sync_mode, model) already completed, in this batch or an earlier one,
 is not paid for again: its output is copied inside the bucket and the item completes at no
 cost. A pair another item is paying for right now makes this item wait for it. Otherwise the
-item claims the pair and uploads its local inputs under content-addressed keys (skipped when
-already there), so a re-run sends no bytes.
+item claims the pair and names where the provider fetches its inputs: the bucket's copy of a
+local file (put there by whoever started the batch, `pipeline.uploads`: a worker never reads
+that machine's files), or the `s3://` / `https://` input as the manifest gives it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from pipeline.errors import InputChanged, StorageError
+from pipeline.errors import InputChanged, InputNotUploaded, StorageError
 from pipeline.flow.common import (
     batch_flag,
     cancel,
@@ -28,7 +29,7 @@ from pipeline.records import Item
 from pipeline.runtime import Runtime
 from pipeline.states import ErrorKind, ItemState
 from pipeline.steps import Next
-from pipeline.storage import media_key, output_key
+from pipeline.storage import output_key
 from pipeline.sync_modes import within_one_frame
 
 log = logging.getLogger("lipdub.prepare")
@@ -61,7 +62,7 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             "video_ref": _put(rt, item, "video"),
             "audio_ref": _put(rt, item, "audio"),
         }
-    except InputChanged as err:
+    except (InputChanged, InputNotUploaded) as err:
         return fail(
             rt,
             item,
@@ -95,20 +96,13 @@ def _put(rt: Runtime, item: Item, name: str) -> str:
     ref = InputRef(data["kind"], data["location"])
     if ref.kind in ("https", "http", "s3"):
         return ref.location
-    if item.record.upload_started_at is None:
-        rt.ledger.update_item(
-            item.batch_id, item.id, ItemState.PENDING, {"upload_started_at": rt.clock()}
+    stored = str(data.get("stored") or "")
+    if not stored:
+        raise InputNotUploaded(
+            f"the {name} {ref.name} is a local file that was not put in the bucket when the "
+            "batch started (workers never read the starter's files)"
         )
-    key = media_key(rt.storage.prefix, data["sha256"], ref.location)
-    if not ref.path.is_file():
-        raise StorageError(f"{ref.path} is not readable by this worker")
-    try:
-        rt.storage.upload_file(ref.path, key, data["sha256"])
-    except InputChanged:
-        raise
-    except StorageError as err:
-        raise StorageError(f"the {name} {ref.path.name} could not be uploaded: {err}") from err
-    return f"s3://{rt.storage.bucket}/{key}"
+    return stored
 
 
 def _reuse(rt: Runtime, item: Item, owner: str, source_key: str) -> list[Next]:

@@ -166,7 +166,7 @@ def profile(workdir: Path, items: int) -> dict[str, Any]:
         runtime = Runtime.from_settings(stack.settings)
         runtime.storage.ensure_bucket()
         dispatcher = _LocalDispatcher()
-        control = BatchControl(runtime.ledger, dispatcher, stack.settings)
+        control = BatchControl(runtime.ledger, dispatcher, stack.settings, storage=runtime.storage)
         plan = plan_manifest(
             manifest, media=stack.settings.media, price=stack.settings.price,
             inspector=MediaInspector(),

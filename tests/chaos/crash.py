@@ -42,9 +42,6 @@ CRASH_POINTS: dict[str, CrashPoint] = {
     point.name: point
     for point in (
         CrashPoint(
-            "upload", "during upload, after the video and before the audio", "s3", "media/", nth=2
-        ),
-        CrashPoint(
             "before_post",
             "after the submit intent is recorded, before the POST",
             "http",

@@ -134,18 +134,19 @@ class Stack:
         self.app = create_app(settings)
         self.redis = redis.Redis.from_url(settings.redis.url, decode_responses=True)
         self.ledger = Ledger(self.redis)
+        self.s3 = make_s3_client(
+            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
+        )
+        self.storage = Storage(self.s3, settings.storage)
+        self.storage.ensure_bucket()
         self.control = BatchControl(
             self.ledger,
             CeleryDispatcher(
                 self.app, settings.worker.queue, due=DueSteps(self.redis, settings.worker.queue)
             ),
             settings,
+            storage=self.storage,
         )
-        self.s3 = make_s3_client(
-            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
-        )
-        self.storage = Storage(self.s3, settings.storage)
-        self.storage.ensure_bucket()
 
     def wait(self, batch_id: str, timeout_s: float = 60.0) -> dict[str, Any]:
         """Wait (the test waits, not a worker) until the batch is finished; its status."""

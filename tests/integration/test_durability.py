@@ -64,7 +64,9 @@ class Steps:
         self.rt = Runtime.from_settings(settings, clock=self.clock)
         self.rt.storage.ensure_bucket()
         self.loop = StepLoop(self.rt, self.clock)
-        self.control = BatchControl(self.rt.ledger, self.loop, settings, clock=self.clock)
+        self.control = BatchControl(
+            self.rt.ledger, self.loop, settings, clock=self.clock, storage=self.rt.storage
+        )
 
     def states(self, batch_id: str) -> dict[str, str]:
         return {r["id"]: r["state"] for r in self.rt.ledger.items(batch_id)}

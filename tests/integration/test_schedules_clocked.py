@@ -50,7 +50,9 @@ class World:
     def fresh_scheduler(self, **kwargs: object) -> Scheduler:
         """Another scheduler process (its own Redis connection), on the same clock."""
         rt = Runtime.from_settings(self.settings, clock=self.clock)
-        control = BatchControl(rt.ledger, self.loop, self.settings, clock=self.clock)
+        control = BatchControl(
+            rt.ledger, self.loop, self.settings, clock=self.clock, storage=rt.storage
+        )
         planner = kwargs.get("planner") or settings_planner(self.settings)
         return Scheduler.build(
             self.settings,
@@ -85,7 +87,7 @@ def world(tmp_path, redis_url, s3_server, bucket):
         rt = Runtime.from_settings(settings, clock=clock)
         rt.storage.ensure_bucket()
         loop = StepLoop(rt, clock)
-        control = BatchControl(rt.ledger, loop, settings, clock=clock)
+        control = BatchControl(rt.ledger, loop, settings, clock=clock, storage=rt.storage)
         scheduler = Scheduler.build(settings, rt.schedules, control, rt.storage.s3)
         return World(
             settings, rt, clock, loop, control, scheduler, scheduler.store, inbox, sandbox.url

@@ -105,7 +105,7 @@ def workers(tmp_path, redis_url, s3_server, bucket) -> Iterator[Callable[..., Wo
         b = Runtime.from_settings(settings, clock=clock, transport=b_http)
         a.storage.ensure_bucket()
         loop = StepLoop(a, clock)
-        control = BatchControl(a.ledger, loop, settings, clock=clock)
+        control = BatchControl(a.ledger, loop, settings, clock=clock, storage=a.storage)
         return Workers(settings, clock, a, b, a_http, b_http, loop, control, sandbox.url)
 
     yield make

@@ -36,7 +36,15 @@ def lipdub_services() -> dict[str, dict]:
 
 def test_the_services_the_design_names_are_there():
     assert set(SERVICES) >= {"redis", "minio", "bucket", "worker", "beat", "flower", "sandbox"}
-    assert set(lipdub_services()) == {"bucket", "worker", "beat", "flower", "sandbox", "webhooks"}
+    assert set(lipdub_services()) == {
+        "bucket",
+        "worker",
+        "beat",
+        "flower",
+        "sandbox",
+        "webhooks",
+        "cli",
+    }
     assert SERVICES["sandbox"]["profiles"] == ["sandbox"]
     assert SERVICES["webhooks"]["profiles"] == ["webhooks"]
 
@@ -98,6 +106,21 @@ def test_lipdub_commands_and_options_exist(name):
     for arg in argv[1:]:
         if arg.startswith("--"):
             assert arg.split("=")[0] in options, f"{name}: lipdub {argv[0]} has no {arg}"
+
+
+def test_workers_mount_no_catalog_only_the_cli_service_does():
+    # Local inputs are uploaded by the `lipdub run` that starts a batch (pipeline.uploads):
+    # a worker fetches s3:// and https:// inputs only, so it needs no shared folder.
+    for name, service in lipdub_services().items():
+        mounts = [str(m) for m in service.get("volumes") or []]
+        if name == "cli":
+            assert mounts == ["./catalog:/catalog:ro"]
+            assert service["profiles"] == ["cli"]
+        else:
+            assert not any("catalog" in m for m in mounts), name
+    usage = (ROOT / "docker-compose.yml").read_text()
+    assert "docker compose run --rm cli run /catalog/catalog.csv --yes" in usage
+    assert "--yes" in _options("run")
 
 
 def test_the_bucket_service_creates_the_bucket_lipdub_uses():

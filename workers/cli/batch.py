@@ -23,7 +23,7 @@ from rich.text import Text
 
 from pipeline import wiring
 from pipeline.audit import audit_batch
-from pipeline.errors import PredictionNotFound, SettingsError
+from pipeline.errors import PredictionNotFound, SettingsError, StorageError
 from pipeline.heartbeat import LIVE_S, Beat, Heartbeats, disagreements
 from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
@@ -51,7 +51,13 @@ from workers.cli.common import (
 )
 from workers.cli.common import settings as load_cli_settings
 from workers.cli.follow import follow, status_line
-from workers.cli.plan import build_plan, expected_duration, print_plan, provider_client
+from workers.cli.plan import (
+    build_plan,
+    expected_duration,
+    print_plan,
+    progress_bar,
+    provider_client,
+)
 from workers.cli.session import Session
 
 REPORTS_DIR = Path("lipdub-reports")
@@ -101,15 +107,26 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
             provider, session.storage, to_pay.total_usd, create_bucket=options.create_bucket
         )
     _confirm(to_pay.total_usd, settings.budget.confirm_above_usd, options.yes)
-    batch_id = session.control.start(
-        plan,
-        name=options.name,
-        budget_usd=options.budget_usd,
-        partial_budget=options.partial_budget,
-        force=options.force,
-        extra={"balance_before_usd": str(balance_usd)},
-        notify=[SecretStr(url) for url in options.notify],
-    )
+    try:
+        with progress_bar("Uploading inputs", in_bytes=True) as on_upload:
+            batch_id = session.control.start(
+                plan,
+                name=options.name,
+                budget_usd=options.budget_usd,
+                partial_budget=options.partial_budget,
+                force=options.force,
+                extra={"balance_before_usd": str(balance_usd)},
+                notify=[SecretStr(url) for url in options.notify],
+                on_upload=on_upload,
+            )
+    except StorageError as error:
+        raise fail(
+            f"{error}. The batch was not started and nothing was spent; run it again (files "
+            "already in the bucket are not sent again).",
+            EXIT_ERROR,
+        ) from None
+    if not options.as_json:
+        _print_uploads(session, batch_id)
     started = (
         f"Started batch {batch_id}: {len(plan.items)} items, estimate "
         f"${to_cents(to_pay.total_usd)}. Follow it with: lipdub status {batch_id} --follow"
@@ -123,6 +140,21 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
     err.print(Text(started))
     return follow_to_report(
         session, batch_id, options.reports_dir, as_json=options.as_json, check_workers=True
+    )
+
+
+def _print_uploads(session: Session, batch_id: str) -> None:
+    """What putting the manifest's local files in the bucket did (nothing without any)."""
+    batch = session.ledger.batch(batch_id)
+    fields = batch.raw if batch is not None else {}
+    if not fields.get("inputs_local"):
+        return
+    sent_mb = int(fields.get("inputs_uploaded_bytes") or 0) / 1_000_000
+    err.print(
+        Text(
+            f"Uploaded {fields.get('inputs_uploaded')} of {fields.get('inputs_local')} local "
+            f"files ({sent_mb:.1f} MB); {fields.get('inputs_present')} were in the bucket already."
+        )
     )
 
 

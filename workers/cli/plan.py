@@ -11,7 +11,15 @@ from typing import Annotated
 import redis
 import typer
 from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -142,7 +150,7 @@ def build_plan(
     """Plan the manifest with a progress bar; an invalid manifest exits 1 listing every problem.
     With a provider and `price.quotes` on, items are priced by the provider's quotes."""
     try:
-        with _progress_bar("Checking media") as progress:
+        with progress_bar("Checking media") as progress:
             return wiring.plan(
                 settings,
                 manifest,
@@ -171,15 +179,19 @@ def build_plan(
 
 
 @contextlib.contextmanager
-def _progress_bar(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A transient progress bar on stderr when it is a terminal; else no callback at all."""
+def progress_bar(
+    label: str, *, in_bytes: bool = False
+) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient progress bar on stderr when it is a terminal; else no callback at all.
+    It counts items, or bytes with their rate (`in_bytes`)."""
     if not err.is_terminal:
         yield None
         return
+    counts = (DownloadColumn(), TransferSpeedColumn()) if in_bytes else (MofNCompleteColumn(),)
     with Progress(
         TextColumn(label),
         BarColumn(),
-        MofNCompleteColumn(),
+        *counts,
         TimeElapsedColumn(),
         console=err,
         transient=True,

@@ -68,8 +68,10 @@ class Session:
             app, settings.worker.queue, due=DueSteps(client, settings.worker.queue)
         )
         s3 = wiring.s3_client(settings)
-        reports = Storage(s3, settings.storage).get_bytes
-        control = BatchControl(ledger, dispatcher, settings, stored_report=reports)
+        storage = Storage(s3, settings.storage)
+        control = BatchControl(
+            ledger, dispatcher, settings, stored_report=storage.get_bytes, storage=storage
+        )
         return cls(settings, client, ledger, control, s3, app)
 
     def __enter__(self) -> Session:
