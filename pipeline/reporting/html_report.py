@@ -1,20 +1,30 @@
-"""The report as one self-contained HTML page a person would rather look at than read.
+"""The report as one self-contained HTML page a person would rather look at than read, at
+any size.
 
-Summary cards, cost by sync_mode and by each metadata column, a timeline of every item's
-phases (inline SVG), and a table of items with status, durations, cost, output, error and
-hint. No script, no external file, no network: a Content-Security-Policy that allows only
-inline styles makes sure of it. Jinja2 autoescaping escapes every value, so a manifest's
-`<script>` shows up as text.
+The summary stays one screen however big the batch: cards, the money lines, failures grouped
+by reason, what reuse saved, cost by sync_mode and by each metadata column, and a histogram
+of items per phase over time that covers every item (small batches also get each item's own
+timeline). The item table is searched, sorted and paged in the page itself by one small
+inline script (`templates/items_table.js`) from a JSON block: 10,000 rows are data, not
+10,000 rows of markup. No external file, no network: the Content-Security-Policy allows inline
+styles and that one script, by its hash. Jinja2 autoescaping escapes every value in the markup,
+the JSON block escapes `<`, and the script sets values as text, so a manifest's `<script>`
+shows up as text.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
+from importlib.resources import files
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from pipeline.reporting.data import PHASES
 from pipeline.reporting.summary import PHASE_NAMES, Summary, money_lines, summarize
@@ -36,8 +46,13 @@ STATE_COLOURS = {
     "cancelled": "#757575",
 }
 MAX_TIMELINE_ROWS = 400
+"""Up to this many items, each one's timeline is drawn too (beside the histogram)."""
 TIMELINE_WIDTH_PX = 760
 TIMELINE_ROW_PX = 14
+HISTOGRAM_HEIGHT_PX = 140
+ITEMS_SCRIPT = files("pipeline.reporting").joinpath("templates/items_table.js").read_text("utf-8")
+ITEMS_SCRIPT_HASH = base64.b64encode(hashlib.sha256(ITEMS_SCRIPT.encode()).digest()).decode()
+"""The CSP names the table's script by its hash: no other script can run in the page."""
 
 _environment = jinja2.Environment(
     loader=jinja2.PackageLoader("pipeline.reporting", "templates"),
@@ -91,11 +106,106 @@ def _ticks(span_s: float, most: int = 6) -> list[tuple[float, str]]:
     ]
 
 
+def _histogram_bars(summary: Summary) -> list[dict[str, Any]]:
+    """Stacked rectangles, one per phase per time bin, scaled to the busiest bin."""
+    histogram = summary.histogram
+    if histogram is None or not histogram.items:
+        return []
+    highest = max(histogram.totals(), default=0) or 1
+    width = TIMELINE_WIDTH_PX / histogram.bins
+    bars = []
+    for b in range(histogram.bins):
+        y = float(HISTOGRAM_HEIGHT_PX)
+        start_s = b * histogram.bin_s
+        for phase in PHASE_NAMES:
+            n = histogram.counts[phase][b]
+            if not n:
+                continue
+            height = HISTOGRAM_HEIGHT_PX * n / highest
+            y -= height
+            bars.append(
+                {
+                    "x": round(b * width, 1),
+                    "y": round(y, 1),
+                    "width": round(max(width - 1, 1.0), 1),
+                    "height": round(height, 1),
+                    "colour": PHASE_COLOURS[phase],
+                    "title": f"{start_s:g}–{start_s + histogram.bin_s:g} s: {n} {phase}",
+                }
+            )
+    return bars
+
+
+ITEM_COLUMNS = (
+    "row",
+    "id",
+    "state",
+    "sync_mode",
+    "metadata",
+    "video s",
+    "output s",
+    *(f"{phase} s" for phase in PHASE_NAMES),
+    "cost",
+    "output",
+    "output_uri",
+    "error",
+    "hint",
+)
+NUMERIC_COLUMNS = {"row", "video s", "output s", "cost", *(f"{p} s" for p in PHASE_NAMES)}
+
+
+def _round(value: Any, digits: int) -> float | None:
+    return round(float(value), digits) if value not in (None, "") else None
+
+
+def _item_row(item: dict[str, Any]) -> list[Any]:
+    phases = item.get("phases") or {}
+    metadata = "; ".join(f"{k}: {v}" for k, v in (item.get("metadata") or {}).items())
+    return [
+        item.get("row"),
+        item.get("id"),
+        item.get("state"),
+        item.get("sync_mode"),
+        metadata,
+        _round(item.get("video_s"), 2),
+        _round(item.get("output_s"), 2),
+        *(_round(phases[p]["seconds"], 1) if p in phases else None for p in PHASE_NAMES),
+        _round(item.get("cost_usd"), 4),
+        item.get("output") or None,
+        item.get("output_uri") or None,
+        item.get("error") or None,
+        item.get("hint") or None,
+    ]
+
+
+def _items_json(items: list[dict[str, Any]]) -> Markup:
+    """The item table's data as JSON safe inside a `<script type="application/json">`."""
+    data = {
+        "columns": list(ITEM_COLUMNS),
+        "numeric": [c in NUMERIC_COLUMNS for c in ITEM_COLUMNS],
+        "rows": [_item_row(item) for item in items],
+    }
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(raw, escaped)
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return Markup(text)  # noqa: S704 - escaped above for a script element
+
+
 def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
     """The HTML page."""
     s = summary or summarize(report)
-    rows = s.timeline[:MAX_TIMELINE_ROWS]
+    rows = s.timeline[:MAX_TIMELINE_ROWS] if len(s.timeline) <= MAX_TIMELINE_ROWS else []
+    histogram_ticks = _ticks(s.histogram.bin_s * s.histogram.bins) if s.histogram else []
     return _environment.get_template("report.html.j2").render(
+        histogram_bars=_histogram_bars(s),
+        histogram_ticks=histogram_ticks,
+        histogram_height=HISTOGRAM_HEIGHT_PX,
+        item_columns=[c for c in ITEM_COLUMNS if c not in ("output_uri", "hint")],
+        item_column_index={c: i for i, c in enumerate(ITEM_COLUMNS)},
+        items_json=_items_json(report["items_detail"]),
+        items_script=Markup(ITEMS_SCRIPT),  # noqa: S704 - our own file, named by its hash
+        items_script_hash=ITEMS_SCRIPT_HASH,
         report=report,
         s=s,
         money_lines=money_lines(s),
@@ -107,7 +217,6 @@ def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
         phase_colours=PHASE_COLOURS,
         state_colours=STATE_COLOURS,
         timeline_rows=rows,
-        timeline_hidden=max(0, len(s.timeline) - len(rows)),
         bars=_timeline_bars(s),
         ticks=_ticks(s.timeline_span_s),
         timeline_width=TIMELINE_WIDTH_PX,

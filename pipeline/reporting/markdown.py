@@ -57,6 +57,13 @@ def render_markdown(report: dict[str, Any], summary: Summary | None = None) -> s
         f"Billable {s.billable_s:.1f} s; cost {_money(s.cost_usd)} "
         f"(estimate {_money(s.estimate_usd)}). Wall time {wall}{rate}.",
         *[md_text(line) for line in money_lines(s)],
+        *(
+            [
+                f"{s.reuse.items} item(s) reused an earlier output: {_money(s.reuse.saved_usd)} saved."
+            ]
+            if s.reuse.items
+            else []
+        ),
         "",
         *_groups_table("sync_mode", s.by_sync_mode),
     ]

@@ -2,7 +2,8 @@
 
 `summarize(report)` takes the dict `pipeline.reporting.data.batch_report` builds from the ledger and
 returns plain numbers: items by state, billable seconds, estimated vs. final cost, wall time,
-throughput, cost by sync_mode and by each metadata column, and each item's timeline.
+throughput, cost by sync_mode and by each metadata column, each item's timeline, and the
+figures that keep a big batch's report one screen (`pipeline.reporting.overview`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.reporting.data import PHASES
+from pipeline.reporting.overview import (
+    FailureGroup,
+    Histogram,
+    Reuse,
+    failure_groups,
+    phase_histogram,
+    reuse,
+)
 from pipeline.states import FINAL_STATES
 
 PHASE_NAMES = tuple(PHASES)
@@ -75,6 +84,11 @@ class Summary:
     unbooked_usd: Decimal = Decimal(0)
     unbooked_pending: int = 0
     """Of those, the ones still running when the audit looked (priced at their estimate)."""
+    failures: list[FailureGroup] = field(default_factory=list)
+    """Items that did not complete, grouped by state, error kind and hint."""
+    reuse: Reuse = field(default_factory=lambda: Reuse(items=0, saved_usd=Decimal(0)))
+    histogram: Histogram | None = None
+    """Items per phase over time, for every item (`pipeline.reporting.overview`)."""
 
     @property
     def charged_usd(self) -> Decimal:
@@ -166,6 +180,9 @@ def summarize(report: dict[str, Any]) -> Summary:
         unbooked_pending=sum(
             1 for u in (report.get("audit") or {}).get("unbooked", []) if u.get("pending")
         ),
+        failures=failure_groups(items),
+        reuse=reuse(items),
+        histogram=phase_histogram(items, float(created or 0.0)),
     )
 
 

@@ -7,7 +7,11 @@ import csv
 import io
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +52,27 @@ def chromium_path() -> str:
     raise AssertionError  # unreachable
 
 
+@contextmanager
+def chromium_page() -> Iterator[tuple[Any, list[str], list[str]]]:
+    """A headless Chromium page, the problems it reports (console messages, errors, dialogs)
+    and the URLs it requests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+            page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            yield page, problems, requests
+        finally:
+            browser.close()
+
+
 def hostile_manifest(folder: Path) -> Path:
     """Three items whose metadata (and name) carry HTML and formula payloads."""
     manifest = write_manifest(
@@ -74,32 +99,21 @@ def hostile_batch(tmp_path, make_stack, sandbox):
 
 
 def test_html_report_renders_in_chromium_with_payloads_as_text(hostile_batch, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     # Given the HTML report the batch's finalizer wrote to the bucket
     stack, batch_id = hostile_batch
     page_path = tmp_path / "report.html"
     page_path.write_bytes(stack.storage.get_bytes(f"reports/{batch_id}/report.html"))
     # When Chromium opens it, with no network
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-            page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_path.as_uri())
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-            text = page.inner_text("body")
-            injected = page.evaluate(
-                "document.querySelectorAll('body script, body img, body svg:not([role=img])').length"
-            )
-            rows = page.locator("h2:has-text('Items') + table tr").count()
-        finally:
-            browser.close()
+    with chromium_page() as (page, problems, requests):
+        page.goto(page_path.as_uri())
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        text = page.inner_text("body")
+        injected = page.evaluate(
+            "document.querySelectorAll('body script:not(#items-data):not(#items-code), "
+            "body img, body svg:not([role=img])').length"
+        )
+        rows = page.locator("#items-body tr").count()
+        table = page.inner_text("#items")
     # Then it rendered with no console message, error or dialog, and fetched nothing else
     assert problems == []
     assert requests == [page_path.as_uri()]
@@ -107,7 +121,8 @@ def test_html_report_renders_in_chromium_with_payloads_as_text(hostile_batch, tm
     assert injected == 0
     for payload in HTML_PAYLOADS:
         assert payload in text
-    assert rows == 4  # header + 3 items
+        assert payload in table  # the script-built item table sets them as text too
+    assert rows == 3
     assert "3 / 3" in text and "Cost by sync_mode" in text and "Timeline" in text
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
@@ -126,3 +141,51 @@ def test_csv_and_markdown_reports_neutralise_payloads(hostile_batch):
             assert not value.startswith(("=", "+", "-", "@")), value
     markdown = render(stack.control.report(batch_id), "md").decode()
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
+
+
+def test_a_10000_item_report_is_one_screen_of_summary_and_a_searchable_table(tmp_path):
+    from pipeline.reporting import render
+    from tests.unit.test_reporting import item, report
+
+    # Given the report of a 10,000-item batch, some failed, some reused
+    items = [
+        item(n, "failed" if n % 97 == 0 else "completed", cost=f"0.{n % 9000 + 1000:04d}")
+        for n in range(10_000)
+    ]
+    for n in range(0, 10_000, 50):
+        items[n]["reused_from"] = "b0:earlier"
+    page_path = tmp_path / "report.html"
+    page_path.write_bytes(render(report(items), "html"))
+    with chromium_page() as (page, problems, _):
+        # When a person opens it
+        started = time.perf_counter()
+        page.goto(page_path.as_uri())
+        page.wait_for_selector("#items-body tr")
+        opened_s = time.perf_counter() - started
+        first_page = page.locator("#items-body tr").count()
+        histogram_items = page.get_attribute("#histogram", "data-items")
+        summary_px = page.evaluate("document.querySelector('h2:last-of-type').offsetTop")
+        # and searches for one item
+        page.fill("#items-search", "item-7777")
+        found = page.locator("#items-body tr").all_inner_texts()
+        info = page.inner_text("#items-info")
+        # and sorts the whole table by cost, most expensive first
+        page.fill("#items-search", "")
+        cost = page.locator("#items-head th", has_text="cost")
+        cost.click()
+        cost.click()
+        top = page.locator("#items-body tr").first.inner_text()
+        page.click("#items-next")
+        second_info = page.inner_text("#items-info")
+    print(f"10,000-row report: {page_path.stat().st_size / 1e6:.1f} MB, opened in {opened_s:.2f} s")
+    # Then it ran its one script without complaint, showing the first page of 50 rows
+    assert problems == []
+    assert first_page == 50
+    # the histogram counts every item, and the summary above the table stays short
+    assert histogram_items == "10000"
+    assert summary_px < 3000
+    # the search finds the one item, and the sort runs over all of them
+    assert len(found) == 1 and "item-7777" in found[0]
+    assert info == "items 1–1 of 1 found (10000 in all)"
+    assert "item-8999" in top  # the highest cost: 0.9999
+    assert second_info.startswith("items 51–100 of 10000")

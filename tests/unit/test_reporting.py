@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import json
 import re
@@ -135,8 +137,19 @@ def test_html_escapes_manifest_values_and_needs_no_network():
     data["items_detail"][0]["metadata"] = {"language": SCRIPT, "note": FORMULAS[0]}
     data["items_detail"][1]["error"] = f"bad input {SCRIPT}"
     page = render(data, "html").decode()
-    assert "<script" not in page.lower() and "<img" not in page.lower()
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    # The page's only scripts are the item table's data block and its code, the one script
+    # the policy allows, by its hash; a payload in the data block cannot close it
+    ours = re.findall(r'<script id="items-(?:data|code)"[^>]*>.*?</script>', page, flags=re.S)
+    assert len(ours) == 2
+    rest = page
+    for block in ours:
+        rest = rest.replace(block, "")
+    assert "<script" not in rest.lower() and "<img" not in page.lower()
+    assert "\\u003cscript\\u003e" in ours[0] and "</" not in ours[0].split(">", 1)[1][:-9]
+    code = ours[1].split(">", 1)[1][: -len("</script>")]
+    digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page  # the summary's groups
     # nothing is fetched: no external source, and a policy that forbids it anyway
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
     assert "default-src 'none'" in page
