@@ -259,6 +259,19 @@ class Storage:
         except (ClientError, BotoCoreError) as err:
             raise StorageError(f"{key} could not be written: {_why(err)}") from err
 
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        """Write a file of any size, streamed from disk (in parts when it is big)."""
+        try:
+            self.s3.upload_file(
+                str(path),
+                self.bucket,
+                key,
+                ExtraArgs={"ContentType": content_type},
+                Config=self._transfer,
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"{key} could not be written: {_why(err)}") from err
+
     def get_bytes(self, key: str) -> bytes:
         """Read a whole (small) object."""
         try:

@@ -7,21 +7,28 @@ Any step whose transition leaves the set of finished items complete asks for thi
 asked several times (redelivery, two last items at once), so it checks the set itself and
 takes a guard that only one process holds. No chord is involved.
 
-The guard lasts as long as Celery's hard time limit, the longest a live finalizer can run.
-A finalize that finds it held looks again when it lapses, so a finalizer killed mid-write
-(its guard left behind) is replaced, and the batch still finishes.
+The guard lasts a minute, renewed as the report is written; a finalize that finds it held
+looks again when it lapses, so a finalizer killed mid-write (its guard left behind) is
+replaced, and the batch still finishes. The reports are streamed from the items
+(`pipeline.reporting.writer`), so a big batch's finalizer needs no more memory than a
+small one's.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from pipeline import retention
 from pipeline.audit import audit_batch
 from pipeline.errors import ProviderError
 from pipeline.records import BatchRecord
-from pipeline.reporting import CONTENT_TYPES, render_all
-from pipeline.reporting.data import batch_report
+from pipeline.reporting import CONTENT_TYPES, batch_summary
+from pipeline.reporting.data import metadata_keys, report_head, report_items
+from pipeline.reporting.writer import REPORT_FILES, write_reports
 from pipeline.runtime import Runtime
 from pipeline.schedules.notices import batch_source, finished_text, post_notice, targets
 from pipeline.schedules.store import ScheduleStore
@@ -29,6 +36,7 @@ from pipeline.states import BatchState
 from pipeline.steps import Next
 from pipeline.storage import report_key
 
+RENEW_EVERY_ITEMS = 1_000
 GUARD_S = 60
 """The finalizer's guard (or the task time limit, if shorter), renewed at each stage of the report: a finalizer that dies holding
 it is replaced within a minute (not after the task time limit), and two finalizers writing
@@ -53,14 +61,7 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at, **_balance_after(rt, batch)})
         rt.ledger.update_batch(batch_id, _audit(rt, batch_id))
         rt.ledger.renew_finalizer(batch_id, guard_s)
-        # The report shows the batch as it is once written: finished. (Marking it finished
-        # first would let a finalizer killed mid-write leave a finished batch with no report.)
-        report = {**batch_report(rt.ledger, batch_id), "state": BatchState.FINISHED.value}
-        # JSON last: its presence means the set is complete.
-        for name, body in sorted(render_all(report).items(), key=lambda kv: kv[0].endswith("json")):
-            rt.ledger.renew_finalizer(batch_id, guard_s)
-            content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]
-            rt.storage.put_bytes(report_key(rt.storage.prefix, batch_id, name), body, content_type)
+        _write_reports(rt, batch_id, batch.item_count, finished_at, guard_s)
         key = report_key(rt.storage.prefix, batch_id)
         rt.ledger.update_batch(batch_id, {"state": BatchState.FINISHED.value, "report_key": key})
         retention.finished(rt.ledger, batch_id, finished_at)
@@ -72,6 +73,35 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     return _conclude_if_scheduled(written) or _tell(rt, written)
 
 
+def _write_reports(
+    rt: Runtime, batch_id: str, item_count: int, finished_at: float, guard_s: int
+) -> None:
+    """Stream the batch's items into the four reports (`pipeline.reporting.writer`: memory
+    flat in the batch's size), then put them in the bucket, JSON last: its presence means
+    the set is complete. The guard is renewed as the items are read and between files."""
+    # The report shows the batch as it is once written: finished. (Marking it finished
+    # first would let a finalizer killed mid-write leave a finished batch with no report.)
+    head = {**report_head(rt.ledger, batch_id), "state": BatchState.FINISHED.value}
+
+    def items() -> Iterator[dict[str, Any]]:
+        for n, item in enumerate(report_items(rt.ledger, batch_id, head["bucket"]), 1):
+            if n % RENEW_EVERY_ITEMS == 0:
+                rt.ledger.renew_finalizer(batch_id, guard_s)
+            yield item
+
+    keys = metadata_keys(rt.ledger, batch_id)
+    with tempfile.TemporaryDirectory(prefix="lipdub-finalize-") as folder:
+        paths = write_reports(
+            head, items(), Path(folder), item_count=item_count, metadata_keys=keys,
+            end_s=finished_at,
+        )  # fmt: skip
+        for name in REPORT_FILES:
+            rt.ledger.renew_finalizer(batch_id, guard_s)
+            content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]
+            key = report_key(rt.storage.prefix, batch_id, name)
+            rt.storage.put_file(key, paths[name], content_type)
+
+
 def _tell(rt: Runtime, batch: BatchRecord) -> list[Next]:
     """A batch no schedule started tells its notice targets (its own `--notify` URLs and
     `notify.urls`) that it finished, once per time it finished. A scheduled batch tells
@@ -79,7 +109,7 @@ def _tell(rt: Runtime, batch: BatchRecord) -> list[Next]:
     source = batch_source(batch.id)
     if batch.scheduled or not targets(rt, source):
         return []
-    text = finished_text(batch.name, batch.id, batch_report(rt.ledger, batch.id))
+    text = finished_text(batch.name, batch.id, batch_summary(rt.ledger, batch.id))
     event = f"{batch.id}.finished.{batch.raw.get('finished_at', '')}"
     return post_notice(ScheduleStore(rt.ledger.redis), source, event, text)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -123,6 +123,35 @@ class BatchRecords(LedgerStore):
                 return list(pipe.execute())
 
         return list(self._call(read))
+
+    def iter_items(
+        self, batch_id: str, *, fields: Sequence[str] | None = None, chunk: int = 500
+    ) -> Iterator[dict[str, str]]:
+        """Every item record of the batch in manifest order, read `chunk` at a time (memory
+        flat in the batch's size); only `fields` of each when given."""
+        count = int(self._call(lambda: self.redis.llen(keys.batch_items(batch_id))))
+        for start in range(0, count, chunk):
+            ids = self._call(
+                lambda s=start: self.redis.lrange(keys.batch_items(batch_id), s, s + chunk - 1)
+            )
+
+            def read(ids: list[str] = ids) -> list[dict[str, str]]:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for item_id in ids:
+                        key = keys.item(batch_id, item_id)
+                        if fields is None:
+                            pipe.hgetall(key)
+                        else:
+                            pipe.hmget(key, list(fields))
+                    answers = pipe.execute()
+                if fields is None:
+                    return list(answers)
+                return [
+                    {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+                    for values in answers
+                ]
+
+            yield from self._call(read)
 
     def done_count(self, batch_id: str) -> int:
         """How many items are in a final state."""

@@ -7,8 +7,7 @@ which the spreadsheet shows as text. Manifest metadata becomes one column per ke
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Iterable
 from typing import Any
 
 from pipeline.reporting.summary import PHASE_NAMES
@@ -39,28 +38,23 @@ def neutralise(value: object) -> str:
     return text
 
 
-def metadata_columns(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(column title, metadata key) for every metadata key, renamed when it clashes."""
-    keys = sorted({key for item in items for key in item["metadata"]})
+def metadata_columns(keys: Iterable[str]) -> list[tuple[str, str]]:
+    """(column title, metadata key) for these metadata keys, renamed when one clashes."""
     taken = set(COLUMNS) | {f"{phase}_s" for phase in PHASE_NAMES}
-    return [(f"metadata_{key}" if key in taken else key, key) for key in keys]
+    return [(f"metadata_{key}" if key in taken else key, key) for key in sorted(set(keys))]
 
 
-def render_csv(report: dict[str, Any]) -> str:
-    """The CSV text (UTF-8, comma-separated, header row first)."""
-    items: list[dict[str, Any]] = report["items_detail"]
-    extra = metadata_columns(items)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        [*COLUMNS, *(f"{phase}_s" for phase in PHASE_NAMES), *(title for title, _ in extra)]
+def header(extra: list[tuple[str, str]]) -> list[str]:
+    """The header row, with the metadata columns `extra` last."""
+    return [*COLUMNS, *(f"{phase}_s" for phase in PHASE_NAMES), *(title for title, _ in extra)]
+
+
+def row(item: dict[str, Any], extra: list[tuple[str, str]]) -> list[str]:
+    """One item's row, every cell neutralised."""
+    phases = [item["phases"].get(phase, {}).get("seconds") for phase in PHASE_NAMES]
+    metadata = [item["metadata"].get(key) for _, key in extra]
+    return (
+        [neutralise(item.get(column)) for column in COLUMNS]
+        + [neutralise(value) for value in phases]
+        + [neutralise(value) for value in metadata]
     )
-    for item in items:
-        phases = [item["phases"].get(phase, {}).get("seconds") for phase in PHASE_NAMES]
-        metadata = [item["metadata"].get(key) for _, key in extra]
-        writer.writerow(
-            [neutralise(item.get(column)) for column in COLUMNS]
-            + [neutralise(value) for value in phases]
-            + [neutralise(value) for value in metadata]
-        )
-    return buffer.getvalue()

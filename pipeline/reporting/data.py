@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -141,28 +141,47 @@ def item_report(record: dict[str, str]) -> dict[str, Any]:
 
 
 def batch_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
-    """The whole batch: its status, settings that priced it, and every item."""
+    """The whole batch: its status, settings that priced it, and every item (in memory; the
+    finalizer streams instead: `report_head` and `report_items`)."""
+    head = report_head(ledger, batch_id)
+    items = list(report_items(ledger, batch_id, head["bucket"]))
+    billable = sum(i["billable_s"] or 0.0 for i in items)
+    return {**head, "total_billable_s": round(billable, 3), "items_detail": items}
+
+
+def report_head(ledger: Ledger, batch_id: str) -> dict[str, Any]:
+    """Everything in the report but its items (KeyError for an unknown batch)."""
     status = batch_status(ledger, batch_id)
     batch = ledger.batch(batch_id)
     if batch is None:
         raise KeyError(batch_id)
     raw = batch.raw
-    items = [item_report(record) for record in ledger.items(batch_id)]
-    bucket = batch.bucket
-    for item in items:
-        item["output_uri"] = f"s3://{bucket}/{item['output_key']}" if item["output_key"] else None
-    billable = sum(i["billable_s"] or 0.0 for i in items)
     return {
         **status,
         "manifest": batch.manifest,
         "model": batch.model,
-        "bucket": bucket,
+        "bucket": batch.bucket,
         "price_model": _json(raw, "price_model"),
         "price_basis": raw.get("price_basis") or None,
         "balance_before_usd": raw.get("balance_before_usd") or None,
         "balance_after_usd": raw.get("balance_after_usd") or None,
         "audit": _json(raw, "audit"),
         "audit_error": raw.get("audit_error") or None,
-        "total_billable_s": round(billable, 3),
-        "items_detail": items,
     }
+
+
+def report_items(ledger: Ledger, batch_id: str, bucket: str) -> Iterator[dict[str, Any]]:
+    """Each item as the report shows it, read from Redis a chunk at a time."""
+    for record in ledger.iter_items(batch_id):
+        item = item_report(record)
+        item["output_uri"] = f"s3://{bucket}/{item['output_key']}" if item["output_key"] else None
+        yield item
+
+
+def metadata_keys(ledger: Ledger, batch_id: str) -> set[str]:
+    """Every metadata key the batch's items have (the CSV's columns), reading only that
+    field of each."""
+    found: set[str] = set()
+    for record in ledger.iter_items(batch_id, fields=("metadata",)):
+        found.update(_json(record, "metadata") or {})
+    return found

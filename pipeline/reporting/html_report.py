@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import math
+import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib.resources import files
@@ -27,7 +28,7 @@ import jinja2
 from markupsafe import Markup
 
 from pipeline.reporting.data import PHASES
-from pipeline.reporting.summary import PHASE_NAMES, Summary, money_lines, summarize
+from pipeline.reporting.summary import PHASE_NAMES, Summary, money_lines
 
 PHASE_COLOURS = {
     "queued": "#b7b7b7",
@@ -178,23 +179,41 @@ def _item_row(item: dict[str, Any]) -> list[Any]:
     ]
 
 
-def _items_json(items: list[dict[str, Any]]) -> Markup:
-    """The item table's data as JSON safe inside a `<script type="application/json">`."""
-    data = {
-        "columns": list(ITEM_COLUMNS),
-        "numeric": [c in NUMERIC_COLUMNS for c in ITEM_COLUMNS],
-        "rows": [_item_row(item) for item in items],
-    }
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+def _script_safe(text: str) -> str:
+    """JSON text safe inside a `<script type="application/json">` element."""
     for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
         text = text.replace(raw, escaped)
-    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return Markup(text)  # noqa: S704 - escaped above for a script element
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
-    """The HTML page."""
-    s = summary or summarize(report)
+ITEMS_JSON_OPEN = _script_safe(
+    json.dumps(
+        {"columns": list(ITEM_COLUMNS), "numeric": [c in NUMERIC_COLUMNS for c in ITEM_COLUMNS]},
+        separators=(",", ":"),
+    )[:-1]
+    + ',"rows":['
+)
+"""The item table's JSON up to its rows; each row follows (`item_row_json`), then `]}`."""
+ITEMS_JSON_CLOSE = "]}"
+_ITEMS_PLACE = f"\x00items-{secrets.token_hex(8)}\x00"
+"""Where the rows go in the rendered page (no manifest value can hold a token made now)."""
+
+
+def item_row_json(item: dict[str, Any]) -> str:
+    """One item's row of the table's JSON, script-safe."""
+    return _script_safe(json.dumps(_item_row(item), ensure_ascii=False, separators=(",", ":")))
+
+
+def render_html_parts(report: dict[str, Any], summary: Summary) -> tuple[str, str]:
+    """The page before and after the item table's rows, which go between them as
+    `ITEMS_JSON_OPEN`, the rows joined by commas, and `ITEMS_JSON_CLOSE` (streamed by
+    `pipeline.reporting.writer`: the page never holds every row at once)."""
+    page = _render(report, summary, Markup(_ITEMS_PLACE))  # noqa: S704 - a placeholder
+    before, after = page.split(_ITEMS_PLACE)
+    return before, after
+
+
+def _render(report: dict[str, Any], s: Summary, items_json: Markup) -> str:
     rows = s.timeline[:MAX_TIMELINE_ROWS] if len(s.timeline) <= MAX_TIMELINE_ROWS else []
     histogram_ticks = _ticks(s.histogram.bin_s * s.histogram.bins) if s.histogram else []
     return _environment.get_template("report.html.j2").render(
@@ -203,13 +222,12 @@ def render_html(report: dict[str, Any], summary: Summary | None = None) -> str:
         histogram_height=HISTOGRAM_HEIGHT_PX,
         item_columns=[c for c in ITEM_COLUMNS if c not in ("output_uri", "hint")],
         item_column_index={c: i for i, c in enumerate(ITEM_COLUMNS)},
-        items_json=_items_json(report["items_detail"]),
+        items_json=items_json,
         items_script=Markup(ITEMS_SCRIPT),  # noqa: S704 - our own file, named by its hash
         items_script_hash=ITEMS_SCRIPT_HASH,
         report=report,
         s=s,
         money_lines=money_lines(s),
-        items=report["items_detail"],
         created=_when(report.get("created_at")),
         finished=_when(report.get("finished_at")),
         phases=PHASE_NAMES,

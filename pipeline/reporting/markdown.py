@@ -69,15 +69,14 @@ def render_markdown(report: dict[str, Any], summary: Summary | None = None) -> s
     ]
     for column, groups in s.by_metadata.items():
         lines += ["", *_groups_table(column, groups)]
-    problems = [i for i in report["items_detail"] if i["state"] != "completed" and i.get("error")]
-    if problems:
+    if s.problems:
         lines += ["", "**Not completed:**", ""]
-        for item in problems[:MAX_PROBLEMS_LISTED]:
+        for item in s.problems[:MAX_PROBLEMS_LISTED]:
             hint = f" — {md_text(item['hint'])}" if item.get("hint") else ""
             lines.append(
                 f"- {md_text(item['id'])} (row {item['row']}, {item['state']}): "
                 f"{md_text(item['error'])}{hint}"
             )
-        if len(problems) > MAX_PROBLEMS_LISTED:
-            lines.append(f"- … and {len(problems) - MAX_PROBLEMS_LISTED} more (see the report)")
+        if s.problems_total > MAX_PROBLEMS_LISTED:
+            lines.append(f"- … and {s.problems_total - MAX_PROBLEMS_LISTED} more (see the report)")
     return "\n".join(lines) + "\n"

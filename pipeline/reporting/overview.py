@@ -67,30 +67,78 @@ class Histogram:
         return [sum(self.counts[p][b] for p in PHASE_NAMES) for b in range(self.bins)]
 
 
-def failure_groups(items: Iterable[Mapping[str, Any]]) -> list[FailureGroup]:
-    """Items that did not complete, grouped by (state, error kind, hint), largest first."""
-    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
-    for item in items:
+class FailureTally:
+    """Failure groups, added up one item at a time (as many groups as distinct reasons)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str, str], tuple[int, str, list[str]]] = {}
+
+    def add(self, item: Mapping[str, Any]) -> None:
         if item.get("state") == "completed":
-            continue
+            return
         key = (
             str(item.get("state")),
             str(item.get("error_kind") or ""),
             str(item.get("hint") or ""),
         )
-        groups.setdefault(key, []).append(item)
-    out = [
-        FailureGroup(
-            state=state,
-            kind=kind,
-            hint=hint,
-            count=len(members),
-            example_error=str(members[0].get("error") or ""),
-            item_ids=tuple(str(m.get("id")) for m in members[:EXAMPLE_IDS]),
-        )
-        for (state, kind, hint), members in groups.items()
-    ]
-    return sorted(out, key=lambda g: (-g.count, g.state, g.kind))
+        count, example, ids = self._groups.get(key, (0, str(item.get("error") or ""), []))
+        if len(ids) < EXAMPLE_IDS:
+            ids.append(str(item.get("id")))
+        self._groups[key] = (count + 1, example, ids)
+
+    def groups(self) -> list[FailureGroup]:
+        """Largest first."""
+        out = [
+            FailureGroup(state, kind, hint, count, example, tuple(ids))
+            for (state, kind, hint), (count, example, ids) in self._groups.items()
+        ]
+        return sorted(out, key=lambda g: (-g.count, g.state, g.kind))
+
+
+class HistogramTally:
+    """Items per phase over [origin, end], in `bins` equal slices, added up one item at a
+    time with difference arrays (memory set by the bins, not the items)."""
+
+    def __init__(self, origin_s: float, end_s: float, bins: int = HISTOGRAM_BINS) -> None:
+        span = max(end_s - origin_s, 0.0)
+        self.origin_s = origin_s
+        self.bin_s = _round_bin(span / bins) if span > 0 else 1.0
+        self.n = max(1, min(bins, math.ceil(span / self.bin_s))) if span > 0 else 1
+        self._diff = {name: [0] * (self.n + 1) for name in PHASE_NAMES}
+        self.items = 0
+
+    def add(self, item: Mapping[str, Any]) -> None:
+        phases = item.get("phases") or {}
+        found = False
+        for name in PHASE_NAMES:
+            phase = phases.get(name)
+            if not phase:
+                continue
+            found = True
+            start, end = phase["start"] - self.origin_s, phase["end"] - self.origin_s
+            first = min(self.n - 1, max(0, int(start // self.bin_s)))
+            last = min(self.n - 1, max(first, int(end // self.bin_s)))
+            self._diff[name][first] += 1
+            self._diff[name][last + 1] -= 1
+        self.items += found
+
+    def build(self) -> Histogram:
+        counts = {}
+        for name in PHASE_NAMES:
+            running, row = 0, []
+            for b in range(self.n):
+                running += self._diff[name][b]
+                row.append(running)
+            counts[name] = tuple(row)
+        return Histogram(bin_s=self.bin_s, counts=counts, items=self.items)
+
+
+def failure_groups(items: Iterable[Mapping[str, Any]]) -> list[FailureGroup]:
+    """Items that did not complete, grouped by (state, error kind, hint), largest first."""
+    tally = FailureTally()
+    for item in items:
+        tally.add(item)
+    return tally.groups()
 
 
 def reuse(items: Iterable[Mapping[str, Any]]) -> Reuse:
@@ -103,36 +151,16 @@ def reuse(items: Iterable[Mapping[str, Any]]) -> Reuse:
 def phase_histogram(
     items: Iterable[Mapping[str, Any]], origin_s: float, *, bins: int = HISTOGRAM_BINS
 ) -> Histogram:
-    """Items per phase over the batch's time, in `bins` equal slices (difference arrays:
-    linear in the items, whatever the batch's length)."""
-    spans: list[tuple[str, float, float]] = []
-    counted = 0
-    for item in items:
-        phases = item.get("phases") or {}
-        found = False
-        for name in PHASE_NAMES:
-            phase = phases.get(name)
-            if phase:
-                spans.append((name, phase["start"] - origin_s, phase["end"] - origin_s))
-                found = True
-        counted += found
-    end_s = max((end for _, _, end in spans), default=0.0)
-    bin_s = _round_bin(end_s / bins) if end_s > 0 else 1.0
-    n = max(1, min(bins, math.ceil(end_s / bin_s))) if end_s > 0 else 1
-    diff = {name: [0] * (n + 1) for name in PHASE_NAMES}
-    for name, start, end in spans:
-        first = min(n - 1, max(0, int(start // bin_s)))
-        last = min(n - 1, max(first, int(end // bin_s)))
-        diff[name][first] += 1
-        diff[name][last + 1] -= 1
-    counts = {}
-    for name in PHASE_NAMES:
-        running, row = 0, []
-        for b in range(n):
-            running += diff[name][b]
-            row.append(running)
-        counts[name] = tuple(row)
-    return Histogram(bin_s=bin_s, counts=counts, items=counted)
+    """Items per phase over the batch's time, up to the last phase's end."""
+    listed = list(items)
+    end_s = max(
+        (p["end"] for i in listed for p in (i.get("phases") or {}).values() if p),
+        default=origin_s,
+    )
+    tally = HistogramTally(origin_s, end_s, bins)
+    for item in listed:
+        tally.add(item)
+    return tally.build()
 
 
 def _round_bin(seconds: float) -> float:

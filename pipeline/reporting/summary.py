@@ -16,11 +16,10 @@ from typing import Any
 from pipeline.reporting.data import PHASES
 from pipeline.reporting.overview import (
     FailureGroup,
+    FailureTally,
     Histogram,
+    HistogramTally,
     Reuse,
-    failure_groups,
-    phase_histogram,
-    reuse,
 )
 from pipeline.states import FINAL_STATES
 
@@ -89,6 +88,9 @@ class Summary:
     reuse: Reuse = field(default_factory=lambda: Reuse(items=0, saved_usd=Decimal(0)))
     histogram: Histogram | None = None
     """Items per phase over time, for every item (`pipeline.reporting.overview`)."""
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    """The first items that did not complete, with their errors (for the Markdown summary)."""
+    problems_total: int = 0
 
     @property
     def charged_usd(self) -> Decimal:
@@ -107,83 +109,173 @@ def _usd(value: Any) -> Decimal:
     return Decimal(str(value)) if value not in (None, "") else Decimal(0)
 
 
-def _groups(items: list[dict[str, Any]], value_of: Any) -> list[CostGroup]:
-    buckets: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for item in items:
-        buckets[str(value_of(item))].append(item)
-    groups = [
-        CostGroup(
+class _Sums:
+    """One cost group's running sums."""
+
+    __slots__ = ("billable_s", "completed", "cost_usd", "estimate_usd", "items")
+
+    def __init__(self) -> None:
+        self.items = self.completed = 0
+        self.billable_s = 0.0
+        self.estimate_usd = self.cost_usd = Decimal(0)
+
+    def add(self, item: dict[str, Any]) -> None:
+        self.items += 1
+        self.completed += item["state"] == "completed"
+        self.billable_s += item["billable_s"] or 0.0
+        self.estimate_usd += _usd(item["estimate_usd"])
+        self.cost_usd += _usd(item["cost_usd"])
+
+    def group(self, value: str) -> CostGroup:
+        return CostGroup(
             value=value,
-            items=len(members),
-            completed=sum(1 for m in members if m["state"] == "completed"),
-            billable_s=round(sum(m["billable_s"] or 0.0 for m in members), 3),
-            estimate_usd=sum((_usd(m["estimate_usd"]) for m in members), Decimal(0)),
-            cost_usd=sum((_usd(m["cost_usd"]) for m in members), Decimal(0)),
+            items=self.items,
+            completed=self.completed,
+            billable_s=round(self.billable_s, 3),
+            estimate_usd=self.estimate_usd,
+            cost_usd=self.cost_usd,
         )
-        for value, members in buckets.items()
-    ]
+
+
+def _sorted_groups(sums: dict[str, _Sums]) -> list[CostGroup]:
+    groups = [s.group(value) for value, s in sums.items()]
     return sorted(groups, key=lambda g: (-g.cost_usd, -g.estimate_usd, g.value))
 
 
-def _timeline(items: list[dict[str, Any]], origin_s: float) -> tuple[list[TimelineRow], float]:
-    rows = []
-    span = 0.0
-    for item in items:
+class SummaryBuilder:
+    """The summary's figures added up one item at a time, so a batch's report can be written
+    by streaming over its items: memory does not grow with the batch. A metadata column stops
+    being tracked once it has more values than `MAX_GROUPS_PER_COLUMN`; each item's own
+    timeline is kept only for a batch of up to `timeline_items`; the failures listed in full
+    are the first `problems_listed`.
+
+        builder = SummaryBuilder(head, item_count=n, end_s=head["finished_at"])
+        for item in items: builder.add(item)
+        summary = builder.build()
+    """
+
+    def __init__(
+        self,
+        head: dict[str, Any],
+        *,
+        item_count: int,
+        end_s: float | None,
+        timeline_items: int = 400,
+        problems_listed: int = 20,
+    ) -> None:
+        self.head = head
+        self.origin_s = float(head.get("created_at") or 0.0)
+        self.keep_timeline = item_count <= timeline_items
+        self.problems_listed = problems_listed
+        self.items = 0
+        self.billable_s = 0.0
+        self.cost_usd = Decimal(0)
+        self.by_sync_mode: dict[str, _Sums] = defaultdict(_Sums)
+        self.by_metadata: dict[str, dict[str, _Sums] | None] = {}
+        self.timeline: list[TimelineRow] = []
+        self.span_s = 0.0
+        self.failures = FailureTally()
+        self.reused = 0
+        self.saved_usd = Decimal(0)
+        self.problems: list[dict[str, Any]] = []
+        self.problems_total = 0
+        end = end_s if end_s is not None else head.get("finished_at")
+        self.histogram = HistogramTally(self.origin_s, float(end or self.origin_s))
+
+    def add(self, item: dict[str, Any]) -> None:
+        """Count one item of the report (`pipeline.reporting.data.item_report`)."""
+        self.items += 1
+        self.billable_s += item["billable_s"] or 0.0
+        self.cost_usd += _usd(item["cost_usd"])
+        self.by_sync_mode[str(item["sync_mode"])].add(item)
+        for column, value in item["metadata"].items():
+            groups = self.by_metadata.setdefault(column, {})
+            if groups is None:
+                continue
+            groups.setdefault(str(value), _Sums()).add(item)
+            if len(groups) > MAX_GROUPS_PER_COLUMN:
+                self.by_metadata[column] = None  # titles, say: not a grouping
+        self._timeline(item)
+        self.failures.add(item)
+        self.histogram.add(item)
+        if item.get("reused_from"):
+            self.reused += 1
+            self.saved_usd += _usd(item.get("estimate_usd"))
+        if item["state"] != "completed" and item.get("error"):
+            self.problems_total += 1
+            if len(self.problems) < self.problems_listed:
+                self.problems.append(
+                    {k: item.get(k) for k in ("id", "row", "state", "error", "hint")}
+                )
+
+    def _timeline(self, item: dict[str, Any]) -> None:
         phases = []
         for name in PHASE_NAMES:
             phase = item["phases"].get(name)
             if phase:
-                start, end = phase["start"] - origin_s, phase["end"] - origin_s
+                start, end = phase["start"] - self.origin_s, phase["end"] - self.origin_s
                 phases.append((name, round(start, 3), round(end, 3)))
-                span = max(span, end)
-        rows.append(TimelineRow(item_id=str(item["id"]), state=str(item["state"]), phases=phases))
-    return rows, span
+                self.span_s = max(self.span_s, end)
+        if self.keep_timeline:
+            self.timeline.append(
+                TimelineRow(item_id=str(item["id"]), state=str(item["state"]), phases=phases)
+            )
+
+    def build(self) -> Summary:
+        """The summary of the items added so far."""
+        report = self.head
+        counts = {state: n for state, n in report["counts"].items() if n}
+        final = sum(n for state, n in counts.items() if state in FINAL_STATES)
+        completed = counts.get("completed", 0)
+        created, finished = report.get("created_at"), report.get("finished_at")
+        wall_s = round(finished - created, 3) if created and finished else None
+        per_minute = round(completed / wall_s * 60, 2) if wall_s else None
+        by_metadata = {}
+        for column in sorted(self.by_metadata):
+            sums = self.by_metadata[column]
+            if sums is not None and len(sums) < max(self.items, 2):
+                by_metadata[column] = _sorted_groups(sums)
+        audit = report.get("audit") or {}
+        return Summary(
+            counts=counts,
+            items=self.items,
+            final=final,
+            completed=completed,
+            billable_s=round(self.billable_s, 3),
+            estimate_usd=_usd(report.get("estimate_usd")),
+            cost_usd=self.cost_usd,
+            wall_s=wall_s,
+            items_per_minute=per_minute,
+            by_sync_mode=_sorted_groups(self.by_sync_mode),
+            by_metadata=by_metadata,
+            timeline=self.timeline,
+            timeline_span_s=round(self.span_s, 3),
+            price_basis=str(report.get("price_basis") or ""),
+            balance_change_usd=_balance_change(report),
+            unattributed=len(audit.get("unattributed", [])),
+            unattributed_usd=_usd(audit.get("unattributed_usd")),
+            unattributed_billed=audit.get("charges_from") == "billing",
+            unbooked=len(audit.get("unbooked", [])),
+            unbooked_usd=_usd(audit.get("unbooked_usd")),
+            unbooked_pending=sum(1 for u in audit.get("unbooked", []) if u.get("pending")),
+            failures=self.failures.groups(),
+            reuse=Reuse(items=self.reused, saved_usd=self.saved_usd),
+            histogram=self.histogram.build(),
+            problems=self.problems,
+            problems_total=self.problems_total,
+        )
 
 
 def summarize(report: dict[str, Any]) -> Summary:
-    """The figures for a report from `batch_report`."""
+    """The figures for a report from `batch_report` (its items in memory)."""
     items: list[dict[str, Any]] = report["items_detail"]
-    counts = {state: n for state, n in report["counts"].items() if n}
-    final = sum(n for state, n in counts.items() if state in FINAL_STATES)
-    completed = counts.get("completed", 0)
-    created, finished = report.get("created_at"), report.get("finished_at")
-    wall_s = round(finished - created, 3) if created and finished else None
-    per_minute = round(completed / wall_s * 60, 2) if wall_s else None
-    columns = sorted({key for item in items for key in item["metadata"]})
-    by_metadata = {}
-    for column in columns:
-        groups = _groups(items, lambda item, c=column: item["metadata"].get(c, ""))
-        if len(groups) <= MAX_GROUPS_PER_COLUMN and len(groups) < max(len(items), 2):
-            by_metadata[column] = groups
-    timeline, span = _timeline(items, float(created or 0.0))
-    return Summary(
-        counts=counts,
-        items=len(items),
-        final=final,
-        completed=completed,
-        billable_s=round(sum(i["billable_s"] or 0.0 for i in items), 3),
-        estimate_usd=_usd(report.get("estimate_usd")),
-        cost_usd=sum((_usd(i["cost_usd"]) for i in items), Decimal(0)),
-        wall_s=wall_s,
-        items_per_minute=per_minute,
-        by_sync_mode=_groups(items, lambda item: item["sync_mode"]),
-        by_metadata=by_metadata,
-        timeline=timeline,
-        timeline_span_s=round(span, 3),
-        price_basis=str(report.get("price_basis") or ""),
-        balance_change_usd=_balance_change(report),
-        unattributed=len((report.get("audit") or {}).get("unattributed", [])),
-        unattributed_usd=_usd((report.get("audit") or {}).get("unattributed_usd")),
-        unattributed_billed=(report.get("audit") or {}).get("charges_from") == "billing",
-        unbooked=len((report.get("audit") or {}).get("unbooked", [])),
-        unbooked_usd=_usd((report.get("audit") or {}).get("unbooked_usd")),
-        unbooked_pending=sum(
-            1 for u in (report.get("audit") or {}).get("unbooked", []) if u.get("pending")
-        ),
-        failures=failure_groups(items),
-        reuse=reuse(items),
-        histogram=phase_histogram(items, float(created or 0.0)),
+    end_s = report.get("finished_at") or max(
+        (p["end"] for i in items for p in i["phases"].values() if p), default=None
     )
+    builder = SummaryBuilder(report, item_count=len(items), end_s=end_s)
+    for item in items:
+        builder.add(item)
+    return builder.build()
 
 
 def _balance_change(report: dict[str, Any]) -> Decimal | None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from pipeline.reporting import render_all, summarize
-from pipeline.reporting.data import batch_report
+from pipeline.reporting import batch_summary
+from pipeline.reporting.writer import REPORT_FILES
 from pipeline.runtime import Runtime
 from pipeline.schedules.inbox import open_inbox
 from pipeline.schedules.notices import finished_text, post_notice
 from pipeline.schedules.store import ScheduleStore
 from pipeline.steps import Next
+from pipeline.storage import report_key
 
 
 def conclude(rt: Runtime, batch_id: str) -> list[Next]:
@@ -26,8 +27,7 @@ def conclude(rt: Runtime, batch_id: str) -> list[Next]:
     batch = rt.ledger.batch(batch_id)
     if batch is None or not batch.scheduled or not batch.finished:
         return []
-    report = batch_report(rt.ledger, batch_id)
-    summary = summarize(report)
+    summary = batch_summary(rt.ledger, batch_id)
     folder = "done" if summary.completed == summary.items else "failed"
     inbox = open_inbox(batch.inbox, rt.storage.s3)
     original = batch.inbox_manifest
@@ -41,13 +41,15 @@ def conclude(rt: Runtime, batch_id: str) -> list[Next]:
         rt.ledger.update_batch(batch_id, {"inbox_target": folder, "inbox_target_name": final})
     inbox.move(current, (folder, final))
     stem = PurePosixPath(final).stem
-    for name, body in sorted(render_all(report).items()):
+    # The finalizer's reports, one file at a time (a big batch's are never all in memory).
+    for name in sorted(REPORT_FILES):
+        body = rt.storage.get_bytes(report_key(rt.storage.prefix, batch_id, name))
         inbox.write(folder, f"{stem}.{name}", body)
     rt.ledger.update_batch(
         batch_id, {"inbox_folder": folder, "inbox_name": final, "concluded_at": rt.clock()}
     )
     text = finished_text(
-        batch.schedule, batch_id, report, f"{inbox.location.rstrip('/')}/{folder}/{final}"
+        batch.schedule, batch_id, summary, f"{inbox.location.rstrip('/')}/{folder}/{final}"
     )
     event = f"{batch_id}.finished.{batch.raw.get('finished_at', '')}"
     return post_notice(ScheduleStore(rt.ledger.redis), batch.schedule, event, text)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import apprise
 from pydantic import SecretStr
 
 from pipeline import backoff, keys
 from pipeline.notice_urls import unusable
-from pipeline.reporting import summarize
+from pipeline.reporting.summary import Summary
 from pipeline.runtime import Runtime
 from pipeline.schedules.store import ScheduleStore
 from pipeline.steps import Next
@@ -141,12 +140,9 @@ def _with_timeouts(url: str, timeout_s: float) -> str:
     return url + ("&" if "?" in url else "?") + "&".join(extra)
 
 
-def finished_text(
-    name: str, batch_id: str, report: dict[str, Any], filed_as: str | None = None
-) -> str:
+def finished_text(name: str, batch_id: str, s: Summary, filed_as: str | None = None) -> str:
     """The Markdown a finished batch's notice carries (`name`: its schedule's, or its own;
     `filed_as`: where a schedule filed its manifest)."""
-    s = summarize(report)
     lines = [
         f"**{name}**: batch `{batch_id}` finished: {s.completed}/{s.items} completed, "
         f"cost ${s.cost_usd:.2f} (estimate ${s.estimate_usd:.2f}).",
@@ -156,14 +152,12 @@ def finished_text(
     others = {state: n for state, n in s.counts.items() if n and state != "completed"}
     if others:
         lines.append("Not completed: " + ", ".join(f"{n} {state}" for state, n in others.items()))
-        details = report.get("items_detail") or []
-        failed = [i for i in details if isinstance(i, dict) and i.get("state") != "completed"]
-        for item in failed[:10]:
+        for item in s.problems[:10]:
             lines.append(
                 f"• `{item['id']}` (row {item['row']}): {item.get('error') or item['state']}"
             )
-        if len(failed) > 10:
-            lines.append(f"• … and {len(failed) - 10} more (see the report)")
+        if s.problems_total > 10:
+            lines.append(f"• … and {s.problems_total - 10} more (see the report)")
         lines.append(f"Run them again with: `lipdub retry-failed {batch_id}`")
     return "\n".join(lines)
 

@@ -18,7 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.bench import bench_memory, bench_overhead, bench_plan, bench_throughput
+from tests.bench import (
+    bench_memory,
+    bench_overhead,
+    bench_plan,
+    bench_reports,
+    bench_throughput,
+)
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -129,6 +135,36 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                 flat and worst < 250,
             )
         )
+    r = results.get("reports")
+    if r:
+        small, big = r[0], r[-1]
+        growth = big["streaming"]["peak_mb"] - small["streaming"]["peak_mb"]
+        rows += [
+            _row(
+                f"8 finalize peak RSS MB, {small['items']} / {big['items']} items",
+                f"{small['streaming']['peak_mb']:.0f} / {big['streaming']['peak_mb']:.0f}",
+                f"whole dict {small['in_memory']['peak_mb']:.0f} / "
+                f"{big['in_memory']['peak_mb']:.0f}",
+                "within 20 MB",
+                growth <= 20,
+            ),
+            _row(
+                f"8 reports written s, {small['items']} / {big['items']} items",
+                f"{small['streaming']['seconds']} / {big['streaming']['seconds']}",
+                f"whole dict {small['in_memory']['seconds']} / {big['in_memory']['seconds']}",
+            ),
+            _row(
+                f"8 status read ms, {small['items']} / {big['items']} items",
+                f"{small['status_ms']} / {big['status_ms']}",
+                "",
+                "< 100, flat",
+                big["status_ms"] < 100,
+            ),
+            _row(
+                f"8 HTML report MB at {big['items']} items",
+                f"{big['streaming']['html_bytes'] / 1e6:.1f}",
+            ),
+        ]
     p = results.get("planning")
     if p:
         rows.append(
@@ -159,8 +195,11 @@ def main() -> None:
     parser.add_argument("--overhead-items", type=int, default=200)
     parser.add_argument("--plan-rows", type=int, default=10_000)
     parser.add_argument("--memory-mib", default="64,256,1024")
+    parser.add_argument("--report-items", default="1000,10000")
     parser.add_argument(
-        "--only", default="throughput,overhead,memory,planning", help="comma-separated subset"
+        "--only",
+        default="throughput,overhead,memory,planning,reports",
+        help="comma-separated subset",
     )
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -193,6 +232,9 @@ def main() -> None:
             results["memory"] = bench_memory.run(root / "memory", sizes)
         if "planning" in only:
             results["planning"] = bench_plan.run(root / "planning", args.plan_rows)
+        if "reports" in only:
+            sizes = [int(s) for s in args.report_items.split(",")]
+            results["reports"] = bench_reports.run(root / "reports", sizes)
     results["bench_wall_s"] = round(time.perf_counter() - started, 1)
     rows = table(results)
     print()

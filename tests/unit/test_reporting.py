@@ -258,3 +258,25 @@ def test_charges_the_items_did_not_book_are_a_red_line_in_every_format():
     markdown = render(data, "md").decode()
     assert "NOT IN THE ITEMS' COSTS: 1 prediction\\(s\\)" in markdown
     assert "every charge of the batch: $0\\.27" in markdown
+
+
+def test_the_streaming_writer_reads_each_item_once_and_writes_what_render_all_does(tmp_path):
+    from pipeline.reporting.writer import write_reports
+
+    data = report([item(n, "failed" if n % 3 == 0 else "completed") for n in range(1, 8)])
+    data["finished_at"] = 1010.0
+    head = {k: v for k, v in data.items() if k != "items_detail"}
+    taken = []
+
+    def items():  # a generator: a second pass would find it empty
+        for entry in data["items_detail"]:
+            taken.append(entry["id"])
+            yield entry
+
+    paths = write_reports(
+        head, items(), tmp_path, item_count=7, metadata_keys={"language", "title"}, end_s=1010.0
+    )
+    assert taken == [f"item-{n}" for n in range(1, 8)]
+    expected = render_all(data)
+    assert {name: path.read_bytes() for name, path in paths.items()} == expected
+    assert json.loads(expected["report.json"])["items_detail"] == data["items_detail"]
