@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 
 from pipeline import keys
-from pipeline.errors import BudgetExceeded, SettingsError
+from pipeline.errors import BudgetExceeded, InputChanged, SettingsError, StorageError
 from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
 from pipeline.ledger.budgets import unbooked_fields
@@ -39,8 +40,16 @@ from pipeline.schedules.notices import check_targets
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
 from pipeline.steps import Next
-from pipeline.storage import Storage
-from pipeline.uploads import Progress, Uploaded, upload_local_inputs
+from pipeline.storage import Storage, media_key
+from pipeline.uploads import (
+    BEAT_EVERY_S,
+    LocalFile,
+    Progress,
+    Uploaded,
+    local_files,
+    upload_files,
+    with_stored,
+)
 
 RETRYABLE = (ItemState.FAILED, ItemState.SKIPPED, ItemState.CANCELLED)
 
@@ -116,6 +125,15 @@ def plan_payable(ledger: Ledger, plan: Plan, model: str, *, force: bool = False)
     return Payable(total, free)
 
 
+def _local_keys(item: PlannedItem, prefix: str) -> set[str]:
+    """The bucket keys of the item's local files (none for s3:// and https:// inputs)."""
+    return {
+        media_key(prefix, planned.sha256, planned.ref.location)
+        for planned in (item.video, item.audio)
+        if planned.ref.kind == "local"
+    }
+
+
 class BatchControl:
     """Start, follow, cancel and retry batches."""
 
@@ -166,9 +184,10 @@ class BatchControl:
         sweeper sends whatever the first start did not). `extra`: more batch fields (a
         schedule's name, window, inbox). `notify`: apprise URLs told when the batch finishes
         (besides `notify.urls`; SettingsError, before anything is written, for one apprise
-        cannot use). `on_upload` is told (bytes done, bytes in all) while local inputs are
-        put in the bucket (`pipeline.uploads`: StorageError or InputChanged from there
-        start nothing; run again to resume).
+        cannot use). Local inputs are put in the bucket from here once the batch is
+        recorded (`pipeline.uploads`), each item sent as soon as its own files are there;
+        `on_upload` is told (bytes done, bytes in all) meanwhile. A file that cannot be put
+        there fails its items, saying why; the others go on. Returns when every file is up.
         """
         problems = check_targets([url.get_secret_value() for url in notify])
         if problems:
@@ -180,7 +199,10 @@ class BatchControl:
                 f"the estimate ${to_pay} is over the budget ${budget}: raise the "
                 "budget, or start with partial_budget to run what fits"
             )
-        plan, uploaded = self._upload(plan, on_upload)
+        files = self._local_files(plan)
+        if files:
+            assert self.storage is not None
+            plan = with_stored(plan, self.storage)
         now = self.clock()
         batch_id = batch_id or new_batch_id(now)
         model = self.settings.provider.model_path
@@ -199,36 +221,80 @@ class BatchControl:
             "price_model": plan.price_model.model_dump(mode="json"),
             "price_basis": plan.price_basis,
             "estimate_usd": str(to_pay),
-            **(uploaded.to_fields() if uploaded else {}),
+            **({"uploading": True, "uploads_beat_at": now} if files else {}),
             **(extra or {}),
         }
         if notify:
             self.ledger.set_batch_notify(batch_id, [url.get_secret_value() for url in notify])
         if not self.ledger.create_batch(batch_id, record, items, budget_usd=budget):
             return batch_id
-        for item in items:
-            # `next_step`/`next_due_at` are in the item's fields already (the sweeper's record).
-            self.dispatcher.send(Next("prepare", batch_id, str(item["id"])))
+        waiting = {item.id: _local_keys(item, self.settings.storage.prefix) for item in plan.items}
+        for item_id, keys_ in waiting.items():
+            if not keys_:
+                # `next_step`/`next_due_at` are in the item's fields already (the sweeper's
+                # record). One with local files is sent once they are in the bucket.
+                self.dispatcher.send(Next("prepare", batch_id, item_id))
         if not items:
             self.dispatcher.send(Next("finalize", batch_id))
+        if files:
+            self._upload(batch_id, files, waiting, on_upload)
         return batch_id
 
-    def _upload(self, plan: Plan, on_upload: Progress | None) -> tuple[Plan, Uploaded | None]:
-        """The plan with its local inputs in the bucket (None: it has none)."""
-        if not any(
-            planned.ref.kind == "local"
-            for item in plan.items
-            for planned in (item.video, item.audio)
-        ):
-            return plan, None
-        if self.storage is None:
+    def _local_files(self, plan: Plan) -> dict[str, LocalFile]:
+        files = local_files(plan, self.settings.storage.prefix)
+        if files and self.storage is None:
             raise ValueError("a plan with local inputs needs BatchControl(storage=...)")
-        return upload_local_inputs(
-            plan,
+        return files
+
+    def _upload(
+        self,
+        batch_id: str,
+        files: dict[str, LocalFile],
+        waiting: dict[str, set[str]],
+        on_upload: Progress | None,
+    ) -> Uploaded:
+        """Put the batch's local files in the bucket, sending each item once its own are
+        there (or failing it, through its prepare step, with the reason one is not)."""
+        assert self.storage is not None
+        items_of: dict[str, list[str]] = {}
+        for item_id, keys_ in waiting.items():
+            for key in keys_:
+                items_of.setdefault(key, []).append(item_id)
+        refused: dict[str, StorageError] = {}
+        beaten = [self.clock()]
+
+        def on_file(key: str, error: StorageError | None) -> None:
+            for item_id in items_of.get(key, []):
+                if error is not None:
+                    refused.setdefault(item_id, error)
+                waiting[item_id].discard(key)
+                if waiting[item_id]:
+                    continue
+                why = refused.get(item_id)
+                fields: dict[str, object] = {"inputs_ready": True}
+                if why is not None:
+                    kind = ErrorKind.INPUT if isinstance(why, InputChanged) else ErrorKind.STORAGE
+                    fields = {"upload_error": str(why), "upload_error_kind": kind.value}
+                self.ledger.update_item(batch_id, item_id, ItemState.PENDING, fields)
+                self.dispatcher.send(Next("prepare", batch_id, item_id))
+
+        def beat() -> None:
+            if self.clock() - beaten[0] >= BEAT_EVERY_S:
+                beaten[0] = self.clock()
+                self.ledger.update_batch(batch_id, {"uploads_beat_at": beaten[0]})
+
+        sent = upload_files(
+            files,
             self.storage,
             files_at_once=self.settings.storage.upload_files_at_once,
+            on_file=on_file,
             on_progress=on_upload,
+            beat=beat,
         )
+        self.ledger.update_batch(
+            batch_id, {"uploading": False, "uploads_done_at": self.clock(), **sent.to_fields()}
+        )
+        return sent
 
     def status(self, batch_id: str) -> dict[str, Any]:
         """Counts per state and money so far. KeyError for an unknown batch."""
@@ -299,6 +365,8 @@ class BatchControl:
         retried = []
         for record in self._retryable(batch_id, include_needs_attention, include_input_errors):
             step, to, fields = self._retry_plan(record)
+            if step == "prepare":
+                fields.update(self._upload_again(record))
             moved = self.ledger.transition(batch_id, record["id"], allowed, to, fields)
             if moved.ok:
                 retried.append(record["id"])
@@ -355,6 +423,25 @@ class BatchControl:
             if record.get("state") in allowed
             and (include_input_errors or record.get("error_kind") != ErrorKind.INPUT)
         ]
+
+    def _upload_again(self, record: dict[str, str]) -> dict[str, object]:
+        """An item going back to prepare whose local files this machine has: put what the
+        bucket lacks there now (a retry on the machine that started the batch mends an
+        upload that failed). The fields that tell its prepare step the files are there."""
+        local = []
+        for name in ("video", "audio"):
+            data = json.loads(record.get(name) or "{}")
+            if data.get("kind") == "local" and data.get("stored"):
+                local.append(data)
+        if not local or self.storage is None:
+            return {}
+        try:
+            for data in local:
+                key = str(data["stored"]).split("/", 3)[3]
+                self.storage.upload_file(Path(data["location"]), key, str(data["sha256"]))
+        except StorageError:
+            return {}  # not here, or S3 still refuses: its prepare step says so
+        return {"inputs_ready": True, "upload_error": "", "upload_error_kind": ""}
 
     def _retry_plan(self, record: dict[str, str]) -> tuple[str, ItemState, dict[str, object]]:
         kind = record.get("error_kind", "")

@@ -1,21 +1,25 @@
-"""Put a plan's local inputs in the bucket from where the files are, before its items are sent.
+"""Put a plan's local inputs in the bucket from where the files are, while its items start.
 
 Workers never read the filesystem of whoever started the batch: `lipdub run` on a laptop
 can drive workers elsewhere. Each distinct file goes once to its content-addressed key
-(`storage.media_key`: the sha256 planning measured), skipped when the bucket has it, so an
-interrupted start resumes where it stopped and a re-run sends no bytes. A few files go at
-once (`storage.upload_files_at_once`); boto3 splits a big one into parts. A file whose bytes
-changed since planning is refused (InputChanged) and nothing of the batch is started.
+(`storage.media_key`: the sha256 planning measured), skipped when the bucket has it, so a
+re-run sends no bytes. A few files go at once (`storage.upload_files_at_once`), in manifest
+order; boto3 splits a big one into parts. The key is known before the bytes are sent, so the
+batch is recorded first and each item is sent to the workers as soon as its own files are in
+the bucket: the provider works on the first items while the rest upload.
 
-    plan, sent = upload_local_inputs(plan, storage, files_at_once=4)
-    sent.files, sent.uploaded, sent.uploaded_bytes   # 12 distinct, 3 sent now, 41 MB
+A file that cannot be sent (S3 refuses it, it changed since planning) fails only its items,
+with the reason; the others go on. `BatchControl` drives this (`pipeline.batches`).
+
+    plan = with_stored(plan, storage)                      # every local input's s3:// copy
+    sent = upload_files(local_files(plan, storage.prefix), storage, on_file=ready)
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +29,12 @@ from pipeline.storage import Storage, media_key
 
 Progress = Callable[[int, int], None]
 """Told (bytes done, bytes in all) as uploads go; done counts files found in the bucket too."""
+FileDone = Callable[[str, StorageError | None], None]
+"""Told (key, None) when a file is in the bucket, or (key, the error) when it cannot be
+(InputChanged when its bytes changed since planning)."""
+
+BEAT_EVERY_S = 5.0
+"""How often a start that is uploading says so (the batch's `uploads_beat_at`)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class Uploaded:
     uploaded_bytes: int
     present: int
     """Of those, already in the bucket (sent by an earlier run, or by another batch)."""
+    refused: int = 0
+    """Of those, not put in the bucket (their items fail, saying why)."""
 
     def to_fields(self) -> dict[str, int]:
         """The batch record's fields."""
@@ -46,28 +58,67 @@ class Uploaded:
             "inputs_uploaded": self.uploaded,
             "inputs_uploaded_bytes": self.uploaded_bytes,
             "inputs_present": self.present,
+            "inputs_refused": self.refused,
         }
 
 
 @dataclass(frozen=True)
-class _File:
+class LocalFile:
+    """One distinct local file and the key its bytes go to."""
+
     path: Path
     key: str
     sha256: str
     size_bytes: int
 
 
-def upload_local_inputs(
-    plan: Plan,
+def stored_location(storage: Storage, planned: PlannedInput) -> str:
+    """Where a local input's bytes go in the bucket: `s3://bucket/media/sha256/<hex>.<ext>`."""
+    return (
+        f"s3://{storage.bucket}/{media_key(storage.prefix, planned.sha256, planned.ref.location)}"
+    )
+
+
+def with_stored(plan: Plan, storage: Storage) -> Plan:
+    """The plan with each local input's `stored` location set (nothing is sent yet)."""
+
+    def one(planned: PlannedInput) -> PlannedInput:
+        if planned.ref.kind != "local":
+            return planned
+        return replace(planned, stored=stored_location(storage, planned))
+
+    def item(entry: PlannedItem) -> PlannedItem:
+        return replace(entry, video=one(entry.video), audio=one(entry.audio))
+
+    return replace(plan, items=tuple(item(entry) for entry in plan.items))
+
+
+def local_files(plan: Plan, prefix: str) -> dict[str, LocalFile]:
+    """The plan's distinct local files by key, in manifest order."""
+    files: dict[str, LocalFile] = {}
+    for item in plan.items:
+        for planned in (item.video, item.audio):
+            if planned.ref.kind != "local":
+                continue
+            key = media_key(prefix, planned.sha256, planned.ref.location)
+            if key not in files:
+                path = planned.ref.path
+                files[key] = LocalFile(path, key, planned.sha256, _size(path))
+    return files
+
+
+def upload_files(
+    files: Mapping[str, LocalFile],
     storage: Storage,
     *,
     files_at_once: int = 4,
+    on_file: FileDone | None = None,
     on_progress: Progress | None = None,
-) -> tuple[Plan, Uploaded]:
-    """The plan with each local input's `stored` location (`s3://bucket/key`) set, after
-    its bytes are in the bucket. Raises StorageError (nothing is started: run again to
-    resume) or InputChanged (a file changed since planning)."""
-    files = _distinct_files(plan, storage.prefix)
+    beat: Callable[[], None] | None = None,
+) -> Uploaded:
+    """Put these files in the bucket (each skipped when there), `files_at_once` at a time in
+    their order. `on_file` is told of each as it ends, in this thread; `beat` is called at
+    least every `BEAT_EVERY_S` while files are under way."""
     total = sum(f.size_bytes for f in files.values())
     done = 0
     lock = threading.Lock()
@@ -79,7 +130,7 @@ def upload_local_inputs(
             if on_progress is not None:
                 on_progress(done, total)
 
-    def put(file: _File) -> bool:
+    def put(file: LocalFile) -> bool:
         sent = 0
 
         def on_bytes(n_bytes: int) -> None:
@@ -98,40 +149,33 @@ def upload_local_inputs(
 
     if on_progress is not None:
         on_progress(0, total)
-    results: dict[str, bool] = {}
-    if files:
-        with ThreadPoolExecutor(max_workers=max(1, files_at_once)) as pool:
-            futures = {pool.submit(put, file): key for key, file in files.items()}
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in finished if f.exception() is not None]
-            if failed:
-                for future in futures:
-                    future.cancel()
-                raise failed[0].exception()  # type: ignore[misc]
-            results = {futures[f]: f.result() for f in futures}
-    sent = [files[key] for key, uploaded in results.items() if uploaded]
-    summary = Uploaded(
+    sent: list[LocalFile] = []
+    refused = 0
+    with ThreadPoolExecutor(max_workers=max(1, files_at_once)) as pool:
+        futures: dict[Future[bool], str] = {pool.submit(put, f): k for k, f in files.items()}
+        order = {future: n for n, future in enumerate(futures)}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=BEAT_EVERY_S, return_when=FIRST_COMPLETED)
+            if beat is not None:
+                beat()
+            for future in sorted(finished, key=order.__getitem__):
+                key = futures[future]
+                error = future.exception()
+                if error is not None and not isinstance(error, StorageError):
+                    raise error
+                if error is None and future.result():
+                    sent.append(files[key])
+                refused += error is not None
+                if on_file is not None:
+                    on_file(key, error)
+    return Uploaded(
         files=len(files),
         uploaded=len(sent),
         uploaded_bytes=sum(f.size_bytes for f in sent),
-        present=len(files) - len(sent),
+        present=len(files) - len(sent) - refused,
+        refused=refused,
     )
-    where = {key: f"s3://{storage.bucket}/{key}" for key in files}
-    items = tuple(_stored(item, storage.prefix, where) for item in plan.items)
-    return replace(plan, items=items), summary
-
-
-def _distinct_files(plan: Plan, prefix: str) -> dict[str, _File]:
-    files: dict[str, _File] = {}
-    for item in plan.items:
-        for planned in (item.video, item.audio):
-            if planned.ref.kind != "local":
-                continue
-            key = media_key(prefix, planned.sha256, planned.ref.location)
-            if key not in files:
-                path = planned.ref.path
-                files[key] = _File(path, key, planned.sha256, _size(path))
-    return files
 
 
 def _size(path: Path) -> int:
@@ -139,14 +183,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0  # upload_file says why it cannot be read
-
-
-def _stored(item: PlannedItem, prefix: str, where: dict[str, str]) -> PlannedItem:
-    def one(planned: PlannedInput) -> PlannedInput:
-        if planned.ref.kind != "local":
-            return planned
-        return replace(
-            planned, stored=where[media_key(prefix, planned.sha256, planned.ref.location)]
-        )
-
-    return replace(item, video=one(item.video), audio=one(item.audio))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from pathlib import Path
 
 from pipeline.errors import InputChanged, InputNotUploaded, StorageError
 from pipeline.flow.common import (
@@ -35,6 +36,13 @@ from pipeline.sync_modes import within_one_frame
 log = logging.getLogger("lipdub.prepare")
 
 WAIT_FOR_OWNER_S = 5.0
+WAIT_FOR_UPLOAD_S = 5.0
+UPLOADER_LAPSE_S = 30.0
+"""A start that has not said it is uploading for this long (it says so every 5 s) stopped."""
+RESEND_HINT = (
+    "Run the manifest again (lipdub run puts what is missing in the bucket), or run "
+    "`lipdub retry-failed` on a machine that has the file."
+)
 
 
 def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
@@ -51,6 +59,9 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         rt.ledger.update_item(
             batch_id, item_id, ItemState.PENDING, {"prepare_started_at": rt.clock()}
         )
+    waiting = _await_inputs(rt, item)
+    if waiting is not None:
+        return waiting
     force = batch_flag(rt, batch_id, "force")
     claim = rt.ledger.claim(item.record.identity, item.member, force=force)
     if claim.kind == "reuse":
@@ -86,6 +97,52 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     fields["uploaded_at"] = str(rt.clock())
     moved = rt.ledger.transition(batch_id, item_id, [ItemState.PENDING], ItemState.READY, fields)
     return [Next("submit", batch_id, item_id)] if moved.ok else []
+
+
+def _await_inputs(rt: Runtime, item: Item) -> list[Next] | None:
+    """None when the item's local files are in the bucket; else what to do meanwhile: wait
+    while the start that uploads them is alive, fail (saying why) when it could not send
+    one or stopped before it did. Checked before the pair is claimed, so no item waits on a
+    claim whose inputs will never come."""
+    raw = item.record.raw
+    local = [
+        (name, data)
+        for name in ("video", "audio")
+        if (data := item.record.media(name)) is not None and data.get("kind") == "local"
+    ]
+    if not local or raw.get("inputs_ready") == "1":
+        return None
+    if raw.get("upload_error"):
+        kind = ErrorKind(raw.get("upload_error_kind") or ErrorKind.STORAGE.value)
+        return fail(rt, item, [ItemState.PENDING], kind, raw["upload_error"], RESEND_HINT)
+    missing = [
+        (name, data)
+        for name, data in local
+        if not data.get("stored") or not rt.storage.exists(_key_of(str(data["stored"])))
+    ]
+    if not missing:
+        return None  # its start sent the files, then stopped before it said so
+    batch = rt.ledger.batch(item.batch_id)
+    raw_batch = batch.raw if batch is not None else {}
+    beat_at = float(raw_batch.get("uploads_beat_at") or 0)
+    if raw_batch.get("uploading") == "1" and rt.clock() - beat_at < UPLOADER_LAPSE_S:
+        countdown = rt.countdown(WAIT_FOR_UPLOAD_S)
+        return [Next("prepare", item.batch_id, item.id, countdown, "its inputs, being uploaded")]
+    name, data = missing[0]
+    return fail(
+        rt,
+        item,
+        [ItemState.PENDING],
+        ErrorKind.INPUT,
+        f"the {name} {Path(str(data['location'])).name} is not in the bucket: the start that "
+        "uploads it stopped before it was sent",
+        RESEND_HINT,
+    )
+
+
+def _key_of(stored: str) -> str:
+    """The key of an `s3://bucket/key` location."""
+    return stored.split("/", 3)[3]
 
 
 def _put(rt: Runtime, item: Item, name: str) -> str:

@@ -85,11 +85,6 @@ class FaultyS3Proxy:
         with self._lock:
             self.rules.clear()
 
-    def remove(self, rule: FaultRule) -> None:
-        """Stop answering with this rule (its `hits` stay counted in `injected`)."""
-        with self._lock:
-            rule.times = rule.hits
-
     def injected(self) -> int:
         """Requests answered with an injected error so far."""
         with self._lock:

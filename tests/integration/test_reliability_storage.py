@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from pipeline.errors import StorageError
 from tests.chaos.outcome import charged_pairs, paid_pairs, sandbox_witness
 from tests.chaos.s3_proxy import FaultyS3Proxy
 from tests.chaos.storage_faults import media_key_of, outage_when_in_flight, storage_settings
@@ -88,38 +87,33 @@ def test_upload_and_collect_errors_are_bounded_then_clear_and_never_paid_twice(
         refused_output = proxy.fail(
             "*", rf"^/{bucket}/outputs/[^/]+/s-2\.mp4$", status=500, code="InternalError"
         )
-        planned = plan(manifest, stack.settings)
         with worker_processes(stack.settings, tmp_path, concurrency=2):
-            # When the batch is started, its local files are put in the bucket first: the
-            # flaky writes are absorbed, the refused one stops the start, naming the file,
-            # before anything is recorded or paid
-            with pytest.raises(StorageError, match=r"s-1\.mp4 could not be put in the bucket"):
-                stack.control.start(planned)
-            assert flaky.hits == 3 and refused_upload.hits
-            assert stack.ledger.batch_ids(10) == [] and audit(sandbox.url) == []
-            sent_before = stack.keys("media/")
-            # When S3 takes that file again, the same start resumes: only it is sent
-            proxy.remove(refused_upload)
-            batch_id = stack.control.start(planned)
-            assert len(stack.keys("media/")) == len(sent_before) + 1
+            # When the batch is started: its local files are put in the bucket from here
+            batch_id = stack.control.start(plan(manifest, stack.settings))
             status = stack.wait(batch_id, timeout_s=90)
             report = {i["id"]: i for i in stack.control.report(batch_id)["items_detail"]}
-            # Then the item whose output cannot be written failed clearly
-            assert refused_output.hits
-            assert _nonzero(status["counts"]) == {"completed": 3, "failed": 1}, status
+            # Then the flaky writes were absorbed, and the two refused items failed clearly
+            # while the others went on
+            assert flaky.hits == 3 and refused_upload.hits and refused_output.hits
+            assert _nonzero(status["counts"]) == {"completed": 2, "failed": 2}, status
+            upload = report["s-1"]
+            assert upload["error_kind"] == "storage" and "s-1.mp4" in upload["error"]
+            assert not upload["prediction_id"], "an item whose input never arrived is not submitted"
             collect = report["s-2"]
             assert collect["error_kind"] == "output" and "could not be stored" in collect["error"]
             # And nothing half-written was taken for s-2's output
             assert not collect["output_key"]
             assert stack.keys(f"outputs/{batch_id}/") == [
-                f"outputs/{batch_id}/s-{n}.mp4" for n in (0, 1, 3)
+                f"outputs/{batch_id}/s-0.mp4",
+                f"outputs/{batch_id}/s-3.mp4",
             ]
-            # When S3 is healthy again and the failed item is retried
+            # When S3 is healthy again and the failed items are retried from the machine
+            # that has the files (s-1's video is put in the bucket by the retry)
             proxy.clear()
-            assert stack.control.retry_failed(batch_id) == ["s-2"]
+            assert sorted(stack.control.retry_failed(batch_id)) == ["s-1", "s-2"]
             status = stack.wait(batch_id, timeout_s=60)
         entries = audit(sandbox.url)
-    # Then it completes from its paid prediction, collected again: nothing was paid twice
+    # Then both complete: s-2 collected its paid prediction again, nothing was paid twice
     assert _nonzero(status["counts"]) == {"completed": 4}, status
     assert sorted(paid_pairs(entries).values()) == [1, 1, 1, 1]
     again = {i["id"]: i for i in stack.control.report(batch_id)["items_detail"]}

@@ -92,3 +92,33 @@ def test_a_worker_refuses_a_local_file_nobody_uploaded(stack, sandbox_server, tm
     failed = stack.ledger.item(batch_id, "intro")
     assert "not put in the bucket" in failed["error"]
     assert accepted_submits(sandbox_server.url) == []
+
+
+def test_an_item_waits_while_its_start_uploads_and_fails_clearly_if_the_start_stopped(
+    stack, sandbox_server, tmp_path
+):
+    # Given a batch whose start recorded it and then stopped before uploading one file (its
+    # item has no bucket copy and was never told its files are there)
+    manifest = write_manifest(tmp_path / "catalog", ITEMS[:2])
+    batch_id = stack.control.start(plan(manifest, stack.settings))
+    video = json.loads(stack.ledger.item(batch_id, "intro")["video"])
+    stack.storage.delete(video["stored"].split("/", 3)[3])
+    stack.redis.hdel(keys.item(batch_id, "intro"), "inputs_ready")
+    # while the start still says it is uploading
+    stack.ledger.update_batch(batch_id, {"uploading": True, "uploads_beat_at": time.time()})
+    with in_process_worker(stack):
+        # Then the item waits for its file, while the other completes
+        deadline = time.monotonic() + 30
+        while stack.ledger.item(batch_id, "outro")["state"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert stack.ledger.item(batch_id, "intro")["state"] == "pending"
+        # When the start has not said so for longer than it ever would
+        stack.ledger.update_batch(batch_id, {"uploads_beat_at": time.time() - 60})
+        status = stack.wait(batch_id, timeout_s=30)
+    # Then the item fails for its input, naming the file and what to do, unpaid
+    failed = stack.ledger.item(batch_id, "intro")
+    assert status["counts"] == {**status["counts"], "completed": 1, "failed": 1}
+    assert "intro.mp4 is not in the bucket" in failed["error"]
+    assert "lipdub run" in failed["hint"]
+    assert len(accepted_submits(sandbox_server.url)) == 1

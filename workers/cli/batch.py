@@ -23,7 +23,7 @@ from rich.text import Text
 
 from pipeline import wiring
 from pipeline.audit import audit_batch
-from pipeline.errors import PredictionNotFound, SettingsError, StorageError
+from pipeline.errors import PredictionNotFound, SettingsError
 from pipeline.heartbeat import LIVE_S, Beat, Heartbeats, disagreements
 from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
@@ -107,24 +107,17 @@ def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
             provider, session.storage, to_pay.total_usd, create_bucket=options.create_bucket
         )
     _confirm(to_pay.total_usd, settings.budget.confirm_above_usd, options.yes)
-    try:
-        with progress_bar("Uploading inputs", in_bytes=True) as on_upload:
-            batch_id = session.control.start(
-                plan,
-                name=options.name,
-                budget_usd=options.budget_usd,
-                partial_budget=options.partial_budget,
-                force=options.force,
-                extra={"balance_before_usd": str(balance_usd)},
-                notify=[SecretStr(url) for url in options.notify],
-                on_upload=on_upload,
-            )
-    except StorageError as error:
-        raise fail(
-            f"{error}. The batch was not started and nothing was spent; run it again (files "
-            "already in the bucket are not sent again).",
-            EXIT_ERROR,
-        ) from None
+    with progress_bar("Uploading inputs", in_bytes=True) as on_upload:
+        batch_id = session.control.start(
+            plan,
+            name=options.name,
+            budget_usd=options.budget_usd,
+            partial_budget=options.partial_budget,
+            force=options.force,
+            extra={"balance_before_usd": str(balance_usd)},
+            notify=[SecretStr(url) for url in options.notify],
+            on_upload=on_upload,
+        )
     if not options.as_json:
         _print_uploads(session, batch_id)
     started = (
@@ -150,10 +143,17 @@ def _print_uploads(session: Session, batch_id: str) -> None:
     if not fields.get("inputs_local"):
         return
     sent_mb = int(fields.get("inputs_uploaded_bytes") or 0) / 1_000_000
+    refused = int(fields.get("inputs_refused") or 0)
     err.print(
         Text(
             f"Uploaded {fields.get('inputs_uploaded')} of {fields.get('inputs_local')} local "
-            f"files ({sent_mb:.1f} MB); {fields.get('inputs_present')} were in the bucket already."
+            f"files ({sent_mb:.1f} MB); {fields.get('inputs_present')} were in the bucket already"
+            + (
+                f"; {refused} could not be put there: their items fail, saying why"
+                if refused
+                else ""
+            )
+            + "."
         )
     )
 
