@@ -207,6 +207,12 @@ class BatchControl:
         batch_id = batch_id or new_batch_id(now)
         model = self.settings.provider.model_path
         items = [self._item_fields(item, model, now) for item in plan.items]
+        waiting = {item.id: _local_keys(item, self.settings.storage.prefix) for item in plan.items}
+        for fields in items:
+            if waiting[str(fields["id"])]:
+                # Not expected yet: sent (and expected) once its files are in the bucket; the
+                # sweeper sends it if its start stops first (`pipeline.sweep`).
+                fields.update({"next_step": "", "next_due_at": ""})
         if extra and extra.get("output_prefix"):
             for fields in items:
                 fields["output_folder"] = extra["output_prefix"]
@@ -228,7 +234,6 @@ class BatchControl:
             self.ledger.set_batch_notify(batch_id, [url.get_secret_value() for url in notify])
         if not self.ledger.create_batch(batch_id, record, items, budget_usd=budget):
             return batch_id
-        waiting = {item.id: _local_keys(item, self.settings.storage.prefix) for item in plan.items}
         for item_id, keys_ in waiting.items():
             if not keys_:
                 # `next_step`/`next_due_at` are in the item's fields already (the sweeper's
@@ -275,8 +280,10 @@ class BatchControl:
                 if why is not None:
                     kind = ErrorKind.INPUT if isinstance(why, InputChanged) else ErrorKind.STORAGE
                     fields = {"upload_error": str(why), "upload_error_kind": kind.value}
+                step = Next("prepare", batch_id, item_id)
+                fields.update({"next_step": step.step, "next_due_at": self.clock()})
                 self.ledger.update_item(batch_id, item_id, ItemState.PENDING, fields)
-                self.dispatcher.send(Next("prepare", batch_id, item_id))
+                self.dispatcher.send(step)
 
         def beat() -> None:
             if self.clock() - beaten[0] >= BEAT_EVERY_S:

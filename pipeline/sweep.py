@@ -9,6 +9,8 @@ the cost of a false alarm is one extra run that finds nothing to do.
 "Long after" is the hard time limit past the due time (a step that started cannot still be
 running then), and only while the broker's queue is empty (a message waiting behind a
 backlog is late, not lost). A complete batch that was never finished gets its finalize again.
+An item never sent because the start uploading its files stopped first gets its prepare step,
+which fails it, saying so.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from pipeline.ledger import Ledger
 from pipeline.states import ItemState
 from pipeline.steps import Next
+from pipeline.uploads import uploader_stopped
 
 ACTIVE_BATCHES = 50
 """How many of the most recent batches are looked at."""
@@ -32,8 +35,14 @@ def stalled_steps(ledger: Ledger, *, now: float, grace_s: float) -> list[Next]:
             if ledger.finalizer_guard_left_s(batch_id) == 0:
                 found.append(Next("finalize", batch_id))
             continue
+        start_stopped = uploader_stopped(batch.raw, now)
         for record in ledger.items(batch_id):
             if not record or ItemState(record["state"]).final:
+                continue
+            if start_stopped and not record.get("next_step"):
+                # Never sent: its start stopped before its files were up. Its prepare step
+                # fails it, saying so.
+                found.append(Next("prepare", batch_id, record["id"]))
                 continue
             due = float(record.get("next_due_at") or 0)
             if record.get("next_step") and due and now > due + grace_s:

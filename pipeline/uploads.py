@@ -35,6 +35,15 @@ FileDone = Callable[[str, StorageError | None], None]
 
 BEAT_EVERY_S = 5.0
 """How often a start that is uploading says so (the batch's `uploads_beat_at`)."""
+UPLOADER_LAPSE_S = 30.0
+"""A start that has not said so for this long stopped: its items' missing files never come."""
+
+
+def uploader_stopped(batch: Mapping[str, str], now: float) -> bool:
+    """True when the batch's start was uploading and has been silent too long (`batch`: the
+    batch record's fields)."""
+    beat_at = float(batch.get("uploads_beat_at") or 0)
+    return batch.get("uploading") == "1" and now - beat_at >= UPLOADER_LAPSE_S
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,12 @@ from pipeline.states import ErrorKind, ItemState
 from pipeline.steps import Next
 from pipeline.storage import output_key
 from pipeline.sync_modes import within_one_frame
+from pipeline.uploads import uploader_stopped
 
 log = logging.getLogger("lipdub.prepare")
 
 WAIT_FOR_OWNER_S = 5.0
 WAIT_FOR_UPLOAD_S = 5.0
-UPLOADER_LAPSE_S = 30.0
-"""A start that has not said it is uploading for this long (it says so every 5 s) stopped."""
 RESEND_HINT = (
     "Run the manifest again (lipdub run puts what is missing in the bucket), or run "
     "`lipdub retry-failed` on a machine that has the file."
@@ -124,8 +123,7 @@ def _await_inputs(rt: Runtime, item: Item) -> list[Next] | None:
         return None  # its start sent the files, then stopped before it said so
     batch = rt.ledger.batch(item.batch_id)
     raw_batch = batch.raw if batch is not None else {}
-    beat_at = float(raw_batch.get("uploads_beat_at") or 0)
-    if raw_batch.get("uploading") == "1" and rt.clock() - beat_at < UPLOADER_LAPSE_S:
+    if raw_batch.get("uploading") == "1" and not uploader_stopped(raw_batch, rt.clock()):
         countdown = rt.countdown(WAIT_FOR_UPLOAD_S)
         return [Next("prepare", item.batch_id, item.id, countdown, "its inputs, being uploaded")]
     name, data = missing[0]

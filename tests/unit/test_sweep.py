@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from pipeline import keys
 from pipeline.ledger import Ledger
 from pipeline.states import ItemState
 from pipeline.steps import Next
@@ -47,3 +48,14 @@ def test_final_items_are_left_alone_and_a_complete_batch_is_finalized(ledger):
     # ... unless a finalizer is at work
     assert ledger.acquire_finalizer("b1", 30)
     assert stalled_steps(ledger, now=later, grace_s=GRACE_S) == []
+
+
+def test_an_item_never_sent_is_sent_once_the_start_uploading_its_files_stopped(ledger):
+    # Given an item the start had not sent yet (its files were still uploading)
+    ledger.redis.hset(keys.item("b1", "d"), mapping={"id": "d", "state": "pending"})
+    ledger.redis.rpush(keys.batch_items("b1"), "d")
+    ledger.update_batch("b1", {"item_count": 4, "uploading": True, "uploads_beat_at": NOW_S})
+    # Then it is left alone while the start says it is uploading, however long that takes
+    assert Next("prepare", "b1", "d") not in stalled_steps(ledger, now=NOW_S + 29, grace_s=1e9)
+    # and sent (its prepare step fails it, saying why) once the start has been silent 30 s
+    assert stalled_steps(ledger, now=NOW_S + 30, grace_s=1e9) == [Next("prepare", "b1", "d")]
