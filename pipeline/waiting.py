@@ -7,6 +7,7 @@ takes the snapshot from Redis. `lipdub status` shows the groups.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,7 +24,7 @@ class Reason(StrEnum):
 
     QUEUE = "our queue (a worker to take its next step)"
     SAME_PAIR = "another item paying for the same pair"
-    UPLOADING = "its upload"
+    UPLOADING = "its files being uploaded by its start"
     STORAGE = "storage trouble, being retried"
     SCHEDULE = "the schedule's window or nightly budget"
     COOL_DOWN = "the 429 cool-down"
@@ -89,7 +90,7 @@ def reason_of(record: Mapping[str, str], member: str, gates: GateFacts) -> Reaso
             return Reason.STORAGE
         if record.get("waiting_on"):
             return Reason.SAME_PAIR
-        return Reason.UPLOADING if record.get("upload_started_at") else Reason.QUEUE
+        return Reason.UPLOADING if _awaits_upload(record) else Reason.QUEUE
     if state is ItemState.READY:
         if record.get("waiting_on") in PARKED:
             return Reason.SCHEDULE
@@ -151,3 +152,12 @@ def history(record: Mapping[str, str]) -> list[tuple[float, str]]:
     """
     moments = [(float(record[name]), says) for name, says in _MOMENTS if record.get(name)]
     return sorted(moments, key=lambda moment: moment[0])
+
+
+def _awaits_upload(record: Mapping[str, str]) -> bool:
+    """A pending item with a local file its start has not said is in the bucket yet."""
+    if record.get("inputs_ready") == "1" or record.get("upload_error"):
+        return False
+    return any(
+        json.loads(record.get(name) or "{}").get("kind") == "local" for name in ("video", "audio")
+    )

@@ -14,9 +14,15 @@ M = "b1:i1"
     [
         ({"state": "pending"}, GateFacts(), Reason.QUEUE),
         ({"state": "pending", "waiting_on": "b0:i9"}, GateFacts(), Reason.SAME_PAIR),
-        ({"state": "pending", "upload_started_at": "5"}, GateFacts(), Reason.UPLOADING),
+        ({"state": "pending", "video": '{"kind": "local"}'}, GateFacts(), Reason.UPLOADING),
         (
-            {"state": "pending", "upload_started_at": "5", "upload_errors_since": "6"},
+            {"state": "pending", "video": '{"kind": "local"}', "inputs_ready": "1"},
+            GateFacts(),
+            Reason.QUEUE,
+        ),
+        ({"state": "pending", "video": '{"kind": "s3"}'}, GateFacts(), Reason.QUEUE),
+        (
+            {"state": "pending", "upload_errors_since": "6"},
             GateFacts(),
             Reason.STORAGE,
         ),
