@@ -14,7 +14,7 @@ import logging
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.errors import InputChanged, InputNotUploaded, StorageError
+from pipeline.errors import InputNotUploaded, StorageError
 from pipeline.flow.common import (
     batch_flag,
     cancel,
@@ -58,7 +58,10 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         rt.ledger.update_item(
             batch_id, item_id, ItemState.PENDING, {"prepare_started_at": rt.clock()}
         )
-    waiting = _await_inputs(rt, item)
+    try:
+        waiting = _await_inputs(rt, item)
+    except StorageError as err:
+        return _storage_trouble(rt, item, err)
     if waiting is not None:
         return waiting
     force = batch_flag(rt, batch_id, "force")
@@ -72,30 +75,27 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             "video_ref": _put(rt, item, "video"),
             "audio_ref": _put(rt, item, "audio"),
         }
-    except (InputChanged, InputNotUploaded) as err:
+    except InputNotUploaded as err:
+        return fail(rt, item, [ItemState.PENDING], ErrorKind.INPUT, str(err), RESEND_HINT)
+    fields["uploaded_at"] = str(rt.clock())
+    moved = rt.ledger.transition(batch_id, item_id, [ItemState.PENDING], ItemState.READY, fields)
+    return [Next("submit", batch_id, item_id)] if moved.ok else []
+
+
+def _storage_trouble(rt: Runtime, item: Item, err: StorageError) -> list[Next]:
+    """S3 did not answer whether the item's files are there: ask again later, for
+    `storage.retry_for_s`, then fail clearly."""
+    countdown_s = storage_retry_in(rt, item, "upload")
+    if countdown_s is None:
         return fail(
             rt,
             item,
             [ItemState.PENDING],
-            ErrorKind.INPUT,
+            ErrorKind.STORAGE,
             str(err),
-            "Plan and start the batch again.",
+            "Check the bucket settings (LIPDUB_STORAGE__*) and that S3 is reachable, then retry the failed items.",
         )
-    except StorageError as err:
-        countdown_s = storage_retry_in(rt, item, "upload")
-        if countdown_s is None:
-            return fail(
-                rt,
-                item,
-                [ItemState.PENDING],
-                ErrorKind.STORAGE,
-                str(err),
-                "Check the bucket settings (LIPDUB_STORAGE__*) and that S3 is reachable, then retry the failed items.",
-            )
-        return [Next("prepare", batch_id, item_id, countdown_s, "storage trouble, retried")]
-    fields["uploaded_at"] = str(rt.clock())
-    moved = rt.ledger.transition(batch_id, item_id, [ItemState.PENDING], ItemState.READY, fields)
-    return [Next("submit", batch_id, item_id)] if moved.ok else []
+    return [Next("prepare", item.batch_id, item.id, countdown_s, "storage trouble, retried")]
 
 
 def _await_inputs(rt: Runtime, item: Item) -> list[Next] | None:
