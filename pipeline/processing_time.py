@@ -5,7 +5,8 @@ in ms) is a sample (video seconds, seconds taken), kept in Redis per model and s
 last `KEPT_SAMPLES`, shared by every worker). From at least `MIN_SAMPLES` of them a robust
 line is fitted: seconds = fixed + per_video_s x video seconds, by the Theil-Sen estimator
 (the median of the pairwise slopes, then the median intercept), which a few slow outliers do
-not move. A prediction's first poll is aimed at the time its line predicts (plus a margin),
+not move; how far above the line most samples fall is kept too (`spread_s`). A prediction's
+first poll is aimed at the time its line predicts plus that spread (and a quarter second),
 never before `polling.first_poll_min_s`; without samples the configured expectation stands.
 
 Only the provider's own figure is used: the time from submit to the poll that found it done
@@ -14,9 +15,9 @@ earlier than the guess it started from.
 
     >>> fit([Sample(2.0, 3.0), Sample(4.0, 5.0), Sample(6.0, 7.1), Sample(8.0, 9.0),
     ...      Sample(5.0, 6.1), Sample(3.0, 40.0)])  # one slow outlier
-    Line(fixed_s=1.05, per_video_s=1.0)
+    Line(fixed_s=1.05, per_video_s=1.0, spread_s=0.05)
     >>> fit([Sample(3.0, 4.0), Sample(3.0, 4.4), Sample(3.0, 3.6)])
-    Line(fixed_s=0.0, per_video_s=1.3333)
+    Line(fixed_s=0.0, per_video_s=1.3333, spread_s=0.0)
     >>> fit([Sample(3.0, 4.0)]) is None
     True
 """
@@ -53,10 +54,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class Line:
-    """The provider's processing time: `fixed_s + per_video_s x video seconds`."""
+    """The provider's processing time: `fixed_s + per_video_s x video seconds`, and how far
+    above the line nine in ten samples fell (`spread_s`: 0 for a provider as regular as a
+    clock, more for one whose times vary)."""
 
     fixed_s: float
     per_video_s: float
+    spread_s: float = 0.0
 
     def seconds(self, video_s: float) -> float:
         return self.fixed_s + self.per_video_s * max(0.0, video_s)
@@ -75,10 +79,14 @@ def fit(samples: Sequence[Sample]) -> Line | None:
     if len(slopes) < MIN_SAMPLES:
         # Clips of one length: the time per video second says it all.
         rate = statistics.median(s.took_s / max(s.video_s, 1.0) for s in samples)
-        return Line(0.0, round(rate, 4))
-    slope = max(0.0, statistics.median(slopes))
-    fixed = max(0.0, statistics.median(s.took_s - slope * s.video_s for s in samples))
-    return Line(round(fixed, 4), round(slope, 4))
+        line = Line(0.0, round(rate, 4))
+    else:
+        slope = max(0.0, statistics.median(slopes))
+        fixed = max(0.0, statistics.median(s.took_s - slope * s.video_s for s in samples))
+        line = Line(round(fixed, 4), round(slope, 4))
+    above = sorted(s.took_s - line.seconds(s.video_s) for s in samples)
+    spread = max(0.0, above[int(0.9 * (len(above) - 1))])  # (a lone outlier is the last)
+    return Line(line.fixed_s, line.per_video_s, round(spread, 3))
 
 
 class ProcessingTimes:

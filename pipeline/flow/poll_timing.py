@@ -18,9 +18,9 @@ from __future__ import annotations
 from pipeline.processing_time import Line
 from pipeline.settings import PollingSettings
 
-LEARNED_MARGIN = 1.1
-LEARNED_MARGIN_S = 1.0
-"""A learned time is aimed a little past: 10 % and a second (a miss costs a whole interval)."""
+LEARNED_MARGIN_S = 0.25
+"""A learned time is aimed past its line by the samples' spread above it and this much: a
+miss costs a whole interval, a late look only the time it is late."""
 
 
 def first_poll_delay_s(
@@ -31,11 +31,11 @@ def first_poll_delay_s(
     bounds.
 
     >>> from pipeline.settings import PollingSettings
-    >>> first_poll_delay_s(PollingSettings(), 10.0, Line(fixed_s=2.0, per_video_s=0.5))
-    8.7
+    >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4))
+    7.65
     """
     if learned is not None:
-        expected_s = learned.seconds(video_s) * LEARNED_MARGIN + LEARNED_MARGIN_S
+        expected_s = learned.seconds(video_s) + learned.spread_s + LEARNED_MARGIN_S
     else:
         expected_s = polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
     return round(_bounded(polling, expected_s), 3)
