@@ -137,3 +137,20 @@ def test_an_output_that_cannot_be_read_back_for_a_while_is_collected_again(
     assert unreadable.hits == 2
     assert _nonzero(status["counts"]) == {"completed": 1}, status
     assert sorted(paid_pairs(entries).values()) == [1]
+
+
+def test_a_file_s3_refuses_for_a_while_is_sent_again_by_its_start(tmp_path, make_stack, s3_server):
+    # Given S3 refusing one file's upload more times than botocore tries in one call
+    manifest = write_manifest(tmp_path / "m", ITEMS[:2])
+    with FaultyS3Proxy(s3_server.url) as proxy, start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, **storage_settings(proxy, retry_for_s=30.0))
+        bucket = stack.settings.storage.bucket
+        video_key = media_key_of(tmp_path / "m" / "s-0.mp4")
+        refused = proxy.fail("PUT", rf"^/{bucket}/{re.escape(video_key)}$", times=6)
+        with worker_processes(stack.settings, tmp_path, concurrency=2):
+            # When the batch is started
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=90)
+    # Then the start sent it again after a while and every item completed
+    assert refused.hits == 6
+    assert _nonzero(status["counts"]) == {"completed": 2}, status
