@@ -135,7 +135,7 @@ def upload_files(
     least every `BEAT_EVERY_S` while files are under way. A file S3 refuses is tried again
     (`backoff.STORAGE`) until `retry_for_s` has passed since its first try, as a worker's
     storage trouble is: an outage shorter than that loses nothing. (This runs where the
-    batch is started, never in a worker: its waits are the uploader's own.)"""
+    batch is started; a schedule's tick, a worker's task, passes 0 and never waits.)"""
     total = sum(f.size_bytes for f in files.values())
     done = 0
     lock = threading.Lock()
