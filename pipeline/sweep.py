@@ -22,6 +22,8 @@ from pipeline.uploads import uploader_stopped
 
 ACTIVE_BATCHES = 50
 """How many of the most recent batches are looked at."""
+SWEPT_FIELDS = ("id", "state", "next_step", "next_due_at")
+"""All the sweep reads of an item (a chunk at a time: a big batch's records stay in Redis)."""
 
 
 def stalled_steps(ledger: Ledger, *, now: float, grace_s: float) -> list[Next]:
@@ -36,7 +38,7 @@ def stalled_steps(ledger: Ledger, *, now: float, grace_s: float) -> list[Next]:
                 found.append(Next("finalize", batch_id))
             continue
         start_stopped = uploader_stopped(batch.raw, now)
-        for record in ledger.items(batch_id):
+        for record in ledger.iter_items(batch_id, fields=SWEPT_FIELDS):
             if not record or ItemState(record["state"]).final:
                 continue
             if start_stopped and not record.get("next_step"):
