@@ -146,17 +146,11 @@ class BatchControl:
         clock: Callable[[], float] = time.time,
         stored_report: Callable[[str], bytes] | None = None,
         storage: Storage | None = None,
-        upload_retry_for_s: float | None = None,
     ) -> None:
         """`stored_report` reads a report the bucket holds, by its key: the report of a
         batch whose items were compacted (`pipeline.retention`). `storage`: the bucket a
-        plan's local inputs are put in before its items are sent (needed for those).
-        `upload_retry_for_s`: how long a refused file is tried again (`storage.retry_for_s`;
-        0 inside a worker's task, which never waits)."""
+        plan's local inputs are put in before its items are sent (needed for those)."""
         self.storage = storage
-        self.upload_retry_for_s = (
-            settings.storage.retry_for_s if upload_retry_for_s is None else upload_retry_for_s
-        )
         self.ledger = ledger
         self.dispatcher = dispatcher
         self.stored_report = stored_report
@@ -303,7 +297,6 @@ class BatchControl:
             on_file=on_file,
             on_progress=on_upload,
             beat=beat,
-            retry_for_s=self.upload_retry_for_s,
         )
         self.ledger.update_batch(
             batch_id, {"uploading": False, "uploads_done_at": self.clock(), **sent.to_fields()}

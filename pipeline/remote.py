@@ -134,8 +134,16 @@ class RemoteProber:
         )
 
 
-def make_s3_client(*, endpoint_url: str | None, region: str) -> S3Client:
-    """A boto3 S3 client for the configured endpoint (credentials from the usual AWS chain)."""
+def make_s3_client(
+    *, endpoint_url: str | None, region: str, max_attempts: int | None = None
+) -> S3Client:
+    """A boto3 S3 client for the configured endpoint (credentials from the usual AWS chain).
+    `max_attempts`: botocore's own retries of throttling and 5xx answers (standard mode,
+    backoff capped at 20 s), for a process that may wait; None keeps botocore's default."""
     import boto3  # local import: boto3 is slow to import and only needed here
+    from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+    config = (
+        Config(retries={"mode": "standard", "max_attempts": max_attempts}) if max_attempts else None
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)

@@ -17,15 +17,12 @@ with the reason; the others go on. `BatchControl` drives this (`pipeline.batches
 
 from __future__ import annotations
 
-import itertools
 import threading
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline import backoff
 from pipeline.errors import InputChanged, StorageError
 from pipeline.planning import Plan, PlannedInput, PlannedItem
 from pipeline.storage import Storage, media_key
@@ -127,15 +124,12 @@ def upload_files(
     on_file: FileDone | None = None,
     on_progress: Progress | None = None,
     beat: Callable[[], None] | None = None,
-    retry_for_s: float = 600.0,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> Uploaded:
     """Put these files in the bucket (each skipped when there), `files_at_once` at a time in
     their order. `on_file` is told of each as it ends, in this thread; `beat` is called at
-    least every `BEAT_EVERY_S` while files are under way. A file S3 refuses is tried again
-    (`backoff.STORAGE`) until `retry_for_s` has passed since its first try, as a worker's
-    storage trouble is: an outage shorter than that loses nothing. (This runs where the
-    batch is started; a schedule's tick, a worker's task, passes 0 and never waits.)"""
+    least every `BEAT_EVERY_S` while files are under way. A refused call is tried again by
+    the storage's S3 client itself (a starting process's: `wiring.starter_s3_client`); a file
+    still refused fails its items."""
     total = sum(f.size_bytes for f in files.values())
     done = 0
     lock = threading.Lock()
@@ -148,31 +142,21 @@ def upload_files(
                 on_progress(done, total)
 
     def put(file: LocalFile) -> bool:
-        started = time.monotonic()
-        for attempt in itertools.count(1):
-            sent = 0
+        sent = 0
 
-            def on_bytes(n_bytes: int) -> None:
-                nonlocal sent
-                sent += n_bytes
-                advance(n_bytes)
+        def on_bytes(n_bytes: int) -> None:
+            nonlocal sent
+            sent += n_bytes
+            advance(n_bytes)
 
-            try:
-                uploaded = storage.upload_file(file.path, file.key, file.sha256, on_bytes=on_bytes)
-            except InputChanged:
-                raise
-            except StorageError as err:
-                advance(-sent)  # sent again on the next try
-                wait_s = backoff.STORAGE.delay_s(attempt)
-                if time.monotonic() - started + wait_s > retry_for_s:
-                    raise StorageError(
-                        f"{file.path} could not be put in the bucket: {err}"
-                    ) from err
-                sleep(wait_s)
-                continue
-            advance(file.size_bytes - sent)  # a file found in the bucket counts as done
-            return uploaded
-        raise AssertionError("unreachable")
+        try:
+            uploaded = storage.upload_file(file.path, file.key, file.sha256, on_bytes=on_bytes)
+        except InputChanged:
+            raise
+        except StorageError as err:
+            raise StorageError(f"{file.path} could not be put in the bucket: {err}") from err
+        advance(file.size_bytes - sent)  # a file found in the bucket counts as done
+        return uploaded
 
     if on_progress is not None:
         on_progress(0, total)

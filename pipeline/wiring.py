@@ -43,6 +43,21 @@ def s3_client(settings: Settings) -> S3Client:
     )
 
 
+STARTER_S3_ATTEMPTS = 10
+"""Tries of each S3 call by the process that starts batches and uploads their files (the CLI,
+the Python API): botocore's backoff rides out about a minute of throttling or 5xx before a
+file fails its items. Workers keep botocore's default: their steps reschedule instead."""
+
+
+def starter_s3_client(settings: Settings) -> S3Client:
+    """The S3 client of a process that starts batches (it may wait: it is nobody's worker)."""
+    return make_s3_client(
+        endpoint_url=settings.storage.endpoint_url,
+        region=settings.storage.region,
+        max_attempts=STARTER_S3_ATTEMPTS,
+    )
+
+
 def remote_prober(settings: Settings) -> RemoteProber:
     """Reads remote inputs (`s3://`, `https://`) while planning."""
     return RemoteProber(

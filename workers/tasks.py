@@ -156,7 +156,6 @@ def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> No
                 runtime.settings,
                 clock=runtime.clock,
                 storage=runtime.storage,  # a local inbox's files are uploaded from here
-                upload_retry_for_s=0.0,  # a task never waits: a refused file fails its items
             )
             Scheduler.build(runtime.settings, schedules, control, runtime.storage.s3).tick()
         except SettingsError as err:

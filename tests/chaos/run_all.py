@@ -209,10 +209,7 @@ def scenario_storage_errors(sc: Scenario) -> Outcome:
         FaultyS3Proxy(sc.s3.url) as proxy,
         start_sandbox(sc.workdir) as sandbox,
     ):
-        # The start uploads four files at once, so the burst of SlowDowns comes at once:
-        # 20 s outlasts it (the settings' 8 s did not, one run in two).
-        sections = storage_settings(proxy, retry_for_s=20.0)
-        stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
+        stack = Stack(sc.settings(sandbox.url, redis_server.url, **storage_settings(proxy)))
         manifest = sc.manifest()
         bucket = sc.bucket
         proxy.fail("PUT", rf"^/{bucket}/media/", times=sc.count // 5)

@@ -28,6 +28,7 @@ from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.samples import write_audio, write_video
 from pipeline.settings import Settings, to_environment
 from pipeline.storage import Storage
+from pipeline.wiring import starter_s3_client
 from workers.app import create_app
 from workers.pump import Pump
 from workers.tasks import CeleryDispatcher
@@ -134,9 +135,7 @@ class Stack:
         self.app = create_app(settings)
         self.redis = redis.Redis.from_url(settings.redis.url, decode_responses=True)
         self.ledger = Ledger(self.redis)
-        self.s3 = make_s3_client(
-            endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
-        )
+        self.s3 = starter_s3_client(settings)  # the stack starts batches, as the CLI
         self.storage = Storage(self.s3, settings.storage)
         self.storage.ensure_bucket()
         self.control = BatchControl(

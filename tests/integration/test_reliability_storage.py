@@ -140,10 +140,11 @@ def test_an_output_that_cannot_be_read_back_for_a_while_is_collected_again(
 
 
 def test_a_file_s3_refuses_for_a_while_is_sent_again_by_its_start(tmp_path, make_stack, s3_server):
-    # Given S3 refusing one file's upload more times than botocore tries in one call
+    # Given S3 refusing one file's upload more times than botocore's default tries (a
+    # worker's client; the starting process's tries more, wiring.STARTER_S3_ATTEMPTS)
     manifest = write_manifest(tmp_path / "m", ITEMS[:2])
     with FaultyS3Proxy(s3_server.url) as proxy, start_sandbox(tmp_path) as sandbox:
-        stack = make_stack(sandbox, **storage_settings(proxy, retry_for_s=30.0))
+        stack = make_stack(sandbox, **storage_settings(proxy))
         bucket = stack.settings.storage.bucket
         video_key = media_key_of(tmp_path / "m" / "s-0.mp4")
         refused = proxy.fail("PUT", rf"^/{bucket}/{re.escape(video_key)}$", times=6)

@@ -67,7 +67,7 @@ class Session:
         dispatcher = CeleryDispatcher(
             app, settings.worker.queue, due=DueSteps(client, settings.worker.queue)
         )
-        s3 = wiring.s3_client(settings)
+        s3 = wiring.starter_s3_client(settings)
         storage = Storage(s3, settings.storage)
         control = BatchControl(
             ledger, dispatcher, settings, stored_report=storage.get_bytes, storage=storage
