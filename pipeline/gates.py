@@ -131,6 +131,10 @@ class Gates:
         )
         return [str(name) for name in woken]
 
+    def holders(self) -> list[str]:
+        """The members holding a slot now: every prediction of the account being followed."""
+        return [str(m) for m in self._run(lambda: self.redis.zrange(keys.SLOTS, 0, -1))]
+
     def in_flight(self) -> int:
         """Slots held now (leases not yet ended)."""
         return int(self._run(lambda: self.redis.zcard(keys.SLOTS)))

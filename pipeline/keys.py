@@ -190,6 +190,16 @@ def timing(model: str, sync_mode: str) -> str:
     return f"{PREFIX}:timing:{model}:{sync_mode}"
 
 
+def watched(prediction_id: str) -> str:
+    """Set when the account's watch saw the prediction completed and asked for its poll."""
+    return f"{PREFIX}:watched:{prediction_id}"
+
+
+def timing_scouts(model: str, sync_mode: str) -> str:
+    """How many predictions scouted for a line not yet learned (`processing_time.SCOUTS`)."""
+    return f"{PREFIX}:timing-scouts:{model}:{sync_mode}"
+
+
 def worker(name: str) -> str:
     """A worker's last heartbeat."""
     return f"{PREFIX}:worker:{name}"

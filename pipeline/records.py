@@ -109,6 +109,12 @@ class ItemRecord:
     submitted_at: float | None = None
     """When the prediction now being followed was created (its POST answered)."""
     poll_interval_s: float | None = None
+    """The wait before the next (or the last) look at the prediction."""
+    first_look: str = ""
+    """What the first look at the prediction was aimed by: `learned` (the provider's recent
+    times), `scout` (early and often: nothing learned yet) or `expected` (the settings)."""
+    last_unfinished_at: float | None = None
+    """When a look last found the prediction unfinished."""
     prepare_started_at: float | None = None
     upload_started_at: float | None = None
     processing_at: float | None = None
@@ -139,6 +145,8 @@ class ItemRecord:
             deadline_at=_float(raw, "deadline_at"),
             submitted_at=_float(raw, "submitted_at"),
             poll_interval_s=_float(raw, "poll_interval_s"),
+            first_look=raw.get("first_look", ""),
+            last_unfinished_at=_float(raw, "last_unfinished_at"),
             prepare_started_at=_float(raw, "prepare_started_at"),
             upload_started_at=_float(raw, "upload_started_at"),
             processing_at=_float(raw, "processing_at"),
@@ -154,6 +162,11 @@ class ItemRecord:
             errors=tuple(_json(raw, "errors") or ()),
             raw=dict(raw),
         )
+
+    @property
+    def scout(self) -> bool:
+        """Looks early and often while the provider's times are not yet learned."""
+        return self.first_look == "scout"
 
     @property
     def video_s(self) -> float:

@@ -20,7 +20,7 @@ from pipeline.durability import DurableWrites
 from pipeline.errors import SettingsError
 from pipeline.gates import Gates
 from pipeline.ledger import Ledger
-from pipeline.processing_time import ProcessingTimes
+from pipeline.processing_time import ProcessingTimes, expected_line
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
 from pipeline.schedules.config import ScheduleSpec, load_schedules
@@ -87,7 +87,7 @@ class Runtime:
     @cached_property
     def times(self) -> ProcessingTimes:
         """The provider's learned processing times (`pipeline.processing_time`)."""
-        return ProcessingTimes(self.ledger.redis)
+        return ProcessingTimes(self.ledger.redis, shape=expected_line(self.settings.polling))
 
     def close(self) -> None:
         """Close network clients."""

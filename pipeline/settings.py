@@ -196,23 +196,27 @@ class LedgerSettings(_Section):
 
 
 class PollingSettings(_Section):
-    """How often a prediction is checked: never closer than 5 s (the provider's guidance).
+    """Never closer than 5 s apart (the provider's guidance); how looks are aimed: see below.
 
-    The first check comes when the item should be done (`expected_fixed_s` +
-    `expected_per_video_s` x video seconds), then the interval grows by `growth_factor` up to
-    `max_interval_s`. Intervals under 5 s are accepted only for a provider on this machine.
+    With `learn`, each first check goes where the provider's recent predictions say this one
+    is seen soonest after it ends (then every 5 s while it is within their range); before
+    anything is learned, three scouts look early and often and the others wait for them.
+    Past every expectation the wait grows by `growth_factor` up to `max_interval_s`.
+    Intervals under 5 s are accepted only for a provider on this machine.
     """
 
     first_poll_min_s: float = Field(default=5.0, gt=0)
     """The earliest first check after a submit (at least 5 s against the real provider)."""
     growth_factor: float = Field(default=1.5, ge=1.0, le=4.0)
-    """Each later check waits this much longer than the one before."""
+    """Past every expectation, each check waits this much longer than the one before (never more than half the prediction's age)."""
     max_interval_s: float = Field(default=60.0, gt=0)
     """The longest wait between two checks of one prediction."""
+    watch_every_s: float = Field(default=2.0, ge=0)
+    """While predictions run, one list call for the whole account this often finds those that completed, and each is looked at at once (the scheduled looks stay the safety net); 0 turns it off."""
     learn: bool = True
     """Aim each first check at the time the provider has been taking (learned from its recent
-    predictions' own processing times, per model and sync mode); the expectation below
-    applies until there are a few."""
+    predictions' own processing times, per model and sync mode); until there are three, three
+    scouts look early and the expectation below applies to the rest."""
     expected_fixed_s: float = Field(default=20.0, ge=0)
     """Expected processing time: this fixed part ..."""
     expected_per_video_s: float = Field(default=1.0, ge=0)

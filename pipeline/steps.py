@@ -12,7 +12,9 @@ ITEM_STEP_NAMES = ("prepare", "submit", "reconcile", "poll", "collect")
 """The steps of one item's life, in their usual order (`pipeline.flow`)."""
 BATCH_STEPS = frozenset({"finalize", "conclude", "notify"})
 """Steps about a whole batch (or, for `notify`, a schedule's notice), not one item."""
-STEP_NAMES = (*ITEM_STEP_NAMES, "finalize", "conclude", "notify")
+ACCOUNT_STEPS = frozenset({"watch"})
+"""Steps about the whole provider account (`pipeline.flow.watch`)."""
+STEP_NAMES = (*ITEM_STEP_NAMES, "finalize", "conclude", "notify", "watch")
 """Every step a worker runs, each as one Celery task `lipdub.<name>`."""
 
 

@@ -92,8 +92,11 @@ class DemoStack(Service):
         sandbox_config: SandboxConfig | None = None,
         settings_factory: SettingsFactory = demo_settings,
         appendfsync: str = "always",
+        webhooks_port: int | None = None,
     ) -> None:
         self.workdir = workdir.resolve()
+        self.webhooks_port = webhooks_port
+        """Also run `lipdub webhooks` on this port (the settings must point the provider at it)."""
         self.worker_count = workers
         self.concurrency = concurrency
         self.settings_factory = settings_factory
@@ -147,13 +150,19 @@ class DemoStack(Service):
     def _start_workers(self, settings: Settings) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
         env.update(to_environment(settings))
+        commands: dict[str, list[str]] = {}
         for n in range(self.worker_count):
-            log = (self.workdir / f"worker-{n + 1}.log").open("wb")
-            self._logs.append(log)
-            command = [
+            commands[f"worker-{n + 1}"] = [
                 sys.executable, "-m", "workers.cli", "worker",
                 f"--concurrency={self.concurrency}", f"--hostname=demo{n + 1}-{os.getpid()}@%h",
             ]  # fmt: skip
+        if self.webhooks_port is not None:
+            commands["webhooks"] = [
+                sys.executable, "-m", "workers.cli", "webhooks", f"--port={self.webhooks_port}",
+            ]  # fmt: skip
+        for name, command in commands.items():
+            log = (self.workdir / f"{name}.log").open("wb")
+            self._logs.append(log)
             self.workers.append(
                 subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                     command,

@@ -33,6 +33,7 @@ log = logging.getLogger("lipdub.worker")
 
 STEP_PRIORITY = {
     "poll": 0,
+    "watch": 0,
     "collect": 1,
     "submit": 2,
     "reconcile": 2,

@@ -16,6 +16,7 @@ from pipeline.flow.poll import poll
 from pipeline.flow.prepare import prepare
 from pipeline.flow.reconcile import reconcile
 from pipeline.flow.submit import submit
+from pipeline.flow.watch import watch
 from pipeline.runtime import Runtime
 from pipeline.schedules.conclude import conclude
 from pipeline.schedules.notices import notify
@@ -37,15 +38,17 @@ assert tuple(ITEM_STEPS) == ITEM_STEP_NAMES, "pipeline.steps names the steps thi
 
 
 def run_step(rt: Runtime, step: str, batch_id: str, item_id: str | None) -> list[Next]:
-    """Run one step by name: an item step, `finalize` or `conclude` for the batch, or
+    """Run one step by name: an item step, `finalize` or `conclude` for the batch,
     `notify` (its `batch_id` is the notice's source: a schedule's name or `batch:<id>`; its
-    `item_id` the notice's event)."""
+    `item_id` the notice's event), or `watch` for the account."""
     if step == "finalize":
         return finalize(rt, batch_id)
     if step == "conclude":
         return conclude(rt, batch_id)
     if step == "notify":
         return notify(rt, batch_id, item_id or "")
+    if step == "watch":
+        return watch(rt)
     if item_id is None:
         raise ValueError(f"step {step!r} needs an item id")
     return ITEM_STEPS[step](rt, batch_id, item_id)

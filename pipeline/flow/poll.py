@@ -8,7 +8,10 @@ it polls that prediction again instead of paying for a new one.
 
 from __future__ import annotations
 
+import logging
+
 from pipeline.errors import (
+    LedgerError,
     PredictionNotFound,
     ProviderAuthError,
     ProviderError,
@@ -24,6 +27,7 @@ from pipeline.flow.common import (
     resume,
     storage_retry_in,
 )
+from pipeline.flow.nudge import nudged_polls
 from pipeline.flow.poll_timing import next_poll_delay_s
 from pipeline.provider.models import Prediction, Status
 from pipeline.records import Item
@@ -32,6 +36,7 @@ from pipeline.states import ErrorKind, ItemState
 from pipeline.steps import Next
 
 RUNNING = [ItemState.RUNNING]
+log = logging.getLogger("lipdub.poll")
 
 
 def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
@@ -84,8 +89,23 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return _completed(rt, item, prediction)
     if prediction.terminal:
         return _failed(rt, item, prediction)
+    polling = rt.settings.polling
+    submitted_at = item.record.submitted_at
+    learned = (
+        rt.times.line(rt.settings.provider.model_path, item.record.sync_mode)
+        if polling.learn
+        else None
+    )
     fields: dict[str, object] = {
-        "poll_interval_s": next_poll_delay_s(rt.settings.polling, interval_s),
+        "poll_interval_s": next_poll_delay_s(
+            polling,
+            # After the first look (aimed, maybe far out), the waits start again from the floor.
+            interval_s if item.record.last_unfinished_at is not None else 0.0,
+            age_s=rt.clock() - submitted_at if submitted_at is not None else interval_s,
+            video_s=item.record.video_s,
+            learned=learned,
+            scout=item.record.scout,
+        ),
         # Until now, at least, the provider was working on it (the report's timeline).
         "last_unfinished_at": rt.clock(),
     }
@@ -120,6 +140,7 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
     if item.record.submitted_at is not None:
         took_s = rt.clock() - item.record.submitted_at
         rt.ledger.add_to_batch(item.batch_id, {"provider_s": took_s, "provider_done": 1})
+    following = [*free_slot(rt, item), Next("collect", item.batch_id, item.id)]
     if prediction.inference_ms is not None:
         # The provider's own figure: what the next first polls are aimed at.
         rt.times.record(
@@ -128,7 +149,25 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             item.record.video_s,
             prediction.inference_ms / 1000,
         )
-    return [*free_slot(rt, item), Next("collect", item.batch_id, item.id)]
+        unlearned = item.record.first_look in ("scout", "expected")
+        if (
+            rt.settings.polling.learn
+            and unlearned
+            and (item.record.scout or item.record.last_unfinished_at)
+        ):
+            # Seen later than a first look aimed without a line: others may be done already.
+            following += _nudged(rt, item)
+    return following
+
+
+def _nudged(rt: Runtime, item: Item) -> list[Next]:
+    """`nudged_polls`, which only speeds looks up: Redis trouble loses the nudge, not the
+    completion (the looks planned before still come)."""
+    try:
+        return nudged_polls(rt, item.record.sync_mode, besides=item.member)
+    except LedgerError as err:
+        log.warning("%s/%s: no looks were brought forward: %s", item.batch_id, item.id, err)
+        return []
 
 
 def _failed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:

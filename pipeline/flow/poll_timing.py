@@ -1,49 +1,131 @@
-"""When to look at a prediction again. Pure functions of the polling settings.
+"""When to look at a prediction. Pure functions of the polling settings and what was learned.
 
-The first check comes when the item should be done; later ones grow by `growth_factor`, never
-closer than `first_poll_min_s` (5 s for the real provider) nor further than `max_interval_s`.
+Never sooner than `first_poll_min_s` after the submit or the last look (5 s: the provider's
+guidance for video tasks), never further apart than `max_interval_s`.
+
+- **With a learned line** (`pipeline.processing_time`): the first look goes where a
+  prediction of this length is expected to be seen soonest after it ends, given how the
+  recent samples fell around the line, that a miss is looked at again one floor later, and
+  that each look is worth `POLL_COST_S` of a slot held (`first_look_offset_s`). While the
+  prediction is within the samples' range, later looks come as often as the floor allows.
+- **Without one** (a new model or sync mode, or a new deployment): the first `SCOUTS`
+  predictions look early and then every tenth of their age, so that the line is learned from
+  the provider's real times soon; the others look at the configured expectation, and are
+  brought forward when the scouts' line says they should be done (`pipeline.flow.nudge`).
+- **Past what anyone expected**: the wait grows by `growth_factor`, but never beyond half
+  the prediction's age (a miss by a little is looked at again soon).
 
     >>> from pipeline.settings import PollingSettings
     >>> p = PollingSettings()
     >>> first_poll_delay_s(p, video_s=10.0)
     30.0
-    >>> next_poll_delay_s(p, 30.0)
-    45.0
-    >>> next_poll_delay_s(p, 50.0)
+    >>> next_poll_delay_s(p, 30.0, age_s=30.0, video_s=10.0)
+    15.0
+    >>> next_poll_delay_s(p, 50.0, age_s=200.0, video_s=10.0)
     60.0
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from pipeline.processing_time import Line
 from pipeline.settings import PollingSettings
 
 LEARNED_MARGIN_S = 0.25
-"""A learned time is aimed past its line by the samples' spread above it and this much: a
-miss costs a whole interval, a late look only the time it is late."""
+"""A look is put this far past the time a sample ended: the provider's answer and our clock
+are not instant."""
+POLL_COST_S = 1.0
+"""One more look weighed as this many seconds of a slot held. It decides between one look a
+little late and two where the first is often too early."""
+SCOUT_SHARE = 0.1
+"""A scout looks again after this share of its prediction's age (at least the floor)."""
+AGE_SHARE = 0.5
+"""Past every expectation, a look waits at most this share of the prediction's age."""
+
+
+def first_look_offset_s(
+    residuals_s: Sequence[float], relook_s: float, poll_cost_s: float = POLL_COST_S
+) -> float:
+    """Seconds past the line for the first look: of the looks just after each sample's end,
+    the one with the least expected lateness plus `poll_cost_s` per look, when a miss is
+    looked at again every `relook_s`.
+
+    >>> first_look_offset_s([-2.0, -1.0, 0.0, 1.0, 2.0], relook_s=5.0)  # narrow: one look
+    2.25
+    >>> first_look_offset_s([-6.0, -3.0, 0.0, 3.0, 6.0], relook_s=5.0)  # wide: two
+    -2.75
+    """
+    if not residuals_s:
+        return LEARNED_MARGIN_S
+    best_s, best_cost = 0.0, math.inf
+    for candidate in sorted({r + LEARNED_MARGIN_S for r in residuals_s}):
+        cost = 0.0
+        for residual in residuals_s:
+            misses = max(0, math.ceil((residual - candidate) / relook_s))
+            cost += candidate + misses * relook_s - residual + poll_cost_s * (1 + misses)
+        if cost < best_cost - 1e-9:
+            best_s, best_cost = candidate, cost
+    return best_s
 
 
 def first_poll_delay_s(
-    polling: PollingSettings, video_s: float, learned: Line | None = None
+    polling: PollingSettings, video_s: float, learned: Line | None = None, *, scout: bool = False
 ) -> float:
-    """Seconds from submit to the first check: the processing time the provider has been
-    taking (`learned`, `pipeline.processing_time`), else the configured expectation, within
-    bounds.
+    """Seconds from submit to the first look: where the `learned` line puts it, else at
+    once for a scout, else at the configured expectation; within bounds.
 
     >>> from pipeline.settings import PollingSettings
     >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4))
     7.65
+    >>> first_poll_delay_s(PollingSettings(), 10.0, scout=True)
+    5.0
     """
     if learned is not None:
-        expected_s = learned.seconds(video_s) + learned.spread_s + LEARNED_MARGIN_S
+        if learned.residuals_s:
+            offset_s = first_look_offset_s(learned.residuals_s, polling.first_poll_min_s)
+        else:
+            offset_s = learned.spread_s + LEARNED_MARGIN_S
+        expected_s = learned.seconds(video_s) + offset_s
+    elif scout:
+        expected_s = polling.first_poll_min_s
     else:
         expected_s = polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
     return round(_bounded(polling, expected_s), 3)
 
 
-def next_poll_delay_s(polling: PollingSettings, previous_s: float) -> float:
-    """Seconds until the next check after one that found the prediction unfinished."""
-    return _bounded(polling, previous_s * polling.growth_factor)
+def next_poll_delay_s(
+    polling: PollingSettings,
+    previous_s: float,
+    *,
+    age_s: float,
+    video_s: float,
+    learned: Line | None = None,
+    scout: bool = False,
+) -> float:
+    """Seconds until the next look after one that found the prediction unfinished, `age_s`
+    after its submit (`previous_s`: the wait before that look; 0 after the first look, whose
+    wait was aimed, not grown).
+
+    >>> from pipeline.settings import PollingSettings
+    >>> p, line = PollingSettings(), Line(20.0, 1.0, 2.0, (-2.0, 0.0, 2.0))
+    >>> next_poll_delay_s(p, 23.0, age_s=23.0, video_s=2.0, learned=line)  # within its range
+    5.0
+    >>> next_poll_delay_s(p, 5.0, age_s=40.0, video_s=2.0, learned=line)  # past it
+    7.5
+    >>> next_poll_delay_s(p, 5.0, age_s=80.0, video_s=2.0, scout=True)
+    8.0
+    >>> next_poll_delay_s(p, 0.0, age_s=30.0, video_s=2.0)  # a first look at 30 s missed
+    5.0
+    """
+    if learned is not None and age_s < (
+        learned.seconds(video_s) + max((*learned.residuals_s, learned.spread_s)) + LEARNED_MARGIN_S
+    ):
+        return _bounded(polling, polling.first_poll_min_s)
+    if learned is None and scout:
+        return _bounded(polling, SCOUT_SHARE * age_s)
+    return _bounded(polling, min(previous_s * polling.growth_factor, AGE_SHARE * age_s))
 
 
 def _bounded(polling: PollingSettings, seconds: float) -> float:

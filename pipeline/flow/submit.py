@@ -35,6 +35,7 @@ from pipeline.flow.common import (
     storage_retry_in,
 )
 from pipeline.flow.poll_timing import first_poll_delay_s
+from pipeline.flow.watch import watch_step
 from pipeline.ledger import Transition
 from pipeline.processing_time import Line
 from pipeline.records import Item, encode_value
@@ -223,9 +224,11 @@ def running_fields(
     *,
     reconciled: bool,
     learned: Line | None = None,
+    scout: bool = False,
 ) -> dict[str, object]:
     """What an item records when its prediction is known: the id (with its earlier ones),
-    its deadline and its first poll's delay (aimed at the `learned` processing time)."""
+    its deadline and its first poll's delay (aimed at the `learned` processing time; early,
+    for a `scout` while nothing is learned: `pipeline.flow.poll_timing`)."""
     ids = list(item.record.prediction_ids)
     if prediction_id not in ids:
         ids.append(prediction_id)
@@ -236,7 +239,8 @@ def running_fields(
         "attempts": len(ids),
         "submitted_at": now,
         "deadline_at": now + polling.item_deadline_s,
-        "poll_interval_s": first_poll_delay_s(polling, video_s, learned),
+        "poll_interval_s": first_poll_delay_s(polling, video_s, learned, scout=scout),
+        "first_look": "learned" if learned else "scout" if scout else "expected",
         "reconciled": reconciled,
     }
 
@@ -249,13 +253,17 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
     a step run again could only reconcile, and the provider's list cannot always say which
     of several lost submits a prediction belongs to."""
     polling = rt.settings.polling
-    learned = (
-        rt.times.line(rt.settings.provider.model_path, item.record.sync_mode)
-        if polling.learn
-        else None
-    )
+    model, sync_mode = rt.settings.provider.model_path, item.record.sync_mode
+    learned = rt.times.line(model, sync_mode) if polling.learn else None
+    scout = polling.learn and learned is None and rt.times.scout(model, sync_mode)
     fields = running_fields(
-        polling, item, prediction_id, rt.clock(), reconciled=reconciled, learned=learned
+        polling,
+        item,
+        prediction_id,
+        rt.clock(),
+        reconciled=reconciled,
+        learned=learned,
+        scout=scout,
     )
     delay_s = float(str(fields["poll_interval_s"]))
     hold_s = rt.settings.ledger.paid_write_hold_s
@@ -282,7 +290,7 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
     if not moved.ok and not _written_by_us(rt, item, fields):
         return []
     rt.ledger.hold(lambda: rt.ledger.settle_submit(item.member), for_s=hold_s)
-    return [Next("poll", item.batch_id, item.id, rt.countdown(delay_s))]
+    return [Next("poll", item.batch_id, item.id, rt.countdown(delay_s)), *watch_step(rt)]
 
 
 def _written_by_us(rt: Runtime, item: Item, fields: dict[str, object]) -> bool:

@@ -153,6 +153,22 @@ class BatchRecords(LedgerStore):
 
             yield from self._call(read)
 
+    def fields_of(
+        self, members: Sequence[tuple[str, str]], fields: Sequence[str]
+    ) -> list[dict[str, str]]:
+        """`fields` of each (batch id, item id), in one round trip ({} for an item gone)."""
+
+        def read() -> list[list[str | None]]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for batch_id, item_id in members:
+                    pipe.hmget(keys.item(batch_id, item_id), list(fields))
+                return list(pipe.execute())
+
+        return [
+            {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+            for values in self._call(read)
+        ]
+
     def done_count(self, batch_id: str) -> int:
         """How many items are in a final state."""
         return int(self._call(lambda: self.redis.scard(keys.batch_done(batch_id))))

@@ -115,6 +115,13 @@ class PredictionIndex(LedgerStore):
         found = self._call(read) if prediction_ids else []
         return {p: dict(v) for p, v in zip(prediction_ids, found, strict=True) if v}
 
+    def first_sight(self, prediction_id: str, ttl_s: int) -> bool:
+        """True the first time the account's watch reports this prediction ended (within
+        `ttl_s`): its poll is asked for once, not at every look while it waits to run."""
+        return bool(
+            self._call(lambda: self.redis.set(keys.watched(prediction_id), 1, nx=True, ex=ttl_s))
+        )
+
     def first_delivery(self, webhook_id: str, timestamp_s: str) -> bool:
         """True the first time a delivery (its id and timestamp) is taken; False for a replay."""
         key = keys.webhook_seen(webhook_id, timestamp_s)

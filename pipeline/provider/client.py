@@ -233,15 +233,18 @@ class ProviderClient:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         model: str | None = None,
+        status: str | None = None,
         max_pages: int = 50,
     ) -> Iterator[Prediction]:
-        """Every prediction in the window, page by page, stopping at a short page."""
+        """Every prediction in the window (with `status`, if given), page by page, most
+        recent first, stopping at a short page or after `max_pages`."""
         for page in range(1, max_pages + 1):
             result = self.list_predictions(
                 page=page,
                 created_after=created_after,
                 created_before=created_before,
                 model=model,
+                status=status,
             )
             yield from result.items
             if len(result.items) < LIST_PAGE_SIZE_MAX:

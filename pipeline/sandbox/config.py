@@ -10,6 +10,7 @@ the documented API is a field a test must set on purpose (`list_includes_inputs`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tomllib
 from decimal import ROUND_CEILING, Decimal
@@ -100,6 +101,9 @@ class SandboxConfig(BaseModel):
     model_path: str = "sync/lipsync-3"
     processing_fixed_s: float = Field(default=0.5, ge=0)
     processing_per_video_s: float = Field(default=0.1, ge=0)
+    processing_spread: float = Field(default=0.0, ge=0, lt=1)
+    """Each task takes up to this share more or less than the two above (0.1: 0.9x to 1.1x),
+    fixed by its audio's content, so a re-run and a baseline meet the same times."""
     starts_per_minute: int = Field(default=600, ge=1)
     rate_window_s: float = Field(default=60.0, gt=0)
     """The sliding window `starts_per_minute` counts over (tests shrink it)."""
@@ -138,6 +142,21 @@ class SandboxConfig(BaseModel):
     workdir: Path | None = None
     public_url: str | None = None
     faults: FaultConfig = FaultConfig()
+
+    def processing_s(self, video_s: float, audio_sha256: str) -> float:
+        """How long a task with this video length and audio content takes to process.
+
+        >>> SandboxConfig(processing_fixed_s=2.0, processing_per_video_s=1.0).processing_s(3.0, "ab")
+        5.0
+        >>> 4.5 <= SandboxConfig(processing_fixed_s=5.0, processing_spread=0.1).processing_s(
+        ...     0.0, "9f" * 32) <= 5.5
+        True
+        """
+        base_s = self.processing_fixed_s + self.processing_per_video_s * max(0.0, video_s)
+        if not self.processing_spread:
+            return base_s
+        draw = int(hashlib.sha256(audio_sha256.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return base_s * (1.0 + self.processing_spread * (2.0 * draw - 1.0))
 
     @classmethod
     def from_file(cls, path: Path) -> SandboxConfig:

@@ -118,7 +118,8 @@ class SandboxEngine:
         self.billed_usd = Decimal(0)
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.stats: collections.Counter[str] = collections.Counter()
-        """in_flight / peak_in_flight (tasks not yet final), rate_limited (429s), polls."""
+        """in_flight / peak_in_flight (tasks not yet final), rate_limited (429s), polls,
+        lists (list calls)."""
         self._pool = ThreadPoolExecutor(config.max_concurrent, thread_name_prefix="sandbox-task")
         self._http = httpx.Client(timeout=config.fetch_timeout_s, follow_redirects=True)
 
@@ -367,9 +368,7 @@ class SandboxEngine:
             return
         if self.faults.hits("never_finish", task.key):
             return  # stays `processing`; frees its slot
-        duration_s = (
-            self.config.processing_fixed_s + self.config.processing_per_video_s * task.video_s
-        )
+        duration_s = self.config.processing_s(task.video_s, task.audio_path.name)
         error, code = self._task_error(task)
         output: Path | None = None
         if error is None:
@@ -494,6 +493,7 @@ class SandboxEngine:
     ) -> list[dict[str, Any]]:
         """Every task matching the filters, most recent first, as API objects."""
         with self._lock:
+            self.stats["lists"] += 1
             tasks = sorted(self._tasks.values(), key=lambda t: t.created_at, reverse=True)
             out = []
             for task in tasks:

@@ -8,10 +8,7 @@ limits (plus its default 1 s margin), and expects the same processing time plus 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +21,9 @@ from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 from pipeline.settings import PollingSettings
 from tests.bench.figures import min_polls, most_in_window, percentile
+from tests.bench.sdk_baseline import run_pool
 from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
 from workers.cli.session import Session
-from workers.demo import DEMO_API_KEY
 
 STARTS_PER_WINDOW = 120
 WINDOW_S = 60.0
@@ -179,42 +176,10 @@ def _rerun(session: Session, plan: Any, sandbox_url: str, submits_before: int) -
 
 def run_sdk(workdir: Path, items: int) -> dict[str, Any]:
     """The baseline: wavespeed's own client, `run()` per item in a pool of MAX_CONCURRENT."""
-    from wavespeed.api.client import Client
-
     manifest, durations = write_catalog(workdir / "catalog", items)
-    rows = [line.split(",") for line in manifest.read_text().splitlines()[1:]]
     config = SandboxConfig(workdir=workdir / "sandbox", **SANDBOX)  # type: ignore[arg-type]
     with SandboxServer(config) as sandbox:
-        # The SDK's defaults (1 s polls); it never re-posts a submit, so the user's code
-        # retries a 429 itself, after a second. Like lipdub, it keeps the output (the
-        # provider's URL expires): it downloads it.
-        client = Client(api_key=DEMO_API_KEY, base_url=sandbox.url)
-        folder = manifest.parent
-        outputs = workdir / "outputs"
-        outputs.mkdir(parents=True, exist_ok=True)
-
-        def one(row: list[str]) -> bool:
-            video = client.upload(str(folder / row[1]))
-            audio = client.upload(str(folder / row[2]))
-            while True:
-                try:
-                    output = client.run(
-                        "sync/lipsync-3", {"video": video, "audio": audio, "sync_mode": row[3]}
-                    )
-                except RuntimeError as error:
-                    if "HTTP 429" not in str(error):
-                        raise
-                    time.sleep(1.0)
-                    continue
-                url = output["outputs"][0]
-                (outputs / f"{row[0]}.mp4").write_bytes(httpx.get(url, timeout=60).content)
-                return True
-
-        start = time.perf_counter()
-        # The SDK prints each retry; keep the benchmark's table readable.
-        with contextlib.redirect_stdout(io.StringIO()), ThreadPoolExecutor(MAX_CONCURRENT) as pool:
-            done = sum(pool.map(one, rows))
-        makespan = time.perf_counter() - start
+        done, makespan = run_pool(sandbox.url, manifest, workdir / "outputs", MAX_CONCURRENT)
         stats = dict(sandbox.engine.stats)
         submits = [e for e in sandbox.engine.audit_entries() if e.get("outcome") == "accepted"]
     ideal = ideal_s(durations)

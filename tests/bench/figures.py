@@ -30,7 +30,8 @@ def most_in_window(times_s: Sequence[float], window_s: float) -> int:
 
 def min_polls(polling: PollingSettings, video_s: float, processing_s: float) -> int:
     """The fewest result requests the polling policy can make to see a job that takes
-    `processing_s` from its submit: its schedule's first point at or after the end.
+    `processing_s` from its submit, with nothing learned: its schedule's first point at or
+    after the end.
 
     >>> p = PollingSettings(first_poll_min_s=5, expected_fixed_s=20, expected_per_video_s=1)
     >>> min_polls(p, video_s=10.0, processing_s=25.0), min_polls(p, video_s=10.0, processing_s=40.0)
@@ -40,7 +41,7 @@ def min_polls(polling: PollingSettings, video_s: float, processing_s: float) -> 
     delay = at
     polls = 1
     while at < processing_s:
-        delay = next_poll_delay_s(polling, delay)
+        delay = next_poll_delay_s(polling, delay, age_s=at, video_s=video_s)
         at += delay
         polls += 1
     return polls

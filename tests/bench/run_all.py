@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark of issue 6 in one run, one table, one results file.
+"""`make bench`: every benchmark in one run, one table, one results file.
 
     python -m tests.bench.run_all [--items 200] [--plan-rows 10000] [--memory-mib 64,256,1024]
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import (
+    bench_defaults,
     bench_memory,
     bench_overhead,
     bench_plan,
@@ -96,6 +97,8 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                     rerun["bytes_uploaded"] == 0 and rerun["submits"] == 0,
                 )
             )
+    for case in results.get("defaults", []):
+        rows += _defaults_rows(case)
     o = results.get("overhead")
     if o:
         rows += [
@@ -179,6 +182,39 @@ def table(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _defaults_rows(case: dict[str, Any]) -> list[list[str]]:
+    """Issue 21's rows for one case of the bench with default settings."""
+    ours, hooks, sdk = case["lipdub"], case["lipdub_webhooks"], case["sdk"]
+    name = f"9 defaults, {case['account']}-bound, {case['scale']:g}x"
+    rows = [
+        _row(
+            f"{name}: achieved / ideal {case['ideal_s']} s (5 s floor {case['floor_ideal_s']})",
+            f"{ours['achieved_vs_ideal']} / hooks {hooks['achieved_vs_ideal']}",
+            f"SDK {sdk['achieved_vs_ideal']}",
+            ">= 0.95 / >= 0.98",
+            ours["achieved_vs_ideal"] >= 0.95 and hooks["achieved_vs_ideal"] >= 0.98,
+        ),
+        _row(
+            f"{name}: polls per item, 429s",
+            f"{ours['polls_mean']}, {ours['rate_limited_429']}",
+            f"SDK {sdk['polls_mean']}, {sdk['rate_limited_429']}",
+            "<= 2, 0",
+            ours["polls_mean"] <= 2 and ours["rate_limited_429"] == 0,
+        ),
+    ]
+    if case["account"] == "concurrency":
+        rows.append(
+            _row(
+                f"{name}: makespan s",
+                f"{ours['makespan_s']} / hooks {hooks['makespan_s']}",
+                f"SDK {sdk['makespan_s']}",
+                "<= SDK",
+                ours["makespan_s"] <= sdk["makespan_s"],
+            )
+        )
+    return rows
+
+
 def print_table(rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -197,8 +233,13 @@ def main() -> None:
     parser.add_argument("--memory-mib", default="64,256,1024")
     parser.add_argument("--report-items", default="1000,10000")
     parser.add_argument(
+        "--defaults-scales",
+        default=",".join(f"{x:g}" for x in bench_defaults.SCALES),
+        help="processing time as multiples of the default expectation",
+    )
+    parser.add_argument(
         "--only",
-        default="throughput,overhead,memory,planning,reports",
+        default="throughput,defaults,overhead,memory,planning,reports",
         help="comma-separated subset",
     )
     args = parser.parse_args()
@@ -225,6 +266,9 @@ def main() -> None:
                 ),
                 "sdk": bench_throughput.run_sdk(root / "sdk", args.items),
             }
+        if "defaults" in only:
+            scales = tuple(float(x) for x in args.defaults_scales.split(","))
+            results["defaults"] = bench_defaults.run(root / "defaults", scales)
         if "overhead" in only:
             results["overhead"] = bench_overhead.run(root / "overhead", args.overhead_items)
         if "memory" in only:

@@ -25,17 +25,32 @@ def bench_stack(
     concurrency: int = 4,
     appendfsync: str = "always",
     ledger: dict[str, Any] | None = None,
+    tuned: bool = True,
+    webhooks_port: int | None = None,
 ) -> DemoStack:
     """A stack whose sandbox has `sandbox` settings and whose lipdub has `provider`/`polling`
-    (and `ledger`), on a Redis with `appendfsync`."""
+    (and `ledger`), on a Redis with `appendfsync`. `tuned=False`: lipdub's defaults except
+    where the stack is and the given `provider`/`polling` (an account's limits, as a user sets
+    them); else shorter cool-downs, countdowns and deadlines for the bench's quick runs.
+    With `webhooks_port`, `lipdub webhooks` runs there and the provider is pointed at it."""
 
     def settings(folder: Path, *, redis_url: str, s3_url: str, sandbox_url: str) -> Settings:
+        hook = {} if webhooks_port is None else {"webhook_url": webhook_url(webhooks_port)}
+        if not tuned:
+            return Settings(
+                provider={"base_url": sandbox_url, "api_key": DEMO_API_KEY, **hook, **provider},  # type: ignore[arg-type]
+                storage={"bucket": "lipdub-bench", "endpoint_url": s3_url},  # type: ignore[arg-type]
+                redis={"url": redis_url},  # type: ignore[arg-type]
+                polling=polling,  # type: ignore[arg-type]
+                media={"cache_dir": folder / "cache"},  # type: ignore[arg-type]
+            )
         return Settings(
             provider={  # type: ignore[arg-type]
                 "base_url": sandbox_url,
                 "api_key": DEMO_API_KEY,
                 "submit_timeout_s": 30.0,
                 "cooldown_default_s": 1.0,
+                **hook,
                 **provider,
             },
             storage={"bucket": "lipdub-bench", "endpoint_url": s3_url},  # type: ignore[arg-type]
@@ -62,7 +77,13 @@ def bench_stack(
         sandbox_config=config,
         settings_factory=settings,
         appendfsync=appendfsync,
+        webhooks_port=webhooks_port,
     )
+
+
+def webhook_url(port: int) -> str:
+    """Where `lipdub webhooks` on this machine's `port` receives deliveries."""
+    return f"http://127.0.0.1:{port}/webhooks"
 
 
 def write_catalog(folder: Path, items: int, *, video_s: float = 1.0) -> tuple[Path, list[float]]:

@@ -51,7 +51,17 @@ class StepLoop:
         self.ran: list[Next] = []
 
     def send(self, step: Next) -> None:
-        heapq.heappush(self._queue, (self.clock() + step.countdown_s, self._sent, step))
+        due_s = self.clock() + step.countdown_s
+        if step.countdown_s > 0:
+            # As the due set does (`pipeline.due`): of two copies of a waiting step, the
+            # earlier stays.
+            name = (step.step, step.batch_id, step.item_id)
+            same = [e for e in self._queue if (e[2].step, e[2].batch_id, e[2].item_id) == name]
+            if any(e[0] <= due_s for e in same):
+                return
+            self._queue = [e for e in self._queue if e not in same]
+            heapq.heapify(self._queue)
+        heapq.heappush(self._queue, (due_s, self._sent, step))
         self._sent += 1
 
     def run(

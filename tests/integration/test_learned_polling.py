@@ -3,6 +3,7 @@ times it reports, on the real parts (Redis, S3, the sandbox over HTTP; the test'
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from pipeline.processing_time import ProcessingTimes
@@ -60,3 +61,71 @@ def test_first_polls_follow_the_providers_own_processing_times(
     else:
         # Or, with learning off, at the configured expectation
         assert polls == pytest.approx([22.5, 26.5], abs=0.1)
+
+
+def test_scouts_learn_the_providers_time_and_the_other_looks_are_brought_forward(
+    tmp_path, redis_url, s3_server, bucket
+):
+    # Given nothing learned yet, a provider that takes about 0.4 s, and lipdub expecting
+    # 20 s + 1 s per video second (the defaults' expectation; a floor of 0.2 s)
+    with start_sandbox(tmp_path, processing_fixed_s=0.3, processing_per_video_s=0.1) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            polling=POLLING, media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        items = [(f"c{n}", 1.0, 0.5 + 0.1 * n, "cut_off") for n in range(6)]  # six pairs
+        # When a batch of six is run
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "c", items), settings))
+        s.loop.run()
+        records = s.rt.ledger.items(batch_id)
+        s.close()
+    assert {r["state"] for r in records} == {"completed"}
+    by_aim: dict[str, list[dict[str, str]]] = {}
+    for record in records:
+        by_aim.setdefault(record.get("first_look", "reused"), []).append(record)
+    # Then the first three look early and often (the scouts), the others at the expectation
+    assert len(by_aim["scout"]) == 3, {k: len(v) for k, v in by_aim.items()}
+    assert all(float(r["poll_interval_s"]) < 1.0 for r in by_aim["scout"])
+    others = by_aim.get("expected", []) + by_aim.get("learned", [])
+    assert others
+    # And no item waits for the 21 s expectation: once the scouts' times are learned, the
+    # others' looks come when the line says they are done
+    seen_after_s = [float(r["provider_done_at"]) - float(r["submitted_at"]) for r in records]
+    assert max(seen_after_s) < 10.0, seen_after_s
+    for record in by_aim.get("expected", []):
+        assert int(record["polls"]) <= 2, record["polls"]
+
+
+@pytest.mark.parametrize("watch_every_s", [0.5, 0.0])
+def test_the_accounts_watch_looks_at_a_completed_prediction_before_its_scheduled_poll(
+    tmp_path, redis_url, s3_server, bucket, watch_every_s
+):
+    # Given a provider that takes about 0.4 s while lipdub's first looks come at 20 s (the
+    # expectation, nothing learned) and the account's watch lists completions every 0.5 s
+    polling = {**POLLING, "learn": False, "watch_every_s": watch_every_s}
+    with start_sandbox(tmp_path, processing_fixed_s=0.3, processing_per_video_s=0.1) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            polling=polling, media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        items = [(f"w{n}", 1.0, 0.5 + 0.1 * n, "cut_off") for n in range(3)]
+        # When a batch is run
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "w", items), settings))
+        s.loop.run()
+        records = s.rt.ledger.items(batch_id)
+        lists = httpx.get(f"{sandbox.url}/_sandbox/stats", timeout=10).json().get("lists", 0)
+        s.close()
+    assert {r["state"] for r in records} == {"completed"}
+    seen_after_s = [float(r["provider_done_at"]) - float(r["submitted_at"]) for r in records]
+    if watch_every_s:
+        # Then each is seen within seconds of its end, with the one look the watch asked for
+        assert max(seen_after_s) < 10.0, seen_after_s
+        assert [int(r["polls"]) for r in records] == [1, 1, 1]
+        assert lists > 1  # (the finalizer's audit lists once)
+        assert "watch" in {step.step for step in s.loop.ran}
+    else:
+        # Or, with the watch off, at the first scheduled look (21 s)
+        assert min(seen_after_s) >= 20.0, seen_after_s
+        assert "watch" not in {step.step for step in s.loop.ran}

@@ -30,7 +30,10 @@ def test_the_app_has_one_task_per_step_and_reads_no_settings_at_import():
     assert "_app" in vars(workers.app) and workers.app._app is None
     app = create_app(Settings())
     names = {name for name in app.tasks if name.startswith("lipdub.")}
-    steps = ("prepare", "submit", "reconcile", "poll", "collect", "finalize", "conclude", "notify")
+    steps = (
+        "prepare", "submit", "reconcile", "poll", "collect", "finalize", "conclude", "notify",
+        "watch",
+    )  # fmt: skip
     assert names == {f"lipdub.{s}" for s in steps} | {"lipdub.schedule_tick"}
 
 

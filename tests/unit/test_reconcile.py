@@ -146,7 +146,7 @@ def test_ours_in_the_list_is_adopted(submitting):
     rt = submitting([_prediction(1), _prediction(2, video=VIDEO)])
     following = reconcile(rt, "b", "i")
     assert rt.ledger.item("b", "i")["prediction_id"] == "p2"
-    assert [n.step for n in following] == ["poll"]
+    assert [n.step for n in following] == ["poll", "watch"]
 
 
 def test_a_short_list_without_ours_proves_the_submit_made_nothing(submitting):
@@ -211,7 +211,7 @@ def test_the_one_prediction_created_while_the_post_was_on_its_way_is_adopted(sub
     item = rt.ledger.item("b", "i")
     assert item["state"] == "running" and item["prediction_id"] == "p1"
     assert rt.ledger.item_of_prediction("p1") == "b:i"
-    assert [n.step for n in following] == ["poll"]
+    assert [n.step for n in following] == ["poll", "watch"]
     assert rt.ledger.unsettled_submits(0, NOW_S) == []
 
 
@@ -323,7 +323,7 @@ def test_a_running_write_applied_but_unanswered_still_schedules_the_first_poll(s
     # When the same write is tried again (Redis applied it, the outage lost its answer)
     again = accepted(rt, seen, "p1", reconciled=False)
     # Then the try finds its own fields and schedules the poll the lost answer would have
-    assert [n.step for n in first] == [n.step for n in again] == ["poll"]
+    assert [n.step for n in first] == [n.step for n in again] == ["poll", "watch"]
     # But a later adoption of the same prediction (a redelivered step) schedules no second
     # poll chain: the item is running on a write that was not this one
     later = replace(rt, clock=lambda: NOW_S + 5.0)

@@ -30,7 +30,7 @@ from pipeline.ledger import Ledger
 from pipeline.makespan import Duration, batch_duration
 from pipeline.planning import Plan
 from pipeline.pricing import to_cents
-from pipeline.processing_time import ProcessingTimes
+from pipeline.processing_time import ProcessingTimes, expected_line
 from pipeline.provider.client import ProviderClient
 from pipeline.provider.retry import RetryPolicy
 from pipeline.settings import Settings
@@ -99,7 +99,7 @@ def expected_duration(
     client = client or redis.Redis.from_url(
         settings.redis.url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
     )
-    times = ProcessingTimes(client)
+    times = ProcessingTimes(client, shape=expected_line(settings.polling))
     model = settings.provider.model_path
     try:
         return batch_duration(

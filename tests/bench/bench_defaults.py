@@ -1,0 +1,267 @@
+"""Throughput with the settings a user actually has (issue 21).
+
+lipdub runs with its defaults: polling as shipped (first check at the expected 20 s + 1 s per
+second of video until it has learned the provider's times, never closer than 5 s), and the
+account's limits as a user would set them for their account. The sandbox processes each item
+in 0.1x, 1x or 3x that default expectation, each item up to `SPREAD` more or less than the
+others (fixed by its audio, so every runner meets the same times). Two accounts:
+
+- **concurrency-bound**: 120 starts a minute but `CONCURRENT` at a time: the slots decide, so
+  every second between a prediction's end and our look at it is lost;
+- **window-bound**: `WINDOW_STARTS` starts a minute and plenty of slots: the window decides.
+
+Three runners per case, each on its own fresh stack and sandbox, run side by side (their
+clocks start at their own start calls): lipdub polling, lipdub with `lipdub webhooks`
+receiving the sandbox's deliveries, and the baseline a user would otherwise write: the
+official SDK's `run()` in a pool of one thread per slot (1 s polls, a 429 retried after 1 s).
+Every makespan is compared with the ideal one for the same items under the same limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pipeline.local_servers import free_port
+from pipeline.makespan import ideal_makespan_s
+from pipeline.media import MediaInspector, probe
+from pipeline.planning import plan_manifest
+from pipeline.sandbox.config import SandboxConfig
+from pipeline.sandbox.server import SandboxServer
+from pipeline.settings import PollingSettings
+from tests.bench.figures import most_in_window
+from tests.bench.sdk_baseline import run_pool
+from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
+from workers.cli.session import Session
+
+SCALES = (0.1, 1.0, 3.0)
+"""The sandbox's processing time as a share of lipdub's default expectation."""
+SPREAD = 0.1
+"""Items take up to 10 % more or less than the formula says."""
+WINDOW_S = 60.0
+CONCURRENT = 4
+CONCURRENT_ITEMS = 12
+WINDOW_STARTS = 6
+WINDOW_ITEMS = 18
+ACCOUNTS: dict[str, dict[str, int]] = {
+    "concurrency": {
+        "starts_per_minute": 120,
+        "max_concurrent": CONCURRENT,
+        "items": CONCURRENT_ITEMS,
+    },
+    "window": {"starts_per_minute": WINDOW_STARTS, "max_concurrent": 40, "items": WINDOW_ITEMS},
+}
+RUNNERS = ("lipdub", "lipdub_webhooks", "sdk")
+START_TOGETHER_S = 600.0
+"""How long a runner waits for the others to be ready (a stack that fails to start ends it)."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A lipdub stack ready to run: its session (workers answering) and its sandbox."""
+
+    session: Session
+    sandbox_url: str
+
+
+def sandbox_config(account: dict[str, int], scale: float) -> dict[str, Any]:
+    """The sandbox of one case: the account's limits, `scale` x lipdub's expectation."""
+    expected = PollingSettings()
+    return {
+        "starts_per_minute": account["starts_per_minute"],
+        "rate_window_s": WINDOW_S,
+        "max_concurrent": account["max_concurrent"],
+        "processing_fixed_s": expected.expected_fixed_s * scale,
+        "processing_per_video_s": expected.expected_per_video_s * scale,
+        "processing_spread": SPREAD,
+    }
+
+
+def processing_times_s(manifest: Path, sandbox: dict[str, Any]) -> list[float]:
+    """Each row's processing time in the sandbox, in manifest order (what the ideal uses)."""
+    config = SandboxConfig(**sandbox)
+    folder = manifest.parent
+    times = []
+    for line in manifest.read_text(encoding="utf-8").splitlines()[1:]:
+        _, video, audio, _ = line.split(",")
+        audio_sha = hashlib.sha256((folder / audio).read_bytes()).hexdigest()
+        times.append(config.processing_s(probe(folder / video).duration_s, audio_sha))
+    return times
+
+
+def run_case(workdir: Path, account_name: str, scale: float) -> dict[str, Any]:
+    """The three runners side by side on one case; their figures and the ideal."""
+    account = ACCOUNTS[account_name]
+    sandbox = sandbox_config(account, scale)
+    manifest, _ = write_catalog(workdir / "catalog", account["items"])
+    times = processing_times_s(manifest, sandbox)
+    ideal = _ideal_s(times, account)
+    floor_s = PollingSettings().first_poll_min_s
+    # The best a poller that looks no sooner than 5 s after a submit can do.
+    floor_ideal = _ideal_s([max(t, floor_s) for t in times], account)
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stacks:
+        ready = {
+            "lipdub": _lipdub_ready(stacks, workdir / "polls", sandbox, account, hooks=False),
+            "lipdub_webhooks": _lipdub_ready(
+                stacks, workdir / "hooks", sandbox, account, hooks=True
+            ),
+        }
+        sdk_sandbox = stacks.enter_context(
+            SandboxServer(SandboxConfig(workdir=workdir / "sdk-sandbox", **sandbox))
+        )
+        go = threading.Barrier(len(RUNNERS), timeout=START_TOGETHER_S)
+
+        def run(name: str) -> dict[str, Any]:
+            if name == "sdk":
+                return _run_sdk(workdir / "sdk", manifest, sdk_sandbox, account, go)
+            return _run_lipdub(ready[name], manifest, go)
+
+        with ThreadPoolExecutor(len(RUNNERS)) as pool:
+            for name, figures in zip(RUNNERS, pool.map(run, RUNNERS), strict=True):
+                results[name] = _with_ratios(figures, ideal, floor_ideal)
+    return {
+        "account": account_name,
+        "scale": scale,
+        "items": account["items"],
+        "processing_s_mean": round(sum(times) / len(times), 2),
+        "ideal_s": round(ideal, 2),
+        "floor_ideal_s": round(floor_ideal, 2),
+        **results,
+    }
+
+
+def _ideal_s(times: list[float], account: dict[str, int]) -> float:
+    return ideal_makespan_s(
+        times,
+        starts_per_window=account["starts_per_minute"],
+        window_s=WINDOW_S,
+        max_concurrent=account["max_concurrent"],
+    )
+
+
+def _with_ratios(figures: dict[str, Any], ideal: float, floor_ideal: float) -> dict[str, Any]:
+    makespan = figures["makespan_s"]
+    return {
+        **figures,
+        "achieved_vs_ideal": round(ideal / makespan, 3),
+        "achieved_vs_floor_ideal": round(floor_ideal / makespan, 3),
+    }
+
+
+def _lipdub_ready(
+    stacks: contextlib.ExitStack,
+    workdir: Path,
+    sandbox: dict[str, Any],
+    account: dict[str, int],
+    *,
+    hooks: bool,
+) -> Ready:
+    provider = {
+        "starts_per_minute": account["starts_per_minute"],
+        "rate_window_s": WINDOW_S,
+        "max_concurrent": account["max_concurrent"],
+    }
+    stack = bench_stack(
+        workdir,
+        sandbox,
+        provider=provider,
+        polling={},
+        tuned=False,
+        webhooks_port=free_port() if hooks else None,
+    )
+    stacks.enter_context(stack)
+    assert stack.settings is not None
+    session = Session.connect(stack.settings)
+    stacks.callback(session.close)
+    session.storage.ensure_bucket()
+    wait_for_workers(session, stack.worker_count)
+    return Ready(session, stack.sandbox.url)
+
+
+def _run_lipdub(ready: Ready, manifest: Path, go: threading.Barrier) -> dict[str, Any]:
+    session = ready.session
+    settings = session.settings
+    plan = plan_manifest(
+        manifest, media=settings.media, price=settings.price, inspector=MediaInspector()
+    )
+    go.wait()
+    called_at = time.time()
+    batch_id = session.control.start(plan, name="bench-defaults")
+    wait_finished(session, batch_id, timeout_s=1800)
+    report = session.control.report(batch_id)
+    url = ready.sandbox_url
+    stats = httpx.get(f"{url}/_sandbox/stats", timeout=10).json()
+    audit = httpx.get(f"{url}/_sandbox/audit", timeout=30).json()
+    items = report["items_detail"]
+    polls = [int(i["polls"]) for i in items]
+    # From the end of the provider's work (its own inference time) to our look at it.
+    late = [i["phases"]["poll"]["seconds"] for i in items if "poll" in i["phases"]]
+    return {
+        "seen_late_mean_s": round(sum(late) / max(1, len(late)), 2),
+        "seen_late_max_s": round(max(late, default=0.0), 2),
+        # Per item: submitted (from the start call), the provider's seconds, seen, polls.
+        "timeline": [
+            [
+                round(i["phases"]["provider"]["start"] - called_at, 1),
+                round((i["inference_ms"] or 0) / 1000, 1),
+                round(i["phases"]["poll"]["end"] - called_at, 1),
+                i["polls"],
+            ]
+            for i in items
+            if "provider" in i["phases"] and "poll" in i["phases"]
+        ],
+        "completed": report["counts"]["completed"],
+        "makespan_s": round(float(report["finished_at"]) - called_at, 2),
+        "polls_mean": round(sum(polls) / len(polls), 2),
+        "polls_max": max(polls),
+        "rate_limited_429": stats.get("rate_limited", 0),
+        # The account's watch (one list call per interval) and the finalizer's audit.
+        "list_calls": stats.get("lists", 0),
+        "peak_in_flight": stats.get("peak_in_flight", 0),
+        "submits": sum(1 for e in audit if e.get("outcome") == "accepted"),
+        "most_starts_in_window": most_in_window(
+            [e["ts"] for e in audit if e.get("outcome") == "accepted"], WINDOW_S
+        ),
+    }
+
+
+def _run_sdk(
+    workdir: Path,
+    manifest: Path,
+    sandbox: SandboxServer,
+    account: dict[str, int],
+    go: threading.Barrier,
+) -> dict[str, Any]:
+    go.wait()
+    done, makespan = run_pool(
+        sandbox.url, manifest, workdir / "outputs", threads=account["max_concurrent"]
+    )
+    stats = dict(sandbox.engine.stats)
+    submits = [e for e in sandbox.engine.audit_entries() if e.get("outcome") == "accepted"]
+    return {
+        "completed": done,
+        "makespan_s": round(makespan, 2),
+        "polls_mean": round(stats.get("polls", 0) / account["items"], 2),
+        "rate_limited_429": stats.get("rate_limited", 0),
+        "peak_in_flight": stats.get("peak_in_flight", 0),
+        "submits": len(submits),
+        "most_starts_in_window": most_in_window([e["ts"] for e in submits], WINDOW_S),
+    }
+
+
+def run(workdir: Path, scales: tuple[float, ...] = SCALES) -> list[dict[str, Any]]:
+    """Every case: each account at each processing-time scale."""
+    return [
+        run_case(workdir / f"{account}-{scale:g}", account, scale)
+        for account in ACCOUNTS
+        for scale in scales
+    ]
