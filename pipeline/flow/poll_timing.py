@@ -3,26 +3,34 @@
 Never sooner than `first_poll_min_s` after the submit or the last look (5 s: the provider's
 guidance for video tasks), never further apart than `max_interval_s`.
 
-- **With a learned line** (`pipeline.processing_time`): the first look goes where a
-  prediction of this length is expected to be seen soonest after it ends, given how the
-  recent samples fell around the line, that a miss is looked at again one floor later, and
-  that each look is worth `POLL_COST_S` of a slot held (`first_look_offset_s`). While the
-  prediction is within the samples' range, later looks come as often as the floor allows.
-- **Without one** (a new model or sync mode, or a new deployment): the first `SCOUTS`
-  predictions look early and then every tenth of their age, so that the line is learned from
-  the provider's real times soon; the others look at the configured expectation, and are
-  brought forward when the scouts' line says they should be done (`pipeline.flow.nudge`).
-- **Past what anyone expected**: the wait grows by `growth_factor`, but never beyond half
-  the prediction's age (a miss by a little is looked at again soon).
+- **With the account's watch** (`polling.watch_every_s`, on by default: `pipeline.flow.watch`)
+  a prediction's end is seen within seconds by one list call for the whole account; its own
+  looks are only the safety net: the first where the learned line says nearly every
+  prediction of its length has ended (else at the configured expectation), then growing by
+  `growth_factor`.
+- **Without it**, the looks are all there is, so they are aimed:
+  - with a learned line (`pipeline.processing_time`) the first look goes where a prediction
+    of this length is expected to be seen soonest after it ends, given how the recent samples
+    fell around the line, that a miss is looked at again one floor later, and that each look
+    is worth `POLL_COST_S` of a slot held (`first_look_offset_s`); while the prediction is
+    within the samples' range, later looks come as often as the floor allows;
+  - without one (a new model or sync mode, or a new deployment), the first `SCOUTS`
+    predictions look early and then every tenth of their age, so that the line is learned
+    from the provider's real times soon; the others look at the configured expectation and
+    are brought forward when the scouts' line says they should be done (`pipeline.flow.nudge`);
+  - past what anyone expected, the wait grows from the floor by `growth_factor`, but never
+    beyond half the prediction's age (a miss by a little is looked at again soon).
 
     >>> from pipeline.settings import PollingSettings
-    >>> p = PollingSettings()
+    >>> p = PollingSettings(watch_every_s=0)
     >>> first_poll_delay_s(p, video_s=10.0)
     30.0
-    >>> next_poll_delay_s(p, 30.0, age_s=30.0, video_s=10.0)
-    15.0
+    >>> next_poll_delay_s(p, 30.0, age_s=30.0, video_s=10.0, first=True)
+    5.0
     >>> next_poll_delay_s(p, 50.0, age_s=200.0, video_s=10.0)
     60.0
+    >>> next_poll_delay_s(PollingSettings(), 30.0, age_s=30.0, video_s=10.0, first=True)
+    45.0
 """
 
 from __future__ import annotations
@@ -73,17 +81,23 @@ def first_look_offset_s(
 def first_poll_delay_s(
     polling: PollingSettings, video_s: float, learned: Line | None = None, *, scout: bool = False
 ) -> float:
-    """Seconds from submit to the first look: where the `learned` line puts it, else at
-    once for a scout, else at the configured expectation; within bounds.
+    """Seconds from submit to the first look: where the `learned` line puts it (past the
+    samples' range when the account's watch is on), else at once for a scout, else at the
+    configured expectation; within bounds.
 
     >>> from pipeline.settings import PollingSettings
-    >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4))
+    >>> unwatched = PollingSettings(watch_every_s=0)
+    >>> first_poll_delay_s(unwatched, 10.0, Line(2.0, 0.5, spread_s=0.4))
     7.65
-    >>> first_poll_delay_s(PollingSettings(), 10.0, scout=True)
+    >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4))
+    9.65
+    >>> first_poll_delay_s(unwatched, 10.0, scout=True)
     5.0
     """
     if learned is not None:
-        if learned.residuals_s:
+        if polling.watch_every_s > 0:
+            offset_s = _range_top_s(learned) + LEARNED_MARGIN_S + polling.watch_every_s
+        elif learned.residuals_s:
             offset_s = first_look_offset_s(learned.residuals_s, polling.first_poll_min_s)
         else:
             offset_s = learned.spread_s + LEARNED_MARGIN_S
@@ -103,29 +117,36 @@ def next_poll_delay_s(
     video_s: float,
     learned: Line | None = None,
     scout: bool = False,
+    first: bool = False,
 ) -> float:
     """Seconds until the next look after one that found the prediction unfinished, `age_s`
-    after its submit (`previous_s`: the wait before that look; 0 after the first look, whose
-    wait was aimed, not grown).
+    after its submit (`previous_s`: the wait before that look; `first`: it was the first).
 
     >>> from pipeline.settings import PollingSettings
-    >>> p, line = PollingSettings(), Line(20.0, 1.0, 2.0, (-2.0, 0.0, 2.0))
-    >>> next_poll_delay_s(p, 23.0, age_s=23.0, video_s=2.0, learned=line)  # within its range
+    >>> p, line = PollingSettings(watch_every_s=0), Line(20.0, 1.0, 2.0, (-2.0, 0.0, 2.0))
+    >>> next_poll_delay_s(p, 23.0, age_s=23.0, video_s=2.0, learned=line, first=True)  # in range
     5.0
     >>> next_poll_delay_s(p, 5.0, age_s=40.0, video_s=2.0, learned=line)  # past it
     7.5
     >>> next_poll_delay_s(p, 5.0, age_s=80.0, video_s=2.0, scout=True)
     8.0
-    >>> next_poll_delay_s(p, 0.0, age_s=30.0, video_s=2.0)  # a first look at 30 s missed
-    5.0
     """
-    if learned is not None and age_s < (
-        learned.seconds(video_s) + max((*learned.residuals_s, learned.spread_s)) + LEARNED_MARGIN_S
+    if polling.watch_every_s > 0:
+        return _bounded(polling, previous_s * polling.growth_factor)
+    if learned is not None and age_s < learned.seconds(video_s) + _range_top_s(learned) + (
+        LEARNED_MARGIN_S
     ):
         return _bounded(polling, polling.first_poll_min_s)
     if learned is None and scout:
         return _bounded(polling, SCOUT_SHARE * age_s)
+    if first:  # its wait was aimed, not grown: the waits grow from the floor after it
+        return _bounded(polling, polling.first_poll_min_s)
     return _bounded(polling, min(previous_s * polling.growth_factor, AGE_SHARE * age_s))
+
+
+def _range_top_s(learned: Line) -> float:
+    """How far above its line the slowest recent sample fell."""
+    return max((*learned.residuals_s, learned.spread_s))
 
 
 def _bounded(polling: PollingSettings, seconds: float) -> float:

@@ -255,7 +255,13 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
     polling = rt.settings.polling
     model, sync_mode = rt.settings.provider.model_path, item.record.sync_mode
     learned = rt.times.line(model, sync_mode) if polling.learn else None
-    scout = polling.learn and learned is None and rt.times.scout(model, sync_mode)
+    # Scouts only without the account's watch: with it, every end is seen within seconds.
+    scout = (
+        polling.learn
+        and not polling.watch_every_s
+        and learned is None
+        and rt.times.scout(model, sync_mode)
+    )
     fields = running_fields(
         polling,
         item,

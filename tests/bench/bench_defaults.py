@@ -10,10 +10,12 @@ others (fixed by its audio, so every runner meets the same times). Two accounts:
   every second between a prediction's end and our look at it is lost;
 - **window-bound**: `WINDOW_STARTS` starts a minute and plenty of slots: the window decides.
 
-Three runners per case, each on its own fresh stack and sandbox, run side by side (their
-clocks start at their own start calls): lipdub polling, lipdub with `lipdub webhooks`
-receiving the sandbox's deliveries, and the baseline a user would otherwise write: the
-official SDK's `run()` in a pool of one thread per slot (1 s polls, a 429 retried after 1 s).
+Four runners per case, each on its own fresh stack and sandbox, run side by side (their
+clocks start at their own start calls): lipdub as shipped (its looks and the account's
+watch), lipdub with `lipdub webhooks` receiving the sandbox's deliveries, lipdub with the
+watch turned off (only each item's own looks, 5 s apart: an option), and the baseline a user
+would otherwise write: the official SDK's `run()` in a pool of one thread per slot (1 s polls,
+a 429 retried after 1 s).
 Every makespan is compared with the ideal one for the same items under the same limits.
 """
 
@@ -59,7 +61,7 @@ ACCOUNTS: dict[str, dict[str, int]] = {
     },
     "window": {"starts_per_minute": WINDOW_STARTS, "max_concurrent": 40, "items": WINDOW_ITEMS},
 }
-RUNNERS = ("lipdub", "lipdub_webhooks", "sdk")
+RUNNERS = ("lipdub", "lipdub_webhooks", "lipdub_looks_only", "sdk")
 START_TOGETHER_S = 600.0
 """How long a runner waits for the others to be ready (a stack that fails to start ends it)."""
 
@@ -111,6 +113,10 @@ def run_case(workdir: Path, account_name: str, scale: float) -> dict[str, Any]:
     with contextlib.ExitStack() as stacks:
         ready = {
             "lipdub": _lipdub_ready(stacks, workdir / "polls", sandbox, account, hooks=False),
+            # (an option: no watch, every end seen by the item's own looks, 5 s apart)
+            "lipdub_looks_only": _lipdub_ready(
+                stacks, workdir / "looks", sandbox, account, hooks=False, watch=False
+            ),
             "lipdub_webhooks": _lipdub_ready(
                 stacks, workdir / "hooks", sandbox, account, hooks=True
             ),
@@ -164,6 +170,7 @@ def _lipdub_ready(
     account: dict[str, int],
     *,
     hooks: bool,
+    watch: bool = True,
 ) -> Ready:
     provider = {
         "starts_per_minute": account["starts_per_minute"],
@@ -174,7 +181,7 @@ def _lipdub_ready(
         workdir,
         sandbox,
         provider=provider,
-        polling={},
+        polling={} if watch else {"watch_every_s": 0.0},
         tuned=False,
         webhooks_port=free_port() if hooks else None,
     )

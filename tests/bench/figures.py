@@ -41,7 +41,7 @@ def min_polls(polling: PollingSettings, video_s: float, processing_s: float) -> 
     delay = at
     polls = 1
     while at < processing_s:
-        delay = next_poll_delay_s(polling, delay, age_s=at, video_s=video_s)
+        delay = next_poll_delay_s(polling, delay, age_s=at, video_s=video_s, first=polls == 1)
         at += delay
         polls += 1
     return polls

@@ -185,6 +185,7 @@ def table(results: dict[str, Any]) -> list[list[str]]:
 def _defaults_rows(case: dict[str, Any]) -> list[list[str]]:
     """Issue 21's rows for one case of the bench with default settings."""
     ours, hooks, sdk = case["lipdub"], case["lipdub_webhooks"], case["sdk"]
+    looks = case["lipdub_looks_only"]
     name = f"9 defaults, {case['account']}-bound, {case['scale']:g}x"
     rows = [
         _row(
@@ -193,6 +194,12 @@ def _defaults_rows(case: dict[str, Any]) -> list[list[str]]:
             f"SDK {sdk['achieved_vs_ideal']}",
             ">= 0.95 / >= 0.98",
             ours["achieved_vs_ideal"] >= 0.95 and hooks["achieved_vs_ideal"] >= 0.98,
+        ),
+        _row(
+            f"{name}: achieved / ideal, no watch (option)",
+            looks["achieved_vs_ideal"],
+            f"5 s floor's ideal: {looks['achieved_vs_floor_ideal']}",
+            "(option)",
         ),
         _row(
             f"{name}: polls per item, 429s",
