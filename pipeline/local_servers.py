@@ -26,6 +26,11 @@ from pipeline.serving import Service
 SERVER_VARIABLE = "LIPDUB_REDIS_SERVER"
 
 
+HASH_MAX_VALUE_BYTES = 1024
+"""Hashes whose values are all this short stay in Redis's compact listpack encoding: an item's
+media facts run to a few hundred bytes, past the default 64, which would double its size."""
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""
     with socket.socket() as sock:
@@ -109,6 +114,8 @@ class RedisServer(Service):
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
             "--logfile", str(self.workdir / "redis.log"),
+            # Item records in the compact encoding (docs/operations.md: Redis memory).
+            "--hash-max-ziplist-value", str(HASH_MAX_VALUE_BYTES),
         ]  # fmt: skip
         if self.replica_of is not None:
             command += ["--replicaof", "127.0.0.1", str(self.replica_of)]

@@ -45,6 +45,10 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if item is None:
         return []
     if item.state is not ItemState.RUNNING:
+        if item.state is ItemState.COLLECTING and item.record.collect_started_at is not None:
+            # A look scheduled before the watch or a webhook had it seen: its collect is
+            # under way (a worker lost with it is covered by its step lease).
+            return []
         return resume(rt, item, ItemState.RUNNING)
     prediction_id = item.record.prediction_id
     deadline_at = item.record.deadline_at

@@ -90,7 +90,7 @@ def first_poll_delay_s(
     >>> first_poll_delay_s(unwatched, 10.0, Line(2.0, 0.5, spread_s=0.4))
     7.65
     >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4))
-    9.65
+    8.65
     >>> first_poll_delay_s(unwatched, 10.0, scout=True)
     5.0
     """

@@ -26,8 +26,7 @@ from pipeline.media import MediaInspector
 from pipeline.planning import plan_manifest
 from pipeline.runtime import Runtime
 from pipeline.steps import Next
-from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
-from workers.cli.session import Session
+from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
 
 SANDBOX = {
     "starts_per_minute": 1_000_000,
@@ -72,28 +71,19 @@ def _stack_cpu_s(
         appendfsync=appendfsync, ledger={"durability": durability},
     )  # fmt: skip
     figures: dict[str, Any] = {}
-    with stack:
+    with stack, connected(stack) as session:
         assert stack.settings is not None
-        session = Session.connect(stack.settings)
-        try:
-            session.storage.ensure_bucket()
-            wait_for_workers(session, stack.worker_count)
-            if manifest is not None:
-                plan = plan_manifest(
-                    manifest, media=stack.settings.media, price=stack.settings.price,
-                    inspector=MediaInspector(),
-                )  # fmt: skip
-                batch_id = session.control.start(plan, name="overhead")
-                wait_finished(session, batch_id, timeout_s=items * 2 + 120)
-                report = session.control.report(batch_id)
-                wall = float(report["finished_at"]) - float(report["created_at"])
-                figures = {
-                    "wall_s": round(wall, 2),
-                    "items_per_s": round(items / wall, 2),
-                    "submits_per_s": _submits_per_s(workdir / "stack" / "sandbox-audit.jsonl"),
-                }
-        finally:
-            session.close()
+        if manifest is not None:
+            plan = plan_of(manifest, stack.settings)
+            batch_id = session.control.start(plan, name="overhead")
+            wait_finished(session, batch_id, timeout_s=items * 2 + 120)
+            report = session.control.report(batch_id)
+            wall = float(report["finished_at"]) - float(report["created_at"])
+            figures = {
+                "wall_s": round(wall, 2),
+                "items_per_s": round(items / wall, 2),
+                "submits_per_s": _submits_per_s(workdir / "stack" / "sandbox-audit.jsonl"),
+            }
     after = _cpu_s()
     cpu = {"self": after[0] - before[0], "children": after[1] - before[1]}
     if profile_items:

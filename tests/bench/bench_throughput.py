@@ -15,14 +15,12 @@ from typing import Any
 import httpx
 
 from pipeline.makespan import ideal_makespan_s
-from pipeline.media import MediaInspector
-from pipeline.planning import plan_manifest
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 from pipeline.settings import PollingSettings
 from tests.bench.figures import min_polls, most_in_window, percentile
 from tests.bench.sdk_baseline import run_pool
-from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
+from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
 from workers.cli.session import Session
 
 STARTS_PER_WINDOW = 120
@@ -83,29 +81,20 @@ def run_lipdub(workdir: Path, items: int, pacing: str, *, rerun: bool) -> dict[s
         "start_pacing": pacing,
     }
     stack = bench_stack(workdir / "stack", SANDBOX, provider=provider, polling=POLLING)
-    with stack:
+    with stack, connected(stack) as session:
         assert stack.settings is not None
-        session = Session.connect(stack.settings)
-        try:
-            session.storage.ensure_bucket()
-            wait_for_workers(session, stack.worker_count)
-            plan = plan_manifest(
-                manifest, media=stack.settings.media, price=stack.settings.price,
-                inspector=MediaInspector(),
-            )  # fmt: skip
-            # The makespan counts from the start call: it puts the local inputs in the bucket
-            # (from "the CLI's machine") before the items are sent.
-            called_at = time.time()
-            batch_id = session.control.start(plan, name=f"bench-{pacing}")
-            wait_finished(session, batch_id, timeout_s=items * 3 + 300)
-            report = session.control.report(batch_id)
-            stats = _sandbox_stats(stack.sandbox.url)
-            submits = [e for e in _audit(stack.sandbox.url) if e.get("outcome") == "accepted"]
-            result = _figures(report, stats, submits, durations, stack.settings.polling, called_at)
-            if rerun:
-                result["rerun"] = _rerun(session, plan, stack.sandbox.url, len(submits))
-        finally:
-            session.close()
+        plan = plan_of(manifest, stack.settings)
+        # The makespan counts from the start call: it puts the local inputs in the bucket
+        # (from "the CLI's machine") before the items are sent.
+        called_at = time.time()
+        batch_id = session.control.start(plan, name=f"bench-{pacing}")
+        wait_finished(session, batch_id, timeout_s=items * 3 + 300)
+        report = session.control.report(batch_id)
+        stats = _sandbox_stats(stack.sandbox.url)
+        submits = [e for e in _audit(stack.sandbox.url) if e.get("outcome") == "accepted"]
+        result = _figures(report, stats, submits, durations, stack.settings.polling, called_at)
+        if rerun:
+            result["rerun"] = _rerun(session, plan, stack.sandbox.url, len(submits))
     return result
 
 

@@ -24,6 +24,7 @@ from tests.bench import (
     bench_overhead,
     bench_plan,
     bench_reports,
+    bench_scale,
     bench_throughput,
 )
 
@@ -168,6 +169,9 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                 f"{big['streaming']['html_bytes'] / 1e6:.1f}",
             ),
         ]
+    scale = results.get("scale")
+    if scale:
+        rows += _scale_rows(scale[0], scale[-1])
     p = results.get("planning")
     if p:
         rows.append(
@@ -222,6 +226,45 @@ def _defaults_rows(case: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _scale_rows(small: dict[str, Any], big: dict[str, Any]) -> list[list[str]]:
+    """Issue 20's rows: the same batch at two sizes."""
+    sizes = f"{small['items']} / {big['items']}"
+    ratio = big["items_per_s"] / small["items_per_s"]
+    b_small, b_big = small["redis_bytes_per_item"], big["redis_bytes_per_item"]
+    return [
+        _row(
+            f"10 items per second, {sizes} items",
+            f"{small['items_per_s']} / {big['items_per_s']} (x{ratio:.2f})",
+            "",
+            ">= 0.95x",
+            ratio >= 0.95,
+        ),
+        _row(
+            f"10 Redis bytes per pending item, {sizes}",
+            f"{b_small['pending']} / {b_big['pending']}",
+            "",
+            "<= 1000",
+            b_big["pending"] <= 1000,
+        ),
+        _row(
+            f"10 Redis bytes per finished item, then compacted, {sizes}",
+            f"{b_small['finished']} / {b_big['finished']}, "
+            f"{b_small['compacted']} / {b_big['compacted']}",
+            "",
+            "compacted <= 500",
+            b_big["compacted"] <= 500,
+        ),
+        _row(
+            f"10 lipdub status / batches ms (a fresh process), {sizes}",
+            f"{small['status_cli_ms']} / {big['status_cli_ms']}, "
+            f"{small['batches_cli_ms']} / {big['batches_cli_ms']}",
+            f"the read itself {small['status_read_ms']} / {big['status_read_ms']}",
+            "< 100",
+            max(big["status_cli_ms"], big["batches_cli_ms"]) < 100,
+        ),
+    ]
+
+
 def print_table(rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -240,13 +283,16 @@ def main() -> None:
     parser.add_argument("--memory-mib", default="64,256,1024")
     parser.add_argument("--report-items", default="1000,10000")
     parser.add_argument(
+        "--scale", type=int, default=3_000, help="the larger batch of the scale run (to 10000)"
+    )
+    parser.add_argument(
         "--defaults-scales",
         default=",".join(f"{x:g}" for x in bench_defaults.SCALES),
         help="processing time as multiples of the default expectation",
     )
     parser.add_argument(
         "--only",
-        default="throughput,defaults,overhead,memory,planning,reports",
+        default="throughput,defaults,overhead,scale,memory,planning,reports",
         help="comma-separated subset",
     )
     args = parser.parse_args()
@@ -278,6 +324,8 @@ def main() -> None:
             results["defaults"] = bench_defaults.run(root / "defaults", scales)
         if "overhead" in only:
             results["overhead"] = bench_overhead.run(root / "overhead", args.overhead_items)
+        if "scale" in only:
+            results["scale"] = bench_scale.run(root / "scale", args.scale)
         if "memory" in only:
             sizes = [int(s) for s in args.memory_mib.split(",")]
             results["memory"] = bench_memory.run(root / "memory", sizes)

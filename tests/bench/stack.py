@@ -3,11 +3,15 @@ processes), with the sandbox's account limits and lipdub's settings chosen per s
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.media import MediaInspector
+from pipeline.planning import Plan, plan_manifest
 from pipeline.samples import write_audio, write_video
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.settings import Settings
@@ -78,6 +82,26 @@ def bench_stack(
         settings_factory=settings,
         appendfsync=appendfsync,
         webhooks_port=webhooks_port,
+    )
+
+
+@contextlib.contextmanager
+def connected(stack: DemoStack) -> Iterator[Session]:
+    """A session on a started stack: its bucket made and its workers answering."""
+    assert stack.settings is not None
+    session = Session.connect(stack.settings)
+    try:
+        session.storage.ensure_bucket()
+        wait_for_workers(session, stack.worker_count)
+        yield session
+    finally:
+        session.close()
+
+
+def plan_of(manifest: Path, settings: Settings) -> Plan:
+    """The manifest planned as `lipdub run` plans it (media probed, prices quoted)."""
+    return plan_manifest(
+        manifest, media=settings.media, price=settings.price, inspector=MediaInspector()
     )
 
 

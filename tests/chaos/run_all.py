@@ -310,7 +310,13 @@ def scenario_webhooks(sc: Scenario) -> Outcome:
     ):
         sections: dict[str, Any] = {
             "provider": {"webhook_url": f"http://127.0.0.1:{port}/webhooks"},
-            "polling": {"first_poll_min_s": 6.0, "max_interval_s": 6.0, "expected_fixed_s": 6.0},
+            # (the account's watch off: the scenario is webhooks first, polls as the net)
+            "polling": {
+                "first_poll_min_s": 6.0,
+                "max_interval_s": 6.0,
+                "expected_fixed_s": 6.0,
+                "watch_every_s": 0.0,
+            },
         }
         stack = Stack(sc.settings(sandbox.url, redis_server.url, **sections))
         inbox = WebhookInbox(stack.ledger, SecretStr(secret))

@@ -292,7 +292,7 @@ def test_a_submit_answered_while_redis_is_down_keeps_its_prediction(tmp_path, st
         [item] = s.rt.ledger.items(batch_id)
         [paid] = accepted_submits(sandbox_url)
         assert (item["state"], item["prediction_id"]) == ("running", paid["prediction_id"])
-        assert [n.step for n in result[0]] == ["poll"]
+        assert [n.step for n in result[0]] == ["poll", "watch"]  # (and the account's watch)
         # And it completes from there, paid once
         s.loop.send(result[0][0])
         s.loop.run()

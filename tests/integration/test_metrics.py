@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline import keys
 from pipeline.local_servers import free_port
 from tests.conftest import start_sandbox
 from tests.integration.conftest import LIPDUB
@@ -43,6 +44,11 @@ def test_the_exporter_shows_a_finished_batch_and_the_deployment(cli, settings, t
     with in_process_worker(stack):
         batch_id = stack.control.start(plan(manifest, settings))
         stack.wait(batch_id)
+        # (the account's watch ends at its next look, once nothing is followed)
+        due = keys.due(settings.worker.queue)
+        deadline = time.monotonic() + 30
+        while stack.redis.zcard(due) and time.monotonic() < deadline:
+            time.sleep(0.1)
     # (one 429, as a worker's submit would record it)
     from pipeline.gates import Gates
 

@@ -37,6 +37,8 @@ def _late_polls(webhook_url: str) -> dict[str, dict[str, object]]:
             "first_poll_min_s": FIRST_POLL_S,
             "max_interval_s": FIRST_POLL_S,
             "expected_fixed_s": FIRST_POLL_S,
+            # Without the account's watch, which would see every end within a second too
+            "watch_every_s": 0.0,
         },
     }
 

@@ -85,6 +85,8 @@ def test_redis_persists_with_aof_and_workers_scale():
     assert command[command.index("--appendonly") + 1] == "yes"
     # Every answered write fsynced: lipdub's default durability (pipeline.durability) holds
     assert command[command.index("--appendfsync") + 1] == "always"
+    # Item records in the compact encoding (their media facts exceed the default 64 bytes)
+    assert int(command[command.index("--hash-max-listpack-value") + 1]) >= 1024
     assert any(str(v).endswith(":/data") for v in SERVICES["redis"]["volumes"])
     worker = SERVICES["worker"]
     # --scale needs no fixed name and no host port

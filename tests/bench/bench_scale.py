@@ -1,0 +1,108 @@
+"""Scale (issue 20): the same kind of batch at 1,000 items and at a larger size (`--scale N`,
+default 3,000 to fit the bench's time; 10,000 for the issue's figure), on the overhead
+bench's stack (a provider that answers at once, no limits, 2 `lipdub worker` processes):
+
+- items per second end to end at each size (the ratio is the figure: same machine, same run);
+- Redis bytes per item: while pending (the batch started on a stack with no worker, so every
+  item waits), once finished, and after compaction (`pipeline.retention`), from Redis's own
+  `used_memory` against the empty stack's;
+- how long `lipdub status` and `lipdub batches` take as commands (a fresh process each, as a
+  user runs them) and the status read itself, at each size.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.reporting.data import batch_status
+from pipeline.retention import compact
+from pipeline.settings import Settings, to_environment
+from tests.bench.bench_overhead import POLLING, PROVIDER, SANDBOX
+from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
+from workers.cli.session import Session
+
+SMALL = 1_000
+COMMAND_RUNS = 5
+
+
+def _used_memory(session: Session) -> int:
+    return int(session.redis.info("memory")["used_memory"])
+
+
+def pending_bytes(workdir: Path, manifest: Path) -> float:
+    """Redis bytes per item of a batch just started, with no worker to take its items."""
+    stack = bench_stack(
+        workdir, SANDBOX, provider=PROVIDER, polling=POLLING, workers=0
+    )  # the start call itself uploads and feeds
+    with stack, connected(stack) as session:
+        assert stack.settings is not None
+        plan = plan_of(manifest, stack.settings)
+        before = _used_memory(session)
+        session.control.start(plan, name="pending")
+        return (_used_memory(session) - before) / len(plan.items)
+
+
+def _command_ms(settings: Settings, *args: str) -> float:
+    """The median wall time of `lipdub ARGS` as a fresh process (what a user waits for)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
+    env.update(to_environment(settings))
+    times = []
+    for _ in range(COMMAND_RUNS):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "workers.cli", *args],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 1)
+
+
+def run_size(workdir: Path, items: int) -> dict[str, Any]:
+    """One size: pending bytes, then the batch through 2 workers, then what is left."""
+    manifest, _ = write_catalog(workdir / "catalog", items)
+    pending = pending_bytes(workdir / "pending", manifest)
+    stack = bench_stack(workdir / "stack", SANDBOX, provider=PROVIDER, polling=POLLING)
+    with stack, connected(stack) as session:
+        assert stack.settings is not None
+        plan = plan_of(manifest, stack.settings)
+        empty = _used_memory(session)
+        batch_id = session.control.start(plan, name=f"scale-{items}")
+        wait_finished(session, batch_id, timeout_s=items * 2 + 300)
+        batch = session.ledger.batch(batch_id)
+        assert batch is not None and batch.finished_at and batch.created_at
+        wall_s = batch.finished_at - batch.created_at
+        finished = (_used_memory(session) - empty) / items
+        start = time.perf_counter()
+        status = batch_status(session.ledger, batch_id)
+        status_read_ms = (time.perf_counter() - start) * 1000
+        status_cli_ms = _command_ms(stack.settings, "status", batch_id)
+        batches_cli_ms = _command_ms(stack.settings, "batches")
+        compact(session.ledger, batch_id, now=time.time())
+        compacted = (_used_memory(session) - empty) / items
+    return {
+        "items": items,
+        "completed": status["counts"]["completed"],
+        "wall_s": round(wall_s, 2),
+        "items_per_s": round(items / wall_s, 2),
+        "redis_bytes_per_item": {
+            "pending": round(pending),
+            "finished": round(finished),
+            "compacted": round(compacted),
+        },
+        "status_read_ms": round(status_read_ms, 2),
+        "status_cli_ms": status_cli_ms,
+        "batches_cli_ms": batches_cli_ms,
+    }
+
+
+def run(workdir: Path, large: int, small: int = SMALL) -> list[dict[str, Any]]:
+    """`small` items (1,000), then `large`."""
+    return [run_size(workdir / f"n{n}", n) for n in (small, large)]
