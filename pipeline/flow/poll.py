@@ -103,12 +103,12 @@ def poll(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     fields: dict[str, object] = {
         "poll_interval_s": next_poll_delay_s(
             polling,
-            # After the first look (aimed, maybe far out), the waits start again from the floor.
-            interval_s if item.record.last_unfinished_at is not None else 0.0,
+            interval_s,
             age_s=rt.clock() - submitted_at if submitted_at is not None else interval_s,
             video_s=item.record.video_s,
             learned=learned,
             scout=item.record.scout,
+            first=item.record.last_unfinished_at is None,
         ),
         # Until now, at least, the provider was working on it (the report's timeline).
         "last_unfinished_at": rt.clock(),

@@ -1,11 +1,17 @@
-"""First polls aimed at the time the provider has been taking, learned from the processing
-times it reports, on the real parts (Redis, S3, the sandbox over HTTP; the test's clock)."""
+"""When lipdub looks at a prediction: first looks aimed at the time the provider has been
+taking (learned from the processing times it reports), scouts and the looks they bring forward
+while nothing is learned, and the account's watch, on the real parts (Redis, S3, the sandbox
+over HTTP; the test's clock)."""
 
 from __future__ import annotations
+
+import time
 
 import httpx
 import pytest
 
+from pipeline.flow import run_step
+from pipeline.flow.watch import watch
 from pipeline.processing_time import ProcessingTimes
 from tests.conftest import start_sandbox
 from tests.integration.stack import plan, stack_settings, write_manifest
@@ -130,3 +136,64 @@ def test_the_accounts_watch_looks_at_a_completed_prediction_before_its_scheduled
         # Or, with the watch off, at the first scheduled look (21 s)
         assert min(seen_after_s) >= 20.0, seen_after_s
         assert "watch" not in {step.step for step in s.loop.ran}
+
+
+def test_the_watch_asks_for_each_ended_prediction_once(tmp_path, redis_url, s3_server, bucket):
+    # Given three items running on a provider that is done with them, their looks far off
+    polling = {**POLLING, "learn": False, "watch_every_s": 1.0}
+    with start_sandbox(tmp_path, processing_fixed_s=0.1, processing_per_video_s=0.0) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            polling=polling, media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        items = [(f"o{n}", 1.0, 0.5 + 0.1 * n, "cut_off") for n in range(3)]
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "o", items), settings))
+        s.loop.run(stop=lambda: set(s.states(batch_id).values()) == {"running"})
+        s.loop.take("watch")
+        deadline = time.monotonic() + 30
+        while len(sandbox.engine.list(created_after=None, created_before=None, model=None,
+                                      status="completed")) < 3:  # fmt: skip
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # When the account's watch looks twice
+        first, second = watch(s.rt), watch(s.rt)
+        s.close()
+    # Then the first look asks for each item's poll now, and the second for none again
+    polls = sorted(n.item_id or "" for n in first if n.step == "poll")
+    assert polls == ["o0", "o1", "o2"]
+    assert all(n.countdown_s == 0 for n in first if n.step == "poll")
+    assert [n.step for n in second] == ["watch"]
+    # And each look schedules the next one an interval later
+    assert [n.countdown_s for n in first if n.step == "watch"] == [1.0]
+
+
+@pytest.mark.parametrize(("watch_every_s", "second_wait_s"), [(1.0, 3.0), (0.0, 0.2)])
+def test_after_a_first_look_that_misses_the_waits_grow_from_it_or_from_the_floor(
+    tmp_path, redis_url, s3_server, bucket, watch_every_s, second_wait_s
+):
+    # Given a prediction the provider takes a minute for, first looked at after 2 s (nothing
+    # learned), growth 1.5 and a floor of 0.2 s
+    polling = {
+        **POLLING, "learn": False, "watch_every_s": watch_every_s, "expected_fixed_s": 2.0,
+        "expected_per_video_s": 0.0, "growth_factor": 1.5,
+    }  # fmt: skip
+    with start_sandbox(tmp_path, processing_fixed_s=60.0) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            polling=polling, media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        batch_id = s.control.start(
+            plan(write_manifest(tmp_path / "g", [("g0", 1.0, 0.8, "cut_off")]), settings)
+        )
+        s.loop.run(stop=lambda: any(n.step == "poll" for n in s.loop.pending()))
+        [first] = s.loop.take("poll")
+        assert first.countdown_s == pytest.approx(2.0)  # the expectation
+        # When the first look finds it unfinished
+        following = run_step(s.rt, "poll", batch_id, "g0")
+        s.close()
+    # Then, with the account's watch, the next look waits 1.5 x the first (a safety net);
+    # without it, the looks start again from the floor (they are all there is)
+    [again] = [n for n in following if n.step == "poll"]
+    assert again.countdown_s == pytest.approx(second_wait_s)
