@@ -6,8 +6,8 @@ guidance for video tasks), never further apart than `max_interval_s`.
 - **With the account's watch** (`polling.watch_every_s`, on by default: `pipeline.flow.watch`)
   a prediction's end is seen within seconds by one list call for the whole account; its own
   looks are only the safety net: the first where the learned line says nearly every
-  prediction of its length has ended (else at the configured expectation), then growing by
-  `growth_factor`.
+  prediction of its length has ended (else at twice the configured expectation), then growing
+  by `growth_factor`.
 - **Without it**, the looks are all there is, so they are aimed:
   - with a learned line (`pipeline.processing_time`) the first look goes where a prediction
     of this length is expected to be seen soonest after it ends, given how the recent samples
@@ -29,8 +29,10 @@ guidance for video tasks), never further apart than `max_interval_s`.
     5.0
     >>> next_poll_delay_s(p, 50.0, age_s=200.0, video_s=10.0)
     60.0
-    >>> next_poll_delay_s(PollingSettings(), 30.0, age_s=30.0, video_s=10.0, first=True)
-    45.0
+    >>> first_poll_delay_s(PollingSettings(), video_s=10.0)  # the watch on: a safety net
+    60.0
+    >>> next_poll_delay_s(PollingSettings(), 60.0, age_s=60.0, video_s=10.0, first=True)
+    60.0
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ SCOUT_SHARE = 0.1
 """A scout looks again after this share of its prediction's age (at least the floor)."""
 AGE_SHARE = 0.5
 """Past every expectation, a look waits at most this share of the prediction's age."""
+SAFETY_FACTOR = 2.0
+"""With the account's watch and nothing learned, an item's first look comes at this many times
+the configured expectation: the watch sees the end sooner, and a provider three times slower
+than expected then costs two looks instead of four."""
 
 
 def first_look_offset_s(
@@ -106,6 +112,8 @@ def first_poll_delay_s(
         expected_s = polling.first_poll_min_s
     else:
         expected_s = polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
+        if polling.watch_every_s > 0:
+            expected_s *= SAFETY_FACTOR
     return round(_bounded(polling, expected_s), 3)
 
 

@@ -168,9 +168,11 @@ def test_the_watch_asks_for_each_ended_prediction_once(tmp_path, redis_url, s3_s
     assert [n.countdown_s for n in first if n.step == "watch"] == [1.0]
 
 
-@pytest.mark.parametrize(("watch_every_s", "second_wait_s"), [(1.0, 3.0), (0.0, 0.2)])
+@pytest.mark.parametrize(
+    ("watch_every_s", "first_wait_s", "second_wait_s"), [(1.0, 4.0, 6.0), (0.0, 2.0, 0.2)]
+)
 def test_after_a_first_look_that_misses_the_waits_grow_from_it_or_from_the_floor(
-    tmp_path, redis_url, s3_server, bucket, watch_every_s, second_wait_s
+    tmp_path, redis_url, s3_server, bucket, watch_every_s, first_wait_s, second_wait_s
 ):
     # Given a prediction the provider takes a minute for, first looked at after 2 s (nothing
     # learned), growth 1.5 and a floor of 0.2 s
@@ -189,11 +191,12 @@ def test_after_a_first_look_that_misses_the_waits_grow_from_it_or_from_the_floor
         )
         s.loop.run(stop=lambda: any(n.step == "poll" for n in s.loop.pending()))
         [first] = s.loop.take("poll")
-        assert first.countdown_s == pytest.approx(2.0)  # the expectation
+        # (the expectation; twice it with the watch on: its looks are the safety net)
+        assert first.countdown_s == pytest.approx(first_wait_s)
         # When the first look finds it unfinished
         following = run_step(s.rt, "poll", batch_id, "g0")
         s.close()
-    # Then, with the account's watch, the next look waits 1.5 x the first (a safety net);
+    # Then, with the account's watch, the next look waits 1.5 x the first;
     # without it, the looks start again from the floor (they are all there is)
     [again] = [n for n in following if n.step == "poll"]
     assert again.countdown_s == pytest.approx(second_wait_s)

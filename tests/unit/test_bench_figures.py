@@ -40,8 +40,9 @@ def test_min_polls_follows_the_growing_schedule():
         first_poll_min_s=1, expected_fixed_s=2, expected_per_video_s=0, growth_factor=2,
         max_interval_s=100,
     )  # fmt: skip
-    # With the account's watch (the default) the looks are a safety net: 2, 2+4=6, 6+8=14 s
-    assert [min_polls(policy, 0, p) for p in (1.0, 2.0, 2.1, 6.0, 13.9)] == [1, 1, 2, 2, 3]
+    # With the account's watch (the default) the looks are a safety net, from twice the
+    # expectation: 4, 4+8=12, 12+16=28 s
+    assert [min_polls(policy, 0, p) for p in (1.0, 2.0, 4.1, 6.0, 13.9)] == [1, 1, 2, 2, 3]
     # Without it, after the first look each wait is the smaller of twice the last (from the
     # floor) and half the age: 2, 2+1=3, 3+1.5=4.5, 4.5+2.25=6.75, 10.125, 15.19
     unwatched = policy.model_copy(update={"watch_every_s": 0.0})
