@@ -153,9 +153,11 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
             item.record.video_s,
             prediction.inference_ms / 1000,
         )
+        polling = rt.settings.polling
         unlearned = item.record.first_look in ("scout", "expected")
         if (
-            rt.settings.polling.learn
+            polling.learn
+            and not polling.watch_every_s  # (with the watch, it sees the others' ends itself)
             and unlearned
             and (item.record.scout or item.record.last_unfinished_at)
         ):
