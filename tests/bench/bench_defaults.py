@@ -1,8 +1,9 @@
 """Throughput with the settings a user actually has (issue 21).
 
-lipdub runs with its defaults: polling as shipped (first check at the expected 20 s + 1 s per
-second of video until it has learned the provider's times, never closer than 5 s), and the
-account's limits as a user would set them for their account. The sandbox processes each item
+lipdub runs with its defaults: polling as shipped (the account's watch every second, each
+item's own looks as the safety net, never closer than 5 s; nothing tuned: the expectation is
+20 s + 1 s per second of video until it has learned the provider's times), and the account's
+limits as a user would set them for their account. The sandbox processes each item
 in 0.1x, 1x or 3x that default expectation, each item up to `SPREAD` more or less than the
 others (fixed by its audio, so every runner meets the same times). Two accounts:
 

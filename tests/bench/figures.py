@@ -34,7 +34,7 @@ def min_polls(polling: PollingSettings, video_s: float, processing_s: float) -> 
     after the end.
 
     >>> p = PollingSettings(first_poll_min_s=5, expected_fixed_s=20, expected_per_video_s=1)
-    >>> min_polls(p, video_s=10.0, processing_s=25.0), min_polls(p, video_s=10.0, processing_s=40.0)
+    >>> min_polls(p, video_s=10.0, processing_s=25.0), min_polls(p, video_s=10.0, processing_s=70.0)
     (1, 2)
     """
     at = first_poll_delay_s(polling, video_s)
