@@ -35,6 +35,9 @@ ACCOUNT = "account"
 """The watch step's batch id: there is one watch for the account (per queue), not per batch."""
 WATCH_PAGES = 3
 """At most this many pages of 100 per look (the most recent completions come first)."""
+AFTER_ERROR_S = 30.0
+"""After a failed list call the watch waits this long (a key without list rights would
+otherwise log a warning every second)."""
 SEEN_TTL_S = 120
 """How long a prediction the watch has asked a poll for is not asked for again."""
 
@@ -76,10 +79,17 @@ def watch(rt: Runtime) -> list[Next]:
             max_pages=WATCH_PAGES,
         ):
             ours = followed.get(prediction.id)
-            if ours is not None and rt.ledger.first_sight(prediction.id, SEEN_TTL_S):
+            # (the status filter is documented; a list that ignored it must not use up the mark)
+            done = prediction.status == Status.COMPLETED.value
+            if ours is not None and done and rt.ledger.first_sight(prediction.id, SEEN_TTL_S):
                 ended.append(Next("poll", *ours))
     except ProviderRateLimited as err:
         return [Next(WATCH, ACCOUNT, None, rt.countdown(rt.gates.cool_down(err.retry_after_s)))]
     except ProviderError as err:
-        log.warning("the list call failed (%s); the scheduled looks go on", type(err).__name__)
+        log.warning(
+            "the list call failed (%s); the scheduled looks go on, the watch looks again in %.0f s",
+            type(err).__name__,
+            AFTER_ERROR_S,
+        )
+        return [Next(WATCH, ACCOUNT, None, rt.countdown(AFTER_ERROR_S))]
     return ended + again
