@@ -4,14 +4,15 @@ A batch's items are its working record while it runs (about 4-5 KB each: media f
 timestamps, the reasons of every wait). Once the batch has been finished for
 `ledger.retention_days`, its full report is in the bucket, and each completed item keeps only
 what "never pay twice", the audit and a later look need: its id and row, state, the pair's
-identity, its prediction ids, its output key and cost (`KEPT`, a few hundred bytes in
-Redis's compact hash encoding). Items that did not complete are kept whole: `retry-failed`
+identity, its prediction ids, its output key, length and cost (`KEPT`, a few hundred bytes in
+Redis's compact hash encoding); the prediction index forgets its predictions. Items that did not complete are kept whole: `retry-failed`
 needs their inputs. The batch record, its counts and its budget stay; `lipdub report` of a
 compacted batch reads the report the bucket holds. Compacting twice changes nothing.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,12 @@ KEPT = (
     "prediction_id",
     "prediction_ids",
     "output_key",
+    "output_s",
     "cost_usd",
     "billable_s",
 )
-"""What a completed item keeps once its batch is compacted."""
+"""What a completed item keeps once its batch is compacted (`output_s`: a later item that
+reuses the output checks its length against this)."""
 COMPACTED = "compacted_at"
 """The batch field saying when its items were compacted (epoch s)."""
 
@@ -62,7 +65,9 @@ def due(batch: BatchRecord, *, now: float, older_than_s: float) -> bool:
 
 
 def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
-    """Shrink the completed items of one batch to `KEPT`, then mark the batch compacted."""
+    """Shrink the completed items of one batch to `KEPT`, forget which item each of their
+    predictions was made for (the index serves webhooks and reconcile of running items; the
+    audit reads the items' own `prediction_ids`), then mark the batch compacted."""
     client = ledger.redis
     shrunk = 0
     for item_id in ledger.item_ids(batch_id):
@@ -71,9 +76,14 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         if record.get("state") != ItemState.COMPLETED.value or set(record) <= set(KEPT):
             continue
         kept: dict[Any, Any] = {name: record[name] for name in KEPT if record.get(name)}
+        predictions = json.loads(record.get("prediction_ids") or "[]")
+        member = keys.slot_member(batch_id, item_id)
+        owned = [p for p, owner in ledger.owners(predictions).items() if owner == member]
         with client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping=kept)
+            for prediction_id in owned:
+                pipe.delete(keys.prediction(prediction_id))
             pipe.execute()
         shrunk += 1
     ledger.update_batch(batch_id, {COMPACTED: now})

@@ -110,6 +110,13 @@ def reason_of(record: Mapping[str, str], member: str, gates: GateFacts) -> Reaso
     return Reason.STORAGE if storage else Reason.COLLECT
 
 
+FIELDS = (
+    "state", "waiting_on", "next_due_at", "inputs_ready", "upload_error", "video", "audio",
+    "upload_errors_since", "fetch_errors_since", "collect_errors_since",
+)  # fmt: skip
+"""What `reason_of` and `reasons` read of a record (so a caller reads only these)."""
+
+
 def reasons(batch_id: str, records: Iterable[Mapping[str, str]], gates: GateFacts) -> list[Waiting]:
     """The batch's unfinished items grouped by what they wait for, in `Reason` order."""
     groups: dict[Reason, list[float | None]] = {}

@@ -15,16 +15,18 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from pipeline.media import MediaInspector, ProbeCache
-from pipeline.planning import Plan, plan_manifest
-from pipeline.provider.client import ProviderClient
-from pipeline.quotes import ProviderQuotes
-from pipeline.remote import RemoteProber, make_s3_client
 from pipeline.settings import Settings
 from pipeline.sync_modes import SyncMode
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from pipeline.planning import Plan
+    from pipeline.provider.client import ProviderClient
+    from pipeline.remote import RemoteProber
+
+# The builders import what they build when called: a command that only reads the ledger
+# (`lipdub status`) then starts without the media prober (PyAV), boto3 or the planner.
 
 REDIS_CONNECT_TIMEOUT_S = 5.0
 
@@ -38,6 +40,8 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 def s3_client(settings: Settings) -> S3Client:
     """The bucket's S3 client (credentials from the environment, as boto3 finds them)."""
+    from pipeline.remote import make_s3_client
+
     return make_s3_client(
         endpoint_url=settings.storage.endpoint_url, region=settings.storage.region
     )
@@ -51,6 +55,8 @@ file fails its items. Workers keep botocore's default: their steps reschedule in
 
 def starter_s3_client(settings: Settings) -> S3Client:
     """The S3 client of a process that starts batches (it may wait: it is nobody's worker)."""
+    from pipeline.remote import make_s3_client
+
     return make_s3_client(
         endpoint_url=settings.storage.endpoint_url,
         region=settings.storage.region,
@@ -60,6 +66,8 @@ def starter_s3_client(settings: Settings) -> S3Client:
 
 def remote_prober(settings: Settings) -> RemoteProber:
     """Reads remote inputs (`s3://`, `https://`) while planning."""
+    from pipeline.remote import RemoteProber
+
     return RemoteProber(
         s3_factory=lambda: s3_client(settings),
         timeout_s=settings.media.probe_timeout_s,
@@ -80,6 +88,10 @@ def plan(
     """Plan a manifest as every entry point plans it: the probe cache on disk, the remote
     prober, and the provider's quotes when there is a provider and `price.quotes` is on
     (ManifestError listing every bad row)."""
+    from pipeline.media import MediaInspector, ProbeCache
+    from pipeline.planning import plan_manifest
+    from pipeline.quotes import ProviderQuotes
+
     return plan_manifest(
         manifest,
         media=settings.media,

@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pipeline.ledger import Ledger
 from pipeline.reporting.data import report_head, report_items
 from pipeline.reporting.summary import Summary, SummaryBuilder, summarize
-from pipeline.reporting.writer import write_reports
 
 ReportFormat = Literal["json", "csv", "html", "md"]
 FORMATS: tuple[ReportFormat, ...] = ("json", "csv", "html", "md")
@@ -51,6 +50,8 @@ def render_all(report: dict[str, Any]) -> dict[str, bytes]:
 
 def write_local(report: dict[str, Any], folder: Path) -> list[Path]:
     """Write every format of a report in memory into `folder` (created if needed)."""
+    from pipeline.reporting.writer import write_reports  # the templates load only to write
+
     items: list[dict[str, Any]] = report["items_detail"]
     end_s = report.get("finished_at") or max(
         (p["end"] for i in items for p in i["phases"].values() if p), default=None

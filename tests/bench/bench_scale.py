@@ -35,6 +35,28 @@ def _used_memory(session: Session) -> int:
     return int(session.redis.info("memory")["used_memory"])
 
 
+def _family(key: str) -> str:
+    """A key with its ids replaced: `lipdub:item:<b>:<i>` -> `lipdub:item:*:*`.
+
+    >>> _family("lipdub:item:b-1:i-7"), _family("lipdub:batch:b-1:done"), _family("lipdub:clock")
+    ('lipdub:item:*:*', 'lipdub:batch:*:done', 'lipdub:clock')
+    """
+    parts = key.split(":")
+    head = {"item": 2, "batch": 1, "content": 1, "prediction": 1, "observed": 1, "watched": 1}
+    ids = head.get(parts[1], 0) if len(parts) > 1 else 0
+    return ":".join(parts[:2] + ["*"] * min(ids, len(parts) - 2) + parts[2 + ids :])
+
+
+def key_families(session: Session) -> dict[str, dict[str, int]]:
+    """Keys and bytes (Redis's `MEMORY USAGE`) per key family, largest first."""
+    families: dict[str, dict[str, int]] = {}
+    for key in session.redis.scan_iter(count=1000):
+        family = families.setdefault(_family(str(key)), {"keys": 0, "bytes": 0})
+        family["keys"] += 1
+        family["bytes"] += int(session.redis.memory_usage(key, samples=0) or 0)
+    return dict(sorted(families.items(), key=lambda kv: -kv[1]["bytes"]))
+
+
 def pending_bytes(workdir: Path, manifest: Path) -> float:
     """Redis bytes per item of a batch just started, with no worker to take its items."""
     stack = bench_stack(

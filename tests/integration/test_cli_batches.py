@@ -321,15 +321,27 @@ def test_prune_shrinks_finished_items_and_nothing_is_lost_or_paid_twice(
         # Then each completed item holds a few hundred bytes instead of kilobytes
         print(f"\nbytes per item: {before} -> {after}")
         assert max(after) <= 500 < min(before)
+        # and the prediction index forgets its predictions (the items keep their ids)
+        predictions = [p for item in full["items_detail"] for p in item["prediction_ids"]]
+        assert len(predictions) == 3
+        assert not any(stack.redis.exists(f"lipdub:prediction:{p}") for p in predictions)
         # And its report and status read as before (the report from the bucket)
         assert json.loads(cli("report", batch_id, "--format", "json").stdout) == full
         status = json.loads(cli("status", batch_id, "--json").stdout)
         assert status["counts"]["completed"] == 3 and status["state"] == "finished"
         # And pruning again changes nothing; running the manifest again pays for nothing
         assert json.loads(cli("prune", "--older-than", "0", "--json").stdout) == []
-        again = cli("run", str(manifest), "--yes")
+        again = cli("run", str(manifest), "--yes", "--json")
         assert again.returncode == 0, again.stderr
     assert len(accepted_submits(sandbox_server.url)) == 3
+    # And the outputs reused from the compacted batch were checked for length as before
+    rerun = json.loads(
+        cli("report", json.loads(again.stdout)["batch_id"], "--format", "json").stdout
+    )
+    assert {(i["state"], i["reused_from"] is not None) for i in rerun["items_detail"]} == {
+        ("completed", True)
+    }
+    assert all(i["output_s"] for i in rerun["items_detail"]), "the earlier output's length"
 
 
 def test_workers_compact_a_batch_once_its_retention_is_over(cli, manifest, stack, tmp_path):

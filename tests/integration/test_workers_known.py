@@ -52,6 +52,13 @@ def test_workers_beat_and_status_says_when_none_is_alive(cli, settings, tmp_path
     missing = cli("status", batch_id, "--item", "nope")
     assert missing.returncode == 2 and "no item 'nope'" in missing.stderr
     assert json.loads(cli("status", batch_id, "--json").stdout)["workers"]["alive"] == 0
+    # Reading the ledger is all `status` and `batches` do: they load no Celery, boto3 or PyAV
+    for command in (("status", batch_id), ("batches",)):
+        traced = cli(*command, PYTHONPROFILEIMPORTTIME="1")
+        assert traced.returncode == 0, traced.stderr
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in traced.stderr.splitlines()}
+        assert "redis" in loaded, "the import trace is read"
+        assert loaded.isdisjoint({"celery", "boto3", "botocore", "av", "httpx", "jinja2"}), command
     # Two workers that disagree on the account's limits
     other = settings.model_copy(
         update={"provider": settings.provider.model_copy(update={"starts_per_minute": 7})}

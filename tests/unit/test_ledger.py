@@ -194,3 +194,16 @@ def test_the_batch_keeps_its_counts_per_state_through_every_move(ledger):
     # And a batch recorded before counts were kept is counted from its items
     ledger.redis.hdel(f"lipdub:batch:{batch}", *[f"n:{s.value}" for s in ItemState])
     assert batch_status(ledger, batch)["counts"] == scanned
+
+
+def test_unfinished_items_are_those_not_final_and_none_once_all_are(ledger):
+    batch = _batch(ledger, count=3)
+    ledger.transition(batch, "i1", [ItemState.PENDING], ItemState.COMPLETED)
+    unfinished = ledger.unfinished_items(batch, ["state", "price_usd"])
+    assert unfinished == [
+        {"id": "i0", "state": "pending", "price_usd": "0.5"},
+        {"id": "i2", "state": "pending", "price_usd": "0.5"},
+    ]
+    for item in ("i0", "i2"):
+        ledger.transition(batch, item, [ItemState.PENDING], ItemState.FAILED)
+    assert ledger.unfinished_items(batch, ["state"]) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.waiting import GateFacts, Reason, reason_of, reasons
+from pipeline.waiting import FIELDS, GateFacts, Reason, reason_of, reasons
 
 M = "b1:i1"
 
@@ -43,6 +43,9 @@ M = "b1:i1"
 )
 def test_each_waiting_item_says_why(record, gates, reason):
     assert reason_of(record, M, gates) is reason
+    # `lipdub status` reads only FIELDS of each unfinished item: they must be enough.
+    read = {name: value for name, value in record.items() if name in FIELDS}
+    assert reason_of(read, M, gates) is reason
 
 
 def test_items_are_grouped_with_their_counts_and_earliest_due_step():

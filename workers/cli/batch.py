@@ -14,25 +14,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
-from pydantic import SecretStr
 from rich.table import Table
 from rich.text import Text
 
 from pipeline import wiring
-from pipeline.audit import audit_batch
 from pipeline.errors import PredictionNotFound, SettingsError
 from pipeline.heartbeat import LIVE_S, Beat, Heartbeats, disagreements
-from pipeline.preflight import preflight
 from pipeline.pricing import to_cents
-from pipeline.reporting import ReportFormat, file_name, render, summarize, write_local
-from pipeline.reporting.summary import money_lines
-from pipeline.schedules.notices import check_targets
+from pipeline.reporting.data import batch_status
 from pipeline.settings import StorageSettings
-from pipeline.storage import Storage, output_key, report_key
 from pipeline.sync_modes import SyncMode
+from pipeline.waiting import FIELDS as WAITING_FIELDS
 from pipeline.waiting import GateFacts, history, reason_of, reasons
 from workers.cli.common import (
     EXIT_BUDGET,
@@ -59,6 +54,12 @@ from workers.cli.plan import (
     provider_client,
 )
 from workers.cli.session import Session
+
+if TYPE_CHECKING:
+    from pipeline.reporting import ReportFormat
+
+# What only some commands use (the planner, the reports, the bucket, notices, audits) is
+# imported where they use it: `lipdub status` and `lipdub batches` start without it.
 
 REPORTS_DIR = Path("lipdub-reports")
 
@@ -89,6 +90,11 @@ class RunOptions:
 
 def run_batch(session: Session, manifest: Path, options: RunOptions) -> int:
     """Plan, confirm, start, follow, write the reports; the exit code. Shared by `run` and `demo`."""
+    from pydantic import SecretStr
+
+    from pipeline.preflight import preflight
+    from pipeline.schedules.notices import check_targets
+
     settings = session.settings
     problems = check_targets(options.notify)
     if problems:
@@ -191,6 +197,9 @@ def follow_to_report(
     check_workers: bool = False,
 ) -> int:
     """Follow the batch, then write its reports locally and print the summary; the exit code."""
+    from pipeline.reporting import write_local
+    from pipeline.storage import report_key
+
     try:
         if check_workers and not session.workers_online():
             err.print(
@@ -244,6 +253,10 @@ def _interval_s(session: Session, batch_id: str) -> float:
 
 def print_summary(report: dict[str, Any], paths: list[Path], storage: StorageSettings) -> None:
     """The finished batch in a few lines, then where its reports are."""
+    from pipeline.reporting import summarize
+    from pipeline.reporting.summary import money_lines
+    from pipeline.storage import output_key
+
     s = summarize(report)
     table = Table(title=f"Batch {report['batch_id']} ({report['name']})", title_justify="left")
     for column in ("state", "items", "billable s", "cost USD"):
@@ -357,7 +370,8 @@ def status(
             raise typer.Exit(code)
         now = datetime.now(tz=UTC).timestamp()
         alive = Heartbeats(session.redis).alive(now)
-        waiting = reasons(batch_id, session.ledger.items(batch_id), GateFacts.read(session.redis))
+        unfinished = session.ledger.unfinished_items(batch_id, WAITING_FIELDS)
+        waiting = reasons(batch_id, unfinished, GateFacts.read(session.redis))
         if as_json:
             workers = {"alive": len(alive), "disagree_on": disagreements(alive)}
             groups = [
@@ -491,7 +505,7 @@ def _duration(seconds: float) -> str:
 
 def _status_or_exit(session: Session, batch_id: str) -> dict[str, Any]:
     try:
-        return session.control.status(batch_id)
+        return batch_status(session.ledger, batch_id)  # what control.status reads
     except KeyError:
         raise unknown_batch(batch_id) from None
 
@@ -528,6 +542,8 @@ def report(
 
 
 def _write_report(data: dict[str, Any], fmt: str, out_path: Path | None) -> None:
+    from pipeline.reporting import file_name, render, write_local
+
     if fmt == "all":
         assert out_path is not None
         for path in write_local(data, out_path):
@@ -545,6 +561,8 @@ def _write_report(data: dict[str, Any], fmt: str, out_path: Path | None) -> None
 
 
 def _format(name: str) -> ReportFormat:
+    from pipeline.reporting import ReportFormat
+
     for fmt in get_args(ReportFormat):
         if fmt == name:
             return fmt  # type: ignore[no-any-return]
@@ -674,6 +692,8 @@ def audit(batch_id: BatchId, as_json: AsJson = False) -> None:
     """Every charge of the batch: the provider's predictions in the batch's time that no
     lipdub item has, and those of its items charged beyond what the items booked, each with
     its status and cost (kept in the batch's report too)."""
+    from pipeline.audit import audit_batch
+
     with guard():
         settings = load_cli_settings()
         with Session.connect(settings) as session:
@@ -729,7 +749,7 @@ def batches(
 ) -> None:
     """Recent batches with their state, progress and spend."""
     with guard(), Session.connect(load_cli_settings()) as session:
-        rows = [session.control.status(b) for b in session.ledger.batch_ids(limit)]
+        rows = [batch_status(session.ledger, b) for b in session.ledger.batch_ids(limit)]
     if as_json:
         emit_json(rows)
         return
@@ -789,6 +809,8 @@ def bucket(
 ) -> None:
     """Check that the bucket (LIPDUB_STORAGE__BUCKET) exists; with --create, make it first
     (a deployment's one-shot setup: compose's `bucket` service)."""
+    from pipeline.storage import Storage
+
     settings = load_cli_settings()
     with guard():
         storage = Storage(wiring.s3_client(settings), settings.storage)

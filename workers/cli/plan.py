@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import redis
 import typer
@@ -24,15 +24,11 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline import wiring
-from pipeline.batches import Payable, plan_payable
 from pipeline.errors import LedgerError, LipdubError, ManifestError
 from pipeline.ledger import Ledger
 from pipeline.makespan import Duration, batch_duration
-from pipeline.planning import Plan
 from pipeline.pricing import to_cents
 from pipeline.processing_time import ProcessingTimes, expected_line
-from pipeline.provider.client import ProviderClient
-from pipeline.provider.retry import RetryPolicy
 from pipeline.settings import Settings
 from pipeline.sync_modes import SyncMode
 from workers.cli.common import (
@@ -46,6 +42,14 @@ from workers.cli.common import (
     out,
 )
 from workers.cli.common import settings as load_cli_settings
+
+if TYPE_CHECKING:
+    from pipeline.batches import Payable
+    from pipeline.planning import Plan
+    from pipeline.provider.client import ProviderClient
+
+# The planner, the provider's client and the batches' pricing are imported where they are
+# used, so that every other command starts without them (PyAV, httpx, the step flow).
 
 
 @app.command()
@@ -116,6 +120,8 @@ def expected_duration(
 def _payable_if_known(settings: Settings, result: Plan) -> Payable | None:
     """What the plan will pay, given what the ledger says is paid for; None when Redis does
     not answer (planning needs no Redis)."""
+    from pipeline.batches import plan_payable
+
     client = redis.Redis.from_url(
         settings.redis.url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
     )
@@ -130,6 +136,9 @@ def _payable_if_known(settings: Settings, result: Plan) -> Payable | None:
 @contextlib.contextmanager
 def provider_client(settings: Settings) -> Iterator[ProviderClient]:
     """A client for the provider (quotes, the balance), closed afterwards."""
+    from pipeline.provider.client import ProviderClient
+    from pipeline.provider.retry import RetryPolicy
+
     client = ProviderClient.from_settings(
         settings.provider, retry_policy=RetryPolicy(max_attempts=2)
     )

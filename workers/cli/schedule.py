@@ -9,19 +9,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from pipeline.errors import SettingsError
-from pipeline.schedules.config import ScheduleSpec, load_schedules
-from pipeline.schedules.gate import night_scope
-from pipeline.schedules.runner import RunOutcome, Scheduler
-from pipeline.schedules.store import ScheduleStore
-from pipeline.schedules.timing import next_fire_s
-from pipeline.schedules.window import Window
 from pipeline.settings import Settings
 from workers.cli.common import (
     EXIT_SETTINGS,
@@ -37,6 +31,14 @@ from workers.cli.common import settings as load_cli_settings
 from workers.cli.session import Session
 from workers.logs import configure_logging
 
+if TYPE_CHECKING:
+    from pipeline.schedules.config import ScheduleSpec
+    from pipeline.schedules.runner import RunOutcome
+    from pipeline.schedules.store import ScheduleStore
+
+# The schedules' modules (cron, YAML, the runner and the step flow behind it) are imported by
+# the commands that use them, so that the other commands start without them.
+
 schedule_app = typer.Typer(
     help="Overnight schedules: list them, or run one now.",
     no_args_is_help=True,
@@ -48,6 +50,8 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def _schedules(settings: Settings) -> dict[str, ScheduleSpec]:
+    from pipeline.schedules.config import load_schedules
+
     try:
         return load_schedules(settings.schedule.file, settings.schedule.yaml)
     except SettingsError as error:
@@ -58,6 +62,10 @@ def describe(
     spec: ScheduleSpec, store: ScheduleStore, session: Session, now_s: float
 ) -> dict[str, Any]:
     """One schedule as `schedule list` shows it."""
+    from pipeline.schedules.gate import night_scope
+    from pipeline.schedules.timing import next_fire_s
+    from pipeline.schedules.window import Window
+
     window = Window(spec.window, spec.zone)
     night = window.night(now_s)
     budget = session.ledger.budget(night_scope(spec.name, night))
@@ -84,6 +92,8 @@ def describe(
 @schedule_app.command("list")
 def list_schedules(as_json: AsJson = False) -> None:
     """Each schedule: next run, window, tonight's budget, items waiting, last outcome."""
+    from pipeline.schedules.store import ScheduleStore
+
     settings = load_cli_settings()
     schedules = _schedules(settings)
     if not schedules:
@@ -135,6 +145,8 @@ def run_now(
     as_json: AsJson = False,
 ) -> None:
     """Pick up the schedule's inbox now, as its cron would (its window and budget still apply)."""
+    from pipeline.schedules.runner import Scheduler
+
     settings = load_cli_settings()
     schedules = _schedules(settings)
     if name not in schedules:

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from celery import Celery
-from kombu.exceptions import OperationalError
 
 from pipeline import wiring
-from pipeline.batches import BatchControl
-from pipeline.due import DueSteps
 from pipeline.errors import LedgerError
 from pipeline.ledger import Ledger
 from pipeline.settings import Settings
-from pipeline.storage import Storage
-from workers.app import create_app
-from workers.tasks import CeleryDispatcher
 
 if TYPE_CHECKING:
+    from celery import Celery
     from mypy_boto3_s3 import S3Client
+
+    from pipeline.batches import BatchControl
+    from pipeline.storage import Storage
 
 
 def redacted_url(url: str) -> str:
@@ -39,16 +36,18 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
-@dataclass
 class Session:
-    """A connected batch control, for one command: `with Session.connect(settings) as s:`."""
+    """A connected batch control, for one command: `with Session.connect(settings) as s:`.
 
-    settings: Settings
-    redis: redis.Redis
-    ledger: Ledger
-    control: BatchControl
-    s3: S3Client
-    app: Celery
+    Redis is connected and checked at once; the Celery app, the bucket's client and the batch
+    control are built when a command first uses them, so a command that only reads the
+    ledger (`lipdub status`, `lipdub batches`) starts without importing Celery or boto3.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis, ledger: Ledger) -> None:
+        self.settings = settings
+        self.redis = client
+        self.ledger = ledger
 
     @classmethod
     def connect(cls, settings: Settings) -> Session:
@@ -63,16 +62,39 @@ class Session:
                 f"cannot reach Redis at {redacted_url(settings.redis.url)} ({error.__cause__}). "
                 "Start it, or point LIPDUB_REDIS__URL at it."
             ) from None
-        app = create_app(settings)
+        return cls(settings, client, ledger)
+
+    @cached_property
+    def app(self) -> Celery:
+        """The Celery app the workers serve (for sending steps and pinging workers)."""
+        from workers.app import create_app
+
+        return create_app(self.settings)
+
+    @cached_property
+    def s3(self) -> S3Client:
+        """The bucket's client, with the retries of a process that starts batches."""
+        return wiring.starter_s3_client(self.settings)
+
+    @cached_property
+    def control(self) -> BatchControl:
+        """Start, report, cancel and retry batches."""
+        from pipeline.batches import BatchControl
+        from pipeline.due import DueSteps
+        from workers.tasks import CeleryDispatcher
+
         dispatcher = CeleryDispatcher(
-            app, settings.worker.queue, due=DueSteps(client, settings.worker.queue)
+            self.app,
+            self.settings.worker.queue,
+            due=DueSteps(self.redis, self.settings.worker.queue),
         )
-        s3 = wiring.starter_s3_client(settings)
-        storage = Storage(s3, settings.storage)
-        control = BatchControl(
-            ledger, dispatcher, settings, stored_report=storage.get_bytes, storage=storage
+        return BatchControl(
+            self.ledger,
+            dispatcher,
+            self.settings,
+            stored_report=self.storage.get_bytes,
+            storage=self.storage,
         )
-        return cls(settings, client, ledger, control, s3, app)
 
     def __enter__(self) -> Session:
         return self
@@ -82,14 +104,18 @@ class Session:
 
     def workers_online(self, timeout_s: float = 1.0) -> int:
         """How many workers answer a ping within `timeout_s` (0 when none, or on trouble)."""
+        from kombu.exceptions import OperationalError
+
         try:
             return len(self.app.control.ping(timeout=timeout_s) or [])
         except (OperationalError, redis.RedisError, OSError):
             return 0  # only a hint for the user: never fail a run on it
 
-    @property
+    @cached_property
     def storage(self) -> Storage:
         """The bucket."""
+        from pipeline.storage import Storage
+
         return Storage(self.s3, self.settings.storage)
 
     def close(self) -> None:
