@@ -40,7 +40,7 @@ from pipeline.schedules.notices import check_targets
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
 from pipeline.steps import Next
-from pipeline.storage import Storage, media_key
+from pipeline.storage import Storage, media_key, media_sha256
 from pipeline.uploads import (
     BEAT_EVERY_S,
     LocalFile,
@@ -445,7 +445,7 @@ class BatchControl:
         try:
             for data in local:
                 key = str(data["stored"]).split("/", 3)[3]
-                self.storage.upload_file(Path(data["location"]), key, str(data["sha256"]))
+                self.storage.upload_file(Path(data["location"]), key, media_sha256(key))
         except StorageError:
             return {}  # not here, or S3 still refuses: its prepare step says so
         return {"inputs_ready": True, "upload_error": "", "upload_error_kind": ""}
@@ -469,13 +469,18 @@ class BatchControl:
     @staticmethod
     def _item_fields(item: PlannedItem, model: str, now: float) -> dict[str, object]:
         def source(planned: Any) -> dict[str, object]:
-            return {
+            # A stored copy's location names its sha256 (content-addressed): not kept twice,
+            # 78 bytes less per input in Redis while the item waits (issue 20).
+            facts: dict[str, object] = {
                 "kind": planned.ref.kind,
                 "location": planned.ref.location,
-                "sha256": planned.sha256,
                 "duration_s": planned.info.duration_s,
-                **({"stored": planned.stored} if planned.stored else {}),
             }
+            if planned.stored:
+                facts["stored"] = planned.stored
+            else:
+                facts["sha256"] = planned.sha256
+            return facts
 
         return {
             "id": item.id,

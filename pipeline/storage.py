@@ -47,6 +47,15 @@ def media_key(prefix: str, sha256: str, name: str) -> str:
     return f"{prefix}media/sha256/{sha256}{suffix}"
 
 
+def media_sha256(location: str) -> str:
+    """The sha256 a content-addressed input's location (key or `s3://` URL) names.
+
+    >>> media_sha256("s3://b/p/media/sha256/" + "ab" * 32 + ".mp4") == "ab" * 32
+    True
+    """
+    return PurePosixPath(location).stem
+
+
 def output_key(prefix: str, batch_id: str, output_name: str, folder: str = "") -> str:
     """Where an item's output goes: under `outputs/`, or a schedule's own `folder`.
 

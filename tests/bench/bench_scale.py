@@ -109,6 +109,11 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
         batches_cli_ms = _command_ms(stack.settings, "batches")
         compact(session.ledger, batch_id, now=time.time())
         compacted = (_used_memory(session) - empty) / items
+        families = {
+            family: round(found["bytes"] / items)
+            for family, found in key_families(session).items()
+            if found["bytes"] >= items  # a byte or more per item
+        }
     return {
         "items": items,
         "completed": status["counts"]["completed"],
@@ -119,6 +124,7 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
             "finished": round(finished),
             "compacted": round(compacted),
         },
+        "compacted_bytes_per_item_by_key": families,
         "status_read_ms": round(status_read_ms, 2),
         "status_cli_ms": status_cli_ms,
         "batches_cli_ms": batches_cli_ms,

@@ -9,6 +9,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from pipeline.storage import media_sha256
 from tests.conftest import start_sandbox
 from tests.integration.stack import accepted_submits, in_process_worker, plan, write_manifest
 
@@ -40,7 +41,11 @@ def test_a_person_adopts_the_predictions_nothing_could_tell_apart(cli, make_stac
             # (what the dashboard would tell a person: which prediction had which video)
             made = {s["video_sha256"]: s["prediction_id"] for s in accepted_submits(box.url)}
             theirs = {
-                item_id: made[json.loads(stack.ledger.item(batch_id, item_id)["video"])["sha256"]]
+                item_id: made[
+                    media_sha256(
+                        json.loads(stack.ledger.item(batch_id, item_id)["video"])["stored"]
+                    )
+                ]
                 for item_id, *_ in items
             }
             # When a person gives a wrong id, or an item that does not need attention
