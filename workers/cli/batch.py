@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 # imported where they use it: `lipdub status` and `lipdub batches` start without it.
 
 REPORTS_DIR = Path("lipdub-reports")
+FOLLOW_EVERY_S = 0.5
+"""How often `--follow` re-reads the status (the batch record's counts: the same cost at any
+size)."""
 
 BatchId = Annotated[str, typer.Argument(help="The batch id `run` printed (see `lipdub batches`).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -211,7 +214,7 @@ def follow_to_report(
                 )
             )
         status = follow(
-            lambda: session.control.status(batch_id), err, interval_s=_interval_s(session, batch_id)
+            lambda: batch_status(session.ledger, batch_id), err, interval_s=FOLLOW_EVERY_S
         )
     except KeyboardInterrupt:
         err.print(
@@ -244,11 +247,6 @@ def follow_to_report(
             EXIT_ERROR,
         )
     return EXIT_OK if status["counts"].get("completed", 0) == status["items"] else EXIT_INCOMPLETE
-
-
-def _interval_s(session: Session, batch_id: str) -> float:
-    """Re-read a big batch's status less often: each read touches every item."""
-    return max(0.5, len(session.ledger.item_ids(batch_id)) / 2000)
 
 
 def print_summary(report: dict[str, Any], paths: list[Path], storage: StorageSettings) -> None:
