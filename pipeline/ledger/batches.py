@@ -169,17 +169,37 @@ class BatchRecords(LedgerStore):
             for values in self._call(read)
         ]
 
-    def unfinished_items(self, batch_id: str, fields: Sequence[str]) -> list[dict[str, str]]:
-        """`fields` (and the id) of each item not yet final, in manifest order: nothing but
-        two reads when every item is done, so a finished batch costs the same at any size."""
-        if self.done_count(batch_id) >= int(
-            self._call(lambda: self.redis.llen(keys.batch_items(batch_id)))
-        ):
+    def unfinished_items(
+        self,
+        batch_id: str,
+        fields: Sequence[str],
+        *,
+        limit: int | None = None,
+        chunk: int = 1000,
+    ) -> list[dict[str, str]]:
+        """`fields` (and the id) of the items not yet final, in manifest order: the first
+        `limit` of them when given. Nothing but two reads once every item is final, so a
+        finished batch costs the same at any size; the ids are read a chunk at a time and
+        only the unfinished ones' fields are read."""
+        total = int(self._call(lambda: self.redis.llen(keys.batch_items(batch_id))))
+        if self.done_count(batch_id) >= total:
             return []
-        done = set(self._call(lambda: self.redis.smembers(keys.batch_done(batch_id))))
-        ids = [i for i in self.item_ids(batch_id) if i not in done]
-        records = self.fields_of([(batch_id, i) for i in ids], fields)
-        return [{**record, "id": i} for i, record in zip(ids, records, strict=True)]
+        found: list[dict[str, str]] = []
+        for start in range(0, total, chunk):
+
+            def unfinished_ids(start: int = start) -> list[str]:
+                ids = self.redis.lrange(keys.batch_items(batch_id), start, start + chunk - 1)
+                done = self.redis.smismember(keys.batch_done(batch_id), ids) if ids else []
+                return [str(i) for i, final in zip(ids, done, strict=True) if not final]
+
+            ids = self._call(unfinished_ids)
+            if limit is not None:
+                ids = ids[: limit - len(found)]
+            records = self.fields_of([(batch_id, i) for i in ids], fields)
+            found += [{**record, "id": i} for i, record in zip(ids, records, strict=True)]
+            if limit is not None and len(found) >= limit:
+                break
+        return found
 
     def done_count(self, batch_id: str) -> int:
         """How many items are in a final state."""

@@ -44,8 +44,10 @@ def test_workers_beat_and_status_says_when_none_is_alive(cli, settings, tmp_path
     assert idle.stderr.startswith("No worker is alive"), idle.stderr
     # and the item says what it waits for
     assert "waiting for our queue (a worker to take its next step): 1" in idle.stdout
-    [group] = json.loads(cli("status", batch_id, "--json").stdout)["waiting"]
+    shown = json.loads(cli("status", batch_id, "--json").stdout)
+    [group] = shown["waiting"]
     assert (group["reason"], group["items"]) == ("queue", 1)
+    assert (shown["waiting_read"], shown["unfinished"]) == (1, 1)
     one = cli("status", batch_id, "--item", "w0")
     assert one.returncode == 0 and "waiting for our queue" in one.stdout
     assert "planned and queued" in one.stdout

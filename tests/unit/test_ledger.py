@@ -204,6 +204,12 @@ def test_unfinished_items_are_those_not_final_and_none_once_all_are(ledger):
         {"id": "i0", "state": "pending", "price_usd": "0.5"},
         {"id": "i2", "state": "pending", "price_usd": "0.5"},
     ]
+    first = ledger.unfinished_items(batch, ["state"], limit=1, chunk=1)
+    assert first == [{"id": "i0", "state": "pending"}]
+    assert ledger.unfinished_items(batch, ["state"], chunk=1) == [
+        {"id": "i0", "state": "pending"},
+        {"id": "i2", "state": "pending"},
+    ], "read a chunk at a time, none is missed"
     for item in ("i0", "i2"):
         ledger.transition(batch, item, [ItemState.PENDING], ItemState.FAILED)
     assert ledger.unfinished_items(batch, ["state"]) == []

@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 # imported where they use it: `lipdub status` and `lipdub batches` start without it.
 
 REPORTS_DIR = Path("lipdub-reports")
+WAITING_READ_AT_MOST = 2000
+"""`lipdub status` groups at most this many unfinished items (the first, in manifest order:
+those a batch is working on) by what they wait for, so that it takes the same time at any size."""
 FOLLOW_EVERY_S = 0.5
 """How often `--follow` re-reads the status (the batch record's counts: the same cost at any
 size)."""
@@ -368,8 +371,11 @@ def status(
             raise typer.Exit(code)
         now = datetime.now(tz=UTC).timestamp()
         alive = Heartbeats(session.redis).alive(now)
-        unfinished = session.ledger.unfinished_items(batch_id, WAITING_FIELDS)
+        unfinished = session.ledger.unfinished_items(
+            batch_id, WAITING_FIELDS, limit=WAITING_READ_AT_MOST
+        )
         waiting = reasons(batch_id, unfinished, GateFacts.read(session.redis))
+        of_unfinished = current["items"] - current["done"]
         if as_json:
             workers = {"alive": len(alive), "disagree_on": disagreements(alive)}
             groups = [
@@ -377,7 +383,10 @@ def status(
                  "next_due_at": w.next_due_at}
                 for w in waiting
             ]  # fmt: skip
-            emit_json({**current, "workers": workers, "waiting": groups})
+            emit_json(
+                {**current, "workers": workers, "waiting": groups,
+                 "waiting_read": len(unfinished), "unfinished": of_unfinished}
+            )  # fmt: skip
         else:
             warning = workers_warning(alive) if current["state"] != "finished" else None
             if warning:
@@ -391,6 +400,12 @@ def status(
                     else ""
                 )
                 out.print(Text(f"  waiting for {group.reason.value}: {group.items}{due}"))
+            if len(unfinished) < of_unfinished:
+                out.print(
+                    Text(
+                        f"  (of the first {len(unfinished):,} of {of_unfinished:,} unfinished items)"
+                    )
+                )
 
 
 def _item_status(session: Session, batch_id: str, item_id: str, *, as_json: bool) -> None:
