@@ -34,16 +34,18 @@ log = logging.getLogger("lipdub.worker")
 STEP_PRIORITY = {
     "poll": 0,
     "watch": 0,
-    "collect": 1,
-    "submit": 2,
-    "reconcile": 2,
+    "submit": 1,
+    "reconcile": 1,
+    "collect": 2,
     "finalize": 3,
     "conclude": 3,
     "notify": 4,
     "prepare": 6,
 }
 """Lower runs first. Time-critical steps (a poll due now, a freed slot's next submit) go
-before uploads, which a large batch queues by the hundred at its start."""
+before uploads, which a large batch queues by the hundred at its start. A submit goes before
+a collect: the poll that frees a slot sends both at once, and the account's slot stays idle
+until the submit runs, while the collect only moves an output that is already made."""
 
 INFRA_MAX_RETRIES = 20
 
