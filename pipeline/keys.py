@@ -13,8 +13,7 @@
     lipdub:budget:<scope>                hash  limit, reserved, spent (micro-USD) kept while its batch is
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
                                                claimed: CLAIM_TTL_S; completed: worker.content_ttl_days
-    lipdub:prediction:<p>                str   the item a prediction id belongs to CLAIM_TTL_S, or until
-                                                                                  its batch is compacted
+    lipdub:prediction:<p>                str   the item a prediction id belongs to CLAIM_TTL_S
     lipdub:webhook:<id>:<ts>             str   a webhook delivery already taken   WEBHOOK_SEEN_TTL_S
     lipdub:submits                       zset  POSTs whose prediction is not known yet CLAIM_TTL_S, refreshed
                                                (`<batch>:<item>` -> intent epoch s)

@@ -5,14 +5,13 @@ timestamps, the reasons of every wait). Once the batch has been finished for
 `ledger.retention_days`, its full report is in the bucket, and each completed item keeps only
 what "never pay twice", the audit and a later look need: its id and row, state, the pair's
 identity, its prediction ids, its output key, length and cost (`KEPT`, a few hundred bytes in
-Redis's compact hash encoding); the prediction index forgets its predictions. Items that did not complete are kept whole: `retry-failed`
+Redis's compact hash encoding). Items that did not complete are kept whole: `retry-failed`
 needs their inputs. The batch record, its counts and its budget stay; `lipdub report` of a
 compacted batch reads the report the bucket holds. Compacting twice changes nothing.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -65,9 +64,11 @@ def due(batch: BatchRecord, *, now: float, older_than_s: float) -> bool:
 
 
 def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
-    """Shrink the completed items of one batch to `KEPT`, forget which item each of their
-    predictions was made for (the index serves webhooks and reconcile of running items; the
-    audit reads the items' own `prediction_ids`), then mark the batch compacted."""
+    """Shrink the completed items of one batch to `KEPT`, then mark the batch compacted.
+
+    The prediction index keeps its entries (they lapse by themselves, `keys.CLAIM_TTL_S`): the
+    audit of another batch whose time overlaps this one's tells this batch's predictions from
+    strangers' by it."""
     client = ledger.redis
     shrunk = 0
     for item_id in ledger.item_ids(batch_id):
@@ -76,14 +77,9 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         if record.get("state") != ItemState.COMPLETED.value or set(record) <= set(KEPT):
             continue
         kept: dict[Any, Any] = {name: record[name] for name in KEPT if record.get(name)}
-        predictions = json.loads(record.get("prediction_ids") or "[]")
-        member = keys.slot_member(batch_id, item_id)
-        owned = [p for p, owner in ledger.owners(predictions).items() if owner == member]
         with client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping=kept)
-            for prediction_id in owned:
-                pipe.delete(keys.prediction(prediction_id))
             pipe.execute()
         shrunk += 1
     ledger.update_batch(batch_id, {COMPACTED: now})
