@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from celery.signals import task_prerun
 
 from pipeline.due import DueSteps
@@ -48,29 +49,27 @@ def _dispatcher(stack: Stack) -> CeleryDispatcher:
     )
 
 
-def test_a_due_poll_overtakes_queued_uploads(stack: Stack):
-    # Given a backlog of uploads (prepare steps) queued before a poll falls due
+@pytest.mark.parametrize(
+    ("backlog", "count", "urgent"),
+    [
+        # uploads (prepare steps) queued before a poll falls due
+        ("prepare", UPLOADS, "poll"),
+        # collects (polls that found their predictions done) queued before the submit one of
+        # those polls woke for the slot it freed: the slot must not idle while outputs move
+        ("collect", COLLECTS, "submit"),
+    ],
+)
+def test_a_time_critical_step_overtakes_a_queued_backlog(
+    stack: Stack, backlog: str, count: int, urgent: str
+):
+    # Given a backlog queued before a time-critical step
     dispatcher = _dispatcher(stack)
-    for n in range(UPLOADS):
-        dispatcher.send(Next("prepare", "backlog", f"item-{n}"))
-    dispatcher.send(Next("poll", "backlog", "due"))
+    for n in range(count):
+        dispatcher.send(Next(backlog, "busy", f"item-{n}"))
+    dispatcher.send(Next(urgent, "busy", "urgent"))
     # When one worker takes them
-    ran = _run_order(stack, UPLOADS + 1)
-    # Then all ran, and the poll ran first (or second: one upload may already be prefetched),
-    # not 31st as a first-in-first-out queue would have it
-    assert len(ran) == UPLOADS + 1, ran
-    assert ran.index("poll:due") <= 1, ran
-
-
-def test_a_freed_slots_submit_overtakes_queued_collects(stack: Stack):
-    # Given collects queued (polls that found their predictions done) before a submit that
-    # one of those polls woke for the slot it freed
-    dispatcher = _dispatcher(stack)
-    for n in range(COLLECTS):
-        dispatcher.send(Next("collect", "busy", f"item-{n}"))
-    dispatcher.send(Next("submit", "busy", "woken"))
-    # When one worker takes them
-    ran = _run_order(stack, COLLECTS + 1)
-    # Then the submit ran first (or second), so the slot is not idle while outputs move
-    assert len(ran) == COLLECTS + 1, ran
-    assert ran.index("submit:woken") <= 1, ran
+    ran = _run_order(stack, count + 1)
+    # Then all ran, and the urgent step ran first (or second: one message may already be
+    # prefetched), not last as a first-in-first-out queue would have it
+    assert len(ran) == count + 1, ran
+    assert ran.index(f"{urgent}:urgent") <= 1, ran
