@@ -26,7 +26,12 @@ from tests.integration.stack import audit, plan, worker_processes, write_manifes
 pytestmark = pytest.mark.slow
 
 MODES = ["cut_off", "loop", "bounce", "silence", "remap"]
-ITEMS = [(f"f-{n}", 1.0 + 0.2 * (n % 3), 1.0, MODES[n % 5]) for n in range(10)]
+ITEMS = [(f"f-{n}", 1.0 + 0.2 * (n % 3), 0.8 + 0.1 * n, MODES[n % 5]) for n in range(10)]
+"""Each item's output lasts a different length (0.8-1.7 s), as a catalog's clips do. Killing a
+whole worker can lose two submits at once, and WaveSpeed's list shows no inputs: two lost
+submits whose outputs last the same are told apart by nothing, and rightly end
+`needs_attention` for a person (test_reconcile, test_adopt). With outputs of the
+same length here, CI saw exactly that once (2 of 10 items)."""
 FINISH_WITHIN_S = 240.0
 """Far below what the old recovery took (the visibility timeout, 3,600 s), far above what
 the new one needs (a lapsed heartbeat, 30 s, plus a check, 5 s, plus the steps themselves)."""
