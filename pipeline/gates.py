@@ -9,8 +9,11 @@
   single start. The margin absorbs network jitter between our decision and the provider's
   clock. The script reads Redis's clock, so workers with skewed clocks still agree.
 - **Concurrency slots**: a sorted set of in-flight items with lease ends; an item holds its
-  slot from before its POST until its prediction is final. Acquiring is idempotent. An item
-  that finds none registers as a waiter; whoever frees a slot wakes the oldest waiters.
+  slot from before its POST until its prediction is final. There are `in_flight_max` of them:
+  the account's `max_concurrent` and `queue_ahead` more, which the provider queues and starts
+  as ours end. Acquiring is idempotent, and says how many slots are held with this one (more
+  than `max_concurrent`: this prediction will wait in the provider's queue). An item that
+  finds none registers as a waiter; whoever frees a slot wakes the oldest waiters.
 - **Poll rate**: a second GCRA (burst = one second's worth) for result requests.
 - **Cool-down**: after a 429 every worker holds off until the Retry-After has passed.
 
@@ -48,6 +51,8 @@ class GateAnswer:
 
     passed: bool
     wait_s: float = 0.0
+    held: int = 0
+    """For a slot: how many are held with this one (0: none was taken)."""
 
 
 PASSED = GateAnswer(True)
@@ -112,21 +117,29 @@ class Gates:
         """Hold one of the account's concurrency slots for `member` (idempotent).
 
         When none is free the member becomes a waiter: `release_slot` will name it when one
-        is. `wait_s` is only the safety net (a wake-up lost with a crashed worker)."""
-        got = self._run(
-            lambda: self._acquire(
-                keys=[keys.SLOTS, keys.SLOT_WAITERS],
-                args=[member, self.provider.max_concurrent, self.slot_lease_s, keys.SLOT_KEY_TTL_S],
+        is. `wait_s` is only the safety net (a wake-up lost with a crashed worker). Passed,
+        `held` says how many slots are held with this one."""
+        held = int(
+            self._run(
+                lambda: self._acquire(
+                    keys=[keys.SLOTS, keys.SLOT_WAITERS],
+                    args=[
+                        member,
+                        self.provider.in_flight_max,
+                        self.slot_lease_s,
+                        keys.SLOT_KEY_TTL_S,
+                    ],
+                )
             )
         )
-        return PASSED if int(got) else GateAnswer(False, self.slot_recheck_s)
+        return GateAnswer(True, held=held) if held else GateAnswer(False, self.slot_recheck_s)
 
     def release_slot(self, member: str = "") -> list[str]:
         """Free the member's slot (if it holds one); the waiters to wake, oldest first, as
         many as there are free slots. With no member, only wakes waiters."""
         woken = self._run(
             lambda: self._release(
-                keys=[keys.SLOTS, keys.SLOT_WAITERS], args=[member, self.provider.max_concurrent]
+                keys=[keys.SLOTS, keys.SLOT_WAITERS], args=[member, self.provider.in_flight_max]
             )
         )
         return [str(name) for name in woken]

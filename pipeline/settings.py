@@ -91,7 +91,13 @@ class ProviderSettings(_Section):
     """`window`: up to `starts_per_minute` at once, then wait for the window; `even`: one every
     window / `starts_per_minute` (for a provider whose bucket holds a single start)."""
     max_concurrent: int = Field(default=2, ge=1)
-    """The account's predictions in flight at once (Bronze 2, Silver 300, Gold 3,000, Ultra 10,000)."""
+    """The account's predictions processing at once (Bronze 2, Silver 300, Gold 3,000, Ultra 10,000)."""
+    queue_ahead: int | None = Field(default=None, ge=0)
+    """Predictions sent beyond `max_concurrent`, which the provider queues (documented: a third
+    on Bronze "will wait until one finishes") and starts the moment one of ours ends, so no
+    slot idles while lipdub sees an end and sends the next. Unset: as many as `max_concurrent`.
+    Each waits at most about one processing time; a cancel cannot stop them (they run and are
+    paid, and collected). 0: only `max_concurrent` in flight."""
     polls_per_second: float = Field(default=5.0, gt=0)
     """Result requests per second, shared by every worker."""
     clock_skew_s: float = Field(default=5.0, ge=0)
@@ -102,6 +108,12 @@ class ProviderSettings(_Section):
     """Where the provider should POST completion webhooks (`lipdub webhooks` listens; polling stays the safety net)."""
     webhook_secret: SecretStr | None = None
     """The account's webhook signing secret (`whsec_...`); unset: `lipdub webhooks` asks the provider for it. A secret."""
+
+    @property
+    def in_flight_max(self) -> int:
+        """Predictions lipdub keeps sent and not final: processing plus queued ahead."""
+        ahead = self.max_concurrent if self.queue_ahead is None else self.queue_ahead
+        return self.max_concurrent + ahead
 
     @property
     def is_local(self) -> bool:

@@ -22,7 +22,7 @@ from pipeline.runtime import Runtime
 from pipeline.states import ItemState
 from pipeline.steps import Next
 
-FIELDS = ("state", "sync_mode", "video", "submitted_at", "last_unfinished_at")
+FIELDS = ("state", "sync_mode", "video", "submitted_at", "last_unfinished_at", "queued")
 
 
 def nudged_polls(rt: Runtime, sync_mode: str, *, besides: str = "") -> list[Next]:
@@ -48,7 +48,8 @@ def nudged_polls(rt: Runtime, sync_mode: str, *, besides: str = "") -> list[Next
         video_s = float((json.loads(fields.get("video") or "{}")).get("duration_s") or 0.0)
         looked_at = float(fields.get("last_unfinished_at") or submitted_at)
         look_at = max(
-            submitted_at + first_poll_delay_s(polling, video_s, line),
+            submitted_at
+            + first_poll_delay_s(polling, video_s, line, queued=fields.get("queued") == "1"),
             looked_at + polling.first_poll_min_s,
         )
         steps.append(Next("poll", batch_id, item_id, rt.countdown(look_at - now)))

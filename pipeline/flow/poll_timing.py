@@ -85,11 +85,18 @@ def first_look_offset_s(
 
 
 def first_poll_delay_s(
-    polling: PollingSettings, video_s: float, learned: Line | None = None, *, scout: bool = False
+    polling: PollingSettings,
+    video_s: float,
+    learned: Line | None = None,
+    *,
+    scout: bool = False,
+    queued: bool = False,
 ) -> float:
     """Seconds from submit to the first look: where the `learned` line puts it (past the
     samples' range when the account's watch is on), else at once for a scout, else at the
-    configured expectation; within bounds.
+    configured expectation; within bounds. A `queued` prediction (sent beyond the account's
+    concurrency: `provider.queue_ahead`) first waits for one of ours to end, at most about
+    one processing time, which is added.
 
     >>> from pipeline.settings import PollingSettings
     >>> unwatched = PollingSettings(watch_every_s=0)
@@ -99,7 +106,12 @@ def first_poll_delay_s(
     8.65
     >>> first_poll_delay_s(unwatched, 10.0, scout=True)
     5.0
+    >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4), queued=True)
+    15.65
     """
+    queue_s = 0.0
+    if queued:
+        queue_s = learned.seconds(video_s) if learned is not None else _expected_s(polling, video_s)
     if learned is not None:
         if polling.watch_every_s > 0:
             offset_s = _range_top_s(learned) + LEARNED_MARGIN_S + polling.watch_every_s
@@ -111,10 +123,15 @@ def first_poll_delay_s(
     elif scout:
         expected_s = polling.first_poll_min_s
     else:
-        expected_s = polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
+        expected_s = _expected_s(polling, video_s)
         if polling.watch_every_s > 0:
             expected_s *= SAFETY_FACTOR
-    return round(_bounded(polling, expected_s), 3)
+    return round(_bounded(polling, queue_s + expected_s), 3)
+
+
+def _expected_s(polling: PollingSettings, video_s: float) -> float:
+    """The configured expectation of a prediction's processing time."""
+    return polling.expected_fixed_s + polling.expected_per_video_s * max(0.0, video_s)
 
 
 def next_poll_delay_s(

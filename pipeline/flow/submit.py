@@ -203,7 +203,8 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         )
         return [Next("reconcile", batch_id, item_id, FIRST_RECONCILE_S)]
     answered_at = rt.clock()
-    following = accepted(rt, item, prediction.id, reconciled=False)
+    queued = slot.held > rt.settings.provider.max_concurrent
+    following = accepted(rt, item, prediction.id, reconciled=False, queued=queued)
     if prediction.created_at is not None:
         # The prediction was created between our POST and its answer: a measure of the
         # provider's clock, by which reconcile later tells lost submits apart. Only a
@@ -225,10 +226,12 @@ def running_fields(
     reconciled: bool,
     learned: Line | None = None,
     scout: bool = False,
+    queued: bool = False,
 ) -> dict[str, object]:
     """What an item records when its prediction is known: the id (with its earlier ones),
     its deadline and its first poll's delay (aimed at the `learned` processing time; early,
-    for a `scout` while nothing is learned: `pipeline.flow.poll_timing`)."""
+    for a `scout` while nothing is learned; later when `queued` behind the account's
+    concurrency: `pipeline.flow.poll_timing`)."""
     ids = list(item.record.prediction_ids)
     if prediction_id not in ids:
         ids.append(prediction_id)
@@ -239,14 +242,20 @@ def running_fields(
         "attempts": len(ids),
         "submitted_at": now,
         "deadline_at": now + polling.item_deadline_s,
-        "poll_interval_s": first_poll_delay_s(polling, video_s, learned, scout=scout),
+        "poll_interval_s": first_poll_delay_s(
+            polling, video_s, learned, scout=scout, queued=queued
+        ),
         "first_look": "learned" if learned else "scout" if scout else "expected",
+        "queued": queued,
         "reconciled": reconciled,
     }
 
 
-def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -> list[Next]:
-    """Record the prediction id (the item is now paid for) and schedule its first poll.
+def accepted(
+    rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool, queued: bool = False
+) -> list[Next]:
+    """Record the prediction id (the item is now paid for) and schedule its first poll
+    (`queued`: sent beyond the account's concurrency, so it waits for a start first).
 
     The id exists only in this process until it is written, so the writes are held through
     a Redis restart or failover (`ledger.paid_write_hold_s`) instead of failing the step:
@@ -270,6 +279,7 @@ def accepted(rt: Runtime, item: Item, prediction_id: str, *, reconciled: bool) -
         reconciled=reconciled,
         learned=learned,
         scout=scout,
+        queued=queued,
     )
     delay_s = float(str(fields["poll_interval_s"]))
     hold_s = rt.settings.ledger.paid_write_hold_s

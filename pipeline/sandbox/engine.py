@@ -118,8 +118,9 @@ class SandboxEngine:
         self.billed_usd = Decimal(0)
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.stats: collections.Counter[str] = collections.Counter()
-        """in_flight / peak_in_flight (tasks not yet final), rate_limited (429s), polls,
-        lists (list calls)."""
+        """in_flight / peak_in_flight (tasks not yet final, queued ones too), processing /
+        peak_processing (tasks started: never more than `max_concurrent`), rate_limited
+        (429s), polls, lists (list calls)."""
         self._pool = ThreadPoolExecutor(config.max_concurrent, thread_name_prefix="sandbox-task")
         self._http = httpx.Client(timeout=config.fetch_timeout_s, follow_redirects=True)
 
@@ -304,16 +305,18 @@ class SandboxEngine:
                     out.write(json.dumps(entry, sort_keys=True) + "\n")
 
     def stats_snapshot(self) -> dict[str, int]:
-        """A copy of the counters (in_flight, peak_in_flight, rate_limited, polls), and how
+        """A copy of the counters (in_flight, peak_in_flight, processing, peak_processing,
+        rate_limited, polls), and how
         many times each fault happened as `fault_<name>`."""
         with self._lock:
             counters = dict(self.stats)
         return counters | {f"fault_{k}": v for k, v in self.faults.injected_counts().items()}
 
     def task_states(self) -> list[dict[str, Any]]:
-        """Every task's id, status, created_at and charge, for tests that judge what was
-        paid: a completed task was charged, a failed one was not (unless `charge_failed`),
-        and one still running may yet be."""
+        """Every task's id, status, created_at, charge, and when it started and ended
+        processing (epoch s, or None), for tests that judge what was paid (a completed task
+        was charged, a failed one was not unless `charge_failed`, and one still running may
+        yet be) and how the account's slots were used."""
         with self._lock:
             return [
                 {
@@ -322,6 +325,8 @@ class SandboxEngine:
                     "code": task.code,
                     "created_at": task.created_at.isoformat(),
                     "charged_usd": str(task.charged_usd),
+                    "started_at": task.started_at,
+                    "finished_at": task.finished_at,
                 }
                 for task in self._tasks.values()
             ]
@@ -361,6 +366,10 @@ class SandboxEngine:
         with self._lock:
             task.status = "processing"
             task.started_at = time.time()
+            self.stats["processing"] += 1
+            self.stats["peak_processing"] = max(
+                self.stats["peak_processing"], self.stats["processing"]
+            )
         if task.download_error:
             if self._stop.wait(self.config.processing_fixed_s):
                 return
@@ -428,6 +437,8 @@ class SandboxEngine:
     ) -> None:
         with self._lock:
             self.stats["in_flight"] -= 1
+            if task.started_at is not None:
+                self.stats["processing"] -= 1
             task.status = status
             task.error = error
             task.code = code

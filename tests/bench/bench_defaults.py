@@ -230,6 +230,7 @@ def _run_lipdub(ready: Ready, manifest: Path, go: threading.Barrier) -> dict[str
         # The account's watch (one list call per interval) and the finalizer's audit.
         "list_calls": stats.get("lists", 0),
         "peak_in_flight": stats.get("peak_in_flight", 0),
+        "peak_processing": stats.get("peak_processing", 0),
         "submits": sum(1 for e in audit if e.get("outcome") == "accepted"),
         "most_starts_in_window": most_in_window(
             [e["ts"] for e in audit if e.get("outcome") == "accepted"], WINDOW_S
@@ -256,6 +257,7 @@ def _run_sdk(
         "polls_mean": round(stats.get("polls", 0) / account["items"], 2),
         "rate_limited_429": stats.get("rate_limited", 0),
         "peak_in_flight": stats.get("peak_in_flight", 0),
+        "peak_processing": stats.get("peak_processing", 0),
         "submits": len(submits),
         "most_starts_in_window": most_in_window([e["ts"] for e in submits], WINDOW_S),
     }

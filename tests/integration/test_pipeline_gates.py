@@ -37,6 +37,7 @@ def test_limits_hold_across_two_worker_processes(tmp_path, make_stack):
                 "rate_window_s": 2.0,
                 "start_margin_s": 0.2,
                 "max_concurrent": 3,
+                "queue_ahead": 0,
             },
         )
         # When two real prefork worker processes (2 children each) run the batch
@@ -157,4 +158,29 @@ def test_a_freed_slot_wakes_the_next_item_at_once(tmp_path, make_stack, sandbox)
     report = stack.control.report(batch_id)
     starts = sorted(i["phases"]["provider"]["start"] for i in report["items_detail"])
     assert starts[-1] - starts[0] < 50, starts
-    assert _stats(sandbox.url)["peak_in_flight"] == 1
+    # and never more than the slot and the one queued ahead of it (the default) were sent
+    assert _stats(sandbox.url)["peak_in_flight"] == 2
+
+
+def test_the_providers_queue_holds_the_next_item_so_no_slot_idles(tmp_path, make_stack):
+    # Given an account that processes 2 predictions at once and queues the ones sent beyond
+    # (as WaveSpeed documents), lipdub's default queue ahead (as many as the slots), and six
+    # items of about 2 s each
+    items = [(f"q-{n}", 0.6 + n * 0.08, 0.6, "cut_off") for n in range(6)]
+    manifest = write_manifest(tmp_path / "m", items)
+    with start_sandbox(tmp_path, max_concurrent=2, processing_fixed_s=2.0) as sandbox:
+        stack = make_stack(sandbox, provider={"max_concurrent": 2})
+        with in_process_worker(stack):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=60)
+        stats = _stats(sandbox.url)
+        tasks = httpx.get(f"{sandbox.url}/_sandbox/tasks", timeout=5).json()
+    assert status["counts"]["completed"] == 6, status
+    # Then lipdub kept 2 processing and 2 waiting in the provider's queue
+    assert (stats["peak_in_flight"], stats["peak_processing"]) == (4, 2)
+    # and each prediction after the first two started the moment another ended: no slot
+    # waited for lipdub to see an end and send the next (that takes a look and a POST)
+    ends = sorted(t["finished_at"] for t in tasks)
+    starts = sorted(t["started_at"] for t in tasks)[2:]
+    idle_s = [round(start - max(e for e in ends if e <= start + 0.05), 3) for start in starts]
+    assert max(idle_s) < 0.2, idle_s

@@ -76,19 +76,30 @@ def test_reserved_starts_never_exceed_the_limit_in_any_window(make_gates):
 
 
 def test_slots_never_exceed_the_limit_and_are_idempotent(make_gates):
-    gates = make_gates(max_concurrent=2)
-    assert gates.acquire_slot("b:1").passed
-    assert gates.acquire_slot("b:1").passed, "holding a slot twice takes one slot"
-    assert gates.acquire_slot("b:2").passed
-    refused = gates.acquire_slot("b:3")
-    assert not refused.passed and refused.wait_s > 0
-    assert gates.in_flight() == 2
-    assert gates.release_slot("b:1") == ["b:3"], "the waiter is woken"
-    assert gates.acquire_slot("b:3").passed
+    # Given 2 predictions processing at once and 1 more queued ahead at the provider
+    gates = make_gates(max_concurrent=2, queue_ahead=1)
+    # Then each slot taken says how many are held with it
+    assert gates.acquire_slot("b:1").held == 1
+    assert gates.acquire_slot("b:1").held == 1, "holding a slot twice takes one slot"
+    assert gates.acquire_slot("b:2").held == 2
+    assert gates.acquire_slot("b:3").held == 3, "the third waits in the provider's queue"
+    refused = gates.acquire_slot("b:4")
+    assert not refused.passed and refused.wait_s > 0 and refused.held == 0
+    assert gates.in_flight() == 3
+    assert gates.release_slot("b:1") == ["b:4"], "the waiter is woken"
+    assert gates.acquire_slot("b:4").passed
+
+
+def test_by_default_as_many_are_queued_ahead_as_the_account_processes(make_gates):
+    assert ProviderSettings(max_concurrent=3).in_flight_max == 6
+    assert ProviderSettings(max_concurrent=3, queue_ahead=0).in_flight_max == 3
+    gates = make_gates(max_concurrent=1)
+    assert gates.acquire_slot("b:1").passed and gates.acquire_slot("b:2").passed
+    assert not gates.acquire_slot("b:3").passed
 
 
 def test_freed_slots_wake_the_oldest_waiters_once(make_gates):
-    gates = make_gates(max_concurrent=2)
+    gates = make_gates(max_concurrent=2, queue_ahead=0)
     assert gates.acquire_slot("b:1").passed and gates.acquire_slot("b:2").passed
     for waiter in ("b:3", "b:4", "b:5"):
         assert not gates.acquire_slot(waiter).passed
@@ -105,7 +116,9 @@ def test_freed_slots_wake_the_oldest_waiters_once(make_gates):
 
 def test_an_expired_lease_frees_its_slot(redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    gates = Gates(client, redis_url, ProviderSettings(max_concurrent=1), slot_lease_s=0.2)
+    gates = Gates(
+        client, redis_url, ProviderSettings(max_concurrent=1, queue_ahead=0), slot_lease_s=0.2
+    )
     assert gates.acquire_slot("crashed:1").passed
     assert not gates.acquire_slot("b:2").passed
     time.sleep(0.3)
