@@ -96,7 +96,8 @@ def first_poll_delay_s(
     samples' range when the account's watch is on), else at once for a scout, else at the
     configured expectation; within bounds. A `queued` prediction (sent beyond the account's
     concurrency: `provider.queue_ahead`) first waits for one of ours to end, at most about
-    one processing time, which is added.
+    one processing time, which is added (twice over with the account's watch, which sees its
+    end: the look is only the safety net, and nothing tells when the queue let it start).
 
     >>> from pipeline.settings import PollingSettings
     >>> unwatched = PollingSettings(watch_every_s=0)
@@ -106,12 +107,16 @@ def first_poll_delay_s(
     8.65
     >>> first_poll_delay_s(unwatched, 10.0, scout=True)
     5.0
+    >>> first_poll_delay_s(unwatched, 10.0, Line(2.0, 0.5, spread_s=0.4), queued=True)
+    14.65
     >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4), queued=True)
-    15.65
+    22.65
     """
     queue_s = 0.0
     if queued:
         queue_s = learned.seconds(video_s) if learned is not None else _expected_s(polling, video_s)
+        if polling.watch_every_s > 0:
+            queue_s *= SAFETY_FACTOR
     if learned is not None:
         if polling.watch_every_s > 0:
             offset_s = _range_top_s(learned) + LEARNED_MARGIN_S + polling.watch_every_s

@@ -82,7 +82,12 @@ def _phase_bounds(record: dict[str, str]) -> dict[str, tuple[float | None, float
     prepared, uploaded, intent = at("prepare_started_at"), at("uploaded_at"), at("intent_at")
     submitted, done = at("submitted_at"), at("provider_done_at")
     busy_until = None
-    if submitted is not None and done is not None:
+    # Sent into the provider's queue: when it started is not known, so its wait there cannot
+    # be told from the time lipdub took to see its end; the provider's phase holds both.
+    queued = record.get("queued") == "1"
+    if submitted is not None and done is not None and queued:
+        busy_until = done
+    elif submitted is not None and done is not None:
         inference_ms = at("inference_ms")
         known = [submitted, at("last_unfinished_at") or submitted]
         if inference_ms:
@@ -94,7 +99,7 @@ def _phase_bounds(record: dict[str, str]) -> dict[str, tuple[float | None, float
         "upload": (prepared, uploaded),
         before_submit: (uploaded, intent),
         "provider": (intent, busy_until),
-        "poll": (busy_until, done),
+        "poll": (None, None) if queued else (busy_until, done),
         "collect": (done, at("finished_at")),
     }
 

@@ -206,21 +206,30 @@ def _run_lipdub(ready: Ready, manifest: Path, go: threading.Barrier) -> dict[str
     audit = httpx.get(f"{url}/_sandbox/audit", timeout=30).json()
     items = report["items_detail"]
     polls = [int(i["polls"]) for i in items]
-    # From the end of the provider's work (its own inference time) to our look at it.
-    late = [i["phases"]["poll"]["seconds"] for i in items if "poll" in i["phases"]]
+    # From the end of the provider's work (the sandbox's own record: a prediction sent into
+    # its queue started late) to our look at it.
+    tasks = httpx.get(f"{url}/_sandbox/tasks", timeout=30).json()
+    ended_at = {t["prediction_id"]: t["finished_at"] for t in tasks if t["finished_at"]}
+    seen = [
+        (i, i["phases"]["collect"]["start"])
+        for i in items
+        if "collect" in i["phases"] and i["prediction_id"] in ended_at
+    ]
+    late = [seen_at - ended_at[i["prediction_id"]] for i, seen_at in seen]
     return {
         "seen_late_mean_s": round(sum(late) / max(1, len(late)), 2),
         "seen_late_max_s": round(max(late, default=0.0), 2),
-        # Per item: submitted (from the start call), the provider's seconds, seen, polls.
+        # Per item: submitted (from the start call), the provider's seconds, its end, seen,
+        # polls.
         "timeline": [
             [
                 round(i["phases"]["provider"]["start"] - called_at, 1),
                 round((i["inference_ms"] or 0) / 1000, 1),
-                round(i["phases"]["poll"]["end"] - called_at, 1),
+                round(ended_at[i["prediction_id"]] - called_at, 1),
+                round(seen_at - called_at, 1),
                 i["polls"],
             ]
-            for i in items
-            if "provider" in i["phases"] and "poll" in i["phases"]
+            for i, seen_at in seen
         ],
         "completed": report["counts"]["completed"],
         "makespan_s": round(float(report["finished_at"]) - called_at, 2),

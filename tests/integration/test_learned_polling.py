@@ -200,3 +200,30 @@ def test_after_a_first_look_that_misses_the_waits_grow_from_it_or_from_the_floor
     # without it, the looks start again from the floor (they are all there is)
     [again] = [n for n in following if n.step == "poll"]
     assert again.countdown_s == pytest.approx(second_wait_s)
+
+
+def test_a_prediction_sent_into_the_providers_queue_is_first_looked_at_a_processing_time_later(
+    tmp_path, redis_url, s3_server, bucket
+):
+    # Given an account that processes one prediction at a time and lipdub's default queue
+    # ahead (one more sent, which the provider starts when the first ends), nothing learned
+    with start_sandbox(tmp_path, processing_fixed_s=0.3) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            polling={**POLLING, "learn": False}, provider={"max_concurrent": 1},
+            media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        # When two items of the same length are submitted
+        items = [("one", 2.5, 1.0, "cut_off"), ("two", 2.5, 1.2, "cut_off")]
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "m", items), settings))
+        s.loop.run(stop=lambda: all(r.get("poll_interval_s") for r in s.rt.ledger.items(batch_id)))
+        records = {r["id"]: r for r in s.rt.ledger.items(batch_id)}
+        assert len(records) == 2
+        s.loop.run()
+        s.close()
+    # Then the one sent second waits in the provider's queue and is first looked at one
+    # expected processing time (20 s + 2.5 s) after the other, and both complete
+    first_looks = {r["queued"]: float(r["poll_interval_s"]) for r in records.values()}
+    assert first_looks == {"0": pytest.approx(22.5, abs=0.1), "1": pytest.approx(45.0, abs=0.1)}
+    assert set(s.states(batch_id).values()) == {"completed"}

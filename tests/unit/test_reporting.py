@@ -209,6 +209,11 @@ def test_the_timeline_names_only_what_the_timestamps_prove():
     # A second attempt's wait is not called the limits'
     record["submits"] = "2"
     assert "retried" in item_report(record)["phases"]
+    # A prediction sent into the provider's queue started when nothing says: its wait there
+    # is the provider's, not a late look of ours
+    record["queued"] = "1"
+    phases = {k: v["seconds"] for k, v in item_report(record)["phases"].items()}
+    assert phases["provider"] == 23.0 and "poll" not in phases
 
 
 def test_predictions_no_item_has_are_a_red_line_in_every_format():
