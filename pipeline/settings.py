@@ -222,7 +222,7 @@ class PollingSettings(_Section):
     growth_factor: float = Field(default=1.5, ge=1.0, le=4.0)
     """Past every expectation, each check waits this much longer than the one before (never more than half the prediction's age)."""
     max_interval_s: float = Field(default=60.0, gt=0)
-    """The longest wait between two checks of one prediction."""
+    """The longest wait between two checks of one prediction (once it may have started: one sent into the provider's queue waits for that first)."""
     watch_every_s: float = Field(default=1.0, ge=0)
     """While predictions run, one list call for the whole account this often finds those that completed, and each is looked at at once (the scheduled looks stay the safety net); 0 turns it off."""
     learn: bool = True

@@ -96,8 +96,9 @@ def first_poll_delay_s(
     samples' range when the account's watch is on), else at once for a scout, else at the
     configured expectation; within bounds. A `queued` prediction (sent beyond the account's
     concurrency: `provider.queue_ahead`) first waits for one of ours to end, at most about
-    one processing time, which is added (twice over with the account's watch, which sees its
-    end: the look is only the safety net, and nothing tells when the queue let it start).
+    one processing time, which is added after the bounds (twice over with the account's
+    watch, which sees its end: the look is only the safety net, and nothing tells when the
+    queue let it start).
 
     >>> from pipeline.settings import PollingSettings
     >>> unwatched = PollingSettings(watch_every_s=0)
@@ -111,6 +112,8 @@ def first_poll_delay_s(
     14.65
     >>> first_poll_delay_s(PollingSettings(), 10.0, Line(2.0, 0.5, spread_s=0.4), queued=True)
     22.65
+    >>> first_poll_delay_s(PollingSettings(), 40.0, queued=True)  # 2 x 60 s, then the bound
+    180.0
     """
     queue_s = 0.0
     if queued:
@@ -131,7 +134,10 @@ def first_poll_delay_s(
         expected_s = _expected_s(polling, video_s)
         if polling.watch_every_s > 0:
             expected_s *= SAFETY_FACTOR
-    return round(_bounded(polling, queue_s + expected_s), 3)
+    # The bounds are for the looks at a prediction the provider is working on: the wait in
+    # its queue comes before them (`max_interval_s` would otherwise bring a look at a
+    # queued prediction due while it still waits).
+    return round(queue_s + _bounded(polling, expected_s), 3)
 
 
 def _expected_s(polling: PollingSettings, video_s: float) -> float:
