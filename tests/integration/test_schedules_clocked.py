@@ -107,12 +107,13 @@ def drop(inbox: Path, name: str, items: list[tuple[str, float, float, str]]) -> 
 def test_no_submit_after_the_window_closes_collects_continue_and_the_rest_resume_next_window(
     world,
 ):
-    # Given a window 01:00-01:30, one prediction at a time, and a manifest picked up at 00:50
+    # Given a window 01:00-01:30, one prediction at a time (none queued ahead), and a
+    # manifest picked up at 00:50
     w = world(
         {"window": {"start": "01:00", "end": "01:30"}},
         start=utc(2026, 11, 24, 0, 50),
         sandbox_options={"processing_fixed_s": 0.3},
-        provider={"max_concurrent": 1},
+        provider={"max_concurrent": 1, "queue_ahead": 0},
     )
     drop(w.inbox, "catalog.csv", [(f"w{n}", 1.0, 1.0 + n / 10, "cut_off") for n in range(3)])
     outcome = w.scheduler.run("night")

@@ -134,7 +134,9 @@ def test_the_gates_snapshot_reads_slot_waiters_starts_and_the_cool_down(settings
     from pipeline.waiting import GateFacts
 
     client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
-    one_slot = settings.provider.model_copy(update={"max_concurrent": 1, "starts_per_minute": 1})
+    one_slot = settings.provider.model_copy(
+        update={"max_concurrent": 1, "queue_ahead": 0, "starts_per_minute": 1}
+    )
     gates = Gates(client, settings.redis.url, one_slot, slot_lease_s=600)
     assert gates.acquire_slot("b1:x").passed
     assert not gates.acquire_slot("b1:y").passed  # waits for the one slot
