@@ -42,6 +42,8 @@ def fingerprint(settings: Settings) -> dict[str, str]:
         "storage": settings.storage.endpoint_url or "",
         "starts_per_minute": str(settings.provider.starts_per_minute),
         "max_concurrent": str(settings.provider.max_concurrent),
+        # Slots in all (processing and queued ahead): the workers' slot scripts must agree.
+        "in_flight_max": str(settings.provider.in_flight_max),
         "queue": settings.worker.queue,
         "durability": settings.ledger.durability.value,
     }
