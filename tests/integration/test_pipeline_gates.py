@@ -165,10 +165,10 @@ def test_a_freed_slot_wakes_the_next_item_at_once(tmp_path, make_stack, sandbox)
 def test_the_providers_queue_holds_the_next_item_so_no_slot_idles(tmp_path, make_stack):
     # Given an account that processes 2 predictions at once and queues the ones sent beyond
     # (as WaveSpeed documents), lipdub's default queue ahead (as many as the slots), and six
-    # items of about 2 s each
+    # items of about 3 s each (time enough for lipdub to see an end and send the next)
     items = [(f"q-{n}", 0.6 + n * 0.08, 0.6, "cut_off") for n in range(6)]
     manifest = write_manifest(tmp_path / "m", items)
-    with start_sandbox(tmp_path, max_concurrent=2, processing_fixed_s=2.0) as sandbox:
+    with start_sandbox(tmp_path, max_concurrent=2, processing_fixed_s=3.0) as sandbox:
         stack = make_stack(sandbox, provider={"max_concurrent": 2})
         with in_process_worker(stack):
             batch_id = stack.control.start(plan(manifest, stack.settings))
