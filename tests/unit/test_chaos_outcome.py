@@ -36,3 +36,25 @@ def test_items_not_final_count_as_lost():
     outcome = judge("s", "f", report, {"audit": [], "tasks": []}, 4, 1.0)
     assert (outcome.completed, outcome.lost) == (1, 2)
     assert outcome.failed == {"failed/input": 1, "running/-": 1}
+
+
+def test_books_meet_the_bill_with_ended_unbooked_charges_and_not_pending_ones():
+    from decimal import Decimal
+
+    from tests.chaos.outcome import books_off_usd
+
+    # A report: $1.00 spent, $0.40 unattributed, one timed-out item's prediction that ended
+    # and was charged $0.27, another's still running (pending at its $0.54 estimate)
+    audit = {
+        "unattributed_usd": "0.40",
+        "unbooked_usd": "0.81",
+        "unbooked": [
+            {"id": "p1", "pending": False, "cost_usd": "0.27"},
+            {"id": "p2", "pending": True, "cost_usd": "0.54"},
+        ],
+    }
+    report = {"spent_usd": "1.00", "audit": audit}
+    # The bill holds what was charged so far: the books meet it
+    assert books_off_usd(report, {"bill": {"billed_usd": "1.67"}}) == Decimal(0)
+    # and a charge the books miss shows
+    assert books_off_usd(report, {"bill": {"billed_usd": "1.94"}}) == Decimal("0.27")
