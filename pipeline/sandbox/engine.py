@@ -306,8 +306,7 @@ class SandboxEngine:
 
     def stats_snapshot(self) -> dict[str, int]:
         """A copy of the counters (in_flight, peak_in_flight, processing, peak_processing,
-        rate_limited, polls), and how
-        many times each fault happened as `fault_<name>`."""
+        rate_limited, polls), and how many times each fault happened as `fault_<name>`."""
         with self._lock:
             counters = dict(self.stats)
         return counters | {f"fault_{k}": v for k, v in self.faults.injected_counts().items()}

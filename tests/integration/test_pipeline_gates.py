@@ -141,7 +141,8 @@ def test_a_submit_that_created_nothing_is_posted_again_after_the_list_says_so(tm
 
 
 def test_a_freed_slot_wakes_the_next_item_at_once(tmp_path, make_stack, sandbox):
-    # Given one slot for four items, and a safety-net recheck (the longest countdown) of 100 s
+    # Given one slot and one queued ahead (the default) for four items, and a safety-net
+    # recheck (the longest countdown) of 100 s
     items = [(f"s-{n}", 0.6 + n * 0.08, 0.6, "cut_off") for n in range(4)]  # four distinct pairs
     manifest = write_manifest(tmp_path / "m", items)
     stack = make_stack(
