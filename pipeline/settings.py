@@ -224,7 +224,7 @@ class PollingSettings(_Section):
     max_interval_s: float = Field(default=60.0, gt=0)
     """The longest wait between two checks of one prediction (once it may have started: one sent into the provider's queue waits for that first)."""
     watch_every_s: float = Field(default=1.0, ge=0)
-    """While predictions run, one list call for the whole account this often finds those that completed, and each is looked at at once (the scheduled looks stay the safety net); 0 turns it off."""
+    """While predictions run, one list call for the whole account this often finds those that ended (completed or failed), and each is looked at at once (the scheduled looks stay the safety net); 0 turns it off."""
     learn: bool = True
     """Aim each first check at the time the provider has been taking (learned from its recent
     predictions' own processing times, per model and sync mode); until there are three, three

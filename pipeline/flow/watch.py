@@ -5,14 +5,17 @@ Looks at one prediction come no closer than 5 s apart (the provider's guidance f
 tasks), so a prediction that ends between two of them holds its concurrency slot until the
 next: with an account whose slots decide the makespan, up to 5 s per item. While any
 prediction is being followed, one `watch` step for the whole account asks the list call
-(`POST /api/v3/predictions`, most recent first) every `polling.watch_every_s` for the completed
+(`POST /api/v3/predictions`, most recent first) every `polling.watch_every_s` for the
 predictions created since the oldest one followed, and asks for the poll step, now, of each
-of ours among them. The poll reads the result as any poll does: the list only says when to
-look, as a webhook does, so a list that lags, fails or leaves a task out costs only time
-(the scheduled looks stay the safety net), and failed predictions are left to them.
+of ours among them that has ended: completed, and failed too (a failed download, code 1402,
+or no face: asked for completed ones only, a failed prediction held its slot until its own
+scheduled look, twice the expected processing time). The poll reads the result as any poll
+does: the list only says when to look, as a webhook does, so a list that lags, fails or
+leaves a task out costs only time (the scheduled looks stay the safety net).
 
 One request per interval for the whole account, however many predictions run (up to
-`WATCH_PAGES` pages of 100 when many completed at once). The chain ends when nothing is
+`WATCH_PAGES` pages of 100 when many ended at once; the ones still running are on the first
+pages, at most the account's slots). The chain ends when nothing is
 followed; the next accepted submit starts it again (the due set keeps one copy).
 """
 
@@ -23,7 +26,7 @@ from datetime import UTC, datetime
 
 from pipeline import keys
 from pipeline.errors import ProviderError, ProviderRateLimited
-from pipeline.provider.models import Status
+from pipeline.provider.models import is_terminal
 from pipeline.runtime import Runtime
 from pipeline.states import ItemState
 from pipeline.steps import Next
@@ -49,8 +52,8 @@ def watch_step(rt: Runtime) -> list[Next]:
 
 
 def watch(rt: Runtime) -> list[Next]:
-    """One look at the account's completed predictions: a poll now for each of ours that
-    ended, and the next look (none when nothing is followed any more)."""
+    """One look at the account's predictions: a poll now for each of ours that ended (completed
+    or failed), and the next look (none when nothing is followed any more)."""
     if rt.settings.polling.watch_every_s <= 0:
         return []
     members = [keys.slot_member_ids(m) for m in rt.gates.holders()]
@@ -75,13 +78,11 @@ def watch(rt: Runtime) -> list[Next]:
         for prediction in rt.provider.iter_predictions(
             created_after=since,
             model=rt.settings.provider.model_path,
-            status=Status.COMPLETED.value,
             max_pages=WATCH_PAGES,
         ):
             ours = followed.get(prediction.id)
-            # (the status filter is documented; a list that ignored it must not use up the mark)
-            done = prediction.status == Status.COMPLETED.value
-            if ours is not None and done and rt.ledger.first_sight(prediction.id, SEEN_TTL_S):
+            ended_now = is_terminal(prediction.status)
+            if ours is not None and ended_now and rt.ledger.first_sight(prediction.id, SEEN_TTL_S):
                 ended.append(Next("poll", *ours))
     except ProviderRateLimited as err:
         return [Next(WATCH, ACCOUNT, None, rt.countdown(rt.gates.cool_down(err.retry_after_s)))]

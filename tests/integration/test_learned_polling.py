@@ -138,6 +138,42 @@ def test_the_accounts_watch_looks_at_a_completed_prediction_before_its_scheduled
         assert "watch" not in {step.step for step in s.loop.ran}
 
 
+@pytest.mark.parametrize("watch_every_s", [0.5, 0.0])
+def test_the_accounts_watch_sees_a_failed_prediction_before_its_scheduled_poll(
+    tmp_path, redis_url, s3_server, bucket, media, watch_every_s
+):
+    # Given a video without a face, which the provider fails within a second, while lipdub's
+    # first look comes at 40 s (twice the expectation, nothing learned, with the watch on)
+    polling = {**POLLING, "learn": False, "watch_every_s": watch_every_s}
+    with start_sandbox(tmp_path, processing_fixed_s=0.3, processing_per_video_s=0.1) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            polling=polling, media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        folder = tmp_path / "f"
+        folder.mkdir()
+        (folder / "noface.mp4").write_bytes(media["video_noface"].read_bytes())
+        (folder / "noface.wav").write_bytes(media["audio_0_6s"].read_bytes())
+        manifest = folder / "manifest.csv"
+        manifest.write_text("id,video,audio,sync_mode\nnoface,noface.mp4,noface.wav,cut_off\n")
+        # When it is run
+        batch_id = s.control.start(plan(manifest, settings))
+        s.loop.run()
+        (record,) = s.rt.ledger.items(batch_id)
+        s.close()
+    # Then it fails for its input, with the provider's reason
+    assert record["state"] == "failed" and record["error_kind"] == "input", record
+    seen_after_s = float(record["finished_at"]) - float(record["submitted_at"])
+    if watch_every_s:
+        assert int(record["polls"]) == 1  # the one look the watch asked for
+        # seen within seconds of its end: the watch lists failed predictions too, so the
+        # account's slot is not held until the scheduled look
+        assert seen_after_s < 10.0, seen_after_s
+    else:
+        assert seen_after_s >= 20.0, seen_after_s  # the first scheduled look (21 s)
+
+
 def test_the_watch_asks_for_each_ended_prediction_once(tmp_path, redis_url, s3_server, bucket):
     # Given three items running on a provider that is done with them, their looks far off
     polling = {**POLLING, "learn": False, "watch_every_s": 1.0}
