@@ -6,6 +6,8 @@ over HTTP; the test's clock)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -30,22 +32,38 @@ POLLING = {
 }
 
 
+@pytest.fixture
+def stepper(tmp_path, redis_url, s3_server, bucket) -> Callable[..., Steps]:
+    """Steps on the real parts against a running sandbox, with these polling settings (and
+    more sections, e.g. `provider={...}`)."""
+
+    def make(sandbox: Any, polling: dict[str, Any], **sections: Any) -> Steps:
+        return Steps(
+            stack_settings(
+                sandbox_url=sandbox.url,
+                redis_url=redis_url,
+                s3_url=s3_server.url,
+                bucket=bucket,
+                polling=polling,
+                media={"cache_dir": tmp_path / "cache"},
+                **sections,
+            )
+        )
+
+    return make
+
+
 def _first_polls(s: Steps, batch_id: str) -> list[float]:
     return [float(r["poll_interval_s"]) for r in s.rt.ledger.items(batch_id)]
 
 
 @pytest.mark.parametrize("learn", [True, False])
-def test_first_polls_follow_the_providers_own_processing_times(
-    tmp_path, redis_url, s3_server, bucket, learn
-):
+def test_first_polls_follow_the_providers_own_processing_times(tmp_path, stepper, learn):
     # Given a provider that takes 0.3 s + 0.1 s per video second (it reports it), and
     # a first batch that taught lipdub so
     with start_sandbox(tmp_path, processing_fixed_s=0.3, processing_per_video_s=0.1) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            polling={**POLLING, "learn": learn}, media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+        s = stepper(sandbox, {**POLLING, "learn": learn})
+        settings = s.settings
         first = [(f"a{n}", 1.0 + n, 1.0, "cut_off") for n in range(4)]
         taught = s.control.start(plan(write_manifest(tmp_path / "a", first), settings))
         s.loop.run()
@@ -70,17 +88,12 @@ def test_first_polls_follow_the_providers_own_processing_times(
         assert polls == pytest.approx([22.5, 26.5], abs=0.1)
 
 
-def test_scouts_learn_the_providers_time_and_the_other_looks_are_brought_forward(
-    tmp_path, redis_url, s3_server, bucket
-):
+def test_scouts_learn_the_providers_time_and_the_other_looks_are_brought_forward(tmp_path, stepper):
     # Given nothing learned yet, a provider that takes about 0.4 s, and lipdub expecting
     # 20 s + 1 s per video second (the defaults' expectation; a floor of 0.2 s)
     with start_sandbox(tmp_path, processing_fixed_s=0.3, processing_per_video_s=0.1) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            polling=POLLING, media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+        s = stepper(sandbox, POLLING)
+        settings = s.settings
         items = [(f"c{n}", 1.0, 0.5 + 0.1 * n, "cut_off") for n in range(6)]  # six pairs
         # When a batch of six is run
         batch_id = s.control.start(plan(write_manifest(tmp_path / "c", items), settings))
@@ -106,17 +119,14 @@ def test_scouts_learn_the_providers_time_and_the_other_looks_are_brought_forward
 
 @pytest.mark.parametrize("watch_every_s", [0.5, 0.0])
 def test_the_accounts_watch_looks_at_a_completed_prediction_before_its_scheduled_poll(
-    tmp_path, redis_url, s3_server, bucket, watch_every_s
+    tmp_path, stepper, watch_every_s
 ):
     # Given a provider that takes about 0.4 s while lipdub's first looks come at 20 s (the
     # expectation, nothing learned) and the account's watch lists completions every 0.5 s
     polling = {**POLLING, "learn": False, "watch_every_s": watch_every_s}
     with start_sandbox(tmp_path, processing_fixed_s=0.3, processing_per_video_s=0.1) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            polling=polling, media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+        s = stepper(sandbox, polling)
+        settings = s.settings
         items = [(f"w{n}", 1.0, 0.5 + 0.1 * n, "cut_off") for n in range(3)]
         # When a batch is run
         batch_id = s.control.start(plan(write_manifest(tmp_path / "w", items), settings))
@@ -140,17 +150,14 @@ def test_the_accounts_watch_looks_at_a_completed_prediction_before_its_scheduled
 
 @pytest.mark.parametrize("watch_every_s", [0.5, 0.0])
 def test_the_accounts_watch_sees_a_failed_prediction_before_its_scheduled_poll(
-    tmp_path, redis_url, s3_server, bucket, media, watch_every_s
+    tmp_path, stepper, media, watch_every_s
 ):
     # Given a video without a face, which the provider fails within a second, while lipdub's
     # first look comes at 40 s (twice the expectation, nothing learned, with the watch on)
     polling = {**POLLING, "learn": False, "watch_every_s": watch_every_s}
     with start_sandbox(tmp_path, processing_fixed_s=0.3, processing_per_video_s=0.1) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            polling=polling, media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+        s = stepper(sandbox, polling)
+        settings = s.settings
         folder = tmp_path / "f"
         folder.mkdir()
         (folder / "noface.mp4").write_bytes(media["video_noface"].read_bytes())
@@ -174,15 +181,12 @@ def test_the_accounts_watch_sees_a_failed_prediction_before_its_scheduled_poll(
         assert seen_after_s >= 20.0, seen_after_s  # the first scheduled look (21 s)
 
 
-def test_the_watch_asks_for_each_ended_prediction_once(tmp_path, redis_url, s3_server, bucket):
+def test_the_watch_asks_for_each_ended_prediction_once(tmp_path, stepper):
     # Given three items running on a provider that is done with them, their looks far off
     polling = {**POLLING, "learn": False, "watch_every_s": 1.0}
     with start_sandbox(tmp_path, processing_fixed_s=0.1, processing_per_video_s=0.0) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            polling=polling, media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+        s = stepper(sandbox, polling)
+        settings = s.settings
         items = [(f"o{n}", 1.0, 0.5 + 0.1 * n, "cut_off") for n in range(3)]
         batch_id = s.control.start(plan(write_manifest(tmp_path / "o", items), settings))
         s.loop.run(stop=lambda: set(s.states(batch_id).values()) == {"running"})
@@ -208,7 +212,7 @@ def test_the_watch_asks_for_each_ended_prediction_once(tmp_path, redis_url, s3_s
     ("watch_every_s", "first_wait_s", "second_wait_s"), [(1.0, 4.0, 6.0), (0.0, 2.0, 0.2)]
 )
 def test_after_a_first_look_that_misses_the_waits_grow_from_it_or_from_the_floor(
-    tmp_path, redis_url, s3_server, bucket, watch_every_s, first_wait_s, second_wait_s
+    tmp_path, stepper, watch_every_s, first_wait_s, second_wait_s
 ):
     # Given a prediction the provider takes a minute for, first looked at after 2 s (nothing
     # learned), growth 1.5 and a floor of 0.2 s
@@ -217,11 +221,8 @@ def test_after_a_first_look_that_misses_the_waits_grow_from_it_or_from_the_floor
         "expected_per_video_s": 0.0, "growth_factor": 1.5,
     }  # fmt: skip
     with start_sandbox(tmp_path, processing_fixed_s=60.0) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            polling=polling, media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+        s = stepper(sandbox, polling)
+        settings = s.settings
         batch_id = s.control.start(
             plan(write_manifest(tmp_path / "g", [("g0", 1.0, 0.8, "cut_off")]), settings)
         )
@@ -239,17 +240,13 @@ def test_after_a_first_look_that_misses_the_waits_grow_from_it_or_from_the_floor
 
 
 def test_a_prediction_sent_into_the_providers_queue_is_first_looked_at_a_processing_time_later(
-    tmp_path, redis_url, s3_server, bucket
+    tmp_path, stepper
 ):
     # Given an account that processes one prediction at a time and lipdub's default queue
     # ahead (one more sent, which the provider starts when the first ends), nothing learned
     with start_sandbox(tmp_path, processing_fixed_s=0.3) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            polling={**POLLING, "learn": False}, provider={"max_concurrent": 1},
-            media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+        s = stepper(sandbox, {**POLLING, "learn": False}, provider={"max_concurrent": 1})
+        settings = s.settings
         # When two items of the same length are submitted
         items = [("one", 2.5, 1.0, "cut_off"), ("two", 2.5, 1.2, "cut_off")]
         batch_id = s.control.start(plan(write_manifest(tmp_path / "m", items), settings))
