@@ -19,7 +19,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,10 +33,11 @@ from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
 from pipeline.ledger.budgets import unbooked_fields
 from pipeline.planning import Plan, PlannedItem
-from pipeline.records import Item
+from pipeline.records import Item, ItemRecord
 from pipeline.reporting.data import batch_report, batch_status
 from pipeline.retention import COMPACTED
 from pipeline.schedules.notices import check_targets
+from pipeline.send_order import in_send_order
 from pipeline.settings import Settings
 from pipeline.states import PARKED, ErrorKind, ItemState
 from pipeline.steps import Next
@@ -199,7 +200,11 @@ class BatchControl:
                 f"the estimate ${to_pay} is over the budget ${budget}: raise the "
                 "budget, or start with partial_budget to run what fits"
             )
-        files = self._local_files(plan)
+        # Uploaded and sent in the send order (`pipeline.send_order`); recorded by row.
+        sending = in_send_order(
+            plan.items, lambda item: item.video.info.duration_s, self.settings.batch.send_order
+        )
+        files = self._local_files(replace(plan, items=tuple(sending)))
         if files:
             assert self.storage is not None
             plan = with_stored(plan, self.storage)
@@ -207,7 +212,8 @@ class BatchControl:
         batch_id = batch_id or new_batch_id(now)
         model = self.settings.provider.model_path
         items = [self._item_fields(item, model, now) for item in plan.items]
-        waiting = {item.id: _local_keys(item, self.settings.storage.prefix) for item in plan.items}
+        prefix = self.settings.storage.prefix
+        waiting = {item.id: _local_keys(item, prefix) for item in sending}
         for fields in items:
             if waiting[str(fields["id"])]:
                 # Not expected yet: sent (and expected) once its files are in the bucket; the
@@ -370,7 +376,12 @@ class BatchControl:
         self.ledger.update_batch(batch_id, {"cancelled": False})
         allowed = list(RETRYABLE) + ([ItemState.NEEDS_ATTENTION] if include_needs_attention else [])
         retried = []
-        for record in self._retryable(batch_id, include_needs_attention, include_input_errors):
+        retryable = in_send_order(
+            self._retryable(batch_id, include_needs_attention, include_input_errors),
+            lambda record: ItemRecord.decode(record).video_s,
+            self.settings.batch.send_order,
+        )
+        for record in retryable:
             step, to, fields = self._retry_plan(record)
             if step == "prepare":
                 fields.update(self._upload_again(record))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.processing_time import Line
+from pipeline.send_order import SendOrder, in_send_order
 from pipeline.settings import PollingSettings, ProviderSettings
 
 
@@ -71,11 +72,13 @@ def batch_duration(
     provider: ProviderSettings,
     polling: PollingSettings,
     learned: Callable[[str], Line | None],
+    send_order: SendOrder = "longest_first",
 ) -> Duration:
-    """The ideal makespan of items given as (sync mode, video seconds), in order."""
+    """The ideal makespan of items given as (sync mode, video seconds) in manifest order, sent
+    in `send_order` (`pipeline.send_order`)."""
     lines = {mode: learned(mode) for mode in {mode for mode, _ in items}}
     durations = []
-    for mode, video_s in items:
+    for mode, video_s in in_send_order(items, lambda item: item[1], send_order):
         line = lines[mode]
         if line is not None:
             durations.append(line.seconds(video_s))

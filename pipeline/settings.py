@@ -40,6 +40,7 @@ from pydantic_settings import (
 from pipeline.errors import SettingsError
 from pipeline.notice_urls import NoticeUrl, unusable
 from pipeline.pricing import PriceModel
+from pipeline.send_order import SendOrder
 from pipeline.sync_modes import DEFAULT_SYNC_MODE, SyncMode
 
 ENV_PREFIX = "LIPDUB_"
@@ -368,6 +369,8 @@ class BatchSettings(_Section):
 
     default_sync_mode: SyncMode = DEFAULT_SYNC_MODE
     """The sync_mode of rows that name none."""
+    send_order: SendOrder = "longest_first"
+    """The order items are sent to the provider in: `longest_first` (the longest videos first, so that short ones fill the slots at the end and the batch ends sooner) or `manifest` (the rows' order: urgent rows first, or a partial budget spent on the first rows). The report lists items by row either way."""
 
 
 class ScheduleSettings(_Section):

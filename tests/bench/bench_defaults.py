@@ -34,13 +34,12 @@ from typing import Any
 import httpx
 
 from pipeline.local_servers import free_port
-from pipeline.makespan import ideal_makespan_s
 from pipeline.media import MediaInspector, probe
 from pipeline.planning import plan_manifest
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 from pipeline.settings import PollingSettings
-from tests.bench.figures import most_in_window
+from tests.bench.figures import ideal_either_order_s, most_in_window
 from tests.bench.sdk_baseline import run_pool
 from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
 from workers.cli.session import Session
@@ -143,7 +142,7 @@ def run_case(workdir: Path, account_name: str, scale: float) -> dict[str, Any]:
 
 
 def _ideal_s(times: list[float], account: dict[str, int]) -> float:
-    return ideal_makespan_s(
+    return ideal_either_order_s(
         times,
         starts_per_window=account["starts_per_minute"],
         window_s=WINDOW_S,

@@ -14,11 +14,10 @@ from typing import Any
 
 import httpx
 
-from pipeline.makespan import ideal_makespan_s
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 from pipeline.settings import PollingSettings
-from tests.bench.figures import min_polls, most_in_window, percentile
+from tests.bench.figures import ideal_either_order_s, min_polls, most_in_window, percentile
 from tests.bench.sdk_baseline import run_pool
 from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
 from workers.cli.session import Session
@@ -45,7 +44,7 @@ POLLING = {
 
 def ideal_s(durations: list[float]) -> float:
     """The makespan the sandbox's limits allow for these videos."""
-    return ideal_makespan_s(
+    return ideal_either_order_s(
         [FIXED_S + PER_VIDEO_S * v for v in durations],
         starts_per_window=STARTS_PER_WINDOW,
         window_s=WINDOW_S,

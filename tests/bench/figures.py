@@ -9,7 +9,31 @@ import math
 from collections.abc import Sequence
 
 from pipeline.flow.poll_timing import first_poll_delay_s, next_poll_delay_s
+from pipeline.makespan import ideal_makespan_s
 from pipeline.settings import PollingSettings
+
+
+def ideal_either_order_s(
+    durations_s: Sequence[float], *, starts_per_window: int, window_s: float, max_concurrent: int
+) -> float:
+    """The ideal makespan of the jobs in the better of two orders: as given (the manifest's,
+    the SDK pool's) and longest first by their real processing times (lipdub sends the longest
+    videos first, `pipeline.send_order`, but cannot know each item's real time beforehand, so
+    this ideal is at least as hard to reach as lipdub's own).
+
+    >>> ideal_either_order_s([1.0, 1.0, 2.0], starts_per_window=9, window_s=60.0,
+    ...                      max_concurrent=2)
+    2.0
+    """
+    return min(
+        ideal_makespan_s(
+            order,
+            starts_per_window=starts_per_window,
+            window_s=window_s,
+            max_concurrent=max_concurrent,
+        )
+        for order in (durations_s, sorted(durations_s, reverse=True))
+    )
 
 
 def most_in_window(times_s: Sequence[float], window_s: float) -> int:

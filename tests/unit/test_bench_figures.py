@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.makespan import ideal_makespan_s
 from pipeline.settings import PollingSettings
-from tests.bench.figures import min_polls, most_in_window, percentile
+from tests.bench.figures import ideal_either_order_s, min_polls, most_in_window, percentile
 
 
 def test_ideal_is_bound_by_the_window_when_jobs_are_short():
@@ -25,6 +25,18 @@ def test_ideal_handles_uneven_jobs():
     assert (
         ideal_makespan_s([5, 1, 1, 1], starts_per_window=10, window_s=60, max_concurrent=2) == 5.0
     )
+
+
+def test_the_ideal_takes_the_better_order_longest_first_when_the_long_job_is_listed_last():
+    # two slots: 1, 1, 1, 1 then 4 in manifest order ends at 6 s; the 4 s job first, at 4 s
+    jobs = [1.0, 1.0, 1.0, 1.0, 4.0]
+    limits = {"starts_per_window": 10, "window_s": 60.0, "max_concurrent": 2}
+    assert ideal_makespan_s(jobs, **limits) == 6.0
+    assert ideal_either_order_s(jobs, **limits) == 4.0
+    # and the given order when it is the better one (longest first: 3+2+2 on one slot)
+    listed = [3.0, 2.0, 2.0, 3.0, 2.0]
+    assert ideal_makespan_s(sorted(listed, reverse=True), **limits) == 7.0
+    assert ideal_either_order_s(listed, **limits) == 6.0
 
 
 @pytest.mark.parametrize(

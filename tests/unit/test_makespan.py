@@ -35,3 +35,13 @@ def test_a_mode_not_learned_yet_marks_the_whole_estimate_as_expected():
         lambda mode: Line(1.0, 0.0) if mode == "cut_off" else None,
     )  # fmt: skip
     assert not found.learned and found.seconds == pytest.approx(21.0)
+
+
+@pytest.mark.parametrize(("send_order", "seconds"), [("longest_first", 40.0), ("manifest", 60.0)])
+def test_the_duration_assumes_the_order_items_are_sent_in(send_order, seconds):
+    # Two slots; four 10 s clips, then a 40 s one (1 s per video second, nothing fixed)
+    rows = [("cut_off", 10.0)] * 4 + [("cut_off", 40.0)]
+    two = ProviderSettings(starts_per_minute=500, max_concurrent=2)
+    found = batch_duration(rows, two, PollingSettings(), lambda _: Line(0.0, 1.0), send_order)
+    # Longest first, the four short ones run beside the long one: 40 s, not 20 + 40 s
+    assert found.seconds == pytest.approx(seconds)

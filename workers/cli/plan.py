@@ -111,6 +111,7 @@ def expected_duration(
             settings.provider,
             settings.polling,
             lambda mode: times.line(model, mode) if settings.polling.learn else None,
+            settings.batch.send_order,
         )
     finally:
         if own:
