@@ -166,6 +166,7 @@ def _lipdub_ready(
     account: dict[str, int],
     *,
     hooks: bool,
+    batch: dict[str, Any] | None = None,
 ) -> Ready:
     provider = {
         "starts_per_minute": account["starts_per_minute"],
@@ -179,6 +180,7 @@ def _lipdub_ready(
         polling={},
         tuned=False,
         webhooks_port=free_port() if hooks else None,
+        batch=batch,
     )
     stacks.enter_context(stack)
     assert stack.settings is not None

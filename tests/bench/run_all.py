@@ -22,6 +22,7 @@ from typing import Any
 from tests.bench import (
     bench_defaults,
     bench_memory,
+    bench_order,
     bench_overhead,
     bench_plan,
     bench_reports,
@@ -101,6 +102,19 @@ def table(results: dict[str, Any]) -> list[list[str]]:
             )
     for case in results.get("defaults", []):
         rows += _defaults_rows(case)
+    order = results.get("order")
+    if order:
+        ours, manifest, sdk = order["lipdub"], order["lipdub_manifest_order"], order["sdk"]
+        rows.append(
+            _row(
+                f"9 longest clip listed last, {order['items']} items: makespan s "
+                f"(ideal {order['ideal_s']})",
+                f"{ours['makespan_s']} / manifest order {manifest['makespan_s']}",
+                f"SDK {sdk['makespan_s']}",
+                "<= SDK",
+                ours["makespan_s"] <= sdk["makespan_s"],
+            )
+        )
     o = results.get("overhead")
     if o:
         rows += [
@@ -291,7 +305,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="throughput,defaults,overhead,scale,memory,planning,reports",
+        default="throughput,defaults,order,overhead,scale,memory,planning,reports",
         help="comma-separated subset",
     )
     args = parser.parse_args()
@@ -325,6 +339,7 @@ def main() -> None:
                 tuple(float(x) for x in args.defaults_scales.split(",")),
                 tuple(args.defaults_accounts.split(",")),
             ),
+            "order": lambda: bench_order.run(root / "order"),
             "overhead": lambda: bench_overhead.run(root / "overhead", args.overhead_items),
             "scale": lambda: bench_scale.run(root / "scale", args.scale),
             "memory": lambda: bench_memory.run(

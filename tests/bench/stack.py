@@ -31,9 +31,10 @@ def bench_stack(
     ledger: dict[str, Any] | None = None,
     tuned: bool = True,
     webhooks_port: int | None = None,
+    batch: dict[str, Any] | None = None,
 ) -> DemoStack:
     """A stack whose sandbox has `sandbox` settings and whose lipdub has `provider`/`polling`
-    (and `ledger`), on a Redis with `appendfsync`. `tuned=False`: lipdub's defaults except
+    (and `ledger`, `batch`), on a Redis with `appendfsync`. `tuned=False`: lipdub's defaults except
     where the stack is and the given `provider`/`polling` (an account's limits, as a user sets
     them); else shorter cool-downs, countdowns and deadlines for the bench's quick runs.
     With `webhooks_port`, `lipdub webhooks` runs there and the provider is pointed at it."""
@@ -47,6 +48,7 @@ def bench_stack(
                 redis={"url": redis_url},  # type: ignore[arg-type]
                 polling=polling,  # type: ignore[arg-type]
                 media={"cache_dir": folder / "cache"},  # type: ignore[arg-type]
+                batch=batch or {},  # type: ignore[arg-type]
             )
         return Settings(
             provider={  # type: ignore[arg-type]
@@ -69,6 +71,7 @@ def bench_stack(
             },
             media={"cache_dir": folder / "cache"},  # type: ignore[arg-type]
             ledger=ledger or {},  # type: ignore[arg-type]
+            batch=batch or {},  # type: ignore[arg-type]
         )
 
     config = SandboxConfig(

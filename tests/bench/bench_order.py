@@ -1,0 +1,101 @@
+"""Send order (`pipeline.send_order`): a catalog whose longest clip is listed last.
+
+A catalog sorted by name often ends with its feature-length episode. Sent in the manifest's
+order, that clip starts once the short ones ahead of it have had their turn, and the batch then
+waits for it alone while the account's other slots idle. lipdub sends the longest videos first.
+
+One concurrency-bound account (`CONCURRENT` at a time), `SHORT_ITEMS` clips of `SHORT_S` then
+one of `LONG_S`, a provider that takes `FIXED_S` + `PER_VIDEO_S` per video second. Three
+runners side by side, each on its own stack and sandbox, their clocks starting at their own
+start calls: lipdub as shipped (longest first), lipdub with `batch.send_order = "manifest"`, and
+the official SDK's `run()` in a pool of one thread per slot (the manifest's order). Each
+makespan is compared with the ideal one (the better of the two orders).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pipeline.samples import write_audio, write_video
+from pipeline.sandbox.config import SandboxConfig
+from pipeline.sandbox.server import SandboxServer
+from tests.bench.bench_defaults import START_TOGETHER_S, _lipdub_ready, _run_lipdub, _run_sdk
+from tests.bench.figures import ideal_either_order_s
+
+CONCURRENT = 4
+SHORT_ITEMS = 11
+SHORT_S = 2.0
+LONG_S = 40.0
+FIXED_S = 5.0
+PER_VIDEO_S = 1.0
+ACCOUNT = {"starts_per_minute": 120, "max_concurrent": CONCURRENT, "items": SHORT_ITEMS + 1}
+SANDBOX: dict[str, Any] = {
+    "starts_per_minute": ACCOUNT["starts_per_minute"],
+    "rate_window_s": 60.0,
+    "max_concurrent": CONCURRENT,
+    "processing_fixed_s": FIXED_S,
+    "processing_per_video_s": PER_VIDEO_S,
+}
+RUNNERS = ("lipdub", "lipdub_manifest_order", "sdk")
+
+
+def write_long_last_catalog(folder: Path) -> tuple[Path, list[float]]:
+    """`SHORT_ITEMS` short clips, then the long one; distinct pairs. Returns the CSV and each
+    row's video seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    durations = [SHORT_S] * SHORT_ITEMS + [LONG_S]
+    rows = ["id,video,audio,sync_mode"]
+    for n, seconds in enumerate(durations):
+        write_video(folder / f"v{n}.mp4", seconds, width=96, height=64)
+        write_audio(folder / f"a{n}.wav", seconds, frequency_hz=200 + n)
+        rows.append(f"clip{n:02d},v{n}.mp4,a{n}.wav,cut_off")
+    manifest = folder / "catalog.csv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return manifest, durations
+
+
+def run(workdir: Path) -> dict[str, Any]:
+    """The three runners on the long-last catalog; their makespans against the ideal."""
+    manifest, durations = write_long_last_catalog(workdir / "catalog")
+    times = [FIXED_S + PER_VIDEO_S * seconds for seconds in durations]
+    ideal = ideal_either_order_s(
+        times, starts_per_window=120, window_s=60.0, max_concurrent=CONCURRENT
+    )
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stacks:
+        ready = {
+            "lipdub": _lipdub_ready(stacks, workdir / "longest", SANDBOX, ACCOUNT, hooks=False),
+            "lipdub_manifest_order": _lipdub_ready(
+                stacks,
+                workdir / "manifest",
+                SANDBOX,
+                ACCOUNT,
+                hooks=False,
+                batch={"send_order": "manifest"},
+            ),
+        }
+        sdk_sandbox = stacks.enter_context(
+            SandboxServer(SandboxConfig(workdir=workdir / "sdk-sandbox", **SANDBOX))
+        )
+        go = threading.Barrier(len(RUNNERS), timeout=START_TOGETHER_S)
+
+        def one(name: str) -> dict[str, Any]:
+            if name == "sdk":
+                return _run_sdk(workdir / "sdk", manifest, sdk_sandbox, ACCOUNT, go)
+            return _run_lipdub(ready[name], manifest, go)
+
+        with ThreadPoolExecutor(len(RUNNERS)) as pool:
+            for name, figures in zip(RUNNERS, pool.map(one, RUNNERS), strict=True):
+                kept = {k: v for k, v in figures.items() if k != "timeline"}
+                results[name] = {**kept, "achieved_vs_ideal": round(ideal / kept["makespan_s"], 3)}
+    return {
+        "items": len(durations),
+        "video_s": durations,
+        "processing_s": times,
+        "ideal_s": round(ideal, 2),
+        **results,
+    }
