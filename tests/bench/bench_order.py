@@ -63,7 +63,7 @@ def run(workdir: Path) -> dict[str, Any]:
     manifest, durations = write_long_last_catalog(workdir / "catalog")
     times = [FIXED_S + PER_VIDEO_S * seconds for seconds in durations]
     ideal = ideal_either_order_s(
-        times, starts_per_window=120, window_s=60.0, max_concurrent=CONCURRENT
+        times, durations, starts_per_window=120, window_s=60.0, max_concurrent=CONCURRENT
     )
     results: dict[str, Any] = {}
     with contextlib.ExitStack() as stacks:

@@ -46,6 +46,7 @@ def ideal_s(durations: list[float]) -> float:
     """The makespan the sandbox's limits allow for these videos."""
     return ideal_either_order_s(
         [FIXED_S + PER_VIDEO_S * v for v in durations],
+        durations,
         starts_per_window=STARTS_PER_WINDOW,
         window_s=WINDOW_S,
         max_concurrent=MAX_CONCURRENT,

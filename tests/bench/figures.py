@@ -14,17 +14,23 @@ from pipeline.settings import PollingSettings
 
 
 def ideal_either_order_s(
-    durations_s: Sequence[float], *, starts_per_window: int, window_s: float, max_concurrent: int
+    durations_s: Sequence[float],
+    video_s: Sequence[float],
+    *,
+    starts_per_window: int,
+    window_s: float,
+    max_concurrent: int,
 ) -> float:
-    """The ideal makespan of the jobs in the better of two orders: as given (the manifest's,
-    the SDK pool's) and longest first by their real processing times (lipdub sends the longest
-    videos first, `pipeline.send_order`, but cannot know each item's real time beforehand, so
-    this ideal is at least as hard to reach as lipdub's own).
+    """The ideal makespan of the jobs (`durations_s`: each one's real processing time) in the
+    better of the two orders a client can choose before it knows those times: as given (the
+    manifest's, the SDK pool's) and by `video_s`, longest first, ties as given (lipdub's,
+    `pipeline.send_order`).
 
-    >>> ideal_either_order_s([1.0, 1.0, 2.0], starts_per_window=9, window_s=60.0,
-    ...                      max_concurrent=2)
+    >>> ideal_either_order_s([1.0, 1.0, 2.0], [1.0, 1.0, 2.0], starts_per_window=9,
+    ...                      window_s=60.0, max_concurrent=2)
     2.0
     """
+    by_video = sorted(range(len(durations_s)), key=lambda n: -video_s[n])
     return min(
         ideal_makespan_s(
             order,
@@ -32,7 +38,7 @@ def ideal_either_order_s(
             window_s=window_s,
             max_concurrent=max_concurrent,
         )
-        for order in (durations_s, sorted(durations_s, reverse=True))
+        for order in (durations_s, [durations_s[n] for n in by_video])
     )
 
 

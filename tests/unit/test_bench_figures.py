@@ -32,11 +32,21 @@ def test_the_ideal_takes_the_better_order_longest_first_when_the_long_job_is_lis
     jobs = [1.0, 1.0, 1.0, 1.0, 4.0]
     limits = {"starts_per_window": 10, "window_s": 60.0, "max_concurrent": 2}
     assert ideal_makespan_s(jobs, **limits) == 6.0
-    assert ideal_either_order_s(jobs, **limits) == 4.0
+    assert ideal_either_order_s(jobs, jobs, **limits) == 4.0
     # and the given order when it is the better one (longest first: 3+2+2 on one slot)
     listed = [3.0, 2.0, 2.0, 3.0, 2.0]
     assert ideal_makespan_s(sorted(listed, reverse=True), **limits) == 7.0
-    assert ideal_either_order_s(listed, **limits) == 6.0
+    assert ideal_either_order_s(listed, listed, **limits) == 6.0
+
+
+def test_the_ideal_orders_by_what_a_client_knows_beforehand_the_videos_length():
+    # the longest video is not the longest job (the provider's times vary): by the videos,
+    # 3 | 1, 1, 5 ends at 7 s, so the manifest's 1, 1, 5, 3 (6 s) is the ideal, not the 5 s
+    # that only a client knowing each job's time beforehand could reach (5 | 3, 1, 1)
+    limits = {"starts_per_window": 10, "window_s": 60.0, "max_concurrent": 2}
+    jobs, videos = [1.0, 1.0, 5.0, 3.0], [1.0, 1.0, 1.0, 2.0]
+    assert ideal_either_order_s(jobs, videos, **limits) == 6.0
+    assert ideal_either_order_s(jobs, jobs, **limits) == 5.0
 
 
 @pytest.mark.parametrize(
