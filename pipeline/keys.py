@@ -9,7 +9,9 @@
     lipdub:batch:<b>:finalizing          str   the finalizer's guard            the task time limit
     lipdub:batch:<b>:notify              str   the batch's own notice URLs (JSON; CLAIM_TTL_S
                                                secrets: never in a report or task)
-    lipdub:item:<b>:<i>                  hash  the item record                  kept
+    lipdub:item:<b>:<i>                  hash  the item record                  kept; once compacted, as
+                                               long as its pair's claim (at least
+                                               CLAIM_TTL_S after the batch finished)
     lipdub:budget:<scope>                hash  limit, reserved, spent (micro-USD) kept while its batch is
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
                                                claimed: CLAIM_TTL_S; completed: worker.content_ttl_days
@@ -49,7 +51,8 @@
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
 TTL. A finished batch's completed items shrink to a few fields `ledger.retention_days` after it
-finished (`pipeline.retention`, `lipdub prune`); its report stays in the bucket.
+finished (`pipeline.retention`, `lipdub prune`) and then lapse with their pairs' claims; its
+report stays in the bucket.
 """
 
 from __future__ import annotations

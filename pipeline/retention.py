@@ -8,10 +8,19 @@ identity, its prediction ids, its output key, length and cost (`KEPT`, a few hun
 Redis's compact hash encoding). Items that did not complete are kept whole: `retry-failed`
 needs their inputs. The batch record, its counts and its budget stay; `lipdub report` of a
 compacted batch reads the report the bucket holds. Compacting twice changes nothing.
+
+A compacted item then lives only as long as something can ask for it: while its pair's claim
+says the pair is paid for (`worker.content_ttl_days` after its output was collected: a later
+item reusing the output checks its length against the item), and at least until the
+provider's history of its predictions has lapsed (`keys.CLAIM_TTL_S` after the batch
+finished: until then an audit compares that history with the items' prediction ids). After
+that only the batch's item list and done set hold it (about 50 bytes), so a ledger's history
+does not grow with every item ever run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -64,12 +73,16 @@ def due(batch: BatchRecord, *, now: float, older_than_s: float) -> bool:
 
 
 def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
-    """Shrink the completed items of one batch to `KEPT`, then mark the batch compacted.
+    """Shrink the completed items of one batch to `KEPT`, each to lapse with its pair's claim
+    (at the earliest `keys.CLAIM_TTL_S` after the batch finished), then mark the batch
+    compacted.
 
     The prediction index keeps its entries (they lapse by themselves, `keys.CLAIM_TTL_S`): the
     audit of another batch whose time overlaps this one's tells this batch's predictions from
     strangers' by it."""
     client = ledger.redis
+    batch = ledger.batch(batch_id)
+    history_until = (batch.finished_at if batch and batch.finished_at else now) + keys.CLAIM_TTL_S
     shrunk = 0
     for item_id in ledger.item_ids(batch_id):
         key = keys.item(batch_id, item_id)
@@ -77,13 +90,30 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         if record.get("state") != ItemState.COMPLETED.value or set(record) <= set(KEPT):
             continue
         kept: dict[Any, Any] = {name: record[name] for name in KEPT if record.get(name)}
+        claim_left_s = ledger.claim_left_s(record.get("identity", ""), f"{batch_id}:{item_id}")
+        until = None if claim_left_s is None else max(history_until, now + claim_left_s)
         with client.pipeline(transaction=True) as pipe:
             pipe.delete(key)
-            pipe.hset(key, mapping=kept)
+            if until is None or until > now:
+                pipe.hset(key, mapping=kept)
+            if until is not None and until > now:
+                pipe.expireat(key, math.ceil(until))
             pipe.execute()
         shrunk += 1
     ledger.update_batch(batch_id, {COMPACTED: now})
     return Compacted(batch_id, shrunk)
+
+
+def lapsed(ledger: Ledger, batch_id: str, item_id: str) -> bool:
+    """Whether an item's record is gone because its batch was compacted and it lapsed since
+    (its report in the bucket still has it)."""
+    batch = ledger.batch(batch_id)
+    return (
+        batch is not None
+        and bool(batch.raw.get(COMPACTED))
+        and not ledger.item(batch_id, item_id)
+        and item_id in ledger.item_ids(batch_id)
+    )
 
 
 def finished(ledger: Ledger, batch_id: str, finished_at: float) -> None:

@@ -199,7 +199,8 @@ class LedgerSettings(_Section):
     """With `replica`: how many replicas must hold a submit's intent before its POST."""
     retention_days: float = Field(default=7.0, ge=0)
     """A finished batch's completed items shrink to their id, state, prediction, output and
-    cost this long after it finished (its full report stays in the bucket)."""
+    cost this long after it finished (its full report stays in the bucket), then lapse with
+    their pairs' claims (`worker.content_ttl_days`)."""
     durable_timeout_s: float = Field(default=5.0, gt=0, le=60)
     """How long a submit waits for its intent to be durable; past it, nothing is posted
     (the item is submitted again later)."""

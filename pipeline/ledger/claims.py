@@ -55,6 +55,21 @@ class ContentClaims(LedgerStore):
         )
         self._call(lambda: self.redis.expire(keys.content(identity), ttl_s))
 
+    def claim_left_s(self, identity: str, owner: str) -> float | None:
+        """How much longer the pair's completed claim held by `owner` is remembered (s): 0 when
+        another item holds it or it has lapsed; None when it has no expiry."""
+
+        def read() -> list[Any]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hget(keys.content(identity), "owner")
+                pipe.ttl(keys.content(identity))
+                return list(pipe.execute())
+
+        held_by, ttl_s = self._call(read)
+        if held_by != owner or ttl_s == -2:
+            return 0.0
+        return None if ttl_s == -1 else float(ttl_s)
+
     def release_claim(self, identity: str, owner: str) -> None:
         """Give up an unfinished claim (the item failed), so another item may pay."""
         self._call(lambda: self._release_claim(keys=[keys.content(identity)], args=[owner]))

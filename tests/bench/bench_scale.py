@@ -5,7 +5,8 @@ bench's stack (a provider that answers at once, no limits, 2 `lipdub worker` pro
 - items per second end to end at each size (the ratio is the figure: same machine, same run);
 - Redis bytes per item: while pending (the batch started on a stack with no worker, so every
   item waits), once finished, and after compaction (`pipeline.retention`), from Redis's own
-  `used_memory` against the empty stack's;
+  `used_memory` against the empty stack's; and what lasts: the keys with no expiry, which is
+  all that is left once the compacted items have lapsed with their pairs' claims;
 - how long `lipdub status` and `lipdub batches` take as commands (a fresh process each, as a
   user runs them) and the status read itself, at each size.
 """
@@ -55,6 +56,16 @@ def key_families(session: Session) -> dict[str, dict[str, int]]:
         family["keys"] += 1
         family["bytes"] += int(session.redis.memory_usage(key, samples=0) or 0)
     return dict(sorted(families.items(), key=lambda kv: -kv[1]["bytes"]))
+
+
+def lasting_bytes(session: Session) -> int:
+    """Bytes (Redis's `MEMORY USAGE`) of lipdub's keys that have no expiry: what stays once
+    every claim, index entry and compacted item has lapsed."""
+    total = 0
+    for key in session.redis.scan_iter(match="lipdub:*", count=1000):
+        if session.redis.ttl(key) == -1:
+            total += int(session.redis.memory_usage(key, samples=0) or 0)
+    return total
 
 
 def pending_bytes(workdir: Path, manifest: Path) -> float:
@@ -107,8 +118,10 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
         status_read_ms = (time.perf_counter() - start) * 1000
         status_cli_ms = _command_ms(stack.settings, "status", batch_id)
         batches_cli_ms = _command_ms(stack.settings, "batches")
+        lasting_before = lasting_bytes(session)
         compact(session.ledger, batch_id, now=time.time())
         compacted = (_used_memory(session) - empty) / items
+        lasting = lasting_bytes(session) / items
         families = {
             family: round(found["bytes"] / items)
             for family, found in key_families(session).items()
@@ -123,6 +136,9 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
             "pending": round(pending),
             "finished": round(finished),
             "compacted": round(compacted),
+            # once the compacted items have lapsed with their pairs' claims (30 days)
+            "lasting": round(lasting),
+            "lasting_before_compaction": round(lasting_before / items),
         },
         "compacted_bytes_per_item_by_key": families,
         "status_read_ms": round(status_read_ms, 2),

@@ -321,6 +321,11 @@ def test_prune_shrinks_finished_items_and_nothing_is_lost_or_paid_twice(
         # Then each completed item holds a few hundred bytes instead of kilobytes
         print(f"\nbytes per item: {before} -> {after}")
         assert max(after) <= 500 < min(before)
+        # And lives as long as its pair's claim (LIPDUB_WORKER__CONTENT_TTL_DAYS, 30), no longer
+        for key in items:
+            claim = f"lipdub:content:{stack.redis.hget(key, 'identity')}"
+            assert stack.redis.ttl(claim) > 29 * 86_400
+            assert abs(stack.redis.ttl(key) - stack.redis.ttl(claim)) <= 5
         # And its report and status read as before (the report from the bucket)
         assert json.loads(cli("report", batch_id, "--format", "json").stdout) == full
         status = json.loads(cli("status", batch_id, "--json").stdout)
@@ -341,6 +346,14 @@ def test_prune_shrinks_finished_items_and_nothing_is_lost_or_paid_twice(
     # and the re-run's audit, whose time overlaps the compacted batch's, still tells that
     # batch's predictions apart from charges no lipdub item holds
     assert rerun["audit"]["unattributed"] == [], rerun["audit"]
+    # And once an item has lapsed (as Redis drops it with its claim), asking for it says so
+    # and where it is still told
+    first = ITEMS[0][0]
+    stack.redis.delete(f"lipdub:item:{batch_id}:{first}")
+    gone = cli("status", batch_id, "--item", first)
+    assert gone.returncode != 0 and "lapsed after batch" in gone.stderr, gone.stderr
+    assert f"lipdub report {batch_id}" in gone.stderr
+    assert json.loads(cli("report", batch_id, "--format", "json").stdout) == full
 
 
 def test_workers_compact_a_batch_once_its_retention_is_over(cli, manifest, stack, tmp_path):

@@ -412,6 +412,14 @@ def _item_status(session: Session, batch_id: str, item_id: str, *, as_json: bool
     """One item: its state, attempts, last error and its recorded moments."""
     record = session.ledger.item(batch_id, item_id)
     if not record:
+        from pipeline.retention import lapsed
+
+        if lapsed(session.ledger, batch_id, item_id):
+            raise fail(
+                f"the record of item {item_id!r} lapsed after batch {batch_id} was compacted "
+                f"(its pair's claim had lapsed too): `lipdub report {batch_id}` has it",
+                EXIT_USAGE,
+            )
         raise fail(f"batch {batch_id} has no item {item_id!r}", EXIT_USAGE)
     member = f"{batch_id}:{item_id}"
     why = reason_of(record, member, GateFacts.read(session.redis))

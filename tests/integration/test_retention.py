@@ -1,0 +1,59 @@
+"""How long a compacted item stays in Redis (`pipeline.retention`): as long as its pair's
+claim says the pair is paid for, and at least until the provider's history of the batch has
+lapsed; on the real parts (Redis, S3, the sandbox over HTTP; one worker's steps)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline import keys
+from pipeline.retention import compact, lapsed
+from tests.conftest import start_sandbox
+from tests.integration.stack import plan, stack_settings, write_manifest
+from tests.integration.test_durability import Steps
+
+pytestmark = pytest.mark.slow
+
+ROWS = [("kept", 1.0, 0.6, "cut_off"), ("overtaken", 1.0, 0.7, "cut_off")]
+DAY_S = 86_400
+
+
+@pytest.mark.parametrize("finished_days_ago", [0, 9])
+def test_a_compacted_item_lives_as_long_as_its_pairs_claim_and_the_providers_history(
+    tmp_path, redis_url, s3_server, bucket, finished_days_ago
+):
+    # Given a finished batch of two completed items, the second one's pair since paid for
+    # again by another item (a forced re-run): its claim names that item now
+    with start_sandbox(tmp_path, processing_fixed_s=0.1) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ROWS), settings))
+        s.loop.run()
+        s.close()
+    ledger, client = s.rt.ledger, s.rt.ledger.redis
+    assert set(s.states(batch_id).values()) == {"completed"}
+    item = {name: keys.item(batch_id, name) for name, *_ in ROWS}
+    claim = {name: keys.content(client.hget(item[name], "identity")) for name, *_ in ROWS}
+    client.hset(claim["overtaken"], "owner", "b-later:overtaken")
+    finished_at = time.time() - finished_days_ago * DAY_S
+    ledger.update_batch(batch_id, {"finished_at": finished_at})
+    # When it is compacted
+    compact(ledger, batch_id, now=time.time())
+    # Then the item whose claim it holds lives as long as that claim (30 days)
+    assert client.ttl(claim["kept"]) > 29 * DAY_S
+    assert abs(client.ttl(item["kept"]) - client.ttl(claim["kept"])) <= 5
+    # And the other until the provider's history of the batch has lapsed (8 days after the
+    # batch finished: an audit may still compare it); compacted later than that, it is gone
+    history_left_s = finished_at + keys.CLAIM_TTL_S - time.time()
+    if history_left_s > 0:
+        assert abs(client.ttl(item["overtaken"]) - history_left_s) <= 5
+        assert not lapsed(ledger, batch_id, "overtaken")
+    else:
+        assert not client.exists(item["overtaken"])
+        assert lapsed(ledger, batch_id, "overtaken")
+    assert not lapsed(ledger, batch_id, "kept") and not lapsed(ledger, batch_id, "unknown")
