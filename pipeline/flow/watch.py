@@ -8,8 +8,8 @@ prediction is being followed, one `watch` step for the whole account asks the li
 (`POST /api/v3/predictions`, most recent first) every `polling.watch_every_s` for the
 predictions created since the oldest one followed, and asks for the poll step, now, of each
 of ours among them that has ended: completed, and failed too (a failed download, code 1402,
-or no face: asked for completed ones only, a failed prediction held its slot until its own
-scheduled look, twice the expected processing time). The poll reads the result as any poll
+or no face: if only completed ones were asked for, a failed prediction would hold its slot
+until its own scheduled look, twice the expected processing time). The poll reads the result as any poll
 does: the list only says when to look, as a webhook does, so a list that lags, fails or
 leaves a task out costs only time (the scheduled looks stay the safety net).
 

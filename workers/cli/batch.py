@@ -417,7 +417,7 @@ def _item_status(session: Session, batch_id: str, item_id: str, *, as_json: bool
         if lapsed(session.ledger, batch_id, item_id):
             raise fail(
                 f"the record of item {item_id!r} lapsed after batch {batch_id} was compacted "
-                f"(its pair's claim had lapsed too): `lipdub report {batch_id}` has it",
+                f"(nothing could ask for it any more): `lipdub report {batch_id}` has it",
                 EXIT_USAGE,
             )
         raise fail(f"batch {batch_id} has no item {item_id!r}", EXIT_USAGE)
