@@ -63,7 +63,6 @@ ACCOUNTS: dict[str, dict[str, int]] = {
     },
     "window": {"starts_per_minute": WINDOW_STARTS, "max_concurrent": 40, "items": WINDOW_ITEMS},
 }
-RUNNERS = ("lipdub", "lipdub_webhooks", "sdk")
 START_TOGETHER_S = 600.0
 """How long a runner waits for the others to be ready (a stack that fails to start ends it)."""
 
@@ -111,27 +110,15 @@ def run_case(workdir: Path, account_name: str, scale: float) -> dict[str, Any]:
     floor_s = PollingSettings().first_poll_min_s
     # The best a poller that looks no sooner than 5 s after a submit can do.
     floor_ideal = _ideal_s([max(t, floor_s) for t in times], video_s, account)
-    results: dict[str, Any] = {}
     with contextlib.ExitStack() as stacks:
         ready = {
-            "lipdub": _lipdub_ready(stacks, workdir / "polls", sandbox, account, hooks=False),
-            "lipdub_webhooks": _lipdub_ready(
+            "lipdub": lipdub_ready(stacks, workdir / "polls", sandbox, account, hooks=False),
+            "lipdub_webhooks": lipdub_ready(
                 stacks, workdir / "hooks", sandbox, account, hooks=True
             ),
         }
-        sdk_sandbox = stacks.enter_context(
-            SandboxServer(SandboxConfig(workdir=workdir / "sdk-sandbox", **sandbox))
-        )
-        go = threading.Barrier(len(RUNNERS), timeout=START_TOGETHER_S)
-
-        def run(name: str) -> dict[str, Any]:
-            if name == "sdk":
-                return _run_sdk(workdir / "sdk", manifest, sdk_sandbox, account, go)
-            return _run_lipdub(ready[name], manifest, go)
-
-        with ThreadPoolExecutor(len(RUNNERS)) as pool:
-            for name, figures in zip(RUNNERS, pool.map(run, RUNNERS), strict=True):
-                results[name] = _with_ratios(figures, ideal, floor_ideal)
+        figures = side_by_side(stacks, workdir, manifest, sandbox, account, ready)
+    results = {name: _with_ratios(f, ideal, floor_ideal) for name, f in figures.items()}
     return {
         "account": account_name,
         "scale": scale,
@@ -141,6 +128,31 @@ def run_case(workdir: Path, account_name: str, scale: float) -> dict[str, Any]:
         "floor_ideal_s": round(floor_ideal, 2),
         **results,
     }
+
+
+def side_by_side(
+    stacks: contextlib.ExitStack,
+    workdir: Path,
+    manifest: Path,
+    sandbox: dict[str, Any],
+    account: dict[str, int],
+    ready: dict[str, Ready],
+) -> dict[str, dict[str, Any]]:
+    """Each ready lipdub and the SDK pool (on a sandbox of its own) run `manifest` at once,
+    each clock starting at its own start call; the figures by runner name (`sdk` last)."""
+    sdk_sandbox = stacks.enter_context(
+        SandboxServer(SandboxConfig(workdir=workdir / "sdk-sandbox", **sandbox))
+    )
+    names = [*ready, "sdk"]
+    go = threading.Barrier(len(names), timeout=START_TOGETHER_S)
+
+    def run(name: str) -> dict[str, Any]:
+        if name == "sdk":
+            return _run_sdk(workdir / "sdk", manifest, sdk_sandbox, account, go)
+        return _run_lipdub(ready[name], manifest, go)
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        return dict(zip(names, pool.map(run, names), strict=True))
 
 
 def _ideal_s(times: list[float], video_s: list[float], account: dict[str, int]) -> float:
@@ -162,7 +174,7 @@ def _with_ratios(figures: dict[str, Any], ideal: float, floor_ideal: float) -> d
     }
 
 
-def _lipdub_ready(
+def lipdub_ready(
     stacks: contextlib.ExitStack,
     workdir: Path,
     sandbox: dict[str, Any],

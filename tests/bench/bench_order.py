@@ -15,15 +15,11 @@ makespan is compared with the ideal one (the better of the two orders).
 from __future__ import annotations
 
 import contextlib
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pipeline.samples import write_audio, write_video
-from pipeline.sandbox.config import SandboxConfig
-from pipeline.sandbox.server import SandboxServer
-from tests.bench.bench_defaults import START_TOGETHER_S, _lipdub_ready, _run_lipdub, _run_sdk
+from tests.bench.bench_defaults import lipdub_ready, side_by_side
 from tests.bench.figures import ideal_either_order_s
 
 CONCURRENT = 4
@@ -40,7 +36,6 @@ SANDBOX: dict[str, Any] = {
     "processing_fixed_s": FIXED_S,
     "processing_per_video_s": PER_VIDEO_S,
 }
-RUNNERS = ("lipdub", "lipdub_manifest_order", "sdk")
 
 
 def write_long_last_catalog(folder: Path) -> tuple[Path, list[float]]:
@@ -65,11 +60,10 @@ def run(workdir: Path) -> dict[str, Any]:
     ideal = ideal_either_order_s(
         times, durations, starts_per_window=120, window_s=60.0, max_concurrent=CONCURRENT
     )
-    results: dict[str, Any] = {}
     with contextlib.ExitStack() as stacks:
         ready = {
-            "lipdub": _lipdub_ready(stacks, workdir / "longest", SANDBOX, ACCOUNT, hooks=False),
-            "lipdub_manifest_order": _lipdub_ready(
+            "lipdub": lipdub_ready(stacks, workdir / "longest", SANDBOX, ACCOUNT, hooks=False),
+            "lipdub_manifest_order": lipdub_ready(
                 stacks,
                 workdir / "manifest",
                 SANDBOX,
@@ -78,20 +72,14 @@ def run(workdir: Path) -> dict[str, Any]:
                 batch={"send_order": "manifest"},
             ),
         }
-        sdk_sandbox = stacks.enter_context(
-            SandboxServer(SandboxConfig(workdir=workdir / "sdk-sandbox", **SANDBOX))
-        )
-        go = threading.Barrier(len(RUNNERS), timeout=START_TOGETHER_S)
-
-        def one(name: str) -> dict[str, Any]:
-            if name == "sdk":
-                return _run_sdk(workdir / "sdk", manifest, sdk_sandbox, ACCOUNT, go)
-            return _run_lipdub(ready[name], manifest, go)
-
-        with ThreadPoolExecutor(len(RUNNERS)) as pool:
-            for name, figures in zip(RUNNERS, pool.map(one, RUNNERS), strict=True):
-                kept = {k: v for k, v in figures.items() if k != "timeline"}
-                results[name] = {**kept, "achieved_vs_ideal": round(ideal / kept["makespan_s"], 3)}
+        figures = side_by_side(stacks, workdir, manifest, SANDBOX, ACCOUNT, ready)
+    results = {
+        name: {
+            **{k: v for k, v in found.items() if k != "timeline"},
+            "achieved_vs_ideal": round(ideal / found["makespan_s"], 3),
+        }
+        for name, found in figures.items()
+    }
     return {
         "items": len(durations),
         "video_s": durations,

@@ -3,7 +3,9 @@ or may yet be, charged. A retry after a failed (uncharged) task is not a duplica
 
 from __future__ import annotations
 
-from tests.chaos.outcome import duplicate_submissions, judge
+from decimal import Decimal
+
+from tests.chaos.outcome import books_off_usd, duplicate_submissions, judge
 
 
 def _accepted(pid: str, video: str = "v", outcome: str = "accepted") -> dict:
@@ -39,10 +41,6 @@ def test_items_not_final_count_as_lost():
 
 
 def test_books_meet_the_bill_with_ended_unbooked_charges_and_not_pending_ones():
-    from decimal import Decimal
-
-    from tests.chaos.outcome import books_off_usd
-
     # A report: $1.00 spent, $0.40 unattributed, one timed-out item's prediction that ended
     # and was charged $0.27, another's still running (pending at its $0.54 estimate)
     audit = {
