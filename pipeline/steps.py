@@ -31,3 +31,7 @@ class Next:
     countdown_s: float = 0.0
     why: str = field(default="", compare=False)
     """What the step waits for, when it is a wait (for the worker's log line)."""
+    extra: bool = field(default=False, compare=False)
+    """A look besides the item's own schedule (the watch saw its prediction end, a nudge):
+    not recorded as the step the item expects (`Ledger.expect`), so it never hides the
+    follow-up an item records as sent (`flow.common.resume`)."""

@@ -15,6 +15,8 @@ which fails it, saying so.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from pipeline.ledger import Ledger
 from pipeline.states import ItemState
 from pipeline.steps import Next
@@ -50,3 +52,14 @@ def stalled_steps(ledger: Ledger, *, now: float, grace_s: float) -> list[Next]:
             if record.get("next_step") and due and now > due + grace_s:
                 found.append(Next(record["next_step"], batch_id, record["id"]))
     return found
+
+
+def send_again(
+    ledger: Ledger, send: Callable[[Next], None], steps: Sequence[Next], now: float
+) -> None:
+    """Send steps again as themselves (a dead worker's, or lost ones): each is expected again
+    first. A step whose first run moved its item on and died before sending the follow-up
+    then sends it: `flow.common.resume` sends none while the item records it as sent."""
+    ledger.expect(steps, now)
+    for step in steps:
+        send(step)

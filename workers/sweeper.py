@@ -33,7 +33,7 @@ from pipeline.ledger import Ledger
 from pipeline.retention import compact_due
 from pipeline.settings import Settings
 from pipeline.steps import Next
-from pipeline.sweep import stalled_steps
+from pipeline.sweep import send_again, stalled_steps
 from workers.background import MainProcessThread
 from workers.tasks import CeleryDispatcher, queued_messages
 
@@ -90,11 +90,8 @@ class Sweeper(MainProcessThread):
         )
         running.drop(stale)
         dispatcher = self._dispatcher(client)
-        sent = []
-        for lease in again:
-            if running.claim(lease):  # only one sweeper sends it
-                dispatcher.send_now(lease.step)
-                sent.append(lease.step)
+        sent = [lease.step for lease in again if running.claim(lease)]  # one sweeper each
+        send_again(Ledger(client), dispatcher.send_now, sent, now)
         if sent:
             log.warning(
                 "sent %d step(s) again that a dead worker was running: %s",
@@ -121,10 +118,7 @@ class Sweeper(MainProcessThread):
         kept = DueSteps(client, self.settings.worker.queue).waiting(overdue)
         lost = [step for step in overdue if step not in busy and step not in kept]
         if lost:
-            ledger.expect(lost, now)
-            dispatcher = self._dispatcher(client)
-            for step in lost:
-                dispatcher.send_now(step)
+            send_again(ledger, self._dispatcher(client).send_now, lost, now)
             log.warning(
                 "sent %d step(s) again whose message was lost: %s",
                 len(lost),

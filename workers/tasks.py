@@ -7,6 +7,7 @@ itself is safe to run again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -207,8 +208,10 @@ def _make_task(
         except (DispatchError, LedgerError) as err:
             # The step's work is recorded but its follow-up was not sent. Acknowledging this
             # message would strand the item: run the step again instead (it finds its work
-            # done and sends the follow-up).
+            # done and sends the follow-up, once the item expects this step again).
             log.warning("%s %s/%s: %s", step, batch_id, item_id, err)
+            with contextlib.suppress(LedgerError):
+                runtime.ledger.expect([this], runtime.clock())
             raise _back_to_queue(step, batch_id, item_id) from err
         finally:
             end_lease()

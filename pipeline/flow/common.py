@@ -194,8 +194,9 @@ _RESUME_STEP = {
 
 def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
     """A step found its item further along than it expected: a redelivered task whose work
-    was done but whose follow-up may never have been sent (the worker died in between).
-    Send the follow-up for where the item is; the steps after it are idempotent too."""
+    was done but whose follow-up may never have been sent (the worker died in between), or
+    a duplicate of a step whose follow-up was sent. Send the follow-up for where the item
+    is, unless the item records it as sent; the steps after it are idempotent too."""
     state = item.state
     if state.final:
         done = rt.ledger.done_count(item.batch_id)
@@ -204,8 +205,17 @@ def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
         return [Next("finalize", item.batch_id)] if total and done >= total else []
     if _ORDER[state] <= _ORDER[expected]:
         return []
+    step = _RESUME_STEP[state]
+    if item.record.raw.get("next_step") == step:
+        # The step that moved the item on recorded this follow-up as sent: this is a
+        # duplicate (a scheduled look after the watch's, a redelivery), and sending it again
+        # would run the follow-up twice at once (two collects writing one object). A step
+        # sent again because its worker died, or because its follow-up could not be sent,
+        # is first expected again as itself, so it does send it; a message lost on the way
+        # is the sweeper's (`pipeline.sweep`).
+        return []
     countdown = (item.record.poll_interval_s or 0.0) if state is ItemState.RUNNING else 0.0
-    return [Next(_RESUME_STEP[state], item.batch_id, item.id, rt.countdown(countdown))]
+    return [Next(step, item.batch_id, item.id, rt.countdown(countdown))]
 
 
 MIN_STORAGE_TRIES = 3

@@ -52,5 +52,5 @@ def nudged_polls(rt: Runtime, sync_mode: str, *, besides: str = "") -> list[Next
             + first_poll_delay_s(polling, video_s, line, queued=fields.get("queued") == "1"),
             looked_at + polling.first_poll_min_s,
         )
-        steps.append(Next("poll", batch_id, item_id, rt.countdown(look_at - now)))
+        steps.append(Next("poll", batch_id, item_id, rt.countdown(look_at - now), extra=True))
     return steps

@@ -131,6 +131,10 @@ def _completed(rt: Runtime, item: Item, prediction: Prediction) -> list[Next]:
         )
     fields: dict[str, object] = {
         "provider_done_at": rt.clock(),
+        # The collect this poll sends, recorded with the move itself: another look that
+        # reads the item from now on sends no second one (`flow.common.resume`).
+        "next_step": "collect",
+        "next_due_at": rt.clock(),
         "output_url": prediction.outputs[0],
         "inference_ms": prediction.inference_ms if prediction.inference_ms is not None else "",
     }

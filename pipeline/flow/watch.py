@@ -83,7 +83,7 @@ def watch(rt: Runtime) -> list[Next]:
             ours = followed.get(prediction.id)
             ended_now = is_terminal(prediction.status)
             if ours is not None and ended_now and rt.ledger.first_sight(prediction.id, SEEN_TTL_S):
-                ended.append(Next("poll", *ours))
+                ended.append(Next("poll", *ours, extra=True))
     except ProviderRateLimited as err:
         return [Next(WATCH, ACCOUNT, None, rt.countdown(rt.gates.cool_down(err.retry_after_s)))]
     except ProviderError as err:

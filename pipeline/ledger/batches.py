@@ -316,8 +316,11 @@ class BatchRecords(LedgerStore):
 
     def expect(self, steps: Iterable[Next], now: float) -> None:
         """Record, per item, the step a message was just sent for and when it is due: the
-        sweeper re-sends it if it never runs (a message the broker lost)."""
-        expected = [n for n in steps if n.item_id is not None and n.step not in BATCH_STEPS]
+        sweeper re-sends it if it never runs (a message the broker lost). An `extra` look is
+        not recorded: the item's own schedule stands."""
+        expected = [
+            n for n in steps if n.item_id is not None and n.step not in BATCH_STEPS and not n.extra
+        ]
         if not expected:
             return
 

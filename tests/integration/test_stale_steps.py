@@ -31,6 +31,7 @@ from pipeline.sandbox.config import FaultConfig
 from pipeline.sandbox.faults import FaultPlan
 from pipeline.settings import Settings
 from pipeline.steps import Next
+from pipeline.sweep import send_again
 from tests.conftest import start_sandbox
 from tests.integration.stack import accepted_submits, plan, stack_settings, write_manifest
 from tests.integration.stepping import StepLoop, TestClock
@@ -241,3 +242,85 @@ def test_a_late_poll_copy_does_not_drop_the_next_attempts_prediction(tmp_path, w
     assert w.item(batch_id)["state"] == "completed"
     submits = accepted_submits(w.sandbox_url)
     assert [s["prediction_id"] for s in submits] == [first, second]
+
+
+def _completed_prediction(w: Workers, batch_id: str) -> None:
+    """Wait until the item's prediction has completed at the sandbox."""
+    prediction_id = w.item(batch_id)["prediction_id"]
+    while w.a.provider.get_result(prediction_id).status != "completed":
+        threading.Event().wait(0.05)  # the test waits for the sandbox (workers never do)
+
+
+def test_a_second_look_at_a_completed_prediction_sends_no_second_collect(tmp_path, workers):
+    w = workers()
+    manifest = write_manifest(tmp_path / "m", [("c0", 1.0, 1.0, "cut_off")])
+    batch_id = w.control.start(plan(manifest, w.settings))
+    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
+    _completed_prediction(w, batch_id)
+    # Given a poll that saw the prediction complete and sent the collect (not run yet)
+    w.loop.take("watch")
+    w.loop.send(Next("poll", batch_id, "c0"))
+    w.loop.run(stop=lambda: any(s.step == "collect" for s in w.loop.pending()))
+    assert [s.step for s in w.loop.pending()] == ["collect"]
+    assert not w.item(batch_id).get("collect_started_at")
+    # When another look at it runs before that collect (the watch's and the scheduled one)
+    again = run_step(w.b, "poll", batch_id, "c0")
+    # Then it sends nothing: two collects at once would copy one output twice
+    assert again == []
+    w.loop.run()
+    assert w.item(batch_id)["state"] == "completed"
+    assert [s.step for s in w.loop.ran].count("collect") == 1
+
+
+def test_a_poll_run_again_after_its_worker_died_before_sending_sends_the_collect(tmp_path, workers):
+    w = workers()
+    manifest = write_manifest(tmp_path / "m", [("c1", 1.0, 1.0, "cut_off")])
+    batch_id = w.control.start(plan(manifest, w.settings))
+    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
+    _completed_prediction(w, batch_id)
+    # Given a poll that moved the item to collecting (which records the collect as its
+    # follow-up) and whose worker died before sending the collect
+    lost = run_step(w.b, "poll", batch_id, "c1")
+    assert [s.step for s in lost] == ["collect"]
+    assert w.item(batch_id)["state"] == "collecting"
+    assert run_step(w.a, "poll", batch_id, "c1") == []  # a mere second look sends none
+    # When the sweeper sends the dead worker's poll again
+    w.loop.take("watch")
+    send_again(w.a.ledger, w.loop.send, [Next("poll", batch_id, "c1")], w.clock())
+    w.loop.run()
+    # Then that poll sends the collect, and the item completes
+    ran = [s.step for s in w.loop.ran]
+    assert ran[ran.index("poll") :].count("collect") == 1
+    assert w.item(batch_id)["state"] == "completed"
+
+
+def test_the_watchs_look_at_an_item_already_collecting_sends_no_second_collect(tmp_path, workers):
+    w = workers()
+    manifest = write_manifest(tmp_path / "m", [("c2", 1.0, 1.0, "cut_off")])
+    batch_id = w.control.start(plan(manifest, w.settings))
+    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
+    w.loop.take("watch")
+    _completed_prediction(w, batch_id)
+    sent_by_poll: list[Next] = []
+
+    def meanwhile(request: httpx.Request, forward: Callable[[], httpx.Response]) -> httpx.Response:
+        # B's watch read the item as running and lists the account's predictions; before it
+        # hears back, A's scheduled poll sees the prediction complete and sends the collect
+        answer = forward()
+        sent_by_poll.extend(run_step(w.a, "poll", batch_id, "c2"))
+        w.a.ledger.expect(sent_by_poll, w.clock())
+        return answer
+
+    w.b_http.at(LIST, meanwhile)
+    # When the watch asks for a look at the item it saw end, as a worker sends it
+    asked = run_step(w.b, "watch", "account", None)
+    assert [s.step for s in sent_by_poll] == ["collect"]
+    assert [(s.step, s.item_id) for s in asked if s.step == "poll"] == [("poll", "c2")]
+    w.b.ledger.expect(asked, w.clock())
+    for step in [*asked, *sent_by_poll]:  # the look runs before the collect
+        if step.step != "watch":
+            w.loop.send(step)
+    w.loop.run()
+    # Then that look sends no second collect: the item completes, collected once
+    assert w.item(batch_id)["state"] == "completed"
+    assert [s.step for s in w.loop.ran].count("collect") == 1
