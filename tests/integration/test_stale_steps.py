@@ -244,21 +244,23 @@ def test_a_late_poll_copy_does_not_drop_the_next_attempts_prediction(tmp_path, w
     assert [s["prediction_id"] for s in submits] == [first, second]
 
 
-def _completed_prediction(w: Workers, batch_id: str) -> None:
-    """Wait until the item's prediction has completed at the sandbox."""
+def one_item_completed_at_the_provider(w: Workers, folder: Path, item_id: str) -> str:
+    """A one-item batch submitted, its prediction completed at the sandbox and not looked at
+    yet (its scheduled look and the watch taken out of the loop). Returns the batch id."""
+    manifest = write_manifest(folder, [(item_id, 1.0, 1.0, "cut_off")])
+    batch_id = w.control.start(plan(manifest, w.settings))
+    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
+    w.loop.take("watch")
     prediction_id = w.item(batch_id)["prediction_id"]
     while w.a.provider.get_result(prediction_id).status != "completed":
         threading.Event().wait(0.05)  # the test waits for the sandbox (workers never do)
+    return batch_id
 
 
 def test_a_second_look_at_a_completed_prediction_sends_no_second_collect(tmp_path, workers):
     w = workers()
-    manifest = write_manifest(tmp_path / "m", [("c0", 1.0, 1.0, "cut_off")])
-    batch_id = w.control.start(plan(manifest, w.settings))
-    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
-    _completed_prediction(w, batch_id)
+    batch_id = one_item_completed_at_the_provider(w, tmp_path / "m", "c0")
     # Given a poll that saw the prediction complete and sent the collect (not run yet)
-    w.loop.take("watch")
     w.loop.send(Next("poll", batch_id, "c0"))
     w.loop.run(stop=lambda: any(s.step == "collect" for s in w.loop.pending()))
     assert [s.step for s in w.loop.pending()] == ["collect"]
@@ -274,10 +276,7 @@ def test_a_second_look_at_a_completed_prediction_sends_no_second_collect(tmp_pat
 
 def test_a_poll_run_again_after_its_worker_died_before_sending_sends_the_collect(tmp_path, workers):
     w = workers()
-    manifest = write_manifest(tmp_path / "m", [("c1", 1.0, 1.0, "cut_off")])
-    batch_id = w.control.start(plan(manifest, w.settings))
-    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
-    _completed_prediction(w, batch_id)
+    batch_id = one_item_completed_at_the_provider(w, tmp_path / "m", "c1")
     # Given a poll that moved the item to collecting (which records the collect as its
     # follow-up) and whose worker died before sending the collect
     lost = run_step(w.b, "poll", batch_id, "c1")
@@ -285,7 +284,6 @@ def test_a_poll_run_again_after_its_worker_died_before_sending_sends_the_collect
     assert w.item(batch_id)["state"] == "collecting"
     assert run_step(w.a, "poll", batch_id, "c1") == []  # a mere second look sends none
     # When the sweeper sends the dead worker's poll again
-    w.loop.take("watch")
     send_again(w.a.ledger, w.loop.send, [Next("poll", batch_id, "c1")], w.clock())
     w.loop.run()
     # Then that poll sends the collect, and the item completes
@@ -296,11 +294,7 @@ def test_a_poll_run_again_after_its_worker_died_before_sending_sends_the_collect
 
 def test_the_watchs_look_at_an_item_already_collecting_sends_no_second_collect(tmp_path, workers):
     w = workers()
-    manifest = write_manifest(tmp_path / "m", [("c2", 1.0, 1.0, "cut_off")])
-    batch_id = w.control.start(plan(manifest, w.settings))
-    w.loop.run(stop=lambda: bool(w.loop.take("poll")))
-    w.loop.take("watch")
-    _completed_prediction(w, batch_id)
+    batch_id = one_item_completed_at_the_provider(w, tmp_path / "m", "c2")
     sent_by_poll: list[Next] = []
 
     def meanwhile(request: httpx.Request, forward: Callable[[], httpx.Response]) -> httpx.Response:
