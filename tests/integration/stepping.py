@@ -40,29 +40,37 @@ def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
 
 
+Queue = list[tuple[float, int, Next]]
+
+
+def push_due(queue: Queue, step: Next, due_s: float, seq: int) -> bool:
+    """Put a step on a heap of (due, sequence, step) as the due set keeps it
+    (`pipeline.due`): of two copies of a waiting step, the earlier stays. False when an
+    earlier copy was there already."""
+    if step.countdown_s > 0:
+        name = (step.step, step.batch_id, step.item_id)
+        same = [e for e in queue if (e[2].step, e[2].batch_id, e[2].item_id) == name]
+        if any(e[0] <= due_s for e in same):
+            return False
+        queue[:] = [e for e in queue if e not in same]
+        heapq.heapify(queue)
+    heapq.heappush(queue, (due_s, seq, step))
+    return True
+
+
 class StepLoop:
     """Runs sent steps in due order; moves the clock to each one's due time."""
 
     def __init__(self, rt: Runtime, clock: TestClock) -> None:
         self.rt = rt
         self.clock = clock
-        self._queue: list[tuple[float, int, Next]] = []
+        self._queue: Queue = []
         self._sent = 0
         self.ran: list[Next] = []
 
     def send(self, step: Next) -> None:
-        due_s = self.clock() + step.countdown_s
-        if step.countdown_s > 0:
-            # As the due set does (`pipeline.due`): of two copies of a waiting step, the
-            # earlier stays.
-            name = (step.step, step.batch_id, step.item_id)
-            same = [e for e in self._queue if (e[2].step, e[2].batch_id, e[2].item_id) == name]
-            if any(e[0] <= due_s for e in same):
-                return
-            self._queue = [e for e in self._queue if e not in same]
-            heapq.heapify(self._queue)
-        heapq.heappush(self._queue, (due_s, self._sent, step))
-        self._sent += 1
+        if push_due(self._queue, step, self.clock() + step.countdown_s, self._sent):
+            self._sent += 1
 
     def run(
         self,
