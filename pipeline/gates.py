@@ -113,8 +113,9 @@ class Gates:
         """Take one result request from the shared poll rate."""
         return self._limit(self._polls)
 
-    def acquire_slot(self, member: str) -> GateAnswer:
-        """Hold one of the account's concurrency slots for `member` (idempotent).
+    def acquire_slot(self, member: str, limit: int | None = None) -> GateAnswer:
+        """Hold one of the account's concurrency slots for `member` (idempotent), of `limit`
+        (by default `in_flight_max`: the account's concurrency and the queue ahead).
 
         When none is free the member becomes a waiter: `release_slot` will name it when one
         is. `wait_s` is only the safety net (a wake-up lost with a crashed worker). Passed,
@@ -125,7 +126,7 @@ class Gates:
                     keys=[keys.SLOTS, keys.SLOT_WAITERS],
                     args=[
                         member,
-                        self.provider.in_flight_max,
+                        limit or self.provider.in_flight_max,
                         self.slot_lease_s,
                         keys.SLOT_KEY_TTL_S,
                     ],
@@ -134,12 +135,14 @@ class Gates:
         )
         return GateAnswer(True, held=held) if held else GateAnswer(False, self.slot_recheck_s)
 
-    def release_slot(self, member: str = "") -> list[str]:
+    def release_slot(self, member: str = "", limit: int | None = None) -> list[str]:
         """Free the member's slot (if it holds one); the waiters to wake, oldest first, as
-        many as there are free slots. With no member, only wakes waiters."""
+        many as there are free slots of `limit` (as `acquire_slot`). With no member, only
+        wakes waiters."""
         woken = self._run(
             lambda: self._release(
-                keys=[keys.SLOTS, keys.SLOT_WAITERS], args=[member, self.provider.in_flight_max]
+                keys=[keys.SLOTS, keys.SLOT_WAITERS],
+                args=[member, limit or self.provider.in_flight_max],
             )
         )
         return [str(name) for name in woken]

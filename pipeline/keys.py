@@ -19,6 +19,8 @@
     lipdub:webhook:<id>:<ts>             str   a webhook delivery already taken   WEBHOOK_SEEN_TTL_S
     lipdub:submits                       zset  POSTs whose prediction is not known yet CLAIM_TTL_S, refreshed
                                                (`<batch>:<item>` -> intent epoch s)
+    lipdub:submits:unknown               zset  POSTs whose answer was lost, not      UNKNOWN_SUBMITS_TTL_S,
+                                               yet reconciled (-> epoch s)         refreshed
     lipdub:clock                         list  bounds on the provider's clock offset CLOCK_TTL_S, refreshed
                                                from the last CLOCK_SAMPLES answered submits
     lipdub:observed:<p>                  hash  what was seen of a prediction not (yet) ours: CLAIM_TTL_S
@@ -146,6 +148,9 @@ def webhook_seen(webhook_id: str, timestamp_s: str) -> str:
 
 
 UNSETTLED_SUBMITS = f"{PREFIX}:submits"
+UNKNOWN_SUBMITS = f"{PREFIX}:submits:unknown"
+UNKNOWN_SUBMITS_TTL_S = 3600
+"""Refreshed at each entry: entries outlive the window they count in (`flow.common`)."""
 CLOCK = f"{PREFIX}:clock"
 CLOCK_SAMPLES = 50
 CLOCK_TTL_S = 24 * 3600

@@ -98,7 +98,8 @@ class ProviderSettings(_Section):
     on Bronze "will wait until one finishes") and starts the moment one of ours ends, so no
     slot idles while lipdub sees an end and sends the next. Unset: as many as `max_concurrent`.
     Each waits at most about one processing time; a cancel cannot stop them (they run and are
-    paid, and collected). 0: only `max_concurrent` in flight."""
+    paid, and collected). Held (only `max_concurrent` in flight) while a submit's answer is
+    lost and not yet reconciled. 0: only `max_concurrent` in flight."""
     polls_per_second: float = Field(default=5.0, gt=0)
     """Result requests per second, shared by every worker."""
     clock_skew_s: float = Field(default=5.0, ge=0)

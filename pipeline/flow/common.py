@@ -129,8 +129,28 @@ def end(
 def free_slot(rt: Runtime, item: Item | None = None) -> list[Next]:
     """Give the item's concurrency slot back (if it holds one) and wake the items waiting
     for a slot: their submit steps, now. Without an item, only wakes waiters."""
-    woken = rt.gates.release_slot(item.member if item else "")
+    woken = rt.gates.release_slot(item.member if item else "", in_flight_limit(rt))
     return [Next("submit", *keys.slot_member_ids(member)) for member in woken]
+
+
+def in_flight_limit(rt: Runtime) -> int:
+    """How many predictions may be sent and not final now: the account's concurrency and
+    the queue ahead (`provider.in_flight_max`), or the concurrency alone while a submit's
+    answer was lost and is not reconciled yet.
+
+    Reconcile tells lost submits apart by when each was sent and how long its output lasts;
+    two lost close together with outputs of one length cannot be told apart, and both need
+    a person (`needs_attention`). With the queue ahead twice as many submits are on their
+    way at once, so under a storm of lost answers more of them overlap: holding the queue
+    ahead while any is unreconciled keeps that to what the account's concurrency alone
+    gives, at the cost of the queue ahead's speed only while answers are being lost."""
+    provider = rt.settings.provider
+    if provider.in_flight_max <= provider.max_concurrent:
+        return provider.in_flight_max
+    window_s = 2 * (rt.settings.polling.reconcile_grace_s + provider.submit_timeout_s)
+    if rt.ledger.unknown_submits(since=rt.clock() - window_s):
+        return provider.max_concurrent
+    return provider.in_flight_max
 
 
 def paid_for(state: str, error_kind: str) -> bool:

@@ -318,6 +318,7 @@ def _is_ours(prediction: Prediction, item: Item) -> bool:
 
 
 def _unresolved(rt: Runtime, item: Item, why: str, candidates: list[Prediction]) -> list[Next]:
+    rt.ledger.forget_unknown_submit(item.member)  # a person's now; the queue ahead goes on
     evidence = {
         "intent_at": item.record.intent_at or 0.0,
         "outcome_unknown": item.record.outcome_unknown,

@@ -12,6 +12,7 @@ it goes to reconciliation.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,6 +31,7 @@ from pipeline.flow.common import (
     could_not_fetch,
     fail,
     free_slot,
+    in_flight_limit,
     load,
     resume,
     storage_retry_in,
@@ -111,7 +113,7 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return [
             Next("submit", batch_id, item_id, rt.countdown(DURABILITY_RETRY_S), "a durable ledger")
         ]
-    slot = rt.gates.acquire_slot(item.member)
+    slot = rt.gates.acquire_slot(item.member, in_flight_limit(rt))
     if not slot.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s), "a concurrency slot")]
     # One reservation per submit attempt: a redelivered task finds its own again.
@@ -201,6 +203,8 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
             ),
             for_s=rt.settings.ledger.paid_write_hold_s,
         )
+        with contextlib.suppress(LedgerError):  # only holds the queue ahead meanwhile
+            rt.ledger.note_unknown_submit(item.member, unknown_at)
         return [Next("reconcile", batch_id, item_id, FIRST_RECONCILE_S)]
     answered_at = rt.clock()
     queued = slot.held > rt.settings.provider.max_concurrent

@@ -72,17 +72,41 @@ class PredictionIndex(LedgerStore):
         """Note a POST about to be sent whose prediction is not known yet (reconcile tells
         lost submits apart by the time they were on their way)."""
 
+        self._scored(keys.UNSETTLED_SUBMITS, member, intent_at, keys.CLAIM_TTL_S)
+
+    def settle_submit(self, member: str) -> None:
+        """The submit's prediction is known (or none was made)."""
+
         def write() -> None:
-            with self.redis.pipeline() as pipe:
-                pipe.zadd(keys.UNSETTLED_SUBMITS, {member: intent_at})
-                pipe.expire(keys.UNSETTLED_SUBMITS, keys.CLAIM_TTL_S)
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.UNSETTLED_SUBMITS, member)
+                pipe.zrem(keys.UNKNOWN_SUBMITS, member)
                 pipe.execute()
 
         self._call(write)
 
-    def settle_submit(self, member: str) -> None:
-        """The submit's prediction is known (or none was made)."""
-        self._call(lambda: self.redis.zrem(keys.UNSETTLED_SUBMITS, member))
+    def note_unknown_submit(self, member: str, at: float) -> None:
+        """The submit's POST got no answer (`at`, epoch s): reconcile will look for it."""
+        self._scored(keys.UNKNOWN_SUBMITS, member, at, keys.UNKNOWN_SUBMITS_TTL_S)
+
+    def _scored(self, key: str, member: str, score: float, ttl_s: int) -> None:
+        """Add to a sorted set that lapses `ttl_s` after its latest entry."""
+
+        def write() -> None:
+            with self.redis.pipeline() as pipe:
+                pipe.zadd(key, {member: score})
+                pipe.expire(key, ttl_s)
+                pipe.execute()
+
+        self._call(write)
+
+    def forget_unknown_submit(self, member: str) -> None:
+        """Reconcile is done with the submit (it needs a person now): stop counting it."""
+        self._call(lambda: self.redis.zrem(keys.UNKNOWN_SUBMITS, member))
+
+    def unknown_submits(self, since: float) -> int:
+        """Submits whose answer was lost since `since` (epoch s) and not reconciled yet."""
+        return int(self._call(lambda: self.redis.zcount(keys.UNKNOWN_SUBMITS, since, "+inf")))
 
     def unsettled_submits(self, since: float, until: float) -> list[str]:
         """Members (`<batch>:<item>`) whose submit, sent between `since` and `until` (epoch

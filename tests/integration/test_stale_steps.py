@@ -26,6 +26,7 @@ import pytest
 
 from pipeline.batches import BatchControl
 from pipeline.flow import run_step
+from pipeline.flow.common import in_flight_limit
 from pipeline.runtime import Runtime
 from pipeline.sandbox.config import FaultConfig
 from pipeline.sandbox.faults import FaultPlan
@@ -86,7 +87,7 @@ class Workers:
 def workers(tmp_path, redis_url, s3_server, bucket) -> Iterator[Callable[..., Workers]]:
     sandboxes = []
 
-    def make(**sandbox_options: object) -> Workers:
+    def make(provider: dict[str, object] | None = None, **sandbox_options: object) -> Workers:
         sandbox = start_sandbox(tmp_path, processing_fixed_s=0.2, **sandbox_options)
         sandbox.__enter__()
         sandboxes.append(sandbox)
@@ -95,7 +96,7 @@ def workers(tmp_path, redis_url, s3_server, bucket) -> Iterator[Callable[..., Wo
             redis_url=redis_url,
             s3_url=s3_server.url,
             bucket=bucket,
-            provider={"submit_timeout_s": 1.0},
+            provider={"submit_timeout_s": 1.0, **(provider or {})},
             polling={"reconcile_grace_s": 5.0},
             worker={"max_attempts": 3, "retry_delay_s": 1.0},
             media={"cache_dir": tmp_path / "cache"},
@@ -318,3 +319,48 @@ def test_the_watchs_look_at_an_item_already_collecting_sends_no_second_collect(t
     # Then that look sends no second collect: the item completes, collected once
     assert w.item(batch_id)["state"] == "completed"
     assert [s.step for s in w.loop.ran].count("collect") == 1
+
+
+def test_no_submit_is_queued_ahead_while_a_lost_answer_is_unreconciled(tmp_path, workers):
+    # Given an account that processes 1 prediction at a time and may queue 1 more ahead
+    w = workers(provider={"max_concurrent": 1, "queue_ahead": 1})
+    manifest = write_manifest(
+        tmp_path / "m", [("q0", 1.0, 1.0, "cut_off"), ("q1", 1.2, 1.0, "cut_off")]
+    )
+    # and a first POST whose answer is lost (the provider never got it)
+    w.a_http.at(SUBMIT, lost_on_the_way)
+    batch_id = w.control.start(plan(manifest, w.settings))
+    w.loop.run(stop=lambda: bool(w.loop.take("reconcile")))
+    unknown = {r["id"]: r for r in w.a.ledger.items(batch_id)}
+    [lost_id] = [i for i, r in unknown.items() if r.get("outcome_unknown")]
+    other_id = "q1" if lost_id == "q0" else "q0"
+    # When the other item asks for a slot while that submit is not reconciled
+    w.loop.run(until_s=w.clock() + 1.0)
+    # Then it waits for a slot instead of being queued ahead
+    assert Next("submit", batch_id, other_id) in w.loop.ran
+    assert w.a.ledger.item(batch_id, other_id)["state"] == "ready"
+    assert w.a.gates.in_flight() == 1
+    assert accepted_submits(w.sandbox_url) == []
+    # And once reconcile finds nothing was created, both are submitted once and complete
+    w.loop.send(Next("reconcile", batch_id, lost_id))
+    w.loop.run()
+    assert {r["state"] for r in w.a.ledger.items(batch_id)} == {"completed"}
+    assert len(accepted_submits(w.sandbox_url)) == 2
+    assert w.a.ledger.unknown_submits(since=0) == 0
+
+
+def test_the_queue_ahead_is_held_only_while_a_lost_answer_is_unreconciled(workers):
+    w = workers(provider={"max_concurrent": 1, "queue_ahead": 1})
+    assert in_flight_limit(w.a) == 2
+    # A lost answer holds the queue ahead until it is settled, or needs a person
+    w.a.ledger.note_unknown_submit("b:lost", w.clock())
+    assert in_flight_limit(w.a) == 1
+    w.a.ledger.settle_submit("b:lost")
+    assert in_flight_limit(w.a) == 2
+    w.a.ledger.note_unknown_submit("b:lost", w.clock())
+    w.a.ledger.forget_unknown_submit("b:lost")
+    assert in_flight_limit(w.a) == 2
+    # and one left behind (its reconcile lost with a worker) no longer than reconcile takes
+    window_s = 2 * (w.settings.polling.reconcile_grace_s + w.settings.provider.submit_timeout_s)
+    w.a.ledger.note_unknown_submit("b:left", w.clock() - window_s - 1)
+    assert in_flight_limit(w.a) == 2
