@@ -14,9 +14,9 @@ them: when the beat lapses, the sweeper sends those steps again at once, instead
 for the broker to give the unacknowledged message back. Every step is safe to run twice.
 
     >>> decode_member(encode_member(Next("poll", "b1", "i-7", 30.0)))
-    Next(step='poll', batch_id='b1', item_id='i-7', countdown_s=0.0, why='')
+    Next(step='poll', batch_id='b1', item_id='i-7', countdown_s=0.0, why='', extra=False)
     >>> decode_member(encode_member(Next("finalize", "b1")))
-    Next(step='finalize', batch_id='b1', item_id=None, countdown_s=0.0, why='')
+    Next(step='finalize', batch_id='b1', item_id=None, countdown_s=0.0, why='', extra=False)
 """
 
 from __future__ import annotations
