@@ -71,7 +71,6 @@ class PredictionIndex(LedgerStore):
     def register_submit(self, member: str, intent_at: float) -> None:
         """Note a POST about to be sent whose prediction is not known yet (reconcile tells
         lost submits apart by the time they were on their way)."""
-
         self._scored(keys.UNSETTLED_SUBMITS, member, intent_at, keys.CLAIM_TTL_S)
 
     def settle_submit(self, member: str) -> None:
