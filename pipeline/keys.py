@@ -9,9 +9,12 @@
     lipdub:batch:<b>:finalizing          str   the finalizer's guard            the task time limit
     lipdub:batch:<b>:notify              str   the batch's own notice URLs (JSON; CLAIM_TTL_S
                                                secrets: never in a report or task)
-    lipdub:item:<b>:<i>                  hash  the item record                  kept; once compacted, as
-                                               long as its pair's claim (at least
-                                               CLAIM_TTL_S after the batch finished)
+    lipdub:item:<b>:<i>                  hash  the item record                  kept; a completed one
+                                               until its batch is compacted
+    lipdub:batch:<b>:kept                hash  a compacted batch's completed    as long as the latest of
+                                               items, packed                    their pairs' claims (at
+                                               (`pipeline.ledger.kept`)         least CLAIM_TTL_S after
+                                                                                the batch finished)
     lipdub:budget:<scope>                hash  limit, reserved, spent (micro-USD) kept while its batch is
     lipdub:content:<identity>            hash  who pays for a (video, audio, mode, model) and its output
                                                claimed: CLAIM_TTL_S; completed: worker.content_ttl_days
@@ -52,9 +55,9 @@
     lipdub:worker:<name>                 str   the worker's last heartbeat (JSON)   heartbeat.LIVE_S
 
 "Kept" keys are the record of a batch: the report is rendered from them alone, so they have no
-TTL. A finished batch's completed items shrink to a few fields `ledger.retention_days` after it
-finished (`pipeline.retention`, `lipdub prune`) and then lapse with their pairs' claims; its
-report stays in the bucket.
+TTL. A finished batch's completed items shrink to a few fields, packed in one hash per batch,
+`ledger.retention_days` after it finished (`pipeline.retention`, `lipdub prune`), and then
+lapse with their pairs' claims; its report stays in the bucket.
 """
 
 from __future__ import annotations
@@ -93,6 +96,11 @@ def batch_items(batch_id: str) -> str:
 def batch_done(batch_id: str) -> str:
     """Ids of the batch's items that reached a final state."""
     return f"{PREFIX}:batch:{batch_id}:done"
+
+
+def batch_kept(batch_id: str) -> str:
+    """The batch's compacted items, packed (`pipeline.ledger.kept`)."""
+    return f"{PREFIX}:batch:{batch_id}:kept"
 
 
 def batch_finalizing(batch_id: str) -> str:

@@ -4,8 +4,8 @@ A batch's items are its working record while it runs (about 4-5 KB each: media f
 timestamps, the reasons of every wait). Once the batch has been finished for
 `ledger.retention_days`, its full report is in the bucket, and each completed item keeps only
 what "never pay twice", the audit and a later look need: its id and row, state, the pair's
-identity, its prediction ids, its output key, length and cost (`KEPT`, a few hundred bytes in
-Redis's compact hash encoding). Items that did not complete are kept whole: `retry-failed`
+identity, its prediction ids, its output key, length and cost (`KEPT`), packed with the
+batch's others (`pipeline.ledger.kept`: about 120 bytes of Redis per item). Items that did not complete are kept whole: `retry-failed`
 needs their inputs. The batch record, its counts and its budget stay; `lipdub report` of a
 compacted batch reads the report the bucket holds. Compacting twice changes nothing.
 
@@ -13,17 +13,15 @@ A compacted item then lives only as long as something can ask for it: while its 
 says the pair is paid for (`worker.content_ttl_days` after its output was collected: a later
 item reusing the output checks its length against the item), and at least until the
 provider's history of its predictions has lapsed (`keys.CLAIM_TTL_S` after the batch
-finished: until then an audit compares that history with the items' prediction ids). After
-that only the batch's item list and done set hold it (about 50 bytes), so a ledger's history
+finished: until then an audit compares that history with the items' prediction ids); the
+batch's packed items lapse with the latest of them. After that only the batch's item list and done set hold it (about 50 bytes), so a ledger's history
 does not grow with every item ever run.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from pipeline import keys
 from pipeline.ledger import Ledger
@@ -44,6 +42,8 @@ KEPT = (
 )
 """What a completed item keeps once its batch is compacted (`output_s`: a later item that
 reuses the output checks its length against this)."""
+DELETE_CHUNK = 500
+"""Item records deleted per command once their batch's compacted items are written."""
 COMPACTED = "compacted_at"
 """The batch field saying when its items were compacted (epoch s)."""
 
@@ -73,35 +73,41 @@ def due(batch: BatchRecord, *, now: float, older_than_s: float) -> bool:
 
 
 def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
-    """Shrink the completed items of one batch to `KEPT`, each to lapse with its pair's claim
-    (at the earliest `keys.CLAIM_TTL_S` after the batch finished), then mark the batch
-    compacted.
+    """Shrink the completed items of one batch to `KEPT`, packed together
+    (`pipeline.ledger.kept`) to lapse with the latest of their pairs' claims (at the earliest
+    `keys.CLAIM_TTL_S` after the batch finished), then mark the batch compacted.
+
+    The packed items are written (in one transaction) before the item records are deleted,
+    so a compaction stopped part way leaves every item readable, and running it again packs
+    the same items (reading the ones packed already). An item whose time is over already
+    (its claim held by another item, the provider's history lapsed) is left out.
 
     The prediction index keeps its entries (they lapse by themselves, `keys.CLAIM_TTL_S`): the
     audit of another batch whose time overlaps this one's tells this batch's predictions from
     strangers' by it."""
-    client = ledger.redis
     batch = ledger.batch(batch_id)
     history_until = (batch.finished_at if batch and batch.finished_at else now) + keys.CLAIM_TTL_S
-    shrunk = 0
-    for item_id in ledger.item_ids(batch_id):
-        key = keys.item(batch_id, item_id)
-        record = ledger.item(batch_id, item_id)
-        if record.get("state") != ItemState.COMPLETED.value or set(record) <= set(KEPT):
+    kept: dict[str, dict[str, str]] = {}
+    shrunk: list[str] = []
+    latest: float | None = now  # None once an item's claim has no expiry
+    for record in ledger.iter_items(batch_id):
+        if record.get("state") != ItemState.COMPLETED.value:
             continue
-        kept: dict[Any, Any] = {name: record[name] for name in KEPT if record.get(name)}
+        item_id = record.get("id", "")
+        if not set(record) <= set(KEPT):
+            shrunk.append(item_id)  # its own record still there (else packed already)
         claim_left_s = ledger.claim_left_s(record.get("identity", ""), f"{batch_id}:{item_id}")
         until = None if claim_left_s is None else max(history_until, now + claim_left_s)
-        with client.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            if until is None or until > now:
-                pipe.hset(key, mapping=kept)
-            if until is not None and until > now:
-                pipe.expireat(key, math.ceil(until))
-            pipe.execute()
-        shrunk += 1
+        if until is not None and until <= now:
+            continue
+        kept[item_id] = {name: record[name] for name in KEPT if record.get(name)}
+        latest = None if until is None or latest is None else max(latest, until)
+    ledger.keep_compacted(batch_id, kept, latest)
+    client = ledger.redis
+    for start in range(0, len(shrunk), DELETE_CHUNK):
+        client.delete(*[keys.item(batch_id, i) for i in shrunk[start : start + DELETE_CHUNK]])
     ledger.update_batch(batch_id, {COMPACTED: now})
-    return Compacted(batch_id, shrunk)
+    return Compacted(batch_id, len(shrunk))
 
 
 def lapsed(ledger: Ledger, batch_id: str, item_id: str) -> bool:

@@ -12,8 +12,8 @@ import redis
 
 from pipeline import keys
 from pipeline.errors import LedgerError
-from pipeline.ledger.base import LedgerStore
 from pipeline.ledger.budgets import to_micros
+from pipeline.ledger.kept import CompactedItems
 from pipeline.records import BatchRecord, encode_value
 from pipeline.states import FINAL_STATES, BatchState, ItemState, check_moves
 from pipeline.steps import BATCH_STEPS, Next
@@ -34,8 +34,11 @@ class Transition:
         return self.ok and self.total > 0 and self.done >= self.total
 
 
-class BatchRecords(LedgerStore):
-    """Batch and item records; every item state change is one Lua script (`transition`)."""
+class BatchRecords(CompactedItems):
+    """Batch and item records; every item state change is one Lua script (`transition`).
+
+    The readers of items find a compacted batch's completed items where compaction packed
+    them (`pipeline.ledger.kept`), so what they return does not depend on where it is kept."""
 
     def create_batch(
         self,
@@ -110,7 +113,10 @@ class BatchRecords(LedgerStore):
 
     def item(self, batch_id: str, item_id: str) -> dict[str, str]:
         """One item's record ({} when there is none)."""
-        return dict(self._call(lambda: self.redis.hgetall(keys.item(batch_id, item_id))))
+        record = dict(self._call(lambda: self.redis.hgetall(keys.item(batch_id, item_id))))
+        if "state" in record:
+            return record
+        return self.compacted_item(batch_id, item_id) or record
 
     def items(self, batch_id: str) -> list[dict[str, str]]:
         """Every item record of the batch, in manifest order."""
@@ -122,7 +128,10 @@ class BatchRecords(LedgerStore):
                     pipe.hgetall(keys.item(batch_id, item_id))
                 return list(pipe.execute())
 
-        return list(self._call(read))
+        records: list[dict[str, str]] = list(self._call(read))
+        if any("state" not in r for r in records):
+            _fill(ids, records, self.compacted_items(batch_id))
+        return records
 
     def iter_items(
         self, batch_id: str, *, fields: Sequence[str] | None = None, chunk: int = 500
@@ -130,6 +139,8 @@ class BatchRecords(LedgerStore):
         """Every item record of the batch in manifest order, read `chunk` at a time (memory
         flat in the batch's size); only `fields` of each when given."""
         count = int(self._call(lambda: self.redis.llen(keys.batch_items(batch_id))))
+        packed: dict[str, dict[str, str]] | None = None  # a compacted batch's, read once
+        read_fields = _with_state(fields or ())  # an item with no state has no record here
         for start in range(0, count, chunk):
             ids = self._call(
                 lambda s=start: self.redis.lrange(keys.batch_items(batch_id), s, s + chunk - 1)
@@ -142,32 +153,36 @@ class BatchRecords(LedgerStore):
                         if fields is None:
                             pipe.hgetall(key)
                         else:
-                            pipe.hmget(key, list(fields))
+                            pipe.hmget(key, list(read_fields))
                     answers = pipe.execute()
                 if fields is None:
                     return list(answers)
-                return [
-                    {f: v for f, v in zip(fields, values, strict=True) if v is not None}
-                    for values in answers
-                ]
+                return [_named(read_fields, values) for values in answers]
 
-            yield from self._call(read)
+            records = self._call(read)
+            if any("state" not in r for r in records):
+                packed = self.compacted_items(batch_id) if packed is None else packed
+                _fill(ids, records, packed)
+            yield from records if fields is None else (_only(r, fields) for r in records)
 
     def fields_of(
         self, members: Sequence[tuple[str, str]], fields: Sequence[str]
     ) -> list[dict[str, str]]:
         """`fields` of each (batch id, item id), in one round trip ({} for an item gone)."""
+        read_fields = _with_state(fields)
 
         def read() -> list[list[str | None]]:
             with self.redis.pipeline(transaction=False) as pipe:
                 for batch_id, item_id in members:
-                    pipe.hmget(keys.item(batch_id, item_id), list(fields))
+                    pipe.hmget(keys.item(batch_id, item_id), list(read_fields))
                 return list(pipe.execute())
 
-        return [
-            {f: v for f, v in zip(fields, values, strict=True) if v is not None}
-            for values in self._call(read)
-        ]
+        records = [_named(read_fields, values) for values in self._call(read)]
+        for n, record in enumerate(records):
+            if "state" not in record:
+                record = self.compacted_item(*members[n]) or record
+            records[n] = _only(record, fields)
+        return records
 
     def unfinished_items(
         self,
@@ -337,3 +352,35 @@ class BatchRecords(LedgerStore):
                 pipe.execute()
 
         self._call(write)
+
+
+def _with_state(fields: Sequence[str]) -> list[str]:
+    """`fields` and `state` (what tells an item with no record of its own apart)."""
+    return [*fields, "state"] if "state" not in fields else list(fields)
+
+
+def _named(fields: Sequence[str], values: Sequence[str | None]) -> dict[str, str]:
+    """An HMGET's answer as a record (the fields it found)."""
+    return {f: v for f, v in zip(fields, values, strict=True) if v is not None}
+
+
+def _fill(
+    ids: Sequence[str], records: list[dict[str, str]], packed: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Take the records of `ids` that have no state of their own (gone, or packed with their
+    compacted batch) from the batch's compacted items (`packed`), in place.
+
+    >>> records = [{"state": "failed"}, {}]
+    >>> _fill(["a", "b"], records, {"b": {"state": "completed", "row": "2"}})
+    >>> records
+    [{'state': 'failed'}, {'state': 'completed', 'row': '2'}]
+    """
+    for n, record in enumerate(records):
+        kept = packed.get(ids[n])
+        if kept and "state" not in record:
+            records[n] = dict(kept)
+
+
+def _only(record: Mapping[str, str], fields: Sequence[str]) -> dict[str, str]:
+    """Those of `fields` the record has."""
+    return {f: record[f] for f in fields if f in record}

@@ -5,7 +5,8 @@ bench's stack (a provider that answers at once, no limits, 2 `lipdub worker` pro
 - items per second end to end at each size (the ratio is the figure: same machine, same run);
 - Redis bytes per item: while pending (the batch started on a stack with no worker, so every
   item waits), once finished, and after compaction (`pipeline.retention`), from Redis's own
-  `used_memory` against the empty stack's; and what lasts: the keys with no expiry, which is
+  `used_memory` against the empty stack's, also once every key that lapses within the
+  provider's history window (8 days: the prediction index) has lapsed; and what lasts: the keys with no expiry, which is
   all that is left once the compacted items have lapsed with their pairs' claims;
 - how long `lipdub status` and `lipdub batches` take as commands (a fresh process each, as a
   user runs them) and the status read itself, at each size.
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import keys
 from pipeline.reporting.data import batch_status
 from pipeline.retention import compact
 from pipeline.settings import Settings, to_environment
@@ -98,6 +100,19 @@ def _command_ms(settings: Settings, *args: str) -> float:
     return round(statistics.median(times) * 1000, 1)
 
 
+def lapse_within(session: Session, within_s: int) -> int:
+    """Delete the keys that would lapse within `within_s` (as Redis would by then): what a
+    ledger holds that much later, without waiting for it. Returns how many."""
+    lapsing = [
+        key
+        for key in session.redis.scan_iter(count=1000)
+        if 0 < int(session.redis.ttl(key)) <= within_s
+    ]
+    for start in range(0, len(lapsing), 1000):
+        session.redis.delete(*lapsing[start : start + 1000])
+    return len(lapsing)
+
+
 def run_size(workdir: Path, items: int) -> dict[str, Any]:
     """One size: pending bytes, then the batch through 2 workers, then what is left."""
     manifest, _ = write_catalog(workdir / "catalog", items)
@@ -127,6 +142,10 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
             for family, found in key_families(session).items()
             if found["bytes"] >= items  # a byte or more per item
         }
+        # The provider's history window later (the prediction index and every other key
+        # that lapses within it gone; the compacted items and the claims still there)
+        lapse_within(session, keys.CLAIM_TTL_S + 3600)
+        after_history = (_used_memory(session) - empty) / items
     return {
         "items": items,
         "completed": status["counts"]["completed"],
@@ -136,6 +155,9 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
             "pending": round(pending),
             "finished": round(finished),
             "compacted": round(compacted),
+            # from the day the provider's history lapses (8 days after the batch finished)
+            # until the claims do (30 days after its items were collected)
+            "compacted_after_8_days": round(after_history),
             # once the compacted items have lapsed with their pairs' claims (30 days)
             "lasting": round(lasting),
             "lasting_before_compaction": round(lasting_before / items),

@@ -314,18 +314,21 @@ def test_prune_shrinks_finished_items_and_nothing_is_lost_or_paid_twice(
         full = json.loads(cli("report", batch_id, "--format", "json").stdout)
         items = [f"lipdub:item:{batch_id}:{item_id}" for item_id, *_ in ITEMS]
         before = [stack.redis.memory_usage(key) for key in items]
+        claims = [f"lipdub:content:{stack.redis.hget(key, 'identity')}" for key in items]
         # When it is pruned (as workers do once it is LIPDUB_LEDGER__RETENTION_DAYS old)
         pruned = cli("prune", "--older-than", "0", "--json")
         assert json.loads(pruned.stdout) == [{"batch_id": batch_id, "items": 3}], pruned.stderr
-        after = [stack.redis.memory_usage(key) for key in items]
-        # Then each completed item holds a few hundred bytes instead of kilobytes
-        print(f"\nbytes per item: {before} -> {after}")
-        assert max(after) <= 500 < min(before)
-        # And lives as long as its pair's claim (LIPDUB_WORKER__CONTENT_TTL_DAYS, 30), no longer
-        for key in items:
-            claim = f"lipdub:content:{stack.redis.hget(key, 'identity')}"
+        # Then the items' records are gone, and what each keeps is packed with its batch: a
+        # few hundred bytes instead of kilobytes
+        packed = f"lipdub:batch:{batch_id}:kept"
+        assert not any(stack.redis.exists(key) for key in items)
+        after = stack.redis.memory_usage(packed) / len(items)
+        print(f"\nbytes per item: {before} -> {after:.0f}")
+        assert after <= 500 < min(before)
+        # And lives as long as the pairs' claims (LIPDUB_WORKER__CONTENT_TTL_DAYS, 30), no longer
+        for claim in claims:
             assert stack.redis.ttl(claim) > 29 * 86_400
-            assert abs(stack.redis.ttl(key) - stack.redis.ttl(claim)) <= 5
+            assert abs(stack.redis.ttl(packed) - stack.redis.ttl(claim)) <= 5
         # And its report and status read as before (the report from the bucket)
         assert json.loads(cli("report", batch_id, "--format", "json").stdout) == full
         status = json.loads(cli("status", batch_id, "--json").stdout)
@@ -346,10 +349,13 @@ def test_prune_shrinks_finished_items_and_nothing_is_lost_or_paid_twice(
     # and the re-run's audit, whose time overlaps the compacted batch's, still tells that
     # batch's predictions apart from charges no lipdub item holds
     assert rerun["audit"]["unattributed"] == [], rerun["audit"]
-    # And once an item has lapsed (as Redis drops it with its claim), asking for it says so
-    # and where it is still told
+    # And once the items have lapsed (as Redis drops them with their claims), asking for one
+    # says so and where it is still told
     first = ITEMS[0][0]
-    stack.redis.delete(f"lipdub:item:{batch_id}:{first}")
+    assert json.loads(cli("status", batch_id, "--item", first, "--json").stdout)["state"] == (
+        "completed"
+    )
+    stack.redis.delete(f"lipdub:batch:{batch_id}:kept")
     gone = cli("status", batch_id, "--item", first)
     assert gone.returncode != 0 and "lapsed after batch" in gone.stderr, gone.stderr
     assert f"lipdub report {batch_id}" in gone.stderr

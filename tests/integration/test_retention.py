@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pipeline import keys
-from pipeline.retention import compact, lapsed
+from pipeline.retention import KEPT, compact, lapsed
 from tests.conftest import start_sandbox
 from tests.integration.stack import plan, stack_settings, write_manifest
 from tests.integration.test_durability import Steps
@@ -38,22 +38,39 @@ def test_a_compacted_item_lives_as_long_as_its_pairs_claim_and_the_providers_his
     ledger, client = s.rt.ledger, s.rt.ledger.redis
     assert set(s.states(batch_id).values()) == {"completed"}
     item = {name: keys.item(batch_id, name) for name, *_ in ROWS}
-    claim = {name: keys.content(client.hget(item[name], "identity")) for name, *_ in ROWS}
+    identity = {name: client.hget(item[name], "identity") for name, *_ in ROWS}
+    claim = {name: keys.content(identity[name]) for name, *_ in ROWS}
     client.hset(claim["overtaken"], "owner", "b-later:overtaken")
     finished_at = time.time() - finished_days_ago * DAY_S
     ledger.update_batch(batch_id, {"finished_at": finished_at})
     # When it is compacted
     compact(ledger, batch_id, now=time.time())
-    # Then the item whose claim it holds lives as long as that claim (30 days)
+    # Then the items' own records are gone: what they keep is packed with the batch, for as
+    # long as the latest of their pairs' claims (30 days)
+    assert not client.exists(item["kept"]) and not client.exists(item["overtaken"])
+    packed = keys.batch_kept(batch_id)
     assert client.ttl(claim["kept"]) > 29 * DAY_S
-    assert abs(client.ttl(item["kept"]) - client.ttl(claim["kept"])) <= 5
-    # And the other until the provider's history of the batch has lapsed (8 days after the
-    # batch finished: an audit may still compare it); compacted later than that, it is gone
+    assert abs(client.ttl(packed) - client.ttl(claim["kept"])) <= 5
+    kept = ledger.item(batch_id, "kept")
+    assert kept["state"] == "completed" and kept["identity"] == identity["kept"]
+    assert set(kept) <= set(KEPT) and kept["output_key"] and kept["prediction_id"]
+    # And the other is kept while the provider's history of the batch lasts (8 days after the
+    # batch finished: an audit may still compare it); compacted later than that, it is left out
     history_left_s = finished_at + keys.CLAIM_TTL_S - time.time()
     if history_left_s > 0:
-        assert abs(client.ttl(item["overtaken"]) - history_left_s) <= 5
+        assert ledger.item(batch_id, "overtaken")["state"] == "completed"
         assert not lapsed(ledger, batch_id, "overtaken")
     else:
-        assert not client.exists(item["overtaken"])
+        assert ledger.item(batch_id, "overtaken") == {}
         assert lapsed(ledger, batch_id, "overtaken")
     assert not lapsed(ledger, batch_id, "kept") and not lapsed(ledger, batch_id, "unknown")
+    # And every reader of items finds the packed ones as they were
+    assert [r.get("id") for r in ledger.items(batch_id)] == [
+        r.get("id") for r in ledger.iter_items(batch_id)
+    ]
+    assert ledger.fields_of([(batch_id, "kept")], ["state", "output_s"]) == [
+        {"state": "completed", "output_s": kept["output_s"]}
+    ]
+    # And compacting again shrinks nothing more and keeps the same
+    assert compact(ledger, batch_id, now=time.time()).items == 0
+    assert ledger.item(batch_id, "kept") == kept
