@@ -20,7 +20,7 @@ does not grow with every item ever run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from pipeline import keys
@@ -39,13 +39,23 @@ KEPT = (
     "output_s",
     "cost_usd",
     "billable_s",
+    "billable_s_final",
 )
 """What a completed item keeps once its batch is compacted (`output_s`: a later item that
-reuses the output checks its length against this)."""
+reuses the output checks its length against this; its cost and billed seconds: the books)."""
 DELETE_CHUNK = 500
 """Item records deleted per command once their batch's compacted items are written."""
 COMPACTED = "compacted_at"
 """The batch field saying when its items were compacted (epoch s)."""
+
+
+def is_compacted(record: Mapping[str, str]) -> bool:
+    """Whether an item record is what compaction kept of it (`KEPT`), not the whole record.
+
+    >>> is_compacted({"id": "a", "state": "completed"}), is_compacted({"id": "a", "video": "{}"})
+    (True, False)
+    """
+    return bool(record) and set(record) <= set(KEPT)
 
 
 @dataclass(frozen=True)
@@ -56,19 +66,25 @@ class Compacted:
 
 def due(batch: BatchRecord, *, now: float, older_than_s: float) -> bool:
     """Whether a batch may be compacted: finished, its report written, long enough ago, not
-    compacted yet.
+    compacted since it last finished (a retry of its failed items finishes it again: those
+    are compacted then too).
 
     >>> record = BatchRecord.decode({"id": "b", "state": "finished", "finished_at": "100",
     ...     "report_key": "reports/b/report.json"})
     >>> due(record, now=1000.0, older_than_s=600), due(record, now=500.0, older_than_s=600)
     (True, False)
+    >>> compacted = BatchRecord.decode({**record.raw, COMPACTED: "900"})
+    >>> again = BatchRecord.decode({**compacted.raw, "finished_at": "950"})
+    >>> due(compacted, now=2000.0, older_than_s=600), due(again, now=2000.0, older_than_s=600)
+    (False, True)
     """
+    compacted_at = float(batch.raw.get(COMPACTED) or 0)
     return (
         batch.finished
         and bool(batch.report_key)
         and batch.finished_at is not None
         and now - batch.finished_at >= older_than_s
-        and not batch.raw.get(COMPACTED)
+        and compacted_at < batch.finished_at
     )
 
 
@@ -94,7 +110,7 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         if record.get("state") != ItemState.COMPLETED.value:
             continue
         item_id = record.get("id", "")
-        if not set(record) <= set(KEPT):
+        if not is_compacted(record):
             shrunk.append(item_id)  # its own record still there (else packed already)
         claim_left_s = ledger.claim_left_s(record.get("identity", ""), f"{batch_id}:{item_id}")
         until = None if claim_left_s is None else max(history_until, now + claim_left_s)

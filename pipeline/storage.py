@@ -289,6 +289,13 @@ class Storage:
             raise StorageError(f"{key} could not be read: {_why(err)}") from err
         return body
 
+    def download(self, key: str, path: Path) -> None:
+        """Read an object of any size into a file, streamed (in parts when it is big)."""
+        try:
+            self.s3.download_file(self.bucket, key, str(path), Config=self._transfer)
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"{key} could not be read: {_why(err)}") from err
+
     def delete(self, key: str) -> None:
         """Delete an object (missing is fine)."""
         try:

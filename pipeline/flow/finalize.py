@@ -28,6 +28,7 @@ from pipeline.errors import ProviderError
 from pipeline.records import BatchRecord
 from pipeline.reporting import CONTENT_TYPES, batch_summary
 from pipeline.reporting.data import metadata_keys, report_head, report_items
+from pipeline.reporting.earlier import EarlierRows
 from pipeline.reporting.writer import REPORT_FILES, write_reports
 from pipeline.runtime import Runtime
 from pipeline.schedules.notices import batch_source, finished_text, post_notice, targets
@@ -61,7 +62,7 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at, **_balance_after(rt, batch)})
         rt.ledger.update_batch(batch_id, _audit(rt, batch_id))
         rt.ledger.renew_finalizer(batch_id, guard_s)
-        _write_reports(rt, batch_id, batch.item_count, finished_at, guard_s)
+        _write_reports(rt, batch, finished_at, guard_s)
         key = report_key(rt.storage.prefix, batch_id)
         rt.ledger.update_batch(batch_id, {"state": BatchState.FINISHED.value, "report_key": key})
         retention.finished(rt.ledger, batch_id, finished_at)
@@ -73,33 +74,52 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
     return _conclude_if_scheduled(written) or _tell(rt, written)
 
 
-def _write_reports(
-    rt: Runtime, batch_id: str, item_count: int, finished_at: float, guard_s: int
-) -> None:
+def _write_reports(rt: Runtime, batch: BatchRecord, finished_at: float, guard_s: int) -> None:
     """Stream the batch's items into the four reports (`pipeline.reporting.writer`: memory
     flat in the batch's size), then put them in the bucket, JSON last: its presence means
-    the set is complete. The guard is renewed as the items are read and between files."""
+    the set is complete. The guard is renewed as the items are read and between files.
+
+    A batch finished again after its items were compacted (a retry of its failed ones) takes
+    the compacted items' rows from the report it wrote before (`pipeline.reporting.earlier`):
+    the new report tells them as whole as the first did. When that report cannot be read,
+    the step fails (and is tried again) rather than write one that tells less."""
+    batch_id = batch.id
     # The report shows the batch as it is once written: finished. (Marking it finished
     # first would let a finalizer killed mid-write leave a finished batch with no report.)
     head = {**report_head(rt.ledger, batch_id), "state": BatchState.FINISHED.value}
-
-    def items() -> Iterator[dict[str, Any]]:
-        for n, item in enumerate(report_items(rt.ledger, batch_id, head["bucket"]), 1):
-            if n % RENEW_EVERY_ITEMS == 0:
-                rt.ledger.renew_finalizer(batch_id, guard_s)
-            yield item
-
-    keys = metadata_keys(rt.ledger, batch_id)
     with tempfile.TemporaryDirectory(prefix="lipdub-finalize-") as folder:
+        earlier = _earlier_rows(rt, batch, Path(folder) / "earlier")
+        keys = metadata_keys(rt.ledger, batch_id) | (earlier.metadata_keys() if earlier else set())
+
+        def items() -> Iterator[dict[str, Any]]:
+            rows = report_items(
+                rt.ledger, batch_id, head["bucket"], earlier=earlier.row if earlier else None
+            )
+            for n, item in enumerate(rows, 1):
+                if n % RENEW_EVERY_ITEMS == 0:
+                    rt.ledger.renew_finalizer(batch_id, guard_s)
+                yield item
+
         paths = write_reports(
-            head, items(), Path(folder), item_count=item_count, metadata_keys=keys,
-            end_s=finished_at,
+            head, items(), Path(folder) / "reports", item_count=batch.item_count,
+            metadata_keys=keys, end_s=finished_at,
         )  # fmt: skip
         for name in REPORT_FILES:
             rt.ledger.renew_finalizer(batch_id, guard_s)
             content_type = CONTENT_TYPES[name.rsplit(".", 1)[1]]
             key = report_key(rt.storage.prefix, batch_id, name)
             rt.storage.put_file(key, paths[name], content_type)
+
+
+def _earlier_rows(rt: Runtime, batch: BatchRecord, folder: Path) -> EarlierRows | None:
+    """The report a compacted batch wrote before, read into `folder` (None for a batch whose
+    items were never compacted)."""
+    if not batch.raw.get(retention.COMPACTED) or not batch.report_key:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "report.json"
+    rt.storage.download(batch.report_key, path)
+    return EarlierRows(path)
 
 
 def _tell(rt: Runtime, batch: BatchRecord) -> list[Next]:

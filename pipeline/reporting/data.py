@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
 from pipeline.ledger import Ledger
+from pipeline.retention import is_compacted
 from pipeline.states import ItemState
+
+EarlierRow = Callable[[str, int], dict[str, Any] | None]
+"""An earlier report's row of an item, by its id and manifest row (`EarlierRows.row`)."""
 
 PHASES = {
     "queued": "waiting in our queue",
@@ -175,9 +179,18 @@ def report_head(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     }
 
 
-def report_items(ledger: Ledger, batch_id: str, bucket: str) -> Iterator[dict[str, Any]]:
-    """Each item as the report shows it, read from Redis a chunk at a time."""
+def report_items(
+    ledger: Ledger, batch_id: str, bucket: str, *, earlier: EarlierRow | None = None
+) -> Iterator[dict[str, Any]]:
+    """Each item as the report shows it, read from Redis a chunk at a time. A compacted
+    item's row is `earlier`'s (its batch's earlier report: `pipeline.reporting.earlier`)
+    where that has it: compaction kept only a few of its fields."""
     for record in ledger.iter_items(batch_id):
+        if earlier is not None and is_compacted(record):
+            found = earlier(record.get("id", ""), int(record.get("row") or 0))
+            if found is not None:
+                yield found
+                continue
         item = item_report(record)
         item["output_uri"] = f"s3://{bucket}/{item['output_key']}" if item["output_key"] else None
         yield item

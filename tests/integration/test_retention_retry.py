@@ -1,0 +1,71 @@
+"""Retrying a compacted batch (`pipeline.retention`): its report stays whole and the batch is
+compacted again; on the real parts (Redis, S3, the sandbox over HTTP, a Celery worker)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline import keys
+from pipeline.batches import BatchControl
+from pipeline.retention import compact, due
+from tests.conftest import start_sandbox
+from tests.integration.stack import accepted_submits, in_process_worker, plan, write_manifest
+
+pytestmark = pytest.mark.slow
+
+FOUR = [(f"clip-{n}", 1.0 + n * 0.2, 1.2, "cut_off") for n in range(4)]
+
+
+def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again(
+    tmp_path, make_stack
+):
+    manifest = write_manifest(tmp_path / "m", FOUR)
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, provider={"max_concurrent": 1})
+        # The batch control `lipdub` builds: a compacted batch's report is the bucket's
+        control = BatchControl(
+            stack.ledger,
+            stack.control.dispatcher,
+            stack.settings,
+            stored_report=stack.storage.get_bytes,
+            storage=stack.storage,
+        )
+        batch_plan = plan(manifest, stack.settings)
+        prices = [item.price_usd for item in batch_plan.items]
+        with in_process_worker(stack):
+            # Given a finished batch whose budget left two items skipped, compacted since
+            budget = prices[0] + prices[1] + prices[2] / 2
+            batch_id = control.start(batch_plan, budget_usd=budget, partial_budget=True)
+            stack.wait(batch_id)
+            before = control.report(batch_id)
+            done = [i["id"] for i in before["items_detail"] if i["state"] == "completed"]
+            compact(stack.ledger, batch_id, now=time.time())
+            assert not any(stack.redis.exists(keys.item(batch_id, i)) for i in done)
+            # When the skipped items are retried with a budget that fits them
+            retried = control.retry_failed(batch_id, budget_usd=sum(prices))
+            stack.wait(batch_id)
+        after = control.report(batch_id)
+        paid = len(accepted_submits(sandbox.url))
+    # Then every item completed, each paid for once
+    skipped = sorted(i["id"] for i in before["items_detail"] if i["state"] == "skipped")
+    assert sorted(retried) == skipped and len(skipped) == 2
+    assert after["counts"]["completed"] == 4 and paid == 4
+    # And the report tells the items completed before the compaction as it did then (their
+    # inputs, their phases), not only what compaction kept of them
+    earlier = {i["id"]: i for i in before["items_detail"] if i["state"] == "completed"}
+    rows = {i["id"]: i for i in after["items_detail"]}
+    assert len(earlier) == 2
+    for item_id, row in earlier.items():
+        assert rows[item_id] == row
+        assert row["video"] and row["phases"]
+    assert all(rows[i]["video"] and rows[i]["state"] == "completed" for i in skipped)
+    assert sum(r["cost_usd"] is not None for r in rows.values()) == 4
+    # And the batch is due to be compacted again: the retried items are packed too
+    batch = stack.ledger.batch(batch_id)
+    assert batch is not None and due(batch, now=time.time(), older_than_s=0)
+    assert compact(stack.ledger, batch_id, now=time.time()).items == 2
+    assert not any(stack.redis.exists(keys.item(batch_id, i)) for i in rows)
+    assert all(stack.ledger.item(batch_id, i)["state"] == "completed" for i in rows)
+    assert control.report(batch_id) == after
