@@ -23,10 +23,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from celery.exceptions import Reject
 
 from pipeline.batches import BatchControl
 from pipeline.flow import run_step
 from pipeline.flow.common import in_flight_limit
+from pipeline.local_servers import free_port
 from pipeline.runtime import Runtime
 from pipeline.sandbox.config import FaultConfig
 from pipeline.sandbox.faults import FaultPlan
@@ -36,6 +38,7 @@ from pipeline.sweep import send_again
 from tests.conftest import start_sandbox
 from tests.integration.stack import accepted_submits, plan, stack_settings, write_manifest
 from tests.integration.stepping import StepLoop, TestClock
+from workers.app import create_app
 
 Action = Callable[[httpx.Request, Callable[[], httpx.Response]], httpx.Response]
 
@@ -317,6 +320,32 @@ def test_the_watchs_look_at_an_item_already_collecting_sends_no_second_collect(t
             w.loop.send(step)
     w.loop.run()
     # Then that look sends no second collect: the item completes, collected once
+    assert w.item(batch_id)["state"] == "completed"
+    assert [s.step for s in w.loop.ran].count("collect") == 1
+
+
+def test_a_poll_whose_collect_the_broker_refused_goes_back_and_sends_it_when_run_again(
+    tmp_path, workers
+):
+    w = workers()
+    batch_id = one_item_completed_at_the_provider(w, tmp_path / "m", "c4")
+    # Given a worker whose broker is away (its ledger's Redis answers)
+    away = f"redis://127.0.0.1:{free_port()}/0"
+    redis_settings = w.settings.redis.model_copy(update={"broker_url": away})
+    app = create_app(
+        w.settings.model_copy(update={"redis": redis_settings}), runtime_factory=lambda: w.a
+    )
+    # When its poll sees the prediction complete and the broker refuses the collect
+    with pytest.raises(Reject) as rejected:
+        app.tasks["lipdub.poll"].run(batch_id, "c4")
+    # Then the poll's message goes back to the queue, and the item expects that poll again
+    assert rejected.value.requeue
+    record = w.item(batch_id)
+    assert (record["state"], record["next_step"]) == ("collecting", "poll")
+    # And when the poll runs again (the broker back), it sends the collect, which runs once
+    assert run_step(w.a, "poll", batch_id, "c4") == [Next("collect", batch_id, "c4")]
+    w.loop.send(Next("collect", batch_id, "c4"))
+    w.loop.run()
     assert w.item(batch_id)["state"] == "completed"
     assert [s.step for s in w.loop.ran].count("collect") == 1
 
