@@ -4,18 +4,19 @@ A batch's items are its working record while it runs (about 4-5 KB each: media f
 timestamps, the reasons of every wait). Once the batch has been finished for
 `ledger.retention_days`, its full report is in the bucket, and each completed item keeps only
 what "never pay twice", the audit and a later look need: its id and row, state, the pair's
-identity, its prediction ids, its output key, length and cost (`KEPT`), packed with the
-batch's others (`pipeline.ledger.kept`: about 120 bytes of Redis per item). Items that did not complete are kept whole: `retry-failed`
-needs their inputs. The batch record, its counts and its budget stay; `lipdub report` of a
-compacted batch reads the report the bucket holds. Compacting twice changes nothing.
+identity, its prediction ids, its output key, length and cost (`KEPT`), packed with the batch's
+others (`pipeline.ledger.kept`: about 120 bytes of Redis per item). Items that did not complete
+are kept whole: `retry-failed` needs their inputs. The batch record, its counts and its budget
+stay; `lipdub report` of a compacted batch reads the report the bucket holds. Compacting twice
+changes nothing.
 
 A compacted item then lives only as long as something can ask for it: while its pair's claim
 says the pair is paid for (`worker.content_ttl_days` after its output was collected: a later
-item reusing the output checks its length against the item), and at least until the
-provider's history of its predictions has lapsed (`keys.CLAIM_TTL_S` after the batch
-finished: until then an audit compares that history with the items' prediction ids); the
-batch's packed items lapse with the latest of them. After that only the batch's item list and done set hold it (about 50 bytes), so a ledger's history
-does not grow with every item ever run.
+item reusing the output checks its length against the item), and at least until the provider's
+history of its predictions has lapsed (`keys.CLAIM_TTL_S` after the batch finished: until then
+an audit compares that history with the items' prediction ids); the batch's packed items lapse
+with the latest of them. After that only the batch's item list and done set hold it (about 50
+bytes), so a ledger's history does not grow with every item ever run.
 """
 
 from __future__ import annotations
