@@ -17,6 +17,7 @@ small one's.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ from pipeline.schedules.store import ScheduleStore
 from pipeline.states import BatchState
 from pipeline.steps import Next
 from pipeline.storage import report_key
+
+log = logging.getLogger("lipdub.finalize")
 
 RENEW_EVERY_ITEMS = 1_000
 GUARD_S = 60
@@ -113,8 +116,17 @@ def _write_reports(rt: Runtime, batch: BatchRecord, finished_at: float, guard_s:
 
 def _earlier_rows(rt: Runtime, batch: BatchRecord, folder: Path) -> EarlierRows | None:
     """The report a compacted batch wrote before, read into `folder` (None for a batch whose
-    items were never compacted)."""
+    items were never compacted, or whose report is no longer in the bucket: there is nothing
+    left to keep then, and the batch must still finish)."""
     if not batch.raw.get(retention.COMPACTED) or not batch.report_key:
+        return None
+    if not rt.storage.exists(batch.report_key):
+        log.warning(
+            "batch %s: its earlier report %s is gone from the bucket; its compacted items' "
+            "rows hold only what compaction kept",
+            batch.id,
+            batch.report_key,
+        )
         return None
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "report.json"

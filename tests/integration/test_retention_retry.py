@@ -69,3 +69,26 @@ def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again
     assert not any(stack.redis.exists(keys.item(batch_id, i)) for i in rows)
     assert all(stack.ledger.item(batch_id, i)["state"] == "completed" for i in rows)
     assert control.report(batch_id) == after
+
+
+def test_a_compacted_batch_whose_report_is_gone_still_finishes_when_retried(tmp_path, make_stack):
+    manifest = write_manifest(tmp_path / "m", FOUR)
+    with start_sandbox(tmp_path) as sandbox:
+        stack = make_stack(sandbox, provider={"max_concurrent": 1})
+        batch_plan = plan(manifest, stack.settings)
+        prices = [item.price_usd for item in batch_plan.items]
+        with in_process_worker(stack):
+            # Given a compacted batch with skipped items, its report since deleted from the
+            # bucket (a lifecycle rule, a person)
+            budget = prices[0] + prices[1] + prices[2] / 2
+            batch_id = stack.control.start(batch_plan, budget_usd=budget, partial_budget=True)
+            stack.wait(batch_id)
+            compact(stack.ledger, batch_id, now=time.time())
+            for key in stack.keys(f"reports/{batch_id}/"):
+                stack.storage.delete(key)
+            # When they are retried
+            stack.control.retry_failed(batch_id, budget_usd=sum(prices))
+            status = stack.wait(batch_id)
+    # Then the batch finishes all the same, with a report again
+    assert status["counts"]["completed"] == 4
+    assert stack.storage.exists(f"reports/{batch_id}/report.json")
