@@ -6,6 +6,8 @@
                                                (`total:polls`, ...), kept by each move
     lipdub:batch:<b>:items               list  item ids in manifest order       kept
     lipdub:batch:<b>:done                set   ids of items in a final state    kept
+                                               (compacted ones leave it: the batch
+                                               counts them, `done_compacted`)
     lipdub:batch:<b>:finalizing          str   the finalizer's guard            the task time limit
     lipdub:batch:<b>:notify              str   the batch's own notice URLs (JSON; CLAIM_TTL_S
                                                secrets: never in a report or task)
@@ -94,7 +96,7 @@ def batch_items(batch_id: str) -> str:
 
 
 def batch_done(batch_id: str) -> str:
-    """Ids of the batch's items that reached a final state."""
+    """Ids of the batch's items that reached a final state (but compacted ones)."""
     return f"{PREFIX}:batch:{batch_id}:done"
 
 

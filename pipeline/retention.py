@@ -15,8 +15,9 @@ says the pair is paid for (`worker.content_ttl_days` after its output was collec
 item reusing the output checks its length against the item), and at least until the provider's
 history of its predictions has lapsed (`keys.CLAIM_TTL_S` after the batch finished: until then
 an audit compares that history with the items' prediction ids); the batch's packed items lapse
-with the latest of them. After that only the batch's item list and done set hold it (about 50
-bytes), so a ledger's history does not grow with every item ever run.
+with the latest of them. After that only its id in the batch's item list holds it (about 10
+bytes; the batch counts its compacted items rather than keep their ids in its done set), so a
+ledger's history grows by little with every item ever run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ KEPT = (
 """What a completed item keeps once its batch is compacted (`output_s`: a later item that
 reuses the output checks its length against this; its cost and billed seconds: the books)."""
 DELETE_CHUNK = 500
-"""Item records deleted per command once their batch's compacted items are written."""
+"""Items forgotten per command (their records deleted, their ids out of the done set) once
+their batch's compacted items are written."""
 COMPACTED = "compacted_at"
 """The batch field saying when its items were compacted (epoch s)."""
 
@@ -97,7 +99,9 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
     The packed items are written (in one transaction) before the item records are deleted,
     so a compaction stopped part way leaves every item readable, and running it again packs
     the same items (reading the ones packed already). An item whose time is over already
-    (its claim held by another item, the provider's history lapsed) is left out.
+    (its claim held by another item, the provider's history lapsed) is left out. The items
+    leave the batch's done set as their records go (`Ledger.forget_compacted`: the batch
+    counts them instead), so what outlives them is their id in the item list.
 
     The prediction index keeps its entries (they lapse by themselves, `keys.CLAIM_TTL_S`): the
     audit of another batch whose time overlaps this one's tells this batch's predictions from
@@ -105,14 +109,15 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
     batch = ledger.batch(batch_id)
     history_until = (batch.finished_at if batch and batch.finished_at else now) + keys.CLAIM_TTL_S
     kept: dict[str, dict[str, str]] = {}
-    shrunk: list[str] = []
+    completed: list[str] = []
+    shrunk = 0
     latest: float | None = now  # None once an item's claim has no expiry
     for record in ledger.iter_items(batch_id):
         if record.get("state") != ItemState.COMPLETED.value:
             continue
         item_id = record.get("id", "")
-        if not is_compacted(record):
-            shrunk.append(item_id)  # its own record still there (else packed already)
+        completed.append(item_id)
+        shrunk += not is_compacted(record)  # its own record still there (else packed already)
         claim_left_s = ledger.claim_left_s(record.get("identity", ""), f"{batch_id}:{item_id}")
         until = None if claim_left_s is None else max(history_until, now + claim_left_s)
         if until is not None and until <= now:
@@ -120,11 +125,10 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         kept[item_id] = {name: record[name] for name in KEPT if record.get(name)}
         latest = None if until is None or latest is None else max(latest, until)
     ledger.keep_compacted(batch_id, kept, latest)
-    client = ledger.redis
-    for start in range(0, len(shrunk), DELETE_CHUNK):
-        client.delete(*[keys.item(batch_id, i) for i in shrunk[start : start + DELETE_CHUNK]])
+    for start in range(0, len(completed), DELETE_CHUNK):
+        ledger.forget_compacted(batch_id, completed[start : start + DELETE_CHUNK])
     ledger.update_batch(batch_id, {COMPACTED: now})
-    return Compacted(batch_id, len(shrunk))
+    return Compacted(batch_id, shrunk)
 
 
 def lapsed(ledger: Ledger, batch_id: str, item_id: str) -> bool:

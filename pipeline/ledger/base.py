@@ -45,6 +45,7 @@ class LedgerStore:
         self._unreserve = client.register_script(lua_script("unreserve.lua"))
         self._claim = client.register_script(lua_script("claim.lua"))
         self._release_claim = client.register_script(lua_script("release_claim.lua"))
+        self._forget_compacted = client.register_script(lua_script("forget_compacted.lua"))
 
     def ping(self) -> None:
         """Check that Redis answers (LedgerError if not)."""

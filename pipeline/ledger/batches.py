@@ -18,6 +18,9 @@ from pipeline.records import BatchRecord, encode_value
 from pipeline.states import FINAL_STATES, BatchState, ItemState, check_moves
 from pipeline.steps import BATCH_STEPS, Next
 
+DONE_COMPACTED = "done_compacted"
+"""The batch field counting its compacted items, which are done but out of its done set."""
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -199,26 +202,60 @@ class BatchRecords(CompactedItems):
         total = int(self._call(lambda: self.redis.llen(keys.batch_items(batch_id))))
         if self.done_count(batch_id) >= total:
             return []
+        read_fields = _with_state(fields)
         found: list[dict[str, str]] = []
         for start in range(0, total, chunk):
 
-            def unfinished_ids(start: int = start) -> list[str]:
-                ids = self.redis.lrange(keys.batch_items(batch_id), start, start + chunk - 1)
-                done = self.redis.smismember(keys.batch_done(batch_id), ids) if ids else []
-                return [str(i) for i, final in zip(ids, done, strict=True) if not final]
+            def unfinished(start: int = start) -> list[dict[str, str]]:
+                listed = self.redis.lrange(keys.batch_items(batch_id), start, start + chunk - 1)
+                done = self.redis.smismember(keys.batch_done(batch_id), listed) if listed else []
+                ids = [str(i) for i, final in zip(listed, done, strict=True) if not final]
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for item_id in ids:
+                        pipe.hmget(keys.item(batch_id, item_id), read_fields)
+                    answers = pipe.execute()
+                # An item with no record of its own was compacted (`pipeline.retention`):
+                # done, though no longer in the done set.
+                records = [_named(read_fields, values) for values in answers]
+                return [
+                    {**_only(record, fields), "id": item_id}
+                    for item_id, record in zip(ids, records, strict=True)
+                    if "state" in record and not ItemState(record["state"]).final
+                ]
 
-            ids = self._call(unfinished_ids)
-            if limit is not None:
-                ids = ids[: limit - len(found)]
-            records = self.fields_of([(batch_id, i) for i in ids], fields)
-            found += [{**record, "id": i} for i, record in zip(ids, records, strict=True)]
+            found += self._call(unfinished)
             if limit is not None and len(found) >= limit:
-                break
+                return found[:limit]
         return found
 
     def done_count(self, batch_id: str) -> int:
-        """How many items are in a final state."""
-        return int(self._call(lambda: self.redis.scard(keys.batch_done(batch_id))))
+        """How many items are in a final state: the done set's, and the compacted ones the
+        batch counts instead (`forget_compacted`)."""
+
+        def read() -> list[Any]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.scard(keys.batch_done(batch_id))
+                pipe.hget(keys.batch(batch_id), DONE_COMPACTED)
+                return list(pipe.execute())
+
+        in_set, compacted = self._call(read)
+        return int(in_set) + int(compacted or 0)
+
+    def forget_compacted(self, batch_id: str, item_ids: Sequence[str]) -> int:
+        """Delete these (completed, compacted) items' own records and move them from the
+        batch's done set to its `done_compacted` count, atomically per call: a compacted item
+        never moves again, so its id need not be kept in a set (about 40 bytes an item for
+        as long as the batch is kept). Safe to repeat. Returns how many left the done set."""
+        if not item_ids:
+            return 0
+        script_keys = [
+            keys.batch_done(batch_id),
+            keys.batch(batch_id),
+            *[keys.item(batch_id, i) for i in item_ids],
+        ]
+        return int(
+            self._call(lambda: self._forget_compacted(keys=script_keys, args=list(item_ids)))
+        )
 
     def batch_ids(self, limit: int | None = 50) -> list[str]:
         """The most recent batches first (all of them with `limit=None`)."""

@@ -1,4 +1,5 @@
--- Move an item if its state is allowed and its fence holds; keep the batch's done-set.
+-- Move an item if its state is allowed and its fence holds; keep the batch's done-set (its
+-- final items but the compacted ones, which the batch hash counts as `done_compacted`).
 -- KEYS: item hash, batch done-set, batch hash. ARGV: allowed states (JSON), new state,
 -- fields (JSON), 1 when the new state is final, item id, fence fields (JSON).
 -- Returns {ok, state, done, total}. The batch hash keeps how many items are in each state
@@ -30,5 +31,6 @@ else
   end
 end
 local done = redis.call('SCARD', KEYS[2])
+  + tonumber(redis.call('HGET', KEYS[3], 'done_compacted') or '0')
 local total = tonumber(redis.call('HGET', KEYS[3], 'item_count') or '0')
 return {1, ARGV[2], done, total}

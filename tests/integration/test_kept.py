@@ -1,6 +1,6 @@
 """A compacted batch's items, packed per batch (`pipeline.ledger.kept`), on a real Redis:
 each one reads back as it was kept, whichever reader asks, in a fraction of the bytes a hash
-per item took."""
+per item took; and they leave the batch's done set, still counted as done."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import redis
 from pipeline import keys
 from pipeline.ledger import Ledger
 from pipeline.ledger.kept import CHUNK_ITEMS
+from pipeline.states import ItemState
 
 BATCH = "b20261206-000000-abcdef"
 
@@ -85,3 +86,35 @@ def test_a_packed_item_takes_a_fraction_of_a_hash_of_its_own(redis_url):
     # Then packed they take less than a third of the bytes
     print(f"\nbytes per item: a hash each {own / 1000:.0f}, packed {packed / 1000:.0f}")
     assert packed * 3 < own
+
+
+def test_compacted_items_leave_the_done_set_and_still_count_as_done(redis_url):
+    # Given a batch of three items: two completed, one failed
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ledger = Ledger(client)
+    batch = "b20261206-000001-abcdef"
+    ids = ["a", "b", "c"]
+    ledger.create_batch(batch, {"created_at": 1.0}, [{"id": i} for i in ids], budget_usd=None)
+    for item_id, to in (("a", ItemState.COMPLETED), ("b", ItemState.COMPLETED)):
+        assert ledger.transition(batch, item_id, [ItemState.PENDING], to).ok
+    assert ledger.transition(batch, "c", [ItemState.PENDING], ItemState.FAILED).batch_complete
+    # When the completed ones are compacted: packed, then forgotten
+    ledger.keep_compacted(batch, {i: {"id": i, "state": "completed"} for i in ids[:2]}, None)
+    assert ledger.forget_compacted(batch, ids[:2]) == 2
+    # Then their records and their ids in the done set are gone; the batch counts them done
+    assert not client.exists(keys.item(batch, "a"), keys.item(batch, "b"))
+    assert client.smembers(keys.batch_done(batch)) == {"c"}
+    assert ledger.done_count(batch) == 3 and ledger.unfinished_items(batch, ["state"]) == []
+    # And forgetting them again counts nothing twice
+    assert ledger.forget_compacted(batch, ids[:2]) == 0 and ledger.done_count(batch) == 3
+    # When the failed one is retried
+    retried = ledger.transition(batch, "c", [ItemState.FAILED], ItemState.PENDING)
+    # Then it alone is unfinished (the compacted ones, with no record of their own, are done)
+    assert (retried.done, retried.total) == (2, 3)
+    assert ledger.unfinished_items(batch, ["state"]) == [{"state": "pending", "id": "c"}]
+    assert ledger.unfinished_items(batch, ["state"], limit=1, chunk=1) == [
+        {"state": "pending", "id": "c"}
+    ]
+    # And its end completes the batch again
+    assert ledger.transition(batch, "c", [ItemState.PENDING], ItemState.COMPLETED).batch_complete
+    assert ledger.unfinished_items(batch, ["state"]) == []

@@ -64,6 +64,8 @@ def test_a_compacted_item_lives_as_long_as_its_pairs_claim_and_the_providers_his
         assert ledger.item(batch_id, "overtaken") == {}
         assert lapsed(ledger, batch_id, "overtaken")
     assert not lapsed(ledger, batch_id, "kept") and not lapsed(ledger, batch_id, "unknown")
+    # And they left the batch's done set: the batch counts them as done instead
+    assert not client.exists(keys.batch_done(batch_id)) and ledger.done_count(batch_id) == 2
     # And every reader of items finds the packed ones as they were
     assert [r.get("id") for r in ledger.items(batch_id)] == [
         r.get("id") for r in ledger.iter_items(batch_id)
@@ -73,4 +75,4 @@ def test_a_compacted_item_lives_as_long_as_its_pairs_claim_and_the_providers_his
     ]
     # And compacting again shrinks nothing more and keeps the same
     assert compact(ledger, batch_id, now=time.time()).items == 0
-    assert ledger.item(batch_id, "kept") == kept
+    assert ledger.item(batch_id, "kept") == kept and ledger.done_count(batch_id) == 2

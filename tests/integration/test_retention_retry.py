@@ -68,6 +68,8 @@ def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again
     assert compact(stack.ledger, batch_id, now=time.time()).items == 2
     assert not any(stack.redis.exists(keys.item(batch_id, i)) for i in rows)
     assert all(stack.ledger.item(batch_id, i)["state"] == "completed" for i in rows)
+    assert stack.ledger.done_count(batch_id) == 4
+    assert not stack.redis.exists(keys.batch_done(batch_id))
     assert control.report(batch_id) == after
 
 
