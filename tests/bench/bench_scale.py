@@ -5,9 +5,12 @@ bench's stack (a provider that answers at once, no limits, 2 `lipdub worker` pro
 - items per second end to end at each size (the ratio is the figure: same machine, same run);
 - Redis bytes per item: while pending (the batch started on a stack with no worker, so every
   item waits), once finished, and after compaction (`pipeline.retention`), from Redis's own
-  `used_memory` against the empty stack's, also once every key that lapses within the
-  provider's history window (8 days: the prediction index) has lapsed; and what lasts: the keys with no expiry, which is
-  all that is left once the compacted items have lapsed with their pairs' claims;
+  `used_memory` against the empty stack's: compacted at once, on the day compaction is due
+  by default (the keys that lapse sooner gone), and once every key that lapses within the
+  provider's history window (8 days: the prediction index) has lapsed; what lasts: the keys
+  with no expiry, which is all that is left once the compacted items have lapsed with their
+  pairs' claims; and what each item past the 1,000 added (`marginal_bytes`: the per-item
+  figures include what a stack holds once it has served any batch, about 1 MB);
 - how long `lipdub status` and `lipdub batches` take as commands (a fresh process each, as a
   user runs them) and the status read itself, at each size.
 """
@@ -36,6 +39,30 @@ COMMAND_RUNS = 5
 
 def _used_memory(session: Session) -> int:
     return int(session.redis.info("memory")["used_memory"])
+
+
+def _memory_parts(session: Session) -> dict[str, int]:
+    """Redis's own split of `used_memory` (its clients' buffers, its scripts, its tables'
+    overhead against the data) and how many commands it keeps a latency histogram of: Redis
+    and Valkey allocate one (about 25 KB) for each command they serve a first time
+    (`latency-tracking`, on by default), a cost of the server that has served any batch,
+    not of its items."""
+    info = session.redis.info("memory")
+    parts = {
+        name: int(info.get(name, 0))
+        for name in (
+            "used_memory",
+            "mem_clients_normal",
+            "used_memory_scripts",
+            "used_memory_overhead",
+            "used_memory_dataset",
+        )
+    }
+    histograms = session.redis.execute_command("LATENCY", "HISTOGRAM")
+    return parts | {
+        "connected_clients": int(session.redis.info("clients")["connected_clients"]),
+        "latency_histograms": len(histograms) // 2 if isinstance(histograms, list) else 0,
+    }
 
 
 def _family(key: str) -> str:
@@ -122,6 +149,7 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
         assert stack.settings is not None
         plan = plan_of(manifest, stack.settings)
         empty = _used_memory(session)
+        empty_parts = _memory_parts(session)
         batch_id = session.control.start(plan, name=f"scale-{items}")
         wait_finished(session, batch_id, timeout_s=items * 2 + 300)
         batch = session.ledger.batch(batch_id)
@@ -136,7 +164,13 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
         lasting_before = lasting_bytes(session)
         compact(session.ledger, batch_id, now=time.time())
         compacted = (_used_memory(session) - empty) / items
+        compacted_parts = _memory_parts(session)
         lasting = lasting_bytes(session) / items
+        # The day compaction runs by default (`ledger.retention_days` after the batch
+        # finished): the keys that lapse sooner (the gates' start log, the watch's marks:
+        # minutes) gone, the prediction index (8 days) still there
+        lapse_within(session, stack.settings.ledger.retention_days * 86_400)
+        when_due = (_used_memory(session) - empty) / items
         families = {
             family: round(found["bytes"] / items)
             for family, found in key_families(session).items()
@@ -154,7 +188,10 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
         "redis_bytes_per_item": {
             "pending": round(pending),
             "finished": round(finished),
+            # compacted at once (`lipdub prune --older-than 0`)
             "compacted": round(compacted),
+            # compacted when due by default (`ledger.retention_days`, 7, after it finished)
+            "compacted_when_due": round(when_due),
             # from the day the provider's history lapses (8 days after the batch finished)
             # until the claims do (30 days after its items were collected)
             "compacted_after_8_days": round(after_history),
@@ -163,12 +200,42 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
             "lasting_before_compaction": round(lasting_before / items),
         },
         "compacted_bytes_per_item_by_key": families,
+        # INFO memory on the empty stack and after compaction: what of the growth is the
+        # clients' buffers (more connections open once workers have run) rather than data
+        "redis_memory_parts": {"empty": empty_parts, "compacted": compacted_parts},
         "status_read_ms": round(status_read_ms, 2),
         "status_cli_ms": status_cli_ms,
         "batches_cli_ms": batches_cli_ms,
     }
 
 
+MARGINAL = ("pending", "finished", "compacted", "compacted_when_due", "compacted_after_8_days")
+
+
+def marginal_bytes(small: dict[str, Any], large: dict[str, Any]) -> dict[str, int]:
+    """Redis bytes each item past the smaller batch added (two sizes' totals, same run): what
+    grows with the items, without what any stack holds once it has served a batch (Redis's
+    latency histograms, the scripts, the workers' records), which the per-item figures of a
+    1,000-item batch carry most of.
+
+    >>> marginal_bytes({"items": 1000, "redis_bytes_per_item": {"pending": 1200}},
+    ...                {"items": 3000, "redis_bytes_per_item": {"pending": 1000}})
+    {'pending': 900}
+    """
+    added = large["items"] - small["items"]
+    if added <= 0:
+        return {}
+    b_small, b_large = small["redis_bytes_per_item"], large["redis_bytes_per_item"]
+    return {
+        name: round((b_large[name] * large["items"] - b_small[name] * small["items"]) / added)
+        for name in MARGINAL
+        if name in b_small and name in b_large
+    }
+
+
 def run(workdir: Path, large: int, small: int = SMALL) -> list[dict[str, Any]]:
-    """`small` items (1,000), then `large`."""
-    return [run_size(workdir / f"n{n}", n) for n in (small, large)]
+    """`small` items (1,000), then `large`; the larger one also says what each item past the
+    smaller batch added (`marginal_bytes`)."""
+    rows = [run_size(workdir / f"n{n}", n) for n in (small, large)]
+    rows[-1]["redis_bytes_per_item_marginal"] = marginal_bytes(rows[0], rows[-1])
+    return rows
