@@ -58,10 +58,10 @@ def _memory_parts(session: Session) -> dict[str, int]:
             "used_memory_dataset",
         )
     }
-    histograms = session.redis.execute_command("LATENCY", "HISTOGRAM")
+    histograms = session.redis.execute_command("LATENCY", "HISTOGRAM")  # command -> histogram
     return parts | {
         "connected_clients": int(session.redis.info("clients")["connected_clients"]),
-        "latency_histograms": len(histograms) // 2 if isinstance(histograms, list) else 0,
+        "latency_histograms": len(histograms) if isinstance(histograms, dict) else -1,
     }
 
 

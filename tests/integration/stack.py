@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,19 @@ def plan(manifest: Path, settings: Settings) -> Plan:
         )
     finally:
         provider.close()
+
+
+FOUR_CLIPS = [(f"clip-{n}", 1.0 + n * 0.2, 1.2, "cut_off") for n in range(4)]
+"""Four clips of 1.0-1.6 s, each priced apart (manifest rows for `write_manifest`)."""
+
+
+def budget_for_two(manifest: Path, settings: Settings) -> tuple[Plan, list[Decimal], Decimal]:
+    """The manifest's plan, its items' prices, and a budget that pays for the first two and
+    half the third: a batch started with it and `partial_budget`, one item at a time
+    (`provider.max_concurrent` 1), completes two and skips the rest."""
+    batch_plan = plan(manifest, settings)
+    prices = [item.price_usd for item in batch_plan.items]
+    return batch_plan, prices, prices[0] + prices[1] + prices[2] / 2
 
 
 class Stack:

@@ -15,15 +15,15 @@ from pipeline.planning import plan_manifest
 from pipeline.remote import RemoteProber
 from tests.conftest import start_sandbox
 from tests.integration.stack import (
+    FOUR_CLIPS,
     accepted_submits,
+    budget_for_two,
     in_process_worker,
     plan,
     write_manifest,
 )
 
 pytestmark = pytest.mark.slow
-
-FOUR = [(f"clip-{n}", 1.0 + n * 0.2, 1.2, "cut_off") for n in range(4)]
 
 
 def _s3_recording(s3_url: str) -> list[dict]:
@@ -33,7 +33,7 @@ def _s3_recording(s3_url: str) -> list[dict]:
 
 def test_a_rerun_submits_nothing_and_uploads_nothing(tmp_path, make_stack, s3_server):
     # Given a batch that finished
-    manifest = write_manifest(tmp_path / "m", FOUR)
+    manifest = write_manifest(tmp_path / "m", FOUR_CLIPS)
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox)
         with in_process_worker(stack):
@@ -65,12 +65,10 @@ def test_a_rerun_submits_nothing_and_uploads_nothing(tmp_path, make_stack, s3_se
 
 
 def test_budget_refuses_the_batch_or_skips_what_does_not_fit_then_retry(tmp_path, make_stack):
-    manifest = write_manifest(tmp_path / "m", FOUR)
+    manifest = write_manifest(tmp_path / "m", FOUR_CLIPS)
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox, provider={"max_concurrent": 1})
-        batch_plan = plan(manifest, stack.settings)
-        prices = [item.price_usd for item in batch_plan.items]
-        budget = prices[0] + prices[1] + prices[2] / 2
+        batch_plan, prices, budget = budget_for_two(manifest, stack.settings)
         # A budget under the estimate refuses the whole batch before any spend
         with pytest.raises(BudgetExceeded, match="over the budget"):
             stack.control.start(batch_plan, budget_usd=budget)
@@ -172,7 +170,7 @@ def test_transient_failures_retry_within_bounds_and_input_errors_do_not(tmp_path
 
 
 def test_an_item_past_its_deadline_fails_timeout_and_keeps_its_prediction(tmp_path, make_stack):
-    manifest = write_manifest(tmp_path / "m", FOUR[:1])
+    manifest = write_manifest(tmp_path / "m", FOUR_CLIPS[:1])
     with start_sandbox(tmp_path, faults={"never_finish_rate": 1.0}) as sandbox:
         stack = make_stack(sandbox, polling={"item_deadline_s": 1.5})
         with in_process_worker(stack):

@@ -11,17 +11,21 @@ from pipeline import keys
 from pipeline.batches import BatchControl
 from pipeline.retention import compact, due
 from tests.conftest import start_sandbox
-from tests.integration.stack import accepted_submits, in_process_worker, plan, write_manifest
+from tests.integration.stack import (
+    FOUR_CLIPS,
+    accepted_submits,
+    budget_for_two,
+    in_process_worker,
+    write_manifest,
+)
 
 pytestmark = pytest.mark.slow
-
-FOUR = [(f"clip-{n}", 1.0 + n * 0.2, 1.2, "cut_off") for n in range(4)]
 
 
 def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again(
     tmp_path, make_stack
 ):
-    manifest = write_manifest(tmp_path / "m", FOUR)
+    manifest = write_manifest(tmp_path / "m", FOUR_CLIPS)
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox, provider={"max_concurrent": 1})
         # The batch control `lipdub` builds: a compacted batch's report is the bucket's
@@ -32,11 +36,9 @@ def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again
             stored_report=stack.storage.get_bytes,
             storage=stack.storage,
         )
-        batch_plan = plan(manifest, stack.settings)
-        prices = [item.price_usd for item in batch_plan.items]
+        batch_plan, prices, budget = budget_for_two(manifest, stack.settings)
         with in_process_worker(stack):
             # Given a finished batch whose budget left two items skipped, compacted since
-            budget = prices[0] + prices[1] + prices[2] / 2
             batch_id = control.start(batch_plan, budget_usd=budget, partial_budget=True)
             stack.wait(batch_id)
             before = control.report(batch_id)
@@ -74,15 +76,13 @@ def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again
 
 
 def test_a_compacted_batch_whose_report_is_gone_still_finishes_when_retried(tmp_path, make_stack):
-    manifest = write_manifest(tmp_path / "m", FOUR)
+    manifest = write_manifest(tmp_path / "m", FOUR_CLIPS)
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox, provider={"max_concurrent": 1})
-        batch_plan = plan(manifest, stack.settings)
-        prices = [item.price_usd for item in batch_plan.items]
+        batch_plan, prices, budget = budget_for_two(manifest, stack.settings)
         with in_process_worker(stack):
             # Given a compacted batch with skipped items, its report since deleted from the
             # bucket (a lifecycle rule, a person)
-            budget = prices[0] + prices[1] + prices[2] / 2
             batch_id = stack.control.start(batch_plan, budget_usd=budget, partial_budget=True)
             stack.wait(batch_id)
             compact(stack.ledger, batch_id, now=time.time())
