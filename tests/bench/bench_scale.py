@@ -10,7 +10,7 @@ bench's stack (a provider that answers at once, no limits, 2 `lipdub worker` pro
   provider's history window (8 days: the prediction index) has lapsed; what lasts: the keys
   with no expiry, which is all that is left once the compacted items have lapsed with their
   pairs' claims; and what each item past the 1,000 added (`marginal_bytes`: the per-item
-  figures include what a stack holds once it has served any batch, about 1 MB);
+  figures include what a stack holds once it has served any batch, about 0.7 MB here);
 - how long `lipdub status` and `lipdub batches` take as commands (a fresh process each, as a
   user runs them) and the status read itself, at each size.
 """
@@ -200,8 +200,8 @@ def run_size(workdir: Path, items: int) -> dict[str, Any]:
             "lasting_before_compaction": round(lasting_before / items),
         },
         "compacted_bytes_per_item_by_key": families,
-        # INFO memory on the empty stack and after compaction: what of the growth is the
-        # clients' buffers (more connections open once workers have run) rather than data
+        # INFO memory on the empty stack and after compaction: Redis's own split of what grew
+        # (clients' buffers, scripts, overhead, data) and its latency histograms
         "redis_memory_parts": {"empty": empty_parts, "compacted": compacted_parts},
         "status_read_ms": round(status_read_ms, 2),
         "status_cli_ms": status_cli_ms,
