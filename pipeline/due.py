@@ -139,6 +139,9 @@ class Lease:
     member: str
     queue: str = ""
     """The queue the step came from: only that queue's workers send it again."""
+    delivery_tag: str = ""
+    """The broker's tag of the message the worker received (its unacknowledged copy's key);
+    empty in records an older lipdub wrote."""
 
 
 class RunningSteps:
@@ -148,9 +151,20 @@ class RunningSteps:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def start(self, task_id: str, worker: str, step: Next, now: float, queue: str) -> None:
-        """`worker`, consuming `queue`, holds `step` (its message `task_id`) from now."""
-        what = json.dumps([worker, step.step, step.batch_id, step.item_id or "", queue])
+    def start(
+        self,
+        task_id: str,
+        worker: str,
+        step: Next,
+        now: float,
+        queue: str,
+        delivery_tag: str = "",
+    ) -> None:
+        """`worker`, consuming `queue`, holds `step` (its message `task_id`, delivered with
+        `delivery_tag`) from now."""
+        what = json.dumps(
+            [worker, step.step, step.batch_id, step.item_id or "", queue, delivery_tag]
+        )
 
         def write() -> None:
             with self.redis.pipeline(transaction=True) as pipe:
@@ -177,9 +191,18 @@ class RunningSteps:
         for (member, score), what in zip(entries, whats, strict=True):
             if not what:
                 continue  # ended between the two reads
-            worker, name, batch_id, item_id, queue = json.loads(str(what))
+            worker, name, batch_id, item_id, queue, *tag = json.loads(str(what))
             step = Next(str(name), str(batch_id), str(item_id) or None)
-            leases.append(Lease(str(worker), step, float(score), str(member), str(queue)))
+            leases.append(
+                Lease(
+                    str(worker),
+                    step,
+                    float(score),
+                    str(member),
+                    str(queue),
+                    str(tag[0]) if tag else "",
+                )
+            )
         return leases
 
     def claim(self, lease: Lease) -> bool:

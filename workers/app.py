@@ -17,9 +17,11 @@ from celery import Celery
 from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 
+from pipeline.heartbeat import BEAT_S
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings, load_settings
 from workers.beat import beat_config
+from workers.dropped import DroppedSteps
 from workers.pulse import Pulse
 from workers.pump import Pump
 from workers.sweeper import Sweeper
@@ -97,13 +99,15 @@ def create_app(
     register_tasks(app, holder, settings)
     worker_process_init.connect(holder.warm_up, weak=False)
     # Each step a worker holds is recorded as running under its name (`pipeline.due`).
-    task_received.connect(StepLeases(app, settings).received, weak=False)
+    leases = StepLeases(app, settings)
+    task_received.connect(leases.received, weak=False)
     # Only a worker's main process gets worker_ready: one sweeper thread per worker.
     sweeper = Sweeper(app, settings)
     worker_ready.connect(sweeper.start, weak=False)
     worker_shutdown.connect(sweeper.stop, weak=False)
     # Live workers are known to `lipdub workers` and `lipdub status` by their heartbeats.
-    pulse = Pulse(app, settings)
+    # ... and each beat sends back the steps it was handed and dropped (`workers.dropped`).
+    pulse = Pulse(app, settings, DroppedSteps(app, leases, settle_after_s=BEAT_S))
     worker_ready.connect(pulse.start, weak=False)
     worker_shutdown.connect(pulse.stop, weak=False)
     # Steps with a countdown wait in Redis; every live worker's pump sends them when due.

@@ -14,7 +14,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from celery import Celery
-from celery.worker import state as worker_state
 
 from pipeline import wiring
 from pipeline.due import RunningSteps
@@ -22,6 +21,7 @@ from pipeline.errors import LedgerError
 from pipeline.heartbeat import BEAT_S, Beat, Heartbeats, fingerprint
 from pipeline.settings import Settings
 from workers.background import MainProcessThread
+from workers.dropped import DroppedSteps
 
 log = logging.getLogger("lipdub.pulse")
 
@@ -40,10 +40,16 @@ class Pulse(MainProcessThread):
     thread_name = "lipdub-pulse"
 
     def __init__(
-        self, app: Celery, settings: Settings, clock: Callable[[], float] = time.time
+        self,
+        app: Celery,
+        settings: Settings,
+        dropped: DroppedSteps,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(app)
         self.settings = settings
+        self.dropped = dropped
+        """Each beat also settles this worker's records of the steps it was handed."""
         self.clock = clock
         self._name = ""
 
@@ -59,33 +65,6 @@ class Pulse(MainProcessThread):
             log.warning("%s", err)
         finally:
             client.close()
-
-    def _forget_lost(self, running: RunningSteps) -> None:
-        """Drop this worker's running records whose message it no longer holds: a message
-        received just before the broker's connection broke is dropped by Celery, and its
-        record would otherwise make the step look busy (not lost) until the time limit. The
-        lost-message sweep then sends the step again."""
-        try:
-            held = {r.id for r in list(worker_state.reserved_requests)} | {
-                r.id for r in list(worker_state.active_requests)
-            }
-        except RuntimeError:
-            return  # the consumer changed them meanwhile: look again at the next beat
-        now = self.clock()
-        gone = [
-            lease
-            for lease in running.all()
-            if lease.worker == self._name
-            and lease.member not in held
-            and now - lease.started_at > BEAT_S
-        ]
-        if gone:
-            running.drop(gone)
-            log.warning(
-                "forgot %d step(s) this worker no longer holds: %s",
-                len(gone),
-                ", ".join(f"{g.step.step} {g.step.batch_id}/{g.step.item_id or '-'}" for g in gone),
-            )
 
     def _run(self) -> None:
         client = wiring.redis_client(self.settings)
@@ -105,9 +84,11 @@ class Pulse(MainProcessThread):
                 )
                 try:
                     beats.beat(beat)
-                    self._forget_lost(RunningSteps(client))
+                    self.dropped.settle(RunningSteps(client), self._name)
                 except LedgerError as err:
                     log.warning("%s; trying again in %.0f s", err, BEAT_S)
+                except Exception:  # the heartbeat must outlive a bug: the worker would look dead
+                    log.exception("settling the steps this worker was handed failed")
                 if self._stop.wait(BEAT_S):
                     return
         finally:

@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError
 
 from pipeline import backoff, wiring
 from pipeline.batches import BatchControl
-from pipeline.due import DueSteps, RunningSteps
+from pipeline.due import DueSteps, Lease, RunningSteps
 from pipeline.errors import DispatchError, LedgerError, LipdubError, SettingsError, StorageError
 from pipeline.flow import STEPS, run_step
 from pipeline.runtime import Runtime
@@ -236,7 +236,16 @@ class StepLeases:
     """Records each step a worker receives as running under the worker's name, in the
     worker's main process (Celery's `task_received`), from the moment the worker holds its
     message: if the worker dies, its heartbeat lapses and the sweeper sends the step again
-    within a minute, instead of the broker's visibility timeout (`pipeline.due`)."""
+    within a minute, instead of the broker's visibility timeout (`pipeline.due`).
+
+    When Redis cannot take the record (it is restarting: the moment a broker restart drops
+    the messages a worker was just handed), the record is kept here instead, so that the
+    worker can still name the step (`workers.dropped`): written once Redis is back if the
+    worker still holds the step, its message sent back if not."""
+
+    UNRECORDED_MAX = 1_000
+    """Records kept in memory at most (the oldest go first): a worker receives only a few
+    messages while Redis is away."""
 
     def __init__(
         self, app: Celery, settings: Settings, clock: Callable[[], float] = time.time
@@ -245,6 +254,8 @@ class StepLeases:
         self.settings = settings
         self.clock = clock
         self._running: RunningSteps | None = None
+        self._unrecorded: dict[str, Lease] = {}
+        self._lock = threading.Lock()
 
     def received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
         """A `task_received` receiver (for this app's workers only)."""
@@ -255,25 +266,57 @@ class StepLeases:
             return
         args = list(getattr(request, "args", None) or [])
         step = Next(name.removeprefix("lipdub."), str(args[0]), args[1] if len(args) > 1 else None)
+        message = getattr(request, "message", None)
+        lease = Lease(
+            worker=str(request.hostname or ""),
+            step=step,
+            started_at=self.clock(),
+            member=str(request.id),
+            queue=self.settings.worker.queue,
+            delivery_tag=str(getattr(message, "delivery_tag", "") or ""),
+        )
         try:
-            if self._running is None:
-                self._running = RunningSteps(wiring.redis_client(self.settings))
-            self._running.start(
-                str(request.id),
-                str(request.hostname or ""),
-                step,
-                self.clock(),
-                self.settings.worker.queue,
-            )
+            self.record(lease)
         except LedgerError as err:
-            # Without the record the step is still run; only a fast recovery is lost.
+            # The step is still run; the record waits here for Redis.
+            self.keep(lease)
             log.warning(
-                "%s %s/%s: not recorded as running: %s",
+                "%s %s/%s: not recorded as running yet: %s",
                 step.step,
                 step.batch_id,
                 step.item_id or "-",
                 err,
             )
+
+    def record(self, lease: Lease) -> None:
+        """Write `lease` to Redis (raises LedgerError when Redis cannot take it)."""
+        if self._running is None:
+            self._running = RunningSteps(wiring.redis_client(self.settings))
+        self._running.start(
+            lease.member,
+            lease.worker,
+            lease.step,
+            lease.started_at,
+            lease.queue,
+            lease.delivery_tag,
+        )
+
+    def unrecorded(self) -> list[Lease]:
+        """The records Redis could not take, oldest first."""
+        with self._lock:
+            return list(self._unrecorded.values())
+
+    def settle(self, lease: Lease) -> None:
+        """`lease` is dealt with (written, or its step sent back): forget it here."""
+        with self._lock:
+            self._unrecorded.pop(lease.member, None)
+
+    def keep(self, lease: Lease) -> None:
+        """Hold `lease` here until Redis takes it or its step is sent back."""
+        with self._lock:
+            self._unrecorded[lease.member] = lease
+            while len(self._unrecorded) > self.UNRECORDED_MAX:
+                del self._unrecorded[next(iter(self._unrecorded))]
 
 
 def _end_lease(holder: RuntimeHolder, task_id: str, step: Next) -> None:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import redis
 
 from pipeline import keys
-from pipeline.due import DueSteps, RunningSteps
+from pipeline.due import DueSteps, Lease, RunningSteps
 from pipeline.steps import Next
 
 
@@ -76,3 +77,15 @@ def test_running_steps_are_recorded_per_message_until_they_end(client):
     # And a dead worker's entry is claimed by one sweeper only
     assert running.claim(left) and not running.claim(left)
     assert running.all() == [] and client.hlen(keys.RUNNING_STEPS) == 0
+
+
+def test_a_running_record_keeps_its_message_tag_and_older_records_still_read(client):
+    running = RunningSteps(client)
+    running.start("t1", "w@h", Next("poll", "b", "i"), 100.0, "lipdub", "tag-1")
+    # (a record an older lipdub wrote: no tag)
+    client.zadd(keys.RUNNING, {"t0": 99.0})
+    client.hset(keys.RUNNING_STEPS, "t0", json.dumps(["w@h", "poll", "b", "j", "lipdub"]))
+    assert running.all() == [
+        Lease("w@h", Next("poll", "b", "j"), 99.0, "t0", "lipdub", ""),
+        Lease("w@h", Next("poll", "b", "i"), 100.0, "t1", "lipdub", "tag-1"),
+    ]
