@@ -26,7 +26,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from pipeline import keys
-from pipeline.due import DueSteps, RunningSteps, orphaned
+from pipeline.due import DueSteps, Lease, RunningSteps, orphaned
 from pipeline.errors import DispatchError, LedgerError
 from pipeline.heartbeat import LIVE_S, Heartbeats
 from pipeline.ledger import Ledger
@@ -35,6 +35,7 @@ from pipeline.settings import Settings
 from pipeline.steps import Next
 from pipeline.sweep import send_again, stalled_steps
 from workers.background import MainProcessThread
+from workers.dropped import give_back
 from workers.tasks import CeleryDispatcher, queued_messages
 
 log = logging.getLogger("lipdub.sweeper")
@@ -90,15 +91,32 @@ class Sweeper(MainProcessThread):
         )
         running.drop(stale)
         dispatcher = self._dispatcher(client)
-        sent = [lease.step for lease in again if running.claim(lease)]  # one sweeper each
-        send_again(Ledger(client), dispatcher.send_now, sent, now)
+        claimed = [lease for lease in again if running.claim(lease)]  # one sweeper each
+        # The dead worker's own message goes back to its queue where the broker still holds
+        # it unacknowledged (no second copy after the visibility timeout); a new one otherwise.
+        returned = [lease for lease in claimed if self._give_back(lease)]
+        ledger = Ledger(client)
+        ledger.expect([lease.step for lease in returned], now)
+        send_again(ledger, dispatcher.send_now, [x.step for x in claimed if x not in returned], now)
+        sent = [lease.step for lease in claimed]
         if sent:
             log.warning(
-                "sent %d step(s) again that a dead worker was running: %s",
+                "sent %d step(s) again that a dead worker was running (%d by its own message): %s",
                 len(sent),
+                len(returned),
                 ", ".join(f"{s.step} {s.batch_id}/{s.item_id or '-'}" for s in sent[:10]),
             )
         return sent
+
+    def _give_back(self, lease: Lease) -> bool:
+        """True when the lease's own message went back to its queue (`workers.dropped`)."""
+        if not lease.delivery_tag:
+            return False
+        try:
+            return give_back(self.app, lease.delivery_tag, lease.started_at)
+        except Exception as err:  # the broker away: a new message is sent instead
+            log.warning("a dead worker's message could not be sent back: %s", type(err).__name__)
+            return False
 
     def sweep_once(self, client: redis.Redis) -> list[Next]:
         """One sweep for lost messages, if this worker holds the lock and the queue is empty.

@@ -15,11 +15,13 @@ import pytest
 import redis
 
 from pipeline.due import DueSteps, RunningSteps
+from pipeline.heartbeat import LIVE_S
 from pipeline.local_servers import RedisServer
 from pipeline.steps import Next
 from tests.integration.stack import stack_settings, worker_processes
 from workers.app import create_app
 from workers.dropped import DroppedSteps
+from workers.sweeper import Sweeper
 from workers.tasks import CeleryDispatcher, StepLeases, queued_messages
 
 pytestmark = pytest.mark.slow
@@ -247,3 +249,17 @@ def test_a_record_redis_took_without_answering_is_settled_once(broker, caplog):
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "sent 1 step(s) back to the queue that this worker was handed and dropped"
     ]
+
+
+def test_a_dead_workers_step_goes_back_by_its_own_message(broker, settings):
+    # Given a step a worker took and then died with (it never beat): its message unacknowledged
+    dropped(broker, worker="dead@test")
+    # When a sweeper looks for orphans once the dead worker's heartbeat would have lapsed
+    sweeper = Sweeper(broker.app, settings, clock=lambda: time.time() + LIVE_S + 5)
+    sent = sweeper.orphans_once(broker.client)
+    # Then the step is sent again by its own message: one in the queue, and no unacknowledged
+    # copy left to come back a second time after the visibility timeout
+    assert sent == [POLL]
+    assert queued_messages(broker.app, broker.queue) == 1
+    assert unacknowledged(broker.client) == []
+    assert broker.running.all() == []
