@@ -36,7 +36,7 @@ class Rounding(StrEnum):
 class PriceModel(BaseModel):
     """Rate, basis, rounding and minimum. `PriceModel()` is the product page's price."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     rate_per_second_usd: Decimal = Field(default=Decimal("0.134"), ge=0)
     """USD per billable second (the product page: 0.134)."""

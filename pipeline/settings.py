@@ -52,8 +52,9 @@ API_KEY_VARIABLE = "WAVESPEED_API_KEY"
 
 
 class _Section(BaseModel):
-    # Attribute docstrings become field descriptions: docs/configuration.md's settings table.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # Attribute docstrings are docs/configuration.md's settings table (`pipeline.settings_doc`
+    # reads them from the source: pydantic's use_attribute_docstrings costs every import).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ProviderSettings(_Section):

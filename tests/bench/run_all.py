@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import (
+    bench_cli,
     bench_defaults,
     bench_memory,
     bench_order,
@@ -187,6 +188,9 @@ def table(results: dict[str, Any]) -> list[list[str]]:
     scale = results.get("scale")
     if scale:
         rows += _scale_rows(scale[0], scale[-1])
+    cli = results.get("cli")
+    if cli:
+        rows.append(_cli_row(cli))
     p = results.get("planning")
     if p:
         rows.append(
@@ -265,6 +269,18 @@ def _scale_rows(small: dict[str, Any], big: dict[str, Any]) -> list[list[str]]:
             max(big["status_cli_ms"], big["batches_cli_ms"]) < 100,
         ),
     ]
+
+
+def _cli_row(cli: dict[str, Any]) -> list[str]:
+    """The command line as a fresh process, beside the floor of its libraries' imports."""
+    return _row(
+        f"10 lipdub status / batches / --help ms (a fresh process), {cli['items']} items",
+        f"{cli['status_ms']} / {cli['batches_ms']} / {cli['help_ms']}",
+        f"Python importing redis, pydantic-settings, typer, rich {cli['libraries_ms']} "
+        f"(Python alone {cli['python_ms']})",
+        "< 100",
+        max(cli["status_ms"], cli["batches_ms"]) < 100,
+    )
 
 
 def _compacted_row(sizes: str, small: dict[str, Any], big: dict[str, Any]) -> list[str]:
@@ -357,7 +373,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="throughput,defaults,order,overhead,scale,memory,planning,reports",
+        default="throughput,defaults,order,overhead,scale,cli,memory,planning,reports",
         help="comma-separated subset",
     )
     args = parser.parse_args()
@@ -394,6 +410,7 @@ def main() -> None:
             "order": lambda: bench_order.run(root / "order"),
             "overhead": lambda: bench_overhead.run(root / "overhead", args.overhead_items),
             "scale": lambda: bench_scale.run(root / "scale", args.scale),
+            "cli": lambda: bench_cli.run(root / "cli"),
             "memory": lambda: bench_memory.run(
                 root / "memory", [int(s) for s in args.memory_mib.split(",")]
             ),
