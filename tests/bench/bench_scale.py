@@ -17,9 +17,6 @@ bench's stack (a provider that answers at once, no limits, 2 `lipdub worker` pro
 
 from __future__ import annotations
 
-import os
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +25,8 @@ from typing import Any
 from pipeline import keys
 from pipeline.reporting.data import batch_status
 from pipeline.retention import compact
-from pipeline.settings import Settings, to_environment
+from pipeline.settings import Settings
+from tests.bench.bench_cli import command_env, median_ms
 from tests.bench.bench_overhead import POLLING, PROVIDER, SANDBOX
 from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
 from workers.cli.session import Session
@@ -111,20 +109,10 @@ def pending_bytes(workdir: Path, manifest: Path) -> float:
 
 
 def _command_ms(settings: Settings, *args: str) -> float:
-    """The median wall time of `lipdub ARGS` as a fresh process (what a user waits for)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPDUB_")}
-    env.update(to_environment(settings))
-    times = []
-    for _ in range(COMMAND_RUNS):
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "workers.cli", *args],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1000, 1)
+    """The median wall time of `lipdub ARGS` as a fresh process (what a user waits for), with
+    bytecode caches as a user's install has them (`bench_cli`)."""
+    argv = [sys.executable, "-m", "workers.cli", *args]
+    return median_ms({"command": argv}, command_env(settings), COMMAND_RUNS)["command"]
 
 
 def lapse_within(session: Session, within_s: int) -> int:
