@@ -64,6 +64,7 @@ class DueSteps:
         self._feed = keys.feed(queue)
         self._schedule = client.register_script(lua_script("schedule_due.lua"))
         self._take = client.register_script(lua_script("take_due.lua"))
+        self._take_fed = client.register_script(lua_script("take_fed.lua"))
 
     def schedule(self, steps: Sequence[Next]) -> None:
         """Keep each step until its countdown is over (of two copies, the earlier stays)."""
@@ -119,12 +120,17 @@ class DueSteps:
         """Steps in the feed."""
         return int(_call(lambda: self.redis.llen(self._feed)))
 
-    def take_fed(self, count: int) -> list[Next]:
-        """Up to `count` steps from the feed's head, to send now."""
+    def take_fed(self, count: int) -> list[tuple[str, Next]]:
+        """Up to `count` steps from the feed's head to send now, each with its member for
+        `sent`: leased to this pump for `SENDING_LEASE_S` like due steps, so that a pump that
+        dies before sending them leaves them to the next pump (`take`), not to the
+        lost-message sweep."""
         if count <= 0:
             return []
-        taken: Any = _call(lambda: self.redis.lpop(self._feed, count))
-        return [decode_member(str(m)) for m in taken or []]
+        taken: Any = _call(
+            lambda: self._take_fed(keys=[self._feed, self._sending], args=[count, SENDING_LEASE_S])
+        )
+        return [(str(m), decode_member(str(m))) for m in taken or []]
 
 
 @dataclass(frozen=True)

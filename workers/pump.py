@@ -71,8 +71,8 @@ class Pump(MainProcessThread):
 
     def _feed(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
         """Move uploads from the feed to the broker up to `worker.queue_window` waiting
-        messages, one at a time: a pump that dies between taking one and sending it loses
-        that one step (the sweeper sends it again, as any lost message)."""
+        messages, one at a time: each is leased to this pump until the broker has it, so a
+        pump that dies between taking one and sending it leaves it to the next pump."""
         if not due.fed_waiting():
             return 0
         room = self.settings.worker.queue_window - queued_messages(
@@ -83,6 +83,8 @@ class Pump(MainProcessThread):
             taken = due.take_fed(1)
             if not taken:
                 break
-            dispatcher.send_now(taken[0])
+            [(member, step)] = taken
+            dispatcher.send_now(step)
+            due.sent([member])
             sent += 1
         return sent

@@ -51,7 +51,9 @@ def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
         # Then the broker holds the window, in order, and the rest wait as ids in Redis
         assert queued_messages(stack.app, windowed.worker.queue) == WINDOW
         assert due.fed_waiting() == 400 - WINDOW
-        assert due.take_fed(1) == [Next("prepare", "big", f"item-{WINDOW:03d}")]
+        assert [step for _, step in due.take_fed(1)] == [
+            Next("prepare", "big", f"item-{WINDOW:03d}")
+        ]
         per_item = (
             stack.redis.memory_usage(f"lipdub:feed:{windowed.worker.queue}") / due.fed_waiting()
         )

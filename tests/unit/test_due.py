@@ -57,6 +57,26 @@ def test_steps_a_pump_took_and_never_sent_are_taken_again_after_the_lease(client
     assert [step for _, step in due.take()] == [Next("collect", "b", "i")]
 
 
+def test_an_upload_a_pump_took_from_the_feed_and_never_sent_is_taken_again(client):
+    # Given two uploads in the feed, and a pump that took the first
+    due = DueSteps(client, "lipdub")
+    due.feed([Next("prepare", "b", "i"), Next("prepare", "b", "j")])
+    [(member, step)] = due.take_fed(1)
+    assert step == Next("prepare", "b", "i") and due.fed_waiting() == 1
+    # Then until it is sent, it is kept (leased to that pump: the sweep does not call it lost)
+    assert due.waiting([step]) == {step}
+    assert due.take() == []
+    # When the pump dies before sending it: its lease runs out (made short here)
+    client.zadd(keys.due_sending("lipdub"), {member: 0})
+    # Then another pump takes it again; and once sent, it is kept no more
+    [(again, step_again)] = due.take()
+    assert step_again == step
+    due.sent([again])
+    assert due.waiting([step]) == set() and due.take() == []
+    assert [s for _, s in due.take_fed(5)] == [Next("prepare", "b", "j")]
+    assert due.take_fed(5) == []
+
+
 def test_a_batch_step_keeps_its_missing_item(client):
     due = DueSteps(client, "lipdub")
     due.schedule([Next("finalize", "b", None, 0.0)])
