@@ -94,9 +94,11 @@ class Sweeper(MainProcessThread):
         claimed = [lease for lease in again if running.claim(lease)]  # one sweeper each
         # The dead worker's own message goes back to its queue where the broker still holds
         # it unacknowledged (no second copy after the visibility timeout); a new one otherwise.
-        returned = [lease for lease in claimed if self._give_back(lease)]
+        # Each step is expected again before it can run (as `send_again` does), so that an
+        # expectation written late cannot outlive the step's own follow-up.
         ledger = Ledger(client)
-        ledger.expect([lease.step for lease in returned], now)
+        ledger.expect([lease.step for lease in claimed if lease.delivery_tag], now)
+        returned = [lease for lease in claimed if self._give_back(lease)]
         send_again(ledger, dispatcher.send_now, [x.step for x in claimed if x not in returned], now)
         sent = [lease.step for lease in claimed]
         if sent:
