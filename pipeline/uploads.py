@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,6 +35,9 @@ FileDone = Callable[[str, StorageError | None], None]
 
 BEAT_EVERY_S = 5.0
 """How often a start that is uploading says so (the batch's `uploads_beat_at`)."""
+AHEAD = 8
+"""Files handed to the upload threads beyond those going at once, so that a thread that
+finishes finds its next file waiting."""
 UPLOADER_LAPSE_S = 30.0
 """A start that has not said so for this long stopped: its items' missing files never come."""
 
@@ -124,12 +127,17 @@ def upload_files(
     on_file: FileDone | None = None,
     on_progress: Progress | None = None,
     beat: Callable[[], None] | None = None,
+    executor: Callable[[int], Executor] = ThreadPoolExecutor,
 ) -> Uploaded:
     """Put these files in the bucket (each skipped when there), `files_at_once` at a time in
     their order. `on_file` is told of each as it ends, in this thread; `beat` is called at
     least every `BEAT_EVERY_S` while files are under way. A refused call is tried again by
     the storage's S3 client itself (a starting process's: `wiring.starter_s3_client`); a file
-    still refused fails its items."""
+    still refused fails its items.
+
+    Only a few more files than go at once are handed to the `executor` (threads by default)
+    ahead of time (`AHEAD`): waiting on every file of a 10,000-item batch at once made each
+    wait cost time in proportion to the files left, quadratic in all (docs/performance.md)."""
     total = sum(f.size_bytes for f in files.values())
     done = 0
     lock = threading.Lock()
@@ -162,16 +170,25 @@ def upload_files(
         on_progress(0, total)
     sent: list[LocalFile] = []
     refused = 0
-    with ThreadPoolExecutor(max_workers=max(1, files_at_once)) as pool:
-        futures: dict[Future[bool], str] = {pool.submit(put, f): k for k, f in files.items()}
-        order = {future: n for n, future in enumerate(futures)}
-        pending = set(futures)
+    at_once = max(1, files_at_once)
+    waiting = iter(enumerate(files.items()))
+    with executor(at_once) as pool:
+        # Each future with its file's place and key; only `at_once + AHEAD` at a time.
+        pending: dict[Future[bool], tuple[int, str]] = {}
+
+        def hand_over() -> None:
+            for n, (key, file) in waiting:
+                pending[pool.submit(put, file)] = (n, key)
+                if len(pending) >= at_once + AHEAD:
+                    return
+
+        hand_over()
         while pending:
-            finished, pending = wait(pending, timeout=BEAT_EVERY_S, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, timeout=BEAT_EVERY_S, return_when=FIRST_COMPLETED)
             if beat is not None:
                 beat()
-            for future in sorted(finished, key=order.__getitem__):
-                key = futures[future]
+            for future in sorted(finished, key=lambda f: pending[f][0]):
+                _, key = pending.pop(future)
                 error = future.exception()
                 if error is not None and not isinstance(error, StorageError):
                     raise error
@@ -180,6 +197,7 @@ def upload_files(
                 refused += error is not None
                 if on_file is not None:
                     on_file(key, error)
+            hand_over()
     return Uploaded(
         files=len(files),
         uploaded=len(sent),
