@@ -17,7 +17,6 @@ from celery import Celery
 from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import task_received, worker_process_init, worker_ready, worker_shutdown
 
-from pipeline.heartbeat import BEAT_S
 from pipeline.runtime import Runtime
 from pipeline.settings import Settings, load_settings
 from workers.beat import beat_config
@@ -107,7 +106,7 @@ def create_app(
     worker_shutdown.connect(sweeper.stop, weak=False)
     # Live workers are known to `lipdub workers` and `lipdub status` by their heartbeats.
     # ... and each beat sends back the steps it was handed and dropped (`workers.dropped`).
-    pulse = Pulse(app, settings, DroppedSteps(app, leases, settle_after_s=BEAT_S))
+    pulse = Pulse(app, settings, DroppedSteps(app, leases))
     worker_ready.connect(pulse.start, weak=False)
     worker_shutdown.connect(pulse.stop, weak=False)
     # Steps with a countdown wait in Redis; every live worker's pump sends them when due.

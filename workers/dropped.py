@@ -32,6 +32,7 @@ from celery.worker import state as worker_state
 
 from pipeline.due import Lease, RunningSteps
 from pipeline.errors import LedgerError
+from pipeline.heartbeat import BEAT_S
 from pipeline.steps import Next
 from workers.tasks import StepLeases
 
@@ -75,9 +76,9 @@ class DroppedSteps:
     leases: StepLeases
     held: Callable[[], set[str]] = held_task_ids
     clock: Callable[[], float] = time.time
-    settle_after_s: float = 10.0
-    """A record this old and not held is settled: younger ones may belong to a message that
-    Celery is still handing over."""
+    settle_after_s: float = BEAT_S
+    """A record this old and not held is settled (a heartbeat's interval): younger ones may
+    belong to a message that Celery is still handing over."""
     give_back: Callable[[Celery, str, float], bool] = field(default=give_back)
 
     def settle(self, running: RunningSteps, worker: str) -> list[Next]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from pipeline import keys
 from pipeline.due import DueSteps, RunningSteps
 from pipeline.heartbeat import LIVE_S
 from pipeline.local_servers import RedisServer
@@ -216,7 +217,7 @@ def test_a_live_worker_sends_back_a_step_it_was_handed_and_dropped(settings, tmp
     log = tmp_path / "holder-0.log"
     with worker_processes(settings, tmp_path, concurrency=1, name="holder"):
         deadline = time.monotonic() + 30
-        while not (live := client.zrange("lipdub:workers", 0, -1)):
+        while not (live := client.zrange(keys.WORKERS, 0, -1)):
             assert time.monotonic() < deadline, "the worker never beat"
             time.sleep(0.2)
         [name] = live
