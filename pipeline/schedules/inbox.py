@@ -93,8 +93,11 @@ class LocalInbox:
         found = []
         for entry in sorted(os.scandir(base), key=lambda e: e.name):
             if entry.is_file() and is_manifest(entry.name):
-                digest = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()[:16]
-                found.append(Dropped(entry.name, digest, entry.stat().st_mtime))
+                try:
+                    digest = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()[:16]
+                    found.append(Dropped(entry.name, digest, entry.stat().st_mtime))
+                except FileNotFoundError:
+                    continue  # filed meanwhile by another scheduler: not dropped any more
         return found
 
     def exists(self, folder: str, name: str) -> bool:
