@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from pipeline import keys
 from pipeline.ledger import Ledger
+from pipeline.ledger.kept import COMPACTED_AT, LAPSED
 from pipeline.records import BatchRecord
 from pipeline.states import ItemState
 
@@ -48,17 +49,20 @@ reuses the output checks its length against this; its cost and billed seconds: t
 DELETE_CHUNK = 500
 """Items forgotten per command (their records deleted, their ids out of the done set) once
 their batch's compacted items are written."""
-COMPACTED = "compacted_at"
+COMPACTED = COMPACTED_AT
 """The batch field saying when its items were compacted (epoch s)."""
 
 
 def is_compacted(record: Mapping[str, str]) -> bool:
-    """Whether an item record is what compaction kept of it (`KEPT`), not the whole record.
+    """Whether an item record is what compaction kept of it (`KEPT`), or what is known of it
+    once that has lapsed (`kept.lapsed_record`), not the whole record.
 
     >>> is_compacted({"id": "a", "state": "completed"}), is_compacted({"id": "a", "video": "{}"})
     (True, False)
+    >>> is_compacted({"id": "a", "state": "completed", "lapsed": "1"})
+    True
     """
-    return bool(record) and set(record) <= set(KEPT)
+    return bool(record) and set(record) <= {*KEPT, LAPSED}
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
             continue
         item_id = record.get("id", "")
         completed.append(item_id)
+        if record.get(LAPSED):
+            continue  # compacted before, and its kept fields lapsed since: nothing to keep
         shrunk += not is_compacted(record)  # its own record still there (else packed already)
         claim_left_s = ledger.claim_left_s(record.get("identity", ""), f"{batch_id}:{item_id}")
         until = None if claim_left_s is None else max(history_until, now + claim_left_s)

@@ -13,7 +13,7 @@ import redis
 from pipeline import keys
 from pipeline.errors import LedgerError
 from pipeline.ledger.budgets import to_micros
-from pipeline.ledger.kept import CompactedItems
+from pipeline.ledger.kept import COMPACTED_AT, CompactedItems, lapsed_record
 from pipeline.records import BatchRecord, encode_value
 from pipeline.states import FINAL_STATES, BatchState, ItemState, check_moves
 from pipeline.steps import BATCH_STEPS, Next
@@ -122,7 +122,9 @@ class BatchRecords(CompactedItems):
         return self.compacted_item(batch_id, item_id) or record
 
     def items(self, batch_id: str) -> list[dict[str, str]]:
-        """Every item record of the batch, in manifest order."""
+        """Every item record of the batch, in manifest order: a compacted item's kept fields,
+        and for one whose kept fields have lapsed what is known of it (`kept.lapsed_record`),
+        so that every item has a state."""
         ids = self.item_ids(batch_id)
 
         def read() -> list[dict[str, str]]:
@@ -134,13 +136,15 @@ class BatchRecords(CompactedItems):
         records: list[dict[str, str]] = list(self._call(read))
         if any("state" not in r for r in records):
             _fill(ids, records, self.compacted_items(batch_id))
+            self._fill_lapsed(batch_id, ids, records)
         return records
 
     def iter_items(
         self, batch_id: str, *, fields: Sequence[str] | None = None, chunk: int = 500
     ) -> Iterator[dict[str, str]]:
         """Every item record of the batch in manifest order, read `chunk` at a time (memory
-        flat in the batch's size); only `fields` of each when given."""
+        flat in the batch's size); only `fields` of each when given. A compacted item whose
+        packed fields have lapsed is `kept.lapsed_record` (as in `items`)."""
         count = int(self._call(lambda: self.redis.llen(keys.batch_items(batch_id))))
         packed: dict[str, dict[str, str]] | None = None  # a compacted batch's, read once
         read_fields = _with_state(fields or ())  # an item with no state has no record here
@@ -166,7 +170,22 @@ class BatchRecords(CompactedItems):
             if any("state" not in r for r in records):
                 packed = self.compacted_items(batch_id) if packed is None else packed
                 _fill(ids, records, packed)
+                self._fill_lapsed(batch_id, ids, records)
             yield from records if fields is None else (_only(r, fields) for r in records)
+
+    def _fill_lapsed(
+        self, batch_id: str, ids: Sequence[str], records: list[dict[str, str]]
+    ) -> None:
+        """Give the items of a compacted batch that have no record left (neither their own nor
+        a packed one) `kept.lapsed_record`, in place. In a batch not compacted, an item with
+        no record is left as it is: it has not been written yet, or was lost."""
+        if all("state" in r for r in records):
+            return
+        if not self._call(lambda: self.redis.hget(keys.batch(batch_id), COMPACTED_AT)):
+            return
+        for n, record in enumerate(records):
+            if "state" not in record:
+                records[n] = lapsed_record(ids[n])
 
     def fields_of(
         self, members: Sequence[tuple[str, str]], fields: Sequence[str]
@@ -254,7 +273,9 @@ class BatchRecords(CompactedItems):
             *[keys.item(batch_id, i) for i in item_ids],
         ]
         return int(
-            self._call(lambda: self._forget_compacted(keys=script_keys, args=list(item_ids)))
+            self._call(
+                lambda: self._forget_compacted(keys=script_keys, args=[DONE_COMPACTED, *item_ids])
+            )
         )
 
     def batch_ids(self, limit: int | None = 50) -> list[str]:
@@ -316,6 +337,7 @@ class BatchRecords(CompactedItems):
             "1" if to in FINAL_STATES else "0",
             item_id,
             json.dumps({k: encode_value(v) for k, v in (when or {}).items()}),
+            DONE_COMPACTED,
         ]
         script_keys = [
             keys.item(batch_id, item_id),

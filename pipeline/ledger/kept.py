@@ -26,11 +26,17 @@ from typing import Any
 
 from pipeline import keys
 from pipeline.ledger.base import LedgerStore
+from pipeline.states import ItemState
 
 CHUNK_ITEMS = 100
 """Items per packed part: enough for the repeated text to compress, few enough that reading
 one item (a later item checking a reused output's length) unpacks only a few kilobytes."""
 CHUNKS_FIELD = "chunks"
+COMPACTED_AT = "compacted_at"
+"""The batch field saying when its items were compacted (epoch s)."""
+LAPSED = "lapsed"
+"""The field marking what the readers of items give for a compacted item whose packed fields
+have lapsed (`lapsed_record`)."""
 
 
 def part_of(item_id: str, parts: int) -> str:
@@ -50,6 +56,18 @@ def pack(records: Mapping[str, Mapping[str, str]]) -> str:
     """
     text = json.dumps(records, separators=(",", ":"), sort_keys=True)
     return base64.b85encode(zlib.compress(text.encode(), 9)).decode("ascii")
+
+
+def lapsed_record(item_id: str) -> dict[str, str]:
+    """What is known of a compacted batch's item that has no record left: its packed fields
+    lapsed with its pair's claim (or it was left out of them, its time over already). Only
+    completed items are compacted, and a compacted item never moves, so it is completed; its
+    row is in the reports its batch wrote before.
+
+    >>> lapsed_record("ep1.de")
+    {'id': 'ep1.de', 'state': 'completed', 'lapsed': '1'}
+    """
+    return {"id": item_id, "state": ItemState.COMPLETED.value, LAPSED: "1"}
 
 
 def unpack(value: str) -> dict[str, dict[str, str]]:

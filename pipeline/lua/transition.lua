@@ -1,7 +1,8 @@
 -- Move an item if its state is allowed and its fence holds; keep the batch's done-set (its
 -- final items but the compacted ones, which the batch hash counts as `done_compacted`).
 -- KEYS: item hash, batch done-set, batch hash. ARGV: allowed states (JSON), new state,
--- fields (JSON), 1 when the new state is final, item id, fence fields (JSON).
+-- fields (JSON), 1 when the new state is final, item id, fence fields (JSON), the batch
+-- field counting its compacted items (`done_compacted`).
 -- Returns {ok, state, done, total}. The batch hash keeps how many items are in each state
 -- (`n:<state>`), moved here with the item, so a batch's status never reads its items.
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -31,6 +32,6 @@ else
   end
 end
 local done = redis.call('SCARD', KEYS[2])
-  + tonumber(redis.call('HGET', KEYS[3], 'done_compacted') or '0')
+  + tonumber(redis.call('HGET', KEYS[3], ARGV[7]) or '0')
 local total = tonumber(redis.call('HGET', KEYS[3], 'item_count') or '0')
 return {1, ARGV[2], done, total}

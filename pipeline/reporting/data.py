@@ -13,11 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.ledger import Ledger
+from pipeline.ledger.kept import LAPSED
 from pipeline.retention import is_compacted
 from pipeline.states import ItemState
 
-EarlierRow = Callable[[str, int], dict[str, Any] | None]
-"""An earlier report's row of an item, by its id and manifest row (`EarlierRows.row`)."""
+EarlierRow = Callable[[str, int, int], dict[str, Any] | None]
+"""An earlier report's row of an item, by its id, manifest row and position in the batch
+(`EarlierRows.row`)."""
 
 PHASES = {
     "queued": "waiting in our queue",
@@ -179,20 +181,29 @@ def report_head(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     }
 
 
+LAPSED_HINT = (
+    "completed; compacted, and what was kept of it has lapsed since (with its pair's claim): "
+    "its whole row is in the reports its batch wrote before"
+)
+"""The hint of a row whose item's record has lapsed, where no earlier report gave its row."""
+
+
 def report_items(
     ledger: Ledger, batch_id: str, bucket: str, *, earlier: EarlierRow | None = None
 ) -> Iterator[dict[str, Any]]:
     """Each item as the report shows it, read from Redis a chunk at a time. A compacted
     item's row is `earlier`'s (its batch's earlier report: `pipeline.reporting.earlier`)
-    where that has it: compaction kept only a few of its fields."""
-    for record in ledger.iter_items(batch_id):
+    where that has it: compaction kept only a few of its fields, and none once they lapsed."""
+    for position, record in enumerate(ledger.iter_items(batch_id)):
         if earlier is not None and is_compacted(record):
-            found = earlier(record.get("id", ""), int(record.get("row") or 0))
+            found = earlier(record.get("id", ""), int(record.get("row") or 0), position)
             if found is not None:
                 yield found
                 continue
         item = item_report(record)
         item["output_uri"] = f"s3://{bucket}/{item['output_key']}" if item["output_key"] else None
+        if record.get(LAPSED):
+            item["hint"] = LAPSED_HINT
         yield item
 
 

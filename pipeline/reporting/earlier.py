@@ -52,37 +52,47 @@ def rows_of(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class EarlierRows:
-    """An earlier report's item rows, asked for in manifest order (`row`)."""
+    """An earlier report's item rows, asked for in the batch's order."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._rows = rows_of(path)
-        self._ahead: dict[str, Any] | None = None
+        self._read = 0
+        self._ahead: tuple[int, dict[str, Any]] | None = None  # (position, row) read ahead
 
-    def row(self, item_id: str, row: int) -> dict[str, Any] | None:
-        """The earlier row of item `item_id` (manifest row `row`), or None. Asked for in
-        manifest order: the rows before it (items that were not compacted) are passed over.
+    def row(self, item_id: str, row: int, position: int) -> dict[str, Any] | None:
+        """The earlier row of item `item_id`: found by its manifest row `row`, or where that is
+        not known (0: an item whose kept fields have lapsed) by its `position` in the batch
+        (a report lists every item of its batch, in the batch's order); None when the report
+        does not have it. Asked for in the batch's order: the rows before it (items that were
+        not compacted) are passed over.
 
         >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "r.json"
-        >>> _ = path.write_text(json.dumps({"items_detail": [
-        ...     {"id": "a", "row": 1}, {"id": "b", "row": 2}, {"id": "d", "row": 4}]}))
+        >>> _ = path.write_text(json.dumps({"items_detail": [{"id": "a", "row": 1},
+        ...     {"id": "b", "row": 2}, {"id": "d", "row": 4}, {"id": "f", "row": 6}]}))
         >>> rows = EarlierRows(path)
-        >>> rows.row("b", 2), rows.row("c", 3), rows.row("d", 4), rows.row("e", 5)
+        >>> rows.row("b", 2, 1), rows.row("c", 3, 9), rows.row("d", 4, 2), rows.row("e", 5, 9)
         ({'id': 'b', 'row': 2}, None, {'id': 'd', 'row': 4}, None)
+        >>> rows.row("x", 0, 3), rows.row("f", 0, 3)
+        (None, {'id': 'f', 'row': 6})
         """
+        wanted, by_row = (row, True) if row else (position, False)
         while True:
-            found = self._ahead if self._ahead is not None else next(self._rows, None)
-            self._ahead = None
-            if found is None:
-                return None
-            at = int(found.get("row") or 0)
-            if at < row:
+            if self._ahead is None:
+                found = next(self._rows, None)
+                if found is None:
+                    return None
+                self._ahead, self._read = (self._read, found), self._read + 1
+            at_position, found = self._ahead
+            at = int(found.get("row") or 0) if by_row else at_position
+            if at < wanted:
+                self._ahead = None
                 continue
-            if at == row and found.get("id") == item_id:
+            if at == wanted and found.get("id") == item_id:
+                self._ahead = None
                 return found
-            self._ahead = found  # a later item's: kept for it
-            return None
+            return None  # a later item's: kept for it
 
     def metadata_keys(self) -> set[str]:
         """Every metadata key of the earlier rows (the CSV's columns)."""

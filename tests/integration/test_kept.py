@@ -13,7 +13,7 @@ import redis
 
 from pipeline import keys
 from pipeline.ledger import Ledger
-from pipeline.ledger.kept import CHUNK_ITEMS
+from pipeline.ledger.kept import CHUNK_ITEMS, COMPACTED_AT, LAPSED, lapsed_record
 from pipeline.states import ItemState
 
 BATCH = "b20261206-000000-abcdef"
@@ -118,3 +118,32 @@ def test_compacted_items_leave_the_done_set_and_still_count_as_done(redis_url):
     # And its end completes the batch again
     assert ledger.transition(batch, "c", [ItemState.PENDING], ItemState.COMPLETED).batch_complete
     assert ledger.unfinished_items(batch, ["state"]) == []
+
+
+def test_a_compacted_item_whose_kept_fields_lapsed_reads_as_completed(redis_url):
+    # Given a batch of three items, one failed and kept whole, two with no record at all
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ledger = Ledger(client)
+    batch = "b20261206-000002-abcdef"
+    ids = ["a", "b", "c"]
+    client.rpush(keys.batch_items(batch), *ids)
+    failed = {"id": "b", "state": "failed"}
+    client.hset(keys.item(batch, "b"), mapping=failed)
+    client.hset(keys.batch(batch), mapping={"item_count": "3"})
+    # While the batch was never compacted, they are items with no record yet: left as they are
+    assert ledger.items(batch) == [{}, failed, {}]
+    assert list(ledger.iter_items(batch, chunk=2)) == [{}, failed, {}]
+    # When the batch is one that was compacted (its packed items lapsed since, or never held
+    # these two)
+    ledger.update_batch(batch, {COMPACTED_AT: time.time()})
+    # Then every reader of items finds them completed and marked lapsed, the failed one whole
+    lapsed = [lapsed_record("a"), failed, lapsed_record("c")]
+    assert lapsed[0] == {"id": "a", "state": "completed", LAPSED: "1"}
+    assert ledger.items(batch) == lapsed
+    assert list(ledger.iter_items(batch, chunk=2)) == lapsed
+    assert list(ledger.iter_items(batch, fields=["state"], chunk=2)) == [
+        {"state": "completed"}, {"state": "failed"}, {"state": "completed"},
+    ]  # fmt: skip
+    # And one still packed reads as kept, not as lapsed
+    ledger.keep_compacted(batch, {"c": {"id": "c", "state": "completed", "row": "3"}}, None)
+    assert ledger.items(batch)[2] == {"id": "c", "state": "completed", "row": "3"}
