@@ -37,6 +37,15 @@ def reporting_control(stack) -> BatchControl:
     )
 
 
+def finished_with_two_skipped(stack, control: BatchControl, manifest) -> tuple[str, list]:
+    """Start a batch of four whose budget fits two (one at a time), and wait for it to
+    finish: two completed, two skipped. Returns its id and the four items' prices."""
+    batch_plan, prices, budget = budget_for_two(manifest, stack.settings)
+    batch_id = control.start(batch_plan, budget_usd=budget, partial_budget=True)
+    stack.wait(batch_id)
+    return batch_id, prices
+
+
 def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again(
     tmp_path, make_stack
 ):
@@ -44,11 +53,9 @@ def test_retrying_a_compacted_batch_keeps_its_report_whole_and_compacts_it_again
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox, provider={"max_concurrent": 1})
         control = reporting_control(stack)
-        batch_plan, prices, budget = budget_for_two(manifest, stack.settings)
         with in_process_worker(stack):
             # Given a finished batch whose budget left two items skipped, compacted since
-            batch_id = control.start(batch_plan, budget_usd=budget, partial_budget=True)
-            stack.wait(batch_id)
+            batch_id, prices = finished_with_two_skipped(stack, control, manifest)
             before = control.report(batch_id)
             done = [i["id"] for i in before["items_detail"] if i["state"] == "completed"]
             compact(stack.ledger, batch_id, now=time.time())
@@ -87,12 +94,10 @@ def test_a_compacted_batch_whose_report_is_gone_still_finishes_when_retried(tmp_
     manifest = write_manifest(tmp_path / "m", FOUR_CLIPS)
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox, provider={"max_concurrent": 1})
-        batch_plan, prices, budget = budget_for_two(manifest, stack.settings)
         with in_process_worker(stack):
             # Given a compacted batch with skipped items, its report since deleted from the
             # bucket (a lifecycle rule, a person)
-            batch_id = stack.control.start(batch_plan, budget_usd=budget, partial_budget=True)
-            stack.wait(batch_id)
+            batch_id, prices = finished_with_two_skipped(stack, stack.control, manifest)
             compact(stack.ledger, batch_id, now=time.time())
             for key in stack.keys(f"reports/{batch_id}/"):
                 stack.storage.delete(key)
@@ -112,13 +117,11 @@ def test_a_retried_batch_whose_compacted_items_lapsed_still_reports_them(
     with start_sandbox(tmp_path) as sandbox:
         stack = make_stack(sandbox, provider={"max_concurrent": 1})
         control = reporting_control(stack)
-        batch_plan, prices, budget = budget_for_two(manifest, stack.settings)
         with in_process_worker(stack):
             # Given a compacted batch with two completed and two skipped items, whose packed
             # items have lapsed since (as Redis drops them with the latest of their pairs'
             # claims, 30 days on), its report kept in the bucket or not
-            batch_id = control.start(batch_plan, budget_usd=budget, partial_budget=True)
-            stack.wait(batch_id)
+            batch_id, prices = finished_with_two_skipped(stack, control, manifest)
             before = control.report(batch_id)
             compact(stack.ledger, batch_id, now=time.time())
             stack.redis.delete(keys.batch_kept(batch_id))
