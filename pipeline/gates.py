@@ -6,8 +6,12 @@
   `starts_per_minute` starts in any `rate_window_s + start_margin_s`: right for a provider
   counting a sliding or fixed window, or a token bucket of that size. Pacing `even` spaces
   starts by that window divided by `starts_per_minute`: also right for a bucket that holds a
-  single start. The margin absorbs network jitter between our decision and the provider's
-  clock. The script reads Redis's clock, so workers with skewed clocks still agree.
+  single start. With window pacing each start is recorded again when its POST has its answer
+  (`anchor_start`): the provider counted it by then, so the next window is timed from a moment
+  no earlier than the provider's own count, however long the POST took or however late the
+  worker sent it; a reservation asked again at its time keeps a window after the start it
+  replaces. The margin (none by default) only covers a start whose answer could not be
+  recorded. The scripts read Redis's clock, so workers with skewed clocks still agree.
 - **Concurrency slots**: a sorted set of in-flight items with lease ends; an item holds its
   slot from before its POST until its prediction is final. There are `in_flight_max` of them:
   the account's `max_concurrent` and `queue_ahead` more, which the provider queues and starts
@@ -75,7 +79,7 @@ class Gates:
         self.slot_lease_s = slot_lease_s
         self.slot_recheck_s = slot_recheck_s
         shared = store.RedisStore(server=redis_url)
-        window_s = provider.rate_window_s + provider.start_margin_s
+        window_s = provider.start_window_s
         if provider.start_pacing == "even":
             self._starts_allowed, self._start_window_s = 1, window_s / provider.starts_per_minute
         else:
@@ -94,6 +98,7 @@ class Gates:
         self._acquire = client.register_script(lua_script("acquire_slot.lua"))
         self._release = client.register_script(lua_script("release_slot.lua"))
         self._reserve = client.register_script(lua_script("reserve_start.lua"))
+        self._anchor = client.register_script(lua_script("anchor_start.lua"))
         self._cool = client.register_script(lua_script("cool_down.lua"))
 
     def reserve_start(self, reservation: str) -> GateAnswer:
@@ -108,6 +113,16 @@ class Gates:
             )
         )
         return PASSED if wait_s <= 0.001 else GateAnswer(False, wait_s)
+
+    def anchor_start(self, reservation: str) -> bool:
+        """Record the `reservation`'s start at now: its POST has been answered, or given up,
+        so the provider counted it no later than this. The starts reserved after it keep a
+        window from here (`reserve_start` checks again when they are due). Window pacing only:
+        even pacing spaces planned starts (anchoring each at its answer would make every
+        start wait for the POST before it). True when the start moved later."""
+        if self.provider.start_pacing != "window":
+            return False
+        return bool(self._run(lambda: self._anchor(keys=[keys.START_LOG], args=[reservation])))
 
     def take_poll(self) -> GateAnswer:
         """Take one result request from the shared poll rate."""

@@ -87,7 +87,7 @@ def batch_duration(
     seconds = ideal_makespan_s(
         durations,
         starts_per_window=provider.starts_per_minute,
-        window_s=provider.rate_window_s + provider.start_margin_s,
+        window_s=provider.start_window_s,
         max_concurrent=provider.max_concurrent,
     )
     return Duration(seconds, all(line is not None for line in lines.values()))

@@ -46,6 +46,8 @@ from pipeline.sync_modes import DEFAULT_SYNC_MODE, SyncMode
 ENV_PREFIX = "LIPDUB_"
 PROVIDER_MIN_POLL_S = 5.0
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+EVEN_PACING_MARGIN_S = 1.0
+"""Even pacing's default margin: its starts are planned, never timed from an answer."""
 NESTED_DELIMITER = "__"
 CONFIG_FILE_VARIABLE = "LIPDUB_CONFIG_FILE"
 API_KEY_VARIABLE = "WAVESPEED_API_KEY"
@@ -87,8 +89,10 @@ class ProviderSettings(_Section):
     """The account's submits per `rate_window_s` (Bronze 2, Silver 500, Gold 3,000, Ultra 5,000)."""
     rate_window_s: float = Field(default=60.0, gt=0)
     """The window `starts_per_minute` counts over: 60 for the real service (tests shrink it)."""
-    start_margin_s: float = Field(default=1.0, ge=0)
-    """Added to the window so network jitter never puts N+1 starts in one provider window."""
+    start_margin_s: float | None = Field(default=None, ge=0)
+    """Added to the window so jitter never puts N+1 starts in one provider window. Unset: none
+    with `window` pacing (each start is timed again from its POST's answer, which comes after
+    the provider counted it), 1 s with `even` pacing (planned starts, nothing to time from)."""
     start_pacing: Literal["window", "even"] = "window"
     """`window`: up to `starts_per_minute` at once, then wait for the window; `even`: one every
     window / `starts_per_minute` (for a provider whose bucket holds a single start)."""
@@ -111,6 +115,13 @@ class ProviderSettings(_Section):
     """Where the provider should POST completion webhooks (`lipdub webhooks` listens; polling stays the safety net)."""
     webhook_secret: SecretStr | None = None
     """The account's webhook signing secret (`whsec_...`); unset: `lipdub webhooks` asks the provider for it. A secret."""
+
+    @property
+    def start_window_s(self) -> float:
+        """The window `starts_per_minute` are kept within: `rate_window_s` and the margin."""
+        if self.start_margin_s is not None:
+            return self.rate_window_s + self.start_margin_s
+        return self.rate_window_s + (EVEN_PACING_MARGIN_S if self.start_pacing == "even" else 0.0)
 
     @property
     def in_flight_max(self) -> int:

@@ -117,7 +117,8 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if not slot.passed:
         return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s), "a concurrency slot")]
     # One reservation per submit attempt: a redelivered task finds its own again.
-    start = rt.gates.reserve_start(f"{item.member}:{item.record.submits + 1}")
+    reservation = f"{item.member}:{item.record.submits + 1}"
+    start = rt.gates.reserve_start(reservation)
     if not start.passed:
         return [
             Next("submit", batch_id, item_id, rt.countdown(start.wait_s), "the per-minute limit")
@@ -156,12 +157,15 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return []
     item = item.updated(ItemState.SUBMITTING, intent)  # from here on, this attempt's view
     try:
-        prediction = rt.provider.submit(
-            video_url=video_url,
-            audio_url=audio_url,
-            sync_mode=item.record.sync_mode,
-            webhook_url=rt.settings.provider.webhook_url,
-        )
+        try:
+            prediction = rt.provider.submit(
+                video_url=video_url,
+                audio_url=audio_url,
+                sync_mode=item.record.sync_mode,
+                webhook_url=rt.settings.provider.webhook_url,
+            )
+        finally:
+            _anchor_start(rt, reservation)
     except ProviderRateLimited as err:
         wait_s = rt.gates.cool_down(err.retry_after_s)
         return _not_created(rt, item, "rate limited (429)", wait_s)
@@ -219,6 +223,16 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         except LedgerError as err:
             log.warning("%s/%s: the provider's clock was not recorded: %s", batch_id, item_id, err)
     return following
+
+
+def _anchor_start(rt: Runtime, reservation: str) -> None:
+    """Time the next window from this POST's end, whatever its outcome (the provider
+    counted the start, if at all, before it answered). Only pacing: Redis trouble here is
+    logged, and the start keeps its reserved time."""
+    try:
+        rt.gates.anchor_start(reservation)
+    except LedgerError as err:
+        log.warning("start %s not anchored at its answer: %s", reservation, err)
 
 
 def running_fields(

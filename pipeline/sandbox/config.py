@@ -107,6 +107,11 @@ class SandboxConfig(BaseModel):
     starts_per_minute: int = Field(default=600, ge=1)
     rate_window_s: float = Field(default=60.0, gt=0)
     """The sliding window `starts_per_minute` counts over (tests shrink it)."""
+    starts_counted_at: Literal["receipt", "answer"] = "answer"
+    """When a start's window begins. WaveSpeed does not document it; `answer` (the default)
+    is the harder case for a client: a start taken when its POST arrives (the limit is
+    checked then) and timed from when the POST is answered, so a slow POST counts late.
+    `receipt`: timed from the POST's arrival."""
     max_concurrent: int = Field(default=8, ge=1)
     initial_balance_usd: Decimal = Decimal("1000")
     pricing: SandboxPricing = SandboxPricing()

@@ -7,6 +7,7 @@ Every submit, accepted or not, is one line of the JSONL audit log.
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import collections
 import hashlib
@@ -111,7 +112,8 @@ class SandboxEngine:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._tasks: dict[str, Task] = {}
-        self._starts: collections.deque[float] = collections.deque()
+        self._starts: list[float] = []
+        """When each start in the window was counted, oldest first."""
         self._submits_per_key: collections.Counter[str] = collections.Counter()
         self._audit: list[dict[str, Any]] = []
         self.balance_usd = config.initial_balance_usd
@@ -132,27 +134,39 @@ class SandboxEngine:
             return False
         return authorization.removeprefix("Bearer ").strip() in self.config.api_keys
 
-    def reserve_start(self) -> float | None:
-        """Take a start from the per-minute window: None when taken, else seconds to wait."""
+    def reserve_start(self) -> tuple[float | None, float]:
+        """Take a start from the per-minute window: (None, the start's stamp) when taken,
+        else (seconds to wait, 0.0). The stamp names the start to `answered_start` and
+        `release_start`."""
         now = time.monotonic()
         with self._lock:
             window_s = self.config.rate_window_s
             while self._starts and now - self._starts[0] >= window_s:
-                self._starts.popleft()
+                self._starts.pop(0)
             if len(self._starts) >= self.config.starts_per_minute:
                 self.stats["rate_limited"] += 1
-                return max(0.0, window_s - (now - self._starts[0]))
-            self._starts.append(now)
+                return max(0.0, window_s - (now - self._starts[0])), 0.0
+            bisect.insort(self._starts, now)
             self.stats["max_starts_in_window"] = max(
                 self.stats["max_starts_in_window"], len(self._starts)
             )
-            return None
+            return None, now
 
-    def release_start(self) -> None:
-        """Give back the newest start (the submit was refused after all)."""
+    def answered_start(self, stamp: float) -> None:
+        """The POST of the start taken at `stamp` is being answered: with
+        `starts_counted_at = "answer"`, its window runs from now instead."""
+        if self.config.starts_counted_at != "answer":
+            return
         with self._lock:
-            if self._starts:
-                self._starts.pop()
+            if stamp in self._starts:
+                self._starts.remove(stamp)
+                bisect.insort(self._starts, time.monotonic())
+
+    def release_start(self, stamp: float) -> None:
+        """Give back the start taken at `stamp` (the submit was refused after all)."""
+        with self._lock:
+            if stamp in self._starts:
+                self._starts.remove(stamp)
             self.stats["released_starts"] += 1
 
     # ------------------------------------------------------------ submit

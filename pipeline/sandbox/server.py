@@ -205,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         except InputRejected as err:
             engine.audit({"outcome": "rejected", "status_code": 400, "message": str(err)})
             raise
-        wait_s = engine.reserve_start()
+        wait_s, start = engine.reserve_start()
         if wait_s is not None:
             engine.audit({"outcome": "rate_limited", "status_code": 429})
             return self._error(
@@ -221,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
             video_info, _ = engine.validate_media(video, audio)
             video_s = video_info.duration_s
         except InputRejected as err:
-            engine.release_start()
+            engine.release_start(start)
             engine.audit({"outcome": "rejected", "status_code": 400, "message": str(err)})
             raise
         except DownloadFailed as err:
@@ -240,11 +240,11 @@ class _Handler(BaseHTTPRequestHandler):
         faults = engine.faults
         self._delay(attempt_key)
         if faults.hits("rate_limit", attempt_key):
-            engine.release_start()
+            engine.release_start(start)
             engine.audit({**common, "outcome": "rate_limited", "status_code": 429})
             return self._error(429, "Too many requests", self._retry_after())
         if faults.hits("submit_error", attempt_key):
-            engine.release_start()
+            engine.release_start(start)
             engine.audit({**common, "outcome": "error_not_created", "status_code": 500})
             return self._error(500, "Internal server error")
         # The docs give the webhook as a `?webhook=` query; one page as a `webhook_url` field.
@@ -254,6 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
         task = engine.create(
             body, video, audio, attempt_key, video_s, webhook, download_error=download_error
         )
+        engine.answered_start(start)
         accepted = {**common, "prediction_id": task.id}
         if faults.hits("submit_drop", attempt_key):
             engine.audit({**accepted, "outcome": "accepted_dropped", "status_code": None})

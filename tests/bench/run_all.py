@@ -208,7 +208,7 @@ def table(results: dict[str, Any]) -> list[list[str]]:
 def _defaults_rows(case: dict[str, Any]) -> list[list[str]]:
     """Issue 21's rows for one case of the bench with default settings."""
     ours, hooks, sdk = case["lipdub"], case["lipdub_webhooks"], case["sdk"]
-    name = f"9 defaults, {case['account']}-bound, {case['scale']:g}x"
+    name = f"9 defaults, {case['account']}-bound, {case['scale']:g}x, {case['items']} items"
     rows = [
         _row(
             f"{name}: achieved / ideal {case['ideal_s']} s (5 s floor {case['floor_ideal_s']})",

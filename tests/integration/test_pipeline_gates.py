@@ -56,6 +56,41 @@ def test_limits_hold_across_two_worker_processes(tmp_path, make_stack):
     assert stats["peak_in_flight"] >= 2, "the test did not exercise concurrency"
 
 
+def test_the_next_window_is_timed_from_the_answers_of_slow_submits(tmp_path, make_stack):
+    # Given a provider allowing 2 starts per 3 s window that answers each submit 1 s after
+    # it arrives and times the start's window from that answer (the sandbox's default),
+    items = [(f"w-{n}", 1.0 + n * 0.1, 1.0, "cut_off") for n in range(6)]
+    manifest = write_manifest(tmp_path / "m", items)
+    with start_sandbox(
+        tmp_path,
+        starts_per_minute=2,
+        rate_window_s=3.0,
+        max_concurrent=10,
+        faults={"slow_rate": 1.0, "slow_s": 1.0},
+    ) as sandbox:
+        # and our account's limits as a user sets them: the starts, with no margin (the default)
+        stack = make_stack(
+            sandbox,
+            provider={
+                "starts_per_minute": 2,
+                "rate_window_s": 3.0,
+                "start_margin_s": None,
+                "max_concurrent": 6,
+            },
+        )
+        assert stack.settings.provider.start_window_s == 3.0
+        # When a worker runs the batch (three windows of starts)
+        with in_process_worker(stack):
+            batch_id = stack.control.start(plan(manifest, stack.settings))
+            status = stack.wait(batch_id, timeout_s=90)
+        stats = _stats(sandbox.url)
+    # Then every item completed, and the provider never refused a start: each window was
+    # timed from the answers of the starts before it, not from when they were planned
+    assert status["counts"]["completed"] == 6, status
+    assert stats.get("rate_limited", 0) == 0
+    assert stats["max_starts_in_window"] == 2
+
+
 def test_dropped_submits_are_adopted_from_a_list_that_shows_inputs(tmp_path, make_stack):
     # Given a provider that creates each task and then drops the connection
     items = [(f"d-{n}", 1.0 + n * 0.1, 1.0, "bounce") for n in range(3)]

@@ -48,6 +48,32 @@ def test_starts_per_minute_are_refused_with_retry_after_when_asked(tmp_path, med
         assert outcomes == ["accepted", "accepted", "rate_limited"]
 
 
+@pytest.mark.parametrize("counted_at", ["answer", "receipt"])
+def test_a_slow_submits_start_is_counted_from_its_answer_by_default(tmp_path, media, counted_at):
+    # Given 1 start per 4 s, and submits answered 1 s after they arrive
+    with start_sandbox(
+        tmp_path,
+        starts_per_minute=1,
+        rate_window_s=4.0,
+        starts_counted_at=counted_at,
+        faults={"slow_rate": 1.0, "slow_s": 1.0},
+    ) as server:
+        client = client_for(server)
+        video, audio = uploads(client, media)
+        sent = time.monotonic()
+        client.submit(video_url=video, audio_url=audio, sync_mode="loop")
+        # When the next arrives 4.2 s after the first was sent (at most 3.2 s after its answer)
+        time.sleep(max(0.0, sent + 4.2 - time.monotonic()))
+        if counted_at == "answer":
+            # Then by default (where WaveSpeed counts is undocumented: the harder case) the
+            # window runs from the answer
+            with pytest.raises(ProviderRateLimited):
+                client.submit(video_url=video, audio_url=audio, sync_mode="remap")
+        else:
+            # and, when asked, from the POST's arrival
+            client.submit(video_url=video, audio_url=audio, sync_mode="remap")
+
+
 def test_over_concurrency_tasks_are_queued_not_rejected(tmp_path, media):
     with start_sandbox(tmp_path, max_concurrent=1, processing_fixed_s=0.3) as server:
         client = client_for(server)

@@ -7,6 +7,7 @@ import time
 import pytest
 import redis
 
+from pipeline import keys
 from pipeline.gates import Gates
 from pipeline.settings import ProviderSettings
 
@@ -50,6 +51,58 @@ def test_a_reservation_is_kept_for_its_name(make_gates):
     assert gates.reserve_start("c:1").wait_s > later.wait_s + 1.9
     # a new attempt of an item is a new reservation
     assert gates.reserve_start("a:2").wait_s > 5.9
+
+
+def test_a_start_is_timed_again_from_its_answer_and_the_next_window_follows_it(make_gates):
+    # Given 2 starts per 2 s window and no margin (window pacing's default)
+    gates = make_gates(starts_per_minute=2, rate_window_s=2.0)
+    log = gates.redis
+    assert gates.reserve_start("a:1").passed and gates.reserve_start("b:1").passed
+    # and a third reserved while both POSTs are on their way: one window after the first
+    third = gates.reserve_start("c:1")
+    assert not third.passed
+    assert log.zscore(keys.START_LOG, "c:1") == log.zscore(keys.START_LOG, "a:1") + 2.0
+    # When both POSTs are answered a while later
+    time.sleep(0.3)
+    assert gates.anchor_start("a:1") and gates.anchor_start("b:1")
+    answered = log.zscore(keys.START_LOG, "a:1")
+    assert answered < log.zscore(keys.START_LOG, "b:1")
+    # Then the third, asked again (as it is at its time), is one window after the first answer
+    assert not gates.reserve_start("c:1").passed
+    assert log.zscore(keys.START_LOG, "c:1") == answered + 2.0
+    # and a start is never moved earlier, nor one that was never reserved written
+    assert not gates.anchor_start("nobody:1")
+    assert log.zscore(keys.START_LOG, "nobody:1") is None
+
+
+def test_an_answer_that_reorders_the_starts_keeps_every_window(make_gates):
+    # Given 2 starts per 2 s window: a, b now; c, d a window later
+    gates = make_gates(starts_per_minute=2, rate_window_s=2.0)
+    log = gates.redis
+    for name in ("a:1", "b:1", "c:1", "d:1"):
+        gates.reserve_start(name)
+    # When b is answered late, then a later still (their order flips)
+    time.sleep(0.2)
+    gates.anchor_start("b:1")
+    time.sleep(0.2)
+    gates.anchor_start("a:1")
+    for name in ("c:1", "d:1"):
+        gates.reserve_start(name)
+    # Then each of the later starts keeps a window after the one two places before it
+    starts = sorted(float(s) for _, s in log.zrange(keys.START_LOG, 0, -1, withscores=True))
+    assert starts[2] >= starts[0] + 2.0 and starts[3] >= starts[1] + 2.0
+
+
+def test_even_pacing_is_not_timed_from_answers(make_gates):
+    # Even pacing spaces planned starts: timing each from its answer would make every start
+    # wait for the POST before it. Its margin is 1 s unless set.
+    gates = make_gates(starts_per_minute=2, rate_window_s=2.0, start_pacing="even")
+    assert gates.reserve_start("a:1").passed
+    assert not gates.anchor_start("a:1")
+    assert 1.3 < gates.reserve_start("b:1").wait_s <= 1.5
+    assert ProviderSettings(start_pacing="even").start_window_s == 61.0
+    assert ProviderSettings().start_window_s == 60.0
+    assert ProviderSettings(start_margin_s=0.5).start_window_s == 60.5
 
 
 def test_even_pacing_spaces_every_start(make_gates):
