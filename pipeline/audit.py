@@ -33,6 +33,7 @@ from typing import Any
 from pipeline import keys
 from pipeline.errors import ProviderError
 from pipeline.ledger import Ledger
+from pipeline.ledger.kept import COMPACTED_AT
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX, ProviderClient
 from pipeline.states import FINAL_STATES, ItemState
 
@@ -181,6 +182,13 @@ def audit_batch(
     taken = ours | _held_by_their_items(
         ledger, batch_id, [p.id for p in listed if p.id not in ours]
     )
+    taken |= _held_by_compacted_batches(
+        ledger,
+        batch_id,
+        {p.id for p in listed if p.id not in taken},
+        since=began - WINDOW_MARGIN_S,
+        until=ended + WINDOW_MARGIN_S,
+    )
     suspects: dict[str, list[dict[str, str]]] = {}
     for record in records:
         if record.get("state") != ItemState.NEEDS_ATTENTION:
@@ -264,6 +272,29 @@ def _held_by_their_items(ledger: Ledger, batch_id: str, prediction_ids: list[str
         record = ledger.item(owner_batch, owner_item)
         if prediction_id in json.loads(record.get("prediction_ids") or "[]"):
             held.add(prediction_id)
+    return held
+
+
+def _held_by_compacted_batches(
+    ledger: Ledger, batch_id: str, prediction_ids: set[str], *, since: float, until: float
+) -> set[str]:
+    """Those of these predictions that an item of another batch, compacted since, holds.
+    Compaction deletes the index entries of predictions the provider's list no longer shows
+    (`pipeline.retention`); an audit of a batch whose time overlapped that batch's, run when
+    the provider still shows them (a history longer than documented), finds them among the
+    compacted batch's packed items. Only batches created before the window ends and finished
+    after it begins are read, and only when some prediction is not attributed otherwise."""
+    if not prediction_ids:
+        return set()
+    held: set[str] = set()
+    for other in ledger.batch_ids(limit=None):
+        batch = ledger.batch(other)
+        if other == batch_id or batch is None or not batch.raw.get(COMPACTED_AT):
+            continue
+        if (batch.created_at or 0.0) > until or (batch.finished_at or until) < since:
+            continue
+        for record in ledger.iter_items(other):
+            held |= prediction_ids & set(json.loads(record.get("prediction_ids") or "[]"))
     return held
 
 

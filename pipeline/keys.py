@@ -77,6 +77,8 @@ TO_COMPACT = f"{PREFIX}:retention"
 RUNNING = f"{PREFIX}:running"
 RUNNING_STEPS = f"{PREFIX}:running:steps"
 
+PROVIDER_HISTORY_S = 7 * 24 * 3600
+"""How long the provider's list shows a prediction (7 days, documented)."""
 CLAIM_TTL_S = 8 * 24 * 3600
 """An unfinished claim outlives the provider's 7-day history, then lapses."""
 SLOT_KEY_TTL_S = 8 * 24 * 3600

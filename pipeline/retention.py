@@ -22,6 +22,7 @@ ledger's history grows by little with every item ever run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -51,6 +52,11 @@ DELETE_CHUNK = 500
 their batch's compacted items are written."""
 COMPACTED = COMPACTED_AT
 """The batch field saying when its items were compacted (epoch s)."""
+HISTORY_MARGIN_S = 300.0
+"""How long past the provider's 7-day history a compacted item's prediction stays in the
+prediction index: far more than the clock skew lipdub allows between the provider and us
+(`provider.clock_skew_s`, 5 s). (A provider whose list shows more than 7 days is covered by
+the audit reading compacted batches' packed items, not by this.)"""
 
 
 def is_compacted(record: Mapping[str, str]) -> bool:
@@ -107,15 +113,19 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
     leave the batch's done set as their records go (`Ledger.forget_compacted`: the batch
     counts them instead), so what outlives them is their id in the item list.
 
-    The prediction index keeps its entries (they lapse by themselves, `keys.CLAIM_TTL_S`): the
-    audit of another batch whose time overlaps this one's tells this batch's predictions from
-    strangers' by it."""
+    The prediction index entries of the items' predictions go too once the provider's list no
+    longer shows them (`keys.PROVIDER_HISTORY_S` and `HISTORY_MARGIN_S` after the item's last
+    submit: on the day compaction is due by default, all of them), so no reconcile can meet
+    them again; the audit of another batch whose time overlaps this one's finds them among
+    this batch's packed items instead (`pipeline.audit`). Younger ones (a batch compacted
+    early, `lipdub prune --older-than`) keep theirs until it lapses (`keys.CLAIM_TTL_S`)."""
     batch = ledger.batch(batch_id)
     history_until = (batch.finished_at if batch and batch.finished_at else now) + keys.CLAIM_TTL_S
     kept: dict[str, dict[str, str]] = {}
     completed: list[str] = []
     shrunk = 0
     latest: float | None = now  # None once an item's claim has no expiry
+    out_of_history: dict[str, str] = {}  # prediction id -> its item, for the index
     for record in ledger.iter_items(batch_id):
         if record.get("state") != ItemState.COMPLETED.value:
             continue
@@ -124,6 +134,10 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         if record.get(LAPSED):
             continue  # compacted before, and its kept fields lapsed since: nothing to keep
         shrunk += not is_compacted(record)  # its own record still there (else packed already)
+        if _out_of_history(record, now):
+            member = keys.slot_member(batch_id, item_id)
+            for prediction_id in json.loads(record.get("prediction_ids") or "[]"):
+                out_of_history[str(prediction_id)] = member
         claim_left_s = ledger.claim_left_s(record.get("identity", ""), f"{batch_id}:{item_id}")
         until = None if claim_left_s is None else max(history_until, now + claim_left_s)
         if until is not None and until <= now:
@@ -131,10 +145,24 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         kept[item_id] = {name: record[name] for name in KEPT if record.get(name)}
         latest = None if until is None or latest is None else max(latest, until)
     ledger.keep_compacted(batch_id, kept, latest)
+    ledger.forget_predictions(out_of_history)  # the packed items hold their ids from here
     for start in range(0, len(completed), DELETE_CHUNK):
         ledger.forget_compacted(batch_id, completed[start : start + DELETE_CHUNK])
     ledger.update_batch(batch_id, {COMPACTED: now})
     return Compacted(batch_id, shrunk)
+
+
+def _out_of_history(record: Mapping[str, str], now: float) -> bool:
+    """Whether the provider's list no longer shows any of this item's predictions: its last
+    submit was answered longer ago than the provider's history and a margin. Read from the
+    item's own record (a packed one keeps no submit time: its entries lapse by themselves)."""
+    if is_compacted(record):
+        return False
+    try:
+        submitted_at = float(record.get("submitted_at") or "")
+    except ValueError:
+        return False
+    return submitted_at + keys.PROVIDER_HISTORY_S + HISTORY_MARGIN_S < now
 
 
 def lapsed(ledger: Ledger, batch_id: str, item_id: str) -> bool:

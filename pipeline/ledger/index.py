@@ -11,6 +11,9 @@ from pipeline import keys
 from pipeline.ledger.base import LedgerStore
 from pipeline.records import encode_value
 
+FORGET_CHUNK = 500
+"""Index entries read and deleted per command."""
+
 
 class PredictionIndex(LedgerStore):
     """The prediction index and reconcile's evidence."""
@@ -45,6 +48,24 @@ class PredictionIndex(LedgerStore):
             return {}
         found = self._call(lambda: self.redis.mget([keys.prediction(p) for p in prediction_ids]))
         return {p: str(owner) for p, owner in zip(prediction_ids, found, strict=True) if owner}
+
+    def forget_predictions(self, owners: Mapping[str, str]) -> int:
+        """Delete the index entries of these predictions (id -> `<batch>:<item>`) that still
+        name that item: a compacted batch's, once the provider's history of them has lapsed
+        (`pipeline.retention`). Returns how many were deleted."""
+        ids = list(owners)
+        deleted = 0
+        for start in range(0, len(ids), FORGET_CHUNK):
+            chunk = ids[start : start + FORGET_CHUNK]
+            found = self._call(lambda c=chunk: self.redis.mget([keys.prediction(p) for p in c]))
+            mine = [
+                keys.prediction(p)
+                for p, owner in zip(chunk, found, strict=True)
+                if owner is not None and str(owner) == owners[p]
+            ]
+            if mine:
+                deleted += int(self._call(lambda m=mine: self.redis.delete(*m)))
+        return deleted
 
     def record_clock(self, lo_s: float, hi_s: float) -> None:
         """Keep one answered submit's bounds on (provider clock - ours), the last

@@ -304,8 +304,12 @@ def _compacted_row(sizes: str, small: dict[str, Any], big: dict[str, Any]) -> li
         f"{b_small['compacted_when_due']} / {b_big['compacted_when_due']}; "
         f"each item past {small['items']}: "
         f"{added['finished']}, {added['compacted_when_due']}",
-        f"compacted at once {b_small['compacted']} / {b_big['compacted']}; from day 8 (the "
-        f"index lapsed) {b_small['compacted_after_8_days']} / "
+        (
+            f"compacted at once {b_small['compacted']} / {b_big['compacted']}; "
+            if "compacted" in b_big
+            else ""
+        )
+        + f"from day 8 (the index lapsed) {b_small['compacted_after_8_days']} / "
         f"{b_big['compacted_after_8_days']}, each item past: "
         f"{added.get('compacted_after_8_days', '-')}",
         "compacted, each item <= 500",

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from pipeline import keys
+from pipeline.audit import audit_batch
+from pipeline.provider.client import ProviderClient
 from pipeline.retention import KEPT, compact, lapsed
 from tests.conftest import start_sandbox
 from tests.integration.stack import plan, stack_settings, write_manifest
@@ -76,3 +78,53 @@ def test_a_compacted_item_lives_as_long_as_its_pairs_claim_and_the_providers_his
     # And compacting again shrinks nothing more and keeps the same
     assert compact(ledger, batch_id, now=time.time()).items == 0
     assert ledger.item(batch_id, "kept") == kept and ledger.done_count(batch_id) == 2
+
+
+def test_compaction_forgets_the_index_of_predictions_the_provider_no_longer_lists(
+    tmp_path, redis_url, s3_server, bucket
+):
+    # Given two finished batches run at the same time: the first's items submitted 9 days
+    # ago by their records (past the provider's 7-day history), the second's just now
+    with start_sandbox(tmp_path, processing_fixed_s=0.1) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
+            media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        old = s.control.start(plan(write_manifest(tmp_path / "old", ROWS), settings))
+        s.loop.run()
+        young = s.control.start(
+            plan(write_manifest(tmp_path / "young", [("late", 1.2, 0.9, "cut_off")]), settings)
+        )
+        s.loop.run()
+        ledger, client = s.rt.ledger, s.rt.ledger.redis
+        assert set(s.states(old).values()) == {"completed"} == set(s.states(young).values())
+        predictions = {r["id"]: r["prediction_id"] for r in ledger.items(old)}
+        nine_days_ago = time.time() - 9 * DAY_S
+        for name, *_ in ROWS:
+            client.hset(keys.item(old, name), "submitted_at", nine_days_ago - 10)
+        ledger.update_batch(old, {"created_at": nine_days_ago - 60, "finished_at": nine_days_ago})
+        # When both are compacted
+        compact(ledger, old, now=time.time())
+        compact(ledger, young, now=time.time())
+        # Then the first's predictions left the prediction index (no reconcile can meet
+        # them again); the second's, still in the provider's history, stay
+        assert ledger.owners(list(predictions.values())) == {}
+        young_prediction = ledger.item(young, "late")["prediction_id"]
+        assert ledger.owners([young_prediction]) == {young_prediction: f"{young}:late"}
+        # And the first's packed items still hold them
+        assert {ledger.item(old, n)["prediction_id"] for n, *_ in ROWS} == set(predictions.values())
+        # And an audit of the second batch over the time both ran, while the provider still
+        # lists the first's predictions (here: they are not really 9 days old), finds them
+        # among the first batch's packed items: none is reported as no item's
+        ledger.update_batch(young, {"created_at": ledger.batch(old).created_at})
+        provider = ProviderClient.from_settings(settings.provider)
+        try:
+            audited = audit_batch(
+                ledger, provider, young, model=settings.provider.model_path, now=time.time()
+            )
+        finally:
+            provider.close()
+        s.close()
+    assert audited.predictions == 3
+    assert audited.unattributed == ()
