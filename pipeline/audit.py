@@ -33,7 +33,6 @@ from typing import Any
 from pipeline import keys
 from pipeline.errors import ProviderError
 from pipeline.ledger import Ledger
-from pipeline.ledger.kept import COMPACTED_AT
 from pipeline.provider.client import LIST_PAGE_SIZE_MAX, ProviderClient
 from pipeline.states import FINAL_STATES, ItemState
 
@@ -287,12 +286,9 @@ def _held_by_compacted_batches(
     if not prediction_ids:
         return set()
     held: set[str] = set()
-    for other in ledger.batch_ids(limit=None):
-        batch = ledger.batch(other)
-        if other == batch_id or batch is None or not batch.raw.get(COMPACTED_AT):
-            continue
-        if (batch.created_at or 0.0) > until or (batch.finished_at or until) < since:
-            continue
+    for other in ledger.compacted_batches_between(since, until):
+        if other == batch_id:
+            continue  # this batch's items were read above
         for record in ledger.iter_items(other):
             held |= prediction_ids & set(json.loads(record.get("prediction_ids") or "[]"))
     return held

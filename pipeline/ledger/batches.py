@@ -283,6 +283,26 @@ class BatchRecords(CompactedItems):
         end = -1 if limit is None else limit - 1
         return list(self._call(lambda: self.redis.zrevrange(keys.BATCH_INDEX, 0, end)))
 
+    def compacted_batches_between(self, since: float, until: float) -> list[str]:
+        """The compacted batches whose time overlaps `since`..`until` (epoch s): created
+        before it ends, finished (or not yet) after it begins. One read of their fields, in
+        one round trip, whatever the ledger's number of batches."""
+        ids = [str(b) for b in self._call(lambda: self.redis.zrangebyscore(
+            keys.BATCH_INDEX, "-inf", until))]  # fmt: skip
+
+        def read() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            for batch_id in ids:
+                pipe.hmget(keys.batch(batch_id), [COMPACTED_AT, "finished_at"])
+            return list(pipe.execute())
+
+        found = self._call(read) if ids else []
+        return [
+            batch_id
+            for batch_id, (compacted_at, finished_at) in zip(ids, found, strict=True)
+            if compacted_at and (not finished_at or float(finished_at) >= since)
+        ]
+
     def acquire_finalizer(self, batch_id: str, guard_s: int) -> bool:
         """Become the one process that writes the batch's report, for `guard_s` seconds: a
         finalizer that dies holding the guard is replaced once it lapses."""

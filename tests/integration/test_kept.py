@@ -147,3 +147,34 @@ def test_a_compacted_item_whose_kept_fields_lapsed_reads_as_completed(redis_url)
     # And one still packed reads as kept, not as lapsed
     ledger.keep_compacted(batch, {"c": {"id": "c", "state": "completed", "row": "3"}}, None)
     assert ledger.items(batch)[2] == {"id": "c", "state": "completed", "row": "3"}
+
+
+def test_the_compacted_batches_of_a_time_are_those_that_overlap_it(redis_url):
+    # Given batches created and finished at various times (epoch s), some compacted
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    ledger = Ledger(client)
+    batches = {
+        "b-before": (100.0, 200.0, True),  # finished before the time begins
+        "b-across": (100.0, 1_100.0, True),  # began before it, finished inside
+        "b-inside": (1_200.0, 1_300.0, True),
+        "b-running": (1_400.0, None, True),  # a retry of a compacted batch, unfinished
+        "b-whole": (1_200.0, 1_300.0, False),  # not compacted: the index still has its own
+        "b-after": (2_100.0, 2_200.0, True),  # created after the time ends
+    }
+    for batch_id, (created, finished, compacted) in batches.items():
+        client.zadd(keys.BATCH_INDEX, {batch_id: created})
+        client.hset(
+            keys.batch(batch_id),
+            mapping={
+                "id": batch_id,
+                "created_at": created,
+                "finished_at": finished or "",
+                COMPACTED_AT: 1.0 if compacted else "",
+            },
+        )
+    # Then those of 1,000 to 2,000 are the compacted ones that overlap it, in one read
+    assert sorted(ledger.compacted_batches_between(1_000.0, 2_000.0)) == [
+        "b-across",
+        "b-inside",
+        "b-running",
+    ]
