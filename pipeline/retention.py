@@ -145,10 +145,12 @@ def compact(ledger: Ledger, batch_id: str, *, now: float) -> Compacted:
         kept[item_id] = {name: record[name] for name in KEPT if record.get(name)}
         latest = None if until is None or latest is None else max(latest, until)
     ledger.keep_compacted(batch_id, kept, latest)
-    ledger.forget_predictions(out_of_history)  # the packed items hold their ids from here
     for start in range(0, len(completed), DELETE_CHUNK):
         ledger.forget_compacted(batch_id, completed[start : start + DELETE_CHUNK])
     ledger.update_batch(batch_id, {COMPACTED: now})
+    # Last: from here an audit reads the packed items for them (a compaction stopped before
+    # leaves the entries to lapse by themselves).
+    ledger.forget_predictions(out_of_history)
     return Compacted(batch_id, shrunk)
 
 
