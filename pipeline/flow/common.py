@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from enum import StrEnum
 
-from pipeline import backoff, keys
+from pipeline import backoff, keys, retention
 from pipeline.records import Item
 from pipeline.runtime import Runtime
-from pipeline.states import ErrorKind, ItemState
+from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 from pipeline.steps import Next
 
 # Provider task errors that a new attempt can cure (the provider's own trouble), and those
@@ -117,13 +117,47 @@ def end(
     result = rt.ledger.transition(item.batch_id, item.id, allowed, to, values, when=item.fence)
     if not result.ok:
         return []
+    woken = after_end(rt, item.updated(to, values), cost_usd)
+    return woken + ([Next("finalize", item.batch_id)] if result.batch_complete else [])
+
+
+def after_end(rt: Runtime, item: Item, cost_usd: Decimal | None = None) -> list[Next]:
+    """What follows an item's move to a final state: its slot back (the waiters to wake),
+    its claim on the pair released unless a prediction for it was or may have been paid, its
+    budget reservation turned into its cost (`cost_usd`; by default the one it recorded).
+    Each part is safe to run again. `end` runs it after the move; a step or the finalizer
+    that finds a final item not settled runs it again (`unsettled`: a worker that died, or
+    Redis that failed, between the move and the settle), so no cost is missing from the
+    books and no slot stays held."""
+    record = item.record.raw
     woken = free_slot(rt, item)
-    if not paid_for(to, str(values.get("error_kind", ""))):
+    if not paid_for(item.state.value, record.get("error_kind", "")):
         rt.ledger.release_claim(item.record.identity, item.member)
     batch = rt.ledger.batch(item.batch_id)
     scope = batch.budget_scope if batch else item.batch_id
-    rt.ledger.settle(scope, item.batch_id, item.id, cost_usd)
-    return woken + ([Next("finalize", item.batch_id)] if result.batch_complete else [])
+    cost = Decimal(record.get("cost_usd") or "0") if cost_usd is None else cost_usd
+    rt.ledger.settle(scope, item.batch_id, item.id, cost)
+    return woken
+
+
+def unsettled(record: Mapping[str, str]) -> bool:
+    """Whether an item's record says it ended but what follows (`after_end`) did not finish:
+    final, not settled, and its own record (a compacted item keeps no such flag: it was
+    settled before its batch was compacted).
+
+    >>> unsettled({"id": "a", "state": "completed", "video": "{}", "finished_at": "1"})
+    True
+    >>> unsettled({"id": "a", "state": "completed", "settled": "1", "video": "{}"})
+    False
+    >>> unsettled({"id": "a", "state": "completed", "cost_usd": "0.134"})
+    False
+    """
+    state = record.get("state", "")
+    return (
+        state in {s.value for s in FINAL_STATES}
+        and record.get("settled") != "1"
+        and not retention.is_compacted(record)
+    )
 
 
 def free_slot(rt: Runtime, item: Item | None = None) -> list[Next]:
@@ -219,10 +253,12 @@ def resume(rt: Runtime, item: Item, expected: ItemState) -> list[Next]:
     is, unless the item records it as sent; the steps after it are idempotent too."""
     state = item.state
     if state.final:
+        # The step that ended it may have died before what follows the move was done.
+        woken = after_end(rt, item) if unsettled(item.record.raw) else []
         done = rt.ledger.done_count(item.batch_id)
         batch = rt.ledger.batch(item.batch_id)
         total = batch.item_count if batch else 0
-        return [Next("finalize", item.batch_id)] if total and done >= total else []
+        return woken + ([Next("finalize", item.batch_id)] if total and done >= total else [])
     if _ORDER[state] <= _ORDER[expected]:
         return []
     step = _RESUME_STEP[state]

@@ -26,6 +26,7 @@ from typing import Any
 from pipeline import retention
 from pipeline.audit import audit_batch
 from pipeline.errors import ProviderError
+from pipeline.flow.common import after_end, load, unsettled
 from pipeline.records import BatchRecord
 from pipeline.reporting import CONTENT_TYPES, batch_summary
 from pipeline.reporting.data import metadata_keys, report_head, report_items
@@ -42,6 +43,8 @@ log = logging.getLogger("lipdub.finalize")
 
 RENEW_EVERY_ITEMS = 1_000
 GUARD_S = 60
+SETTLE_CHUNK = 1_000
+"""Items whose settled flag one read takes, before the report."""
 """The finalizer's guard (or the task time limit, if shorter), renewed at each stage of the report: a finalizer that dies holding
 it is replaced within a minute (not after the task time limit), and two finalizers writing
 the same reports at once would only write them twice."""
@@ -61,6 +64,7 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         wait_s = rt.ledger.finalizer_guard_left_s(batch_id) + 1.0
         return [Next("finalize", batch_id, None, rt.countdown(wait_s), "another finalizer")]
     try:
+        woken = settle_ended(rt, batch_id)
         finished_at = rt.clock()
         rt.ledger.update_batch(batch_id, {"finished_at": finished_at, **_balance_after(rt, batch)})
         rt.ledger.update_batch(batch_id, _audit(rt, batch_id))
@@ -73,8 +77,29 @@ def finalize(rt: Runtime, batch_id: str) -> list[Next]:
         rt.ledger.release_finalizer(batch_id)
     written = rt.ledger.batch(batch_id)
     if written is None:
-        return []
-    return _conclude_if_scheduled(written) or _tell(rt, written)
+        return woken
+    return woken + (_conclude_if_scheduled(written) or _tell(rt, written))
+
+
+def settle_ended(rt: Runtime, batch_id: str) -> list[Next]:
+    """Before the report reads the books: finish what follows the move for every item that
+    ended but was not settled (`flow.common.after_end`: the step that ended it died, or Redis
+    failed, between the move and the settle, and no redelivery has come yet). Its cost is in
+    the spend the report shows, its slot is free. Reads one flag per item, in chunks; the
+    waiters its freed slots wake."""
+    ids = rt.ledger.item_ids(batch_id)
+    woken: list[Next] = []
+    for start in range(0, len(ids), SETTLE_CHUNK):
+        chunk = ids[start : start + SETTLE_CHUNK]
+        flags = rt.ledger.fields_of([(batch_id, item_id) for item_id in chunk], ["settled"])
+        for item_id, flag in zip(chunk, flags, strict=True):
+            if flag.get("settled") == "1":
+                continue
+            item = load(rt, batch_id, item_id)
+            if item is not None and unsettled(item.record.raw):
+                log.warning("%s/%s ended without being settled: settled now", batch_id, item_id)
+                woken += after_end(rt, item)
+    return woken
 
 
 def _write_reports(rt: Runtime, batch: BatchRecord, finished_at: float, guard_s: int) -> None:

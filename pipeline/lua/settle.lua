@@ -1,6 +1,8 @@
 -- Turn an item's reservation into its final cost, once.
 -- KEYS: budget hashes..., item hash. ARGV: final micro-USD. Returns 1 when settled now.
 local item = KEYS[#KEYS]
+-- An item whose record is gone (compacted) was settled before: never book it again.
+if redis.call('EXISTS', item) == 0 then return 0 end
 if redis.call('HGET', item, 'settled') == '1' then return 0 end
 local held = tonumber(redis.call('HGET', item, 'reserved_micros') or '0')
 local final = tonumber(ARGV[1])
