@@ -9,6 +9,7 @@ same bytes.
 from __future__ import annotations
 
 import contextlib
+import logging
 from decimal import Decimal
 
 from pipeline.errors import MediaError, StorageError
@@ -23,6 +24,7 @@ from pipeline.sync_modes import within_one_frame
 
 COLLECTING = [ItemState.COLLECTING]
 PROBE_URL_EXPIRY_S = 900
+log = logging.getLogger("lipdub.collect")
 
 
 def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
@@ -51,6 +53,8 @@ def collect(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         # tried again (copy and probe) for as long as storage trouble is; only then it fails.
         countdown_s = storage_retry_in(rt, item, "collect")
         if countdown_s is not None:
+            log.warning("collect %s/%s: the copy could not be probed (tried again in %.0f s): %s",
+                        batch_id, item_id, countdown_s, err)  # fmt: skip
             return [Next("collect", batch_id, item_id, countdown_s)]
         with contextlib.suppress(StorageError):
             rt.storage.delete(key)
@@ -89,6 +93,9 @@ def _collect_error(rt: Runtime, item: Item, error: str, cost: Decimal) -> list[N
     countdown_s = storage_retry_in(rt, item, "collect")
     if countdown_s is None:
         return _failed(rt, item, error, cost)
+    log.warning(
+        "collect %s/%s tried again in %.0f s: %s", item.batch_id, item.id, countdown_s, error
+    )
     return [Next("collect", item.batch_id, item.id, countdown_s)]
 
 
