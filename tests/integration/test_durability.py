@@ -7,6 +7,7 @@ HTTP. The host crash itself (an AOF cut back after a SIGKILL) is `make chaos`'s 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -73,6 +74,22 @@ class Steps:
 
     def close(self) -> None:
         self.rt.close()
+
+
+@contextlib.contextmanager
+def stepped_stack(tmp_path: Path, redis_url: str, s3_url: str, bucket: str) -> Iterator[Steps]:
+    """One worker's steps on the real parts (Redis, S3, a sandbox taking 0.1 s per task)
+    with the test stack's settings; its clients closed on the way out."""
+    with start_sandbox(tmp_path, processing_fixed_s=0.1) as sandbox:
+        settings = stack_settings(
+            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_url, bucket=bucket,
+            media={"cache_dir": tmp_path / "cache"},
+        )  # fmt: skip
+        s = Steps(settings)
+        try:
+            yield s
+        finally:
+            s.close()
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from pipeline import keys
 from pipeline.audit import audit_batch
 from pipeline.provider.client import ProviderClient
 from pipeline.retention import KEPT, compact, lapsed
-from tests.conftest import start_sandbox
-from tests.integration.stack import plan, stack_settings, write_manifest
-from tests.integration.test_durability import Steps
+from tests.integration.stack import plan, write_manifest
+from tests.integration.test_durability import stepped_stack
 
 pytestmark = pytest.mark.slow
 
@@ -28,15 +27,10 @@ def test_a_compacted_item_lives_as_long_as_its_pairs_claim_and_the_providers_his
 ):
     # Given a finished batch of two completed items, the second one's pair since paid for
     # again by another item (a forced re-run): its claim names that item now
-    with start_sandbox(tmp_path, processing_fixed_s=0.1) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+    with stepped_stack(tmp_path, redis_url, s3_server.url, bucket) as s:
+        settings = s.settings
         batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ROWS), settings))
         s.loop.run()
-        s.close()
     ledger, client = s.rt.ledger, s.rt.ledger.redis
     assert set(s.states(batch_id).values()) == {"completed"}
     item = {name: keys.item(batch_id, name) for name, *_ in ROWS}
@@ -85,12 +79,8 @@ def test_compaction_forgets_the_index_of_predictions_the_provider_no_longer_list
 ):
     # Given two finished batches run at the same time: the first's items submitted 9 days
     # ago by their records (past the provider's 7-day history), the second's just now
-    with start_sandbox(tmp_path, processing_fixed_s=0.1) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+    with stepped_stack(tmp_path, redis_url, s3_server.url, bucket) as s:
+        settings = s.settings
         old = s.control.start(plan(write_manifest(tmp_path / "old", ROWS), settings))
         s.loop.run()
         young = s.control.start(
@@ -125,6 +115,5 @@ def test_compaction_forgets_the_index_of_predictions_the_provider_no_longer_list
             )
         finally:
             provider.close()
-        s.close()
     assert audited.predictions == 3
     assert audited.unattributed == ()

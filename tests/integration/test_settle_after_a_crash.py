@@ -13,9 +13,8 @@ import pytest
 from pipeline import keys
 from pipeline.flow import run_step
 from pipeline.ledger.budgets import to_micros
-from tests.conftest import start_sandbox
-from tests.integration.stack import plan, stack_settings, write_manifest
-from tests.integration.test_durability import Steps
+from tests.integration.stack import plan, write_manifest
+from tests.integration.test_durability import Steps, stepped_stack
 
 pytestmark = pytest.mark.slow
 
@@ -41,12 +40,8 @@ def test_an_item_ended_by_a_step_that_died_before_settling_is_in_the_books(
     tmp_path, redis_url, s3_server, bucket
 ):
     # Given a batch of two items run until only its finalize is left
-    with start_sandbox(tmp_path, processing_fixed_s=0.1) as sandbox:
-        settings = stack_settings(
-            sandbox_url=sandbox.url, redis_url=redis_url, s3_url=s3_server.url, bucket=bucket,
-            media={"cache_dir": tmp_path / "cache"},
-        )  # fmt: skip
-        s = Steps(settings)
+    with stepped_stack(tmp_path, redis_url, s3_server.url, bucket) as s:
+        settings = s.settings
         batch_id = s.control.start(plan(write_manifest(tmp_path / "m", ROWS), settings))
         s.loop.run(stop=lambda: any(n.step == "finalize" for n in s.loop.pending()))
         ledger = s.rt.ledger
@@ -69,7 +64,6 @@ def test_an_item_ended_by_a_step_that_died_before_settling_is_in_the_books(
             s.loop.take(name)
         s.loop.run()
         report = s.control.report(batch_id)
-        s.close()
     assert ledger.budget(batch_id)["spent_usd"] == booked == sum(costs.values())
     assert ledger.budget(batch_id)["reserved_usd"] == 0
     assert Decimal(report["spent_usd"]) == booked
