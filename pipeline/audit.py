@@ -25,6 +25,7 @@ pending at its item's estimate; `lipdub audit BATCH` later reads what it came to
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -283,15 +284,36 @@ def _held_by_compacted_batches(
     the provider still shows them (a history longer than documented), finds them among the
     compacted batch's packed items. Only batches created before the window ends and finished
     after it begins are read, and only when some prediction is not attributed otherwise."""
+    return {
+        prediction_id
+        for prediction_id, _ in compacted_holders(
+            ledger, prediction_ids, since=since, until=until, besides=batch_id
+        )
+    }
+
+
+def compacted_holders(
+    ledger: Ledger,
+    prediction_ids: set[str],
+    *,
+    since: float,
+    until: float,
+    besides: str | None = None,
+) -> Iterator[tuple[str, str]]:
+    """(prediction, `batch:item` holding it) for each of these predictions that an item of a
+    compacted batch whose time overlaps `since`..`until` (epoch s) holds, `besides` left out:
+    the owner of a prediction whose index entry compaction deleted (its batch's packed items
+    are then the only record of it). Reads nothing when `prediction_ids` is empty."""
     if not prediction_ids:
-        return set()
-    held: set[str] = set()
+        return
     for other in ledger.compacted_batches_between(since, until):
-        if other == batch_id:
-            continue  # this batch's items were read above
+        if other == besides:
+            continue
         for record in ledger.iter_items(other):
-            held |= prediction_ids & set(json.loads(record.get("prediction_ids") or "[]"))
-    return held
+            for prediction_id in prediction_ids & set(
+                json.loads(record.get("prediction_ids") or "[]")
+            ):
+                yield prediction_id, keys.slot_member(other, record["id"])
 
 
 def _utc(epoch_s: float) -> datetime:

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 
 from pipeline import keys
+from pipeline.audit import WINDOW_MARGIN_S, compacted_holders
 from pipeline.errors import BudgetExceeded, InputChanged, SettingsError, StorageError
 from pipeline.flow.submit import running_fields
 from pipeline.ledger import Ledger
@@ -395,11 +396,15 @@ class BatchControl:
             self.ledger.update_batch(batch_id, {"finished_at": ""})
         return retried
 
-    def adopt(self, batch_id: str, item_id: str, prediction_id: str) -> dict[str, Any]:
+    def adopt(
+        self, batch_id: str, item_id: str, prediction_id: str, *, created_at: float | None = None
+    ) -> dict[str, Any]:
         """Settle an item that needs attention with the prediction a person identified as its
         submit's: it is polled and collected like any other, and nothing is submitted again.
-        Raises KeyError for an unknown batch or item, ValueError when the item is not waiting
-        for this or the prediction belongs to another item."""
+        `created_at` (epoch s, as the provider reports the prediction) narrows the search
+        among compacted batches (below) to those whose time overlaps it; without it every
+        compacted batch is read. Raises KeyError for an unknown batch or item, ValueError when
+        the item is not waiting for this or the prediction belongs to another item."""
         record = self.ledger.item(batch_id, item_id)
         if self.ledger.batch(batch_id) is None or not record:
             raise KeyError(f"{batch_id}/{item_id}")
@@ -409,6 +414,20 @@ class BatchControl:
                 "is settled by adopting a prediction"
             )
         member = keys.slot_member(batch_id, item_id)
+        # The index names every prediction an item has, except those compaction forgot (the
+        # provider's list no longer shows them: a history longer than documented still
+        # answers for them); their batches' packed items hold them, and an adopted one would
+        # be booked twice.
+        since, until = (
+            (created_at - WINDOW_MARGIN_S, created_at + WINDOW_MARGIN_S)
+            if created_at is not None
+            else (float("-inf"), float("inf"))
+        )
+        for _, holder in compacted_holders(self.ledger, {prediction_id}, since=since, until=until):
+            if holder != member:
+                raise ValueError(
+                    f"prediction {prediction_id} is {holder}'s (a compacted batch), not {item_id}'s"
+                )
         if not self.ledger.claim_prediction(prediction_id, member):
             owner = self.ledger.item_of_prediction(prediction_id)
             raise ValueError(f"prediction {prediction_id} is {owner}'s, not {item_id}'s")

@@ -12,6 +12,7 @@ from pipeline import keys
 from pipeline.audit import audit_batch
 from pipeline.provider.client import ProviderClient
 from pipeline.retention import KEPT, compact, lapsed
+from pipeline.states import ItemState
 from tests.integration.stack import plan, write_manifest
 from tests.integration.test_durability import stepped_stack
 
@@ -117,3 +118,44 @@ def test_compaction_forgets_the_index_of_predictions_the_provider_no_longer_list
             provider.close()
     assert audited.predictions == 3
     assert audited.unattributed == ()
+
+
+def test_a_prediction_of_a_compacted_batch_is_not_adopted_once_the_index_forgot_it(
+    tmp_path, redis_url, s3_server, bucket
+):
+    # Given a compacted batch whose items were submitted 9 days ago by their records, so
+    # compaction forgot their predictions' index entries (the provider no longer lists them)
+    with stepped_stack(tmp_path, redis_url, s3_server.url, bucket) as s:
+        settings = s.settings
+        old = s.control.start(plan(write_manifest(tmp_path / "old", ROWS), settings))
+        s.loop.run()
+        ledger, client = s.rt.ledger, s.rt.ledger.redis
+        nine_days_ago = time.time() - 9 * DAY_S
+        for name, *_ in ROWS:
+            client.hset(keys.item(old, name), "submitted_at", nine_days_ago - 10)
+        ledger.update_batch(old, {"created_at": nine_days_ago - 60, "finished_at": nine_days_ago})
+        client.zadd(keys.BATCH_INDEX, {old: nine_days_ago - 60})  # listed by its creation
+        compact(ledger, old, now=time.time())
+        theirs = ledger.item(old, "kept")["prediction_id"]
+        assert ledger.owners([theirs]) == {}
+        # And an item of a new batch that needs attention (its submit's answer lost)
+        new = s.control.start(
+            plan(write_manifest(tmp_path / "new", [("lost", 1.2, 0.9, "cut_off")]), settings)
+        )
+        assert ledger.transition(new, "lost", [ItemState.PENDING], ItemState.NEEDS_ATTENTION).ok
+        # When a person adopts the old prediction for it (a provider whose history is longer
+        # than documented still answers for it), with its creation time or without one
+        refused = []
+        for created_at in (nine_days_ago - 5, None):
+            with pytest.raises(ValueError) as error:
+                s.control.adopt(new, "lost", theirs, created_at=created_at)
+            refused.append(str(error.value))
+        # Then both are refused, naming its owner, and nothing was claimed or moved
+        assert (
+            refused == [f"prediction {theirs} is {old}:kept's (a compacted batch), not lost's"] * 2
+        )
+        assert ledger.owners([theirs]) == {}
+        assert ledger.item(new, "lost")["state"] == "needs_attention"
+        # But a prediction created at a time no compacted batch covers is looked for only there
+        s.control.adopt(new, "lost", theirs, created_at=time.time())
+        assert ledger.item(new, "lost")["state"] == "running"

@@ -691,7 +691,12 @@ def adopt(
                     EXIT_USAGE,
                 )
             try:
-                record = session.control.adopt(batch_id, item_id, prediction_id)
+                record = session.control.adopt(
+                    batch_id,
+                    item_id,
+                    prediction_id,
+                    created_at=prediction.created_at.timestamp() if prediction.created_at else None,
+                )
             except KeyError:
                 raise fail(f"no item {item_id!r} in batch {batch_id}", EXIT_USAGE) from None
             except ValueError as error:
