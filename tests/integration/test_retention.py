@@ -14,7 +14,7 @@ from pipeline.provider.client import ProviderClient
 from pipeline.retention import KEPT, compact, lapsed
 from pipeline.states import ItemState
 from tests.integration.stack import plan, write_manifest
-from tests.integration.test_durability import stepped_stack
+from tests.integration.test_durability import Steps, stepped_stack
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +75,19 @@ def test_a_compacted_item_lives_as_long_as_its_pairs_claim_and_the_providers_his
     assert ledger.item(batch_id, "kept") == kept and ledger.done_count(batch_id) == 2
 
 
+def finished_days_ago(s: Steps, batch_id: str, days: int) -> float:
+    """Date a finished batch of ROWS back by its records (its items' submits, its creation,
+    its finish, its place in the batch index): what `days` of waiting would leave. Returns
+    its finish (epoch s)."""
+    ledger = s.rt.ledger
+    finished_at = time.time() - days * DAY_S
+    for name, *_ in ROWS:
+        ledger.redis.hset(keys.item(batch_id, name), "submitted_at", finished_at - 10)
+    ledger.update_batch(batch_id, {"created_at": finished_at - 60, "finished_at": finished_at})
+    ledger.redis.zadd(keys.BATCH_INDEX, {batch_id: finished_at - 60})
+    return finished_at
+
+
 def test_compaction_forgets_the_index_of_predictions_the_provider_no_longer_lists(
     tmp_path, redis_url, s3_server, bucket
 ):
@@ -88,13 +101,10 @@ def test_compaction_forgets_the_index_of_predictions_the_provider_no_longer_list
             plan(write_manifest(tmp_path / "young", [("late", 1.2, 0.9, "cut_off")]), settings)
         )
         s.loop.run()
-        ledger, client = s.rt.ledger, s.rt.ledger.redis
+        ledger = s.rt.ledger
         assert set(s.states(old).values()) == {"completed"} == set(s.states(young).values())
         predictions = {r["id"]: r["prediction_id"] for r in ledger.items(old)}
-        nine_days_ago = time.time() - 9 * DAY_S
-        for name, *_ in ROWS:
-            client.hset(keys.item(old, name), "submitted_at", nine_days_ago - 10)
-        ledger.update_batch(old, {"created_at": nine_days_ago - 60, "finished_at": nine_days_ago})
+        finished_days_ago(s, old, 9)
         # When both are compacted
         compact(ledger, old, now=time.time())
         compact(ledger, young, now=time.time())
@@ -129,12 +139,8 @@ def test_a_prediction_of_a_compacted_batch_is_not_adopted_once_the_index_forgot_
         settings = s.settings
         old = s.control.start(plan(write_manifest(tmp_path / "old", ROWS), settings))
         s.loop.run()
-        ledger, client = s.rt.ledger, s.rt.ledger.redis
-        nine_days_ago = time.time() - 9 * DAY_S
-        for name, *_ in ROWS:
-            client.hset(keys.item(old, name), "submitted_at", nine_days_ago - 10)
-        ledger.update_batch(old, {"created_at": nine_days_ago - 60, "finished_at": nine_days_ago})
-        client.zadd(keys.BATCH_INDEX, {old: nine_days_ago - 60})  # listed by its creation
+        ledger = s.rt.ledger
+        nine_days_ago = finished_days_ago(s, old, 9)
         compact(ledger, old, now=time.time())
         theirs = ledger.item(old, "kept")["prediction_id"]
         assert ledger.owners([theirs]) == {}
