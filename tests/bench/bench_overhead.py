@@ -3,8 +3,10 @@
 A sandbox that answers at once, with no limits, and 2 `lipdub worker` processes: items per
 second end to end, and CPU-seconds per item over every process (workers and their pool
 children, redis-server, this process's S3 server and sandbox), less the same stack's CPU
-when idle (the baseline, measured in the same run). Then a profile: a smaller batch run step
-by step in this process under cProfile, to show where the time goes.
+when idle (the baseline, measured in the same run); Redis calls per item the same way (the
+broker's and the ledger's: what each item asks of the one shared server). Then a profile:
+a smaller batch run step by step in this process under cProfile, to show where the time
+goes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from pipeline.batches import BatchControl
 from pipeline.flow import STEPS, run_step
@@ -85,12 +89,38 @@ def _stack_cpu_s(
                 "items_per_s": round(items / wall, 2),
                 "submits_per_s": _submits_per_s(workdir / "stack" / "sandbox-audit.jsonl"),
             }
+        figures["redis_calls"] = redis_calls(session.redis)
     after = _cpu_s()
     cpu = {"self": after[0] - before[0], "children": after[1] - before[1]}
     if profile_items:
         # outside the timed part: the stack above is stopped; this one runs no workers
         figures["profile"] = profile(workdir / "profile", profile_items)
     return {"cpu_s": {k: round(v, 2) for k, v in cpu.items()}, **figures}
+
+
+def redis_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls of each command the server has run since it started (`INFO commandstats`):
+    every client's, the broker's (Celery's messages) as well as the ledger's."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def calls_per_item(busy: dict[str, int], idle: dict[str, int], items: int) -> dict[str, Any]:
+    """Redis calls per item of the batch (the idle stack's, start to stop, taken off as its
+    CPU is): in all and for the commands that make up most of them.
+
+    >>> calls_per_item({"evalsha": 30, "hset": 5, "ping": 3}, {"ping": 2, "hset": 1}, 2)
+    {'all': 17.5, 'by_command': {'evalsha': 15.0, 'hset': 2.0, 'ping': 0.5}}
+    """
+    extra = {name: calls - idle.get(name, 0) for name, calls in busy.items()}
+    top = sorted(((n, c) for n, c in extra.items() if c > 0), key=lambda nc: -nc[1])[:TOP_COMMANDS]
+    return {
+        "all": round(sum(extra.values()) / items, 1),
+        "by_command": {name: round(calls / items, 1) for name, calls in top},
+    }
+
+
+TOP_COMMANDS = 12
 
 
 def _submits_per_s(audit_log: Path) -> float:
@@ -121,6 +151,7 @@ def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
         "cpu_s_per_item": round(workers + stand_ins, 4),
         "cpu_s_per_item_workers_and_redis": round(workers, 4),
         "cpu_s_per_item_s3_and_sandbox": round(stand_ins, 4),
+        "redis_calls_per_item": calls_per_item(busy["redis_calls"], idle["redis_calls"], items),
         "profile": busy["profile"],
         "durability": {
             "aof_always": {

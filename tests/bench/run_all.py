@@ -125,6 +125,22 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                 f"{o['cpu_s_per_item_workers_and_redis']} / {o['cpu_s_per_item_s3_and_sandbox']}",
                 f"idle stack {sum(o['cpu_s_idle_stack'].values()):.2f} s in all",
             ),
+            *(
+                [
+                    _row(
+                        "5 Redis calls per item (broker and ledger)",
+                        o["redis_calls_per_item"]["all"],
+                        ", ".join(
+                            f"{name} {calls}"
+                            for name, calls in list(
+                                o["redis_calls_per_item"]["by_command"].items()
+                            )[:4]
+                        ),
+                    )
+                ]
+                if "redis_calls_per_item" in o
+                else []
+            ),
             _row(
                 "5 hottest step (share of step CPU)",
                 f"{o['profile']['hottest_step']} ({o['profile']['step_seconds'][o['profile']['hottest_step']]['share']:.0%})",
