@@ -7,7 +7,9 @@ due steps to the next pump after `due.SENDING_LEASE_S`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from typing import Any
 
 import redis
 from celery import Celery
@@ -36,6 +38,10 @@ class Pump(MainProcessThread):
     def __init__(self, app: Celery, settings: Settings) -> None:
         super().__init__(app)
         self.settings = settings
+        self._broker: Any = None
+        """The connection the feed counts the broker's queue on, kept between looks (a new
+        one each look, five a second while a batch's uploads wait, cost more than the look)
+        and made again after broker trouble."""
 
     def _run(self) -> None:
         client = wiring.redis_client(self.settings)
@@ -49,11 +55,14 @@ class Pump(MainProcessThread):
                     wait_s = PUMP_INTERVAL_S
                 except (LedgerError, DispatchError, OperationalError, redis.RedisError) as err:
                     log.warning("due steps not sent yet: %s", err)
+                    self._drop_broker()
                     wait_s = TROUBLE_WAIT_S
                 except Exception:  # the thread must outlive a bug: every countdown needs it
                     log.exception("pump failed")
+                    self._drop_broker()
                     wait_s = TROUBLE_WAIT_S
         finally:
+            self._drop_broker()
             client.close()
 
     def pump_once(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
@@ -69,14 +78,23 @@ class Pump(MainProcessThread):
                 due.sent([member])
                 sent += 1
 
+    def _drop_broker(self) -> None:
+        """Close the kept broker connection (after trouble: the next look makes a new one)."""
+        if self._broker is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                self._broker.release()
+            self._broker = None
+
     def _feed(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
         """Move uploads from the feed to the broker up to `worker.queue_window` waiting
         messages, one at a time: each is leased to this pump until the broker has it, so a
         pump that dies between taking one and sending it leaves it to the next pump."""
         if not due.fed_waiting():
             return 0
+        if self._broker is None:
+            self._broker = self.app.connection_for_write()
         room = self.settings.worker.queue_window - queued_messages(
-            self.app, self.settings.worker.queue
+            self.app, self.settings.worker.queue, self._broker
         )
         sent = 0
         while sent < room and not self._stop.is_set():

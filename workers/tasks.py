@@ -341,11 +341,19 @@ def _back_to_queue(step: str, batch_id: str, item_id: str | None) -> Reject:
     return Reject(f"{step} {batch_id}/{item_id or '-'}: the broker is unavailable", requeue=True)
 
 
-def queued_messages(app: Celery, queue: str) -> int:
-    """Messages waiting in `queue` (every priority), by kombu's channel API."""
-    with app.connection_for_write() as connection:
-        # Not passive: the transport knows a queue only once something declared it.
-        declared = connection.default_channel.queue_declare(
-            queue=queue, durable=True, auto_delete=False
-        )
-        return int(declared.message_count)
+def queued_messages(app: Celery, queue: str, connection: Any = None) -> int:
+    """Messages waiting in `queue` (every priority), by kombu's channel API: on `connection`
+    where the caller keeps one (a thread that asks several times a second), else on a
+    connection of its own for this call."""
+    if connection is not None:
+        return _declared_count(connection, queue)
+    with app.connection_for_write() as fresh:
+        return _declared_count(fresh, queue)
+
+
+def _declared_count(connection: Any, queue: str) -> int:
+    # Not passive: the transport knows a queue only once something declared it.
+    declared = connection.default_channel.queue_declare(
+        queue=queue, durable=True, auto_delete=False
+    )
+    return int(declared.message_count)

@@ -25,6 +25,10 @@ class _Ready:
         self.app = app
 
 
+def _connections_received(stack: Stack) -> int:
+    return int(stack.redis.info("stats")["total_connections_received"])
+
+
 def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
     from pipeline.settings import Settings
 
@@ -45,7 +49,10 @@ def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
             while queued_messages(stack.app, windowed.worker.queue) < WINDOW:
                 assert time.monotonic() < deadline, "the pump fed nothing"
                 time.sleep(0.05)
+            connections = _connections_received(stack)
             time.sleep(1.0)  # (it would feed more now if it were going to)
+            # (and it looks at the broker's queue five times a second meanwhile)
+            connections = _connections_received(stack) - connections
         finally:
             pump.stop(sender=_Ready(stack.app))
         # Then the broker holds the window, in order, and the rest wait as ids in Redis
@@ -54,6 +61,8 @@ def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
         assert [step for _, step in due.take_fed(1)] == [
             Next("prepare", "big", f"item-{WINDOW:03d}")
         ]
+        # And it looked on the connection it keeps, not on a new one each time
+        assert connections == 0, connections
         per_item = (
             stack.redis.memory_usage(f"lipdub:feed:{windowed.worker.queue}") / due.fed_waiting()
         )
