@@ -17,6 +17,7 @@ import io
 import json
 import pstats
 import resource
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,29 @@ def _stack_cpu_s(
     return {"cpu_s": {k: round(v, 2) for k, v in cpu.items()}, **figures}
 
 
+CALIBRATION_ROUNDS = 20_000
+
+
+def calibration_cpu_s(repeats: int = 5) -> float:
+    """CPU seconds of a fixed piece of pure-Python work (encoding, decoding and hashing small
+    records: the kind of work a worker's Python does), the median of `repeats`: this
+    machine's speed at the moment, to divide CPU figures by. A machine half as fast takes
+    twice the CPU for the same work; the quotient stays (as far as the workload is like the
+    workers', which is why it is no more than a guide)."""
+    record = {"id": "item-0042", "state": "running", "cost_usd": "0.536", "polls": 3}
+    spent = []
+    for _ in range(repeats):
+        start = time.process_time()
+        total = 0
+        for n in range(CALIBRATION_ROUNDS):
+            record["polls"] = n
+            text = json.dumps(record, sort_keys=True)
+            total += len(json.loads(text)["id"]) + hash(text) % 7
+        spent.append(time.process_time() - start)
+    assert total > 0
+    return statistics.median(spent)
+
+
 def redis_calls(client: redis.Redis) -> dict[str, int]:
     """Calls of each command the server has run since it started (`INFO commandstats`):
     every client's, the broker's (Celery's messages) as well as the ledger's."""
@@ -137,11 +161,14 @@ def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
     """Idle stack first (the baseline), then the same stack with a batch; then the batch
     again on a Redis that fsyncs once a second with durability none (what durable intent
     costs, in the same run)."""
+    calibration = [calibration_cpu_s()]
     idle = _stack_cpu_s(workdir / "idle", 0, 0)
     busy = _stack_cpu_s(workdir / "busy", items, profile_items)
+    calibration.append(calibration_cpu_s())
     loose = _stack_cpu_s(workdir / "loose", items, 0, appendfsync="everysec", durability="none")
     workers = (busy["cpu_s"]["children"] - idle["cpu_s"]["children"]) / items
     stand_ins = (busy["cpu_s"]["self"] - idle["cpu_s"]["self"]) / items
+    unit = sum(calibration) / len(calibration)
     return {
         "items": items,
         "items_per_s": busy["items_per_s"],
@@ -151,6 +178,10 @@ def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
         "cpu_s_per_item": round(workers + stand_ins, 4),
         "cpu_s_per_item_workers_and_redis": round(workers, 4),
         "cpu_s_per_item_s3_and_sandbox": round(stand_ins, 4),
+        # The machine's speed of the moment, taken out: how many runs of the calibration's
+        # fixed work an item's orchestration costs (comparable between runs and days).
+        "calibration_cpu_s": [round(c, 4) for c in calibration],
+        "workers_and_redis_per_item_in_calibrations": round(workers / unit, 3),
         "redis_calls_per_item": calls_per_item(busy["redis_calls"], idle["redis_calls"], items),
         "profile": busy["profile"],
         "durability": {

@@ -128,6 +128,18 @@ def table(results: dict[str, Any]) -> list[list[str]]:
             *(
                 [
                     _row(
+                        "5 workers+redis CPU per item, in runs of a fixed Python workload",
+                        o["workers_and_redis_per_item_in_calibrations"],
+                        "calibration CPU s (start, middle) "
+                        + " / ".join(str(c) for c in o["calibration_cpu_s"]),
+                    )
+                ]
+                if "calibration_cpu_s" in o
+                else []
+            ),
+            *(
+                [
+                    _row(
                         "5 Redis calls per item (broker and ledger)",
                         o["redis_calls_per_item"]["all"],
                         ", ".join(
