@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from pipeline import backoff, keys, retention
-from pipeline.records import Item
+from pipeline.records import BatchRecord, Item
 from pipeline.runtime import Runtime
 from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 from pipeline.steps import Next
@@ -95,9 +95,9 @@ def load(rt: Runtime, batch_id: str, item_id: str) -> Item | None:
     return Item.of(batch_id, record) if record else None
 
 
-def batch_flag(rt: Runtime, batch_id: str, name: str) -> bool:
-    """A yes/no field of the batch record (False for a batch that is gone)."""
-    batch = rt.ledger.batch(batch_id)
+def batch_flag(batch: BatchRecord | None, name: str) -> bool:
+    """A yes/no field of the batch record (False for a batch that is gone). A step reads its
+    batch's record once and asks it what it needs."""
     return batch is not None and batch.raw.get(name) == "1"
 
 

@@ -51,7 +51,8 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return []
     if item.state is not ItemState.PENDING:
         return resume(rt, item, ItemState.PENDING)
-    if batch_flag(rt, batch_id, "cancelled"):
+    batch = rt.ledger.batch(batch_id)
+    if batch_flag(batch, "cancelled"):
         return cancel(rt, item, [ItemState.PENDING])
     if item.record.prepare_started_at is None:
         # The end of the item's wait in our queue (the report's timeline starts here).
@@ -64,7 +65,7 @@ def prepare(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return _storage_trouble(rt, item, err)
     if waiting is not None:
         return waiting
-    force = batch_flag(rt, batch_id, "force")
+    force = batch_flag(batch, "force")
     claim = rt.ledger.claim(item.record.identity, item.member, force=force)
     if claim.kind == "reuse":
         return _reuse(rt, item, claim.owner, claim.output_key)

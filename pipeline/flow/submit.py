@@ -67,16 +67,16 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     if item.state is not ItemState.READY:
         # Woken for a slot it no longer needs: pass the wake-up on.
         return resume(rt, item, ItemState.SUBMITTING) + free_slot(rt)
-    if batch_flag(rt, batch_id, "cancelled"):
+    batch = rt.ledger.batch(batch_id)
+    if batch is None:
+        return []  # the batch is gone (a stale task)
+    if batch_flag(batch, "cancelled"):
         return cancel(rt, item, [ItemState.READY])
     cooling = rt.gates.cooling()
     if not cooling.passed:
         return [
             Next("submit", batch_id, item_id, rt.countdown(cooling.wait_s), "the 429 cool-down")
         ]
-    batch = rt.ledger.batch(batch_id)
-    if batch is None:
-        return []  # the batch is gone (a stale task)
     scope = batch.budget_scope
     scheduled = ScheduledBatch.of(batch)
     if scheduled is not None:
