@@ -136,6 +136,15 @@ def _local_keys(item: PlannedItem, prefix: str) -> set[str]:
     }
 
 
+def _not_its_own(prediction_id: str, owner: str, item_id: str) -> str:
+    """Why `adopt` refuses another item's prediction, and what to give it instead."""
+    return (
+        f"prediction {prediction_id} is {owner}, not {item_id}'s: adopt one of the candidates "
+        f"in {item_id}'s evidence (the batch's report), or retry it with "
+        "retry-failed --include-needs-attention if none is its own"
+    )
+
+
 class BatchControl:
     """Start, follow, cancel and retry batches."""
 
@@ -426,11 +435,11 @@ class BatchControl:
         for _, holder in compacted_holders(self.ledger, {prediction_id}, since=since, until=until):
             if holder != member:
                 raise ValueError(
-                    f"prediction {prediction_id} is {holder}'s (a compacted batch), not {item_id}'s"
+                    _not_its_own(prediction_id, f"{holder}'s (a compacted batch)", item_id)
                 )
         if not self.ledger.claim_prediction(prediction_id, member):
             owner = self.ledger.item_of_prediction(prediction_id)
-            raise ValueError(f"prediction {prediction_id} is {owner}'s, not {item_id}'s")
+            raise ValueError(_not_its_own(prediction_id, f"{owner}'s", item_id))
         fields = running_fields(
             self.settings.polling, Item.of(batch_id, record), prediction_id, self.clock(),
             reconciled=True,
