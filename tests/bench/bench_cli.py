@@ -2,7 +2,8 @@
 as a user runs them (a fresh process each), beside the floor that any command written on
 lipdub's libraries pays before it does anything: Python starting and importing redis-py,
 pydantic-settings, Typer and rich's table, measured the same way in the same run. What lipdub
-adds is the difference.
+adds is the difference. And the floor of any Python command that reads Redis with redis-py
+(the client the project builds on): Python starting and importing `redis` alone.
 
 The commands run in turns (one of each per round), so that a noisy spell of the machine
 weighs on all of them alike; each figure is the median of its rounds. Python writes its
@@ -60,6 +61,7 @@ def run(workdir: Path, items: int = 1_000, rounds: int = ROUNDS) -> dict[str, An
         figures = median_ms(
             {
                 "python_ms": [sys.executable, "-c", "pass"],
+                "redis_ms": [sys.executable, "-c", "import redis"],
                 "libraries_ms": [sys.executable, "-c", LIBRARIES],
                 "status_ms": [*cli, "status", batch_id],
                 "batches_ms": [*cli, "batches"],

@@ -26,11 +26,12 @@ from typing import Any
 import redis
 
 from pipeline.batches import BatchControl
-from pipeline.flow import STEPS, run_step
+from pipeline.flow import ITEM_STEPS, STEPS, run_step
 from pipeline.media import MediaInspector
 from pipeline.planning import plan_manifest
 from pipeline.runtime import Runtime
 from pipeline.steps import Next
+from tests.bench.celery_floor import run_chains, tasks_run
 from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
 from tests.integration.stepping import push_due
 
@@ -90,6 +91,8 @@ def _stack_cpu_s(
                 "items_per_s": round(items / wall, 2),
                 "submits_per_s": _submits_per_s(workdir / "stack" / "sandbox-audit.jsonl"),
             }
+        # asked of the idle stack too, so that the asking is taken off with the rest
+        figures["tasks_run"] = tasks_run(session.app)
         figures["redis_calls"] = redis_calls(session.redis)
     after = _cpu_s()
     cpu = {"self": after[0] - before[0], "children": after[1] - before[1]}
@@ -166,9 +169,17 @@ def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
     busy = _stack_cpu_s(workdir / "busy", items, profile_items)
     calibration.append(calibration_cpu_s())
     loose = _stack_cpu_s(workdir / "loose", items, 0, appendfsync="everysec", durability="none")
+    floor = run_chains(
+        bench_stack(workdir / "floor" / "stack", SANDBOX, provider=PROVIDER, polling=POLLING),
+        items,
+        _cpu_s,
+        redis_calls,
+    )
     workers = (busy["cpu_s"]["children"] - idle["cpu_s"]["children"]) / items
     stand_ins = (busy["cpu_s"]["self"] - idle["cpu_s"]["self"]) / items
     unit = sum(calibration) / len(calibration)
+    tasks_per_item = sum(busy["tasks_run"].values()) / items
+    per_task = (floor["cpu_s"]["children"] - idle["cpu_s"]["children"]) / floor["tasks"]
     return {
         "items": items,
         "items_per_s": busy["items_per_s"],
@@ -183,6 +194,22 @@ def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
         "calibration_cpu_s": [round(c, 4) for c in calibration],
         "workers_and_redis_per_item_in_calibrations": round(workers / unit, 3),
         "redis_calls_per_item": calls_per_item(busy["redis_calls"], idle["redis_calls"], items),
+        "celery_tasks_per_item": round(tasks_per_item, 2),
+        "celery_tasks_by_name": busy["tasks_run"],
+        # Celery's own cost per task on this stack (`celery_floor`): what an item of one
+        # Celery task per step costs before lipdub does anything.
+        "celery_floor": {
+            "tasks": floor["tasks"],
+            "tasks_run": floor["tasks_run"],
+            "wall_s": floor["wall_s"],
+            "cpu_s": floor["cpu_s"],
+            "cpu_s_per_task_workers_and_redis": round(per_task, 5),
+            "redis_calls_per_task": calls_per_item(
+                floor["redis_calls"], idle["redis_calls"], floor["tasks"]
+            ),
+            "cpu_s_per_item_workers_and_redis": round(per_task * tasks_per_item, 4),
+            "per_item_in_calibrations": round(per_task * tasks_per_item / unit, 3),
+        },
         "profile": busy["profile"],
         "durability": {
             "aof_always": {
@@ -210,9 +237,12 @@ class _LocalDispatcher:
             self.sent += 1
 
 
-def profile(workdir: Path, items: int) -> dict[str, Any]:
-    """Run `items` through every step in this process under cProfile (CPU time of this
-    thread); CPU per step and the functions of lipdub that take the most time of their own."""
+def run_in_process(workdir: Path, items: int, profiler: cProfile.Profile | None) -> dict[str, Any]:
+    """Run `items` through every step in this process, in due order; the CPU time of this
+    thread inside the steps (under `profiler` when given: then inflated by it): per item in
+    the items' steps, in all in the batch's own (finalize, watch). Waiting on the network
+    (and the S3 server and the sandbox, which run on other threads here) is not lipdub's
+    cost."""
     manifest, _ = write_catalog(workdir / "catalog", items, video_s=1.5)
     stack = bench_stack(workdir / "stack", SANDBOX, provider=PROVIDER, polling=POLLING, workers=0)
     with stack:
@@ -226,21 +256,40 @@ def profile(workdir: Path, items: int) -> dict[str, Any]:
             inspector=MediaInspector(),
         )  # fmt: skip
         control.start(plan, name="profile")
-        # CPU time of this thread only: waiting on the network (and the S3 server and the
-        # sandbox, which run on other threads here) is not lipdub's cost.
-        profiler = cProfile.Profile(time.thread_time)
+        in_steps_s: dict[str, float] = {}
         start = time.perf_counter()
         while dispatcher.queue:
             due, _, step = heapq.heappop(dispatcher.queue)
             time.sleep(max(0.0, due - time.monotonic()))  # the benchmark waits, not a worker
-            profiler.enable()
+            began = time.thread_time()
+            if profiler is not None:
+                profiler.enable()
             following = run_step(runtime, step.step, step.batch_id, step.item_id)
-            profiler.disable()
+            if profiler is not None:
+                profiler.disable()
+            spent = time.thread_time() - began
+            in_steps_s[step.step] = in_steps_s.get(step.step, 0.0) + spent
             runtime.ledger.expect(following, runtime.clock())  # as a worker does
             for nxt in following:
                 dispatcher.send(nxt)
         wall = time.perf_counter() - start
         runtime.close()
+    of_items = sum(s for name, s in in_steps_s.items() if name in ITEM_STEPS)
+    return {
+        "wall_s": round(wall, 2),
+        "steps_cpu_s_per_item": round(of_items / items, 4),
+        # finalize, watch: once per batch
+        "batch_steps_cpu_s": round(sum(in_steps_s.values()) - of_items, 3),
+    }
+
+
+def profile(workdir: Path, items: int) -> dict[str, Any]:
+    """Run `items` through every step in this process: first as they are (the steps' own
+    CPU per item, no profiler), then under cProfile (CPU time of this thread): CPU per step
+    and the functions of lipdub that take the most time of their own."""
+    plain = run_in_process(workdir / "plain", items, None)
+    profiler = cProfile.Profile(time.thread_time)
+    profiled = run_in_process(workdir / "profiled", items, profiler)
     stats = pstats.Stats(profiler, stream=io.StringIO())
     table: dict[tuple[str, int, str], Any] = stats.stats  # type: ignore[attr-defined]
     steps = {}
@@ -253,7 +302,12 @@ def profile(workdir: Path, items: int) -> dict[str, Any]:
     hottest = max(steps.items(), key=lambda kv: kv[1]["seconds"])[0] if steps else ""
     return {
         "items": items,
-        "wall_s": round(wall, 2),
+        "wall_s": profiled["wall_s"],
+        # Every step of an item in one process with no Celery: lipdub's Python and its
+        # clients' (Redis, S3, HTTP), not Redis's, the S3 server's or the sandbox's.
+        "steps_cpu_s_per_item": plain["steps_cpu_s_per_item"],
+        "batch_steps_cpu_s": plain["batch_steps_cpu_s"],
+        "steps_cpu_s_per_item_profiled": profiled["steps_cpu_s_per_item"],
         "step_seconds": {
             k: {**v, "share": round(v["seconds"] / total, 3)} for k, v in steps.items()
         },

@@ -153,6 +153,7 @@ def table(results: dict[str, Any]) -> list[list[str]]:
                 if "redis_calls_per_item" in o
                 else []
             ),
+            *([_floor_row(o)] if "celery_floor" in o else []),
             _row(
                 "5 hottest step (share of step CPU)",
                 f"{o['profile']['hottest_step']} ({o['profile']['step_seconds'][o['profile']['hottest_step']]['share']:.0%})",
@@ -299,13 +300,29 @@ def _scale_rows(small: dict[str, Any], big: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def _floor_row(o: dict[str, Any]) -> list[str]:
+    """What the workers+Redis CPU per item is made of: Celery's own cost for the tasks an
+    item runs (no-op tasks on the same stack) and the steps' own CPU in one process (no
+    Celery), beside the target; both are floors the target would have to fit under."""
+    floor = o["celery_floor"]
+    return _row(
+        "5 of which Celery's floor (no-op tasks) / the steps in one process, CPU s per item",
+        f"{floor['cpu_s_per_item_workers_and_redis']} / {o['profile']['steps_cpu_s_per_item']}",
+        f"{o['celery_tasks_per_item']} tasks per item x "
+        f"{floor['cpu_s_per_task_workers_and_redis']} s per no-op task",
+        "<= 0.015 in all",
+        o["cpu_s_per_item_workers_and_redis"] <= 0.015,
+    )
+
+
 def _cli_row(cli: dict[str, Any]) -> list[str]:
     """The command line as a fresh process, beside the floor of its libraries' imports."""
     return _row(
         f"10 lipdub status / batches / --help ms (a fresh process), {cli['items']} items",
         f"{cli['status_ms']} / {cli['batches_ms']} / {cli['help_ms']}",
         f"Python importing redis, pydantic-settings, typer, rich {cli['libraries_ms']} "
-        f"(Python alone {cli['python_ms']})",
+        + (f"(redis alone {cli['redis_ms']}; " if "redis_ms" in cli else "(")
+        + f"Python alone {cli['python_ms']})",
         "< 100",
         max(cli["status_ms"], cli["batches_ms"]) < 100,
     )
