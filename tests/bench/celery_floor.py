@@ -13,14 +13,22 @@ of the overhead batch ran, it is what any design with one Celery task per step p
 It measures Celery somewhat generously: lipdub's own `task_received` work (the step's record
 as running) is not done for these tasks, and the first link of each chain is sent from the
 bench's process, whose CPU is not counted.
+
+CPU is read from the live processes (`stack_cpu_s`) at the start and end of the work, not
+from start to stop of the stack: a stack's start-up (the workers importing everything) costs
+several CPU-seconds and varies by more than a second between two starts, which over a
+thousand tasks is noise of a millisecond a task. The stack's background (heartbeats, the
+pump's looks) is measured first, while it does nothing, and taken off at that rate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import redis
 from celery import Celery, chain
 
@@ -31,6 +39,27 @@ from workers.tasks import queued_messages
 CHAIN_LINKS = 5
 NOOP_PRIORITY = 5  # the priority of most steps (`workers.tasks.STEP_PRIORITY`)
 UNACKED_KEY = "unacked"  # kombu's Redis transport: messages delivered and not yet acknowledged
+QUIET_S = 3.0
+"""How long the stack's background CPU is measured, before the work."""
+
+
+def stack_cpu_s() -> float:
+    """CPU seconds so far of every live process this one started, and of theirs: the
+    workers, their pool processes, redis-server (the S3 server and the sandbox run in this
+    process and are not counted)."""
+    total = 0.0
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def background_cpu_s_per_s(quiet_s: float = QUIET_S) -> float:
+    """The stack's CPU per second while it has nothing to do."""
+    before, start = stack_cpu_s(), time.perf_counter()
+    time.sleep(quiet_s)  # the benchmark waits, not a worker
+    return (stack_cpu_s() - before) / (time.perf_counter() - start)
 
 
 def tasks_run(app: Celery) -> dict[str, int]:
@@ -58,14 +87,15 @@ def run_chains(
         noop = app.signature(
             "celery.accumulate", immutable=True, queue=queue, priority=NOOP_PRIORITY
         )
-        start = time.perf_counter()
+        background = background_cpu_s_per_s()
+        start, cpu_before = time.perf_counter(), stack_cpu_s()
         for n in range(items):
             chain(*(noop.clone(args=(n, link)) for link in range(CHAIN_LINKS))).apply_async()
         # Done when no message waits and none is out with a worker: a link sends the next
         # before its own message is acknowledged, so a chain under way always shows in one.
         while queued_messages(app, queue) or session.redis.hlen(UNACKED_KEY):
             time.sleep(0.1)  # the benchmark waits, not a worker
-        wall = time.perf_counter() - start
+        wall, in_work = time.perf_counter() - start, stack_cpu_s() - cpu_before
         ran = tasks_run(app).get("celery.accumulate", 0)
         calls = redis_calls(session.redis)
     after = cpu_s()
@@ -77,5 +107,7 @@ def run_chains(
             "self": round(after[0] - before[0], 2),
             "children": round(after[1] - before[1], 2),
         },
+        "background_cpu_s_per_s": round(background, 4),
+        "stack_cpu_s_in_work": round(in_work, 3),
         "redis_calls": calls,
     }
