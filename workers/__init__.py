@@ -1,1 +1,1 @@
-"""The Celery app and its tasks: thin wrappers that call pipeline/ (arrives with the pipeline issue)."""
+"""The Celery app, its tasks (thin wrappers that call pipeline/) and the command line."""
