@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import gc
 
-# The collector paused while the commands' modules load: pydantic, redis-py, Typer and rich
-# make hundreds of thousands of objects at import and none of them garbage, and the
-# collections they would set off are about a sixth of a command's wall time (`make bench
-# BENCH_ARGS="--only cli"`). Restored as it was, once loaded.
+# The collector paused while the commands' modules load, and what they made frozen (kept
+# out of every later collection): pydantic, redis-py, Typer, rich and lipdub make some 93,000
+# objects at import, all but some 600 (import-time cycles, then never collected: once per
+# process) kept for the process's life anyway, and the collections they set off were a
+# quarter of a command's wall time (docs/performance.md, row 10). Restored as it was.
 _collecting = gc.isenabled()
 gc.disable()
 try:
