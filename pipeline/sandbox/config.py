@@ -3,7 +3,8 @@
 Load from TOML or JSON with `SandboxConfig.from_file(path)`; every field has a default, so
 `SandboxConfig()` is a healthy, fast provider that accepts the key `sk-sandbox` and behaves as
 WaveSpeed's documentation says (a list without inputs, download failures as failed tasks with
-`code` 1402, 429s without Retry-After, a price formula that rounds up). Anything kinder than
+`code` 1402 and media it cannot take with 1401, 429s without Retry-After, a price formula that
+rounds up). Anything kinder than
 the documented API is a field a test must set on purpose (`list_includes_inputs`,
 `result_includes_inputs`, `rate_limit_retry_after`).
 """
@@ -128,7 +129,7 @@ class SandboxConfig(BaseModel):
     render_memory_mb: float = Field(default=512, gt=0)
     """Frames of one task held in memory at most; long inputs are rendered smaller."""
     max_input_mb: int = Field(default=2048, ge=1)
-    """A larger input is refused at submit, as a download failure."""
+    """A larger input fails its task with code 1401 (created, then failed: `MediaRejected`)."""
     no_face_marker: str = "lipdub:no-face"
     """A video whose `comment` metadata contains this fails like a video without a face."""
     list_includes_inputs: bool = False

@@ -43,11 +43,23 @@ log = logging.getLogger("lipdub.sandbox")
 
 
 class InputRejected(Exception):
-    """The submit's inputs are not acceptable: answered 400 with this message."""
+    """The submit's body is not acceptable (a field missing or of the wrong form): answered
+    400 with this message, before anything is created."""
 
 
 class DownloadFailed(Exception):
     """An input could not be fetched: the task is created, then fails with code 1402."""
+
+
+class MediaRejected(Exception):
+    """An input was fetched and is not media the model takes (unreadable, a stream missing,
+    over a limit): the task is created, then fails with code 1401. The provider can only tell
+    once it has the file, which its docs put after the task's creation (a download that fails
+    is a failed task, `DOWNLOAD_FAILED_CODE`), so this is no refused submit either."""
+
+
+INVALID_MEDIA_CODE = 1401
+"""WaveSpeed's "Invalid Parameter: the parameter value is invalid" (docs/error-codes)."""
 
 
 @dataclass
@@ -72,6 +84,8 @@ class Task:
     """WaveSpeed's error code of a failed task (0 otherwise): 1xxx input, 5xxx service."""
     download_error: str = ""
     """Set when the inputs could not be fetched: the task fails with code 1402."""
+    media_error: str = ""
+    """Set when a fetched input is not acceptable media: the task fails with code 1401."""
     charged_usd: Decimal = Decimal(0)
     started_at: float | None = None
     finished_at: float | None = None
@@ -181,8 +195,9 @@ class SandboxEngine:
     def fetch_inputs(self, body: dict[str, Any]) -> tuple[Path, Path, str, str, str]:
         """Validate the body and download both inputs: (video, audio, sha256s, content key).
 
-        Raises InputRejected for a body that is wrong (answered 400) and DownloadFailed when
-        an input cannot be fetched (the task is created and fails with code 1402).
+        Raises InputRejected for a body that is wrong (answered 400), DownloadFailed when
+        an input cannot be fetched (the task is created and fails with code 1402) and
+        MediaRejected for an input over `max_input_mb` (created, then failed with 1401).
         """
         video_url, audio_url = body.get("video"), body.get("audio")
         mode = body.get("sync_mode", SyncMode.CUT_OFF.value)
@@ -215,7 +230,7 @@ class SandboxEngine:
                     for chunk in response.iter_bytes():
                         received += len(chunk)
                         if received > limit:
-                            raise InputRejected(
+                            raise MediaRejected(
                                 f"{name} is larger than {self.config.max_input_mb} MB"
                             )
                         digest.update(chunk)
@@ -223,7 +238,7 @@ class SandboxEngine:
         except httpx.HTTPError as err:
             target.unlink(missing_ok=True)
             raise DownloadFailed(name) from err
-        except (InputRejected, DownloadFailed):
+        except (MediaRejected, DownloadFailed):
             target.unlink(missing_ok=True)
             raise
         sha = digest.hexdigest()
@@ -232,31 +247,32 @@ class SandboxEngine:
         return final, sha
 
     def validate_media(self, video_path: Path, audio_path: Path) -> tuple[MediaInfo, MediaInfo]:
-        """Refuse what the real service refuses: unreadable media, missing streams, limits."""
+        """What the real service fails a task for once it has the inputs (MediaRejected):
+        unreadable media, missing streams, limits."""
         try:
             video = probe(video_path)
         except MediaError as err:
-            raise InputRejected("invalid video: not a readable media file") from err
+            raise MediaRejected("invalid video: not a readable media file") from err
         try:
             audio = probe(audio_path)
         except MediaError as err:
-            raise InputRejected("invalid audio: not a readable media file") from err
+            raise MediaRejected("invalid audio: not a readable media file") from err
         if not video.has_video:
-            raise InputRejected("invalid video: no video stream")
+            raise MediaRejected("invalid video: no video stream")
         if not audio.has_audio:
-            raise InputRejected("invalid audio: no audio stream")
+            raise MediaRejected("invalid audio: no audio stream")
         if (video.width or 0) > self.config.max_width or (
             video.height or 0
         ) > self.config.max_height:
-            raise InputRejected(
+            raise MediaRejected(
                 f"video resolution {video.width}x{video.height} exceeds "
                 f"{self.config.max_width}x{self.config.max_height}"
             )
         for label, info in (("video", video), ("audio", audio)):
             if info.duration_s <= 0:
-                raise InputRejected(f"invalid {label}: zero duration")
+                raise MediaRejected(f"invalid {label}: zero duration")
             if info.duration_s > self.config.max_duration_s:
-                raise InputRejected(
+                raise MediaRejected(
                     f"{label} is {info.duration_s:.1f}s, over the {self.config.max_duration_s:.0f}s limit"
                 )
         return video, audio
@@ -271,9 +287,11 @@ class SandboxEngine:
         webhook_url: str | None,
         *,
         download_error: str = "",
+        media_error: str = "",
     ) -> Task:
         """Create a task and queue it for processing (one whose inputs could not be fetched
-        fails with code 1402 once processed, as WaveSpeed documents)."""
+        fails with code 1402 once processed, as WaveSpeed documents; one whose inputs are not
+        acceptable media, with code 1401)."""
         task = Task(
             id=uuid.uuid4().hex,
             model=self.config.model_path,
@@ -289,6 +307,7 @@ class SandboxEngine:
             video_s=video_s,
             webhook_url=webhook_url,
             download_error=download_error,
+            media_error=media_error,
         )
         if self.faults.hits("pending", key):
             task.status = "pending"
@@ -383,10 +402,13 @@ class SandboxEngine:
             self.stats["peak_processing"] = max(
                 self.stats["peak_processing"], self.stats["processing"]
             )
-        if task.download_error:
+        if task.download_error or task.media_error:
             if self._stop.wait(self.config.processing_fixed_s):
                 return
-            self._finish(task, "failed", error=task.download_error, code=DOWNLOAD_FAILED_CODE)
+            if task.download_error:
+                self._finish(task, "failed", error=task.download_error, code=DOWNLOAD_FAILED_CODE)
+            else:
+                self._finish(task, "failed", error=task.media_error, code=INVALID_MEDIA_CODE)
             return
         if self.faults.hits("never_finish", task.key):
             return  # stays `processing`; frees its slot

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pipeline.errors import MediaError
+from pipeline.media import probe
 from pipeline.provider.models import parse_timestamp
 from pipeline.sandbox.config import SandboxConfig
-from pipeline.sandbox.engine import DownloadFailed, InputRejected, SandboxEngine
+from pipeline.sandbox.engine import DownloadFailed, InputRejected, MediaRejected, SandboxEngine
 from pipeline.serving import ThreadedServer
 
 log = logging.getLogger("lipdub.sandbox")
@@ -215,22 +217,30 @@ class _Handler(BaseHTTPRequestHandler):
                 if engine.config.rate_limit_retry_after
                 else None,
             )
-        download_error = ""
+        download_error = media_error = ""
         try:
             video, audio, video_sha, audio_sha, key = engine.fetch_inputs(body)
-            video_info, _ = engine.validate_media(video, audio)
-            video_s = video_info.duration_s
         except InputRejected as err:
             engine.release_start(start)
             engine.audit({"outcome": "rejected", "status_code": 400, "message": str(err)})
             raise
-        except DownloadFailed as err:
-            # WaveSpeed creates the task and fails it with code 1402 (docs/error-codes).
-            download_error = f"Failed to download {err} from the provided URL."
+        except (DownloadFailed, MediaRejected) as err:
+            # WaveSpeed creates the task and fails it: 1402 when an input cannot be fetched,
+            # 1401 when it is not acceptable (docs/error-codes).
+            if isinstance(err, DownloadFailed):
+                download_error = f"Failed to download {err} from the provided URL."
+            else:
+                media_error = str(err)
             video = audio = engine.workdir / "inputs" / "missing"
             video_sha = audio_sha = ""
             video_s = 0.0
             key = _url_key(body)
+        else:
+            try:
+                video_s = engine.validate_media(video, audio)[0].duration_s
+            except MediaRejected as err:
+                media_error = str(err)
+                video_s = _readable_duration_s(video)
         attempt_key = f"{key}#{engine.count_submit(key)}"
         common = {
             "video_sha256": video_sha,
@@ -252,7 +262,14 @@ class _Handler(BaseHTTPRequestHandler):
         if webhook is None and isinstance(body.get("webhook_url"), str):
             webhook = body["webhook_url"]
         task = engine.create(
-            body, video, audio, attempt_key, video_s, webhook, download_error=download_error
+            body,
+            video,
+            audio,
+            attempt_key,
+            video_s,
+            webhook,
+            download_error=download_error,
+            media_error=media_error,
         )
         engine.answered_start(start)
         accepted = {**common, "prediction_id": task.id}
@@ -421,6 +438,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
         return None
+
+
+def _readable_duration_s(video: Path) -> float:
+    """The video's duration where it can be read (what a charge for a failed task would be
+    priced on), else 0."""
+    try:
+        return probe(video).duration_s
+    except MediaError:
+        return 0.0
 
 
 def _url_key(body: dict[str, Any]) -> str:

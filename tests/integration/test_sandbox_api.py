@@ -73,18 +73,28 @@ def test_a_body_that_is_not_json_is_refused_and_audited(sandbox):
 @pytest.mark.parametrize(
     ("video", "audio", "message"),
     [
-        ("text_as_mp4", "audio_2_4s", "invalid video"),
-        ("audio_mp3", "audio_2_4s", "no video stream"),
-        ("video_1s", "video_2s", "no audio stream"),
-        ("video_huge", "audio_2_4s", "exceeds 4096x2160"),
+        ("text_as_mp4", "audio_2_4s", "invalid video: not a readable media file"),
+        ("audio_mp3", "audio_2_4s", "invalid video: no video stream"),
+        ("video_1s", "video_2s", "invalid audio: no audio stream"),
+        ("video_huge", "audio_2_4s", "video resolution 4128x2176 exceeds 4096x2160"),
     ],
 )
-def test_media_the_real_service_refuses_is_refused(sandbox, media, video, audio, message):
+def test_media_the_service_cannot_take_is_a_task_failed_with_code_1401(
+    sandbox, media, video, audio, message
+):
+    # Given inputs the service can judge only once it has them (its docs put the download
+    # after the task's creation: a failed one is a failed task, code 1402)
     client = client_for(sandbox)
     urls = [client.upload_media(media[video]), client.upload_media(media[audio])]
-    with pytest.raises(ProviderRejected, match=message):
-        client.submit(video_url=urls[0], audio_url=urls[1], sync_mode="cut_off")
-    assert client.list_predictions().items == ()  # nothing was created
+    # When they are submitted, the task is created, as any submit of a well-formed body is
+    made = client.submit(video_url=urls[0], audio_url=urls[1], sync_mode="cut_off")
+    assert [p.id for p in client.list_predictions().items] == [made.id]
+    # Then it fails with WaveSpeed's "Invalid Parameter" code and says what is wrong
+    done = wait_terminal(client, made.id)
+    assert (done.status, done.code, done.error) == ("failed", 1401, message)
+    # ... uncharged by the sandbox's default (WaveSpeed does not document it)
+    assert client.balance_usd() == 1000
+    assert [e["outcome"] for e in sandbox.engine.audit_entries()] == ["accepted"]
 
 
 def test_unknown_prediction_and_unknown_model(sandbox):
@@ -181,14 +191,15 @@ def test_long_inputs_are_rendered_smaller_to_stay_within_memory(tmp_path, media)
     assert abs(info.duration_s - 0.6) <= 0.04
 
 
-def test_inputs_over_the_size_limit_are_refused_and_not_kept(tmp_path):
+def test_inputs_over_the_size_limit_fail_their_task_with_code_1401_and_are_not_kept(tmp_path):
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\0" * (1024 * 1024 + 10))
     with start_sandbox(tmp_path, max_input_mb=1) as server:
         client = client_for(server)
         url = client.upload_media(big)
-        with pytest.raises(ProviderRejected, match="larger than 1 MB"):
-            client.submit(video_url=url, audio_url=url, sync_mode="loop")
+        made = client.submit(video_url=url, audio_url=url, sync_mode="loop")
+        done = wait_terminal(client, made.id)
+        assert (done.status, done.code, done.error) == ("failed", 1401, "video is larger than 1 MB")
         assert list((server.engine.workdir / "inputs").iterdir()) == []
 
 
