@@ -4,9 +4,10 @@ A sandbox that answers at once, with no limits, and 2 `lipdub worker` processes:
 second end to end, and CPU-seconds per item over every process (workers and their pool
 children, redis-server, this process's S3 server and sandbox), less the same stack's CPU
 when idle (the baseline, measured in the same run); Redis calls per item the same way (the
-broker's and the ledger's: what each item asks of the one shared server). Then a profile:
-a smaller batch run step by step in this process under cProfile, to show where the time
-goes.
+broker's and the ledger's: what each item asks of the one shared server). Then what the
+figure is made of: Celery's own cost for the tasks an item runs (no-op tasks on the same
+stack: `tests.bench.celery_floor`) and the steps' own CPU, a smaller batch run step by step in
+this process with no Celery, first as it is, then under cProfile to show where the time goes.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ def _submits_per_s(audit_log: Path) -> float:
 def run(workdir: Path, items: int, profile_items: int = 50) -> dict[str, Any]:
     """Idle stack first (the baseline), then the same stack with a batch; then the batch
     again on a Redis that fsyncs once a second with durability none (what durable intent
-    costs, in the same run)."""
+    costs, in the same run); then Celery's floor on the same stack (as many no-op chains as
+    the batch has items)."""
     calibration = [calibration_cpu_s()]
     idle = _stack_cpu_s(workdir / "idle", 0, 0)
     busy = _stack_cpu_s(workdir / "busy", items, profile_items)
