@@ -31,7 +31,7 @@ from pipeline.preflight import preflight
 from pipeline.provider.client import ProviderClient
 from pipeline.schedules.notices import check_targets
 from pipeline.settings import Settings, load_settings
-from workers.cli.session import Session
+from workers.session import Session
 
 
 @dataclass(frozen=True)

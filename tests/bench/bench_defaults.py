@@ -44,7 +44,7 @@ from pipeline.settings import PollingSettings
 from tests.bench.figures import ideal_either_order_s, most_in_window
 from tests.bench.sdk_baseline import run_pool
 from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
-from workers.cli.session import Session
+from workers.session import Session
 
 SCALES = (0.1, 1.0, 3.0)
 """The sandbox's processing time as a share of lipdub's default expectation."""

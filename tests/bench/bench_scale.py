@@ -31,7 +31,7 @@ from pipeline.settings import Settings
 from tests.bench.bench_cli import command_env, median_ms
 from tests.bench.bench_overhead import POLLING, PROVIDER, SANDBOX
 from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
-from workers.cli.session import Session
+from workers.session import Session
 
 SMALL = 1_000
 COMMAND_RUNS = 5

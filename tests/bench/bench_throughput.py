@@ -21,7 +21,7 @@ from pipeline.settings import PollingSettings
 from tests.bench.figures import ideal_either_order_s, min_polls, most_in_window, percentile
 from tests.bench.sdk_baseline import run_pool
 from tests.bench.stack import bench_stack, connected, plan_of, wait_finished, write_catalog
-from workers.cli.session import Session
+from workers.session import Session
 
 STARTS_PER_WINDOW = 120
 WINDOW_S = 60.0

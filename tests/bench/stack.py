@@ -15,8 +15,8 @@ from pipeline.planning import Plan, plan_manifest
 from pipeline.samples import write_audio, write_video
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.settings import Settings
-from workers.cli.session import Session
 from workers.demo import DEMO_API_KEY, DemoStack
+from workers.session import Session
 
 
 def bench_stack(

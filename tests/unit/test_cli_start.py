@@ -30,7 +30,7 @@ def test_the_command_line_loads_none_of_the_heavy_parts_until_a_command_needs_th
 def test_a_session_that_only_reads_the_ledger_builds_no_celery_app_or_bucket_client():
     code = (
         "from pipeline.settings import Settings\n"
-        "from workers.cli.session import Session\n"
+        "from workers.session import Session\n"
         "import redis\n"
         "from pipeline.ledger import Ledger\n"
         "s = Session(Settings(), redis.Redis(), Ledger(redis.Redis()))\n"

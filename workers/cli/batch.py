@@ -53,7 +53,7 @@ from workers.cli.plan import (
     progress_bar,
     provider_client,
 )
-from workers.cli.session import Session
+from workers.session import Session
 
 if TYPE_CHECKING:
     from pipeline.reporting import ReportFormat

@@ -28,8 +28,8 @@ from workers.cli.common import (
     out,
 )
 from workers.cli.common import settings as load_cli_settings
-from workers.cli.session import Session
 from workers.logs import configure_logging
+from workers.session import Session
 
 if TYPE_CHECKING:
     from pipeline.schedules.config import ScheduleSpec

@@ -32,8 +32,8 @@ from workers.cli.common import (
     out,
 )
 from workers.cli.common import settings as load_cli_settings
-from workers.cli.session import Session
 from workers.logs import configure_logging
+from workers.session import Session
 
 
 def _quiet_http_logs() -> None:

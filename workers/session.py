@@ -1,4 +1,5 @@
-"""The connections a batch command needs: the ledger, the Celery dispatcher, the bucket."""
+"""The connections a batch command or the Python API needs: the ledger, the Celery dispatcher, the
+bucket (here, not under `workers.cli`, so that the Python API loads no command line)."""
 
 from __future__ import annotations
 
