@@ -6,8 +6,8 @@ a line of lipdub runs: the message sent, delivered, acknowledged late (kombu's u
 copy), four task events. This measures that part alone, on the same stack (the same `lipdub
 worker` processes, settings and Redis): chains of no-op tasks (Celery's built-in
 `celery.accumulate`), each link sent by the worker that ran the one before, as a step sends the
-next, in lipdub's queue at a step's priority. CPU per task is that of the workers and Redis,
-less the idle stack's (measured in the same run by the overhead bench); times the tasks an item
+next, in lipdub's queue at a step's priority. CPU per task is that of the workers and Redis
+while they run the chains, less the stack's quiet background (below); times the tasks an item
 of the overhead batch ran, it is what any design with one Celery task per step pays per item.
 
 It measures Celery somewhat generously: lipdub's own `task_received` work (the step's record
