@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import av
 import av.error
@@ -112,6 +112,18 @@ class Task:
         return data
 
 
+class StartAnswer(NamedTuple):
+    """The per-minute window's answer to a submit."""
+
+    wait_s: float | None
+    """None when the start is taken, else how long until one is free."""
+    stamp: float
+    """The taken start's name for `answered_start` / `release_start` (0.0 when refused)."""
+    counted_ts: tuple[float, ...] = ()
+    """Refused: when each start in the window was counted (wall-clock seconds), for the
+    audit: what a client's pacing is checked against."""
+
+
 class SandboxEngine:
     """State and behaviour of the emulated provider. Thread-safe."""
 
@@ -128,6 +140,7 @@ class SandboxEngine:
         self._tasks: dict[str, Task] = {}
         self._starts: list[float] = []
         """When each start in the window was counted, oldest first."""
+        self._wall_offset_s = time.time() - time.monotonic()
         self._submits_per_key: collections.Counter[str] = collections.Counter()
         self._audit: list[dict[str, Any]] = []
         self.balance_usd = config.initial_balance_usd
@@ -148,33 +161,44 @@ class SandboxEngine:
             return False
         return authorization.removeprefix("Bearer ").strip() in self.config.api_keys
 
-    def reserve_start(self) -> tuple[float | None, float]:
-        """Take a start from the per-minute window: (None, the start's stamp) when taken,
-        else (seconds to wait, 0.0). The stamp names the start to `answered_start` and
-        `release_start`."""
-        now = time.monotonic()
+    def reserve_start(self) -> StartAnswer:
+        """Take a start from the per-minute window. The stamp names the start to
+        `answered_start` and `release_start`. The clock is read under the lock: a reading taken before it, in a
+        thread that then waits for the lock, would judge the window as it was earlier and
+        count a start that had just left it."""
         with self._lock:
+            now = time.monotonic()
             window_s = self.config.rate_window_s
             while self._starts and now - self._starts[0] >= window_s:
                 self._starts.pop(0)
             if len(self._starts) >= self.config.starts_per_minute:
                 self.stats["rate_limited"] += 1
-                return max(0.0, window_s - (now - self._starts[0])), 0.0
+                return StartAnswer(
+                    max(0.0, window_s - (now - self._starts[0])),
+                    0.0,
+                    tuple(self._wall(t) for t in self._starts),
+                )
             bisect.insort(self._starts, now)
             self.stats["max_starts_in_window"] = max(
                 self.stats["max_starts_in_window"], len(self._starts)
             )
-            return None, now
+            return StartAnswer(None, now)
 
-    def answered_start(self, stamp: float) -> None:
+    def answered_start(self, stamp: float) -> float:
         """The POST of the start taken at `stamp` is being answered: with
-        `starts_counted_at = "answer"`, its window runs from now instead."""
-        if self.config.starts_counted_at != "answer":
-            return
+        `starts_counted_at = "answer"`, its window runs from now instead. Returns when the
+        start is counted from (wall-clock seconds), for the audit."""
         with self._lock:
-            if stamp in self._starts:
+            if self.config.starts_counted_at == "answer" and stamp in self._starts:
                 self._starts.remove(stamp)
-                bisect.insort(self._starts, time.monotonic())
+                stamp = time.monotonic()
+                bisect.insort(self._starts, stamp)
+            return self._wall(stamp)
+
+    def _wall(self, monotonic_s: float) -> float:
+        """A monotonic reading as wall-clock seconds (the audit's and lipdub's clock), to
+        the millisecond."""
+        return round(monotonic_s + self._wall_offset_s, 3)
 
     def release_start(self, stamp: float) -> None:
         """Give back the start taken at `stamp` (the submit was refused after all)."""

@@ -207,9 +207,11 @@ class _Handler(BaseHTTPRequestHandler):
         except InputRejected as err:
             engine.audit({"outcome": "rejected", "status_code": 400, "message": str(err)})
             raise
-        wait_s, start = engine.reserve_start()
+        wait_s, start, window_ts = engine.reserve_start()
         if wait_s is not None:
-            engine.audit({"outcome": "rate_limited", "status_code": 429})
+            engine.audit(
+                {"outcome": "rate_limited", "status_code": 429, "window_counted_ts": window_ts}
+            )
             return self._error(
                 429,
                 "Too many requests: starts per minute exceeded",
@@ -271,8 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
             download_error=download_error,
             media_error=media_error,
         )
-        engine.answered_start(start)
-        accepted = {**common, "prediction_id": task.id}
+        counted_ts = engine.answered_start(start)
+        accepted = {**common, "prediction_id": task.id, "start_counted_ts": counted_ts}
         if faults.hits("submit_drop", attempt_key):
             engine.audit({**accepted, "outcome": "accepted_dropped", "status_code": None})
             return self._drop()

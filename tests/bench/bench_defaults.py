@@ -261,13 +261,23 @@ def _run_lipdub(ready: Ready, manifest: Path, go: threading.Barrier) -> dict[str
         "polls_mean": round(sum(polls) / len(polls), 2),
         "polls_max": max(polls),
         "rate_limited_429": stats.get("rate_limited", 0),
+        # Each 429: when (from the start call), and when the starts it counted were counted
+        "rate_limited_at_s": [
+            {
+                "at": round(e["ts"] - called_at, 3),
+                "counted": [round(t - called_at, 3) for t in e.get("window_counted_ts", [])],
+            }
+            for e in audit
+            if e.get("outcome") == "rate_limited"
+        ],
         # The account's watch (one list call per interval) and the finalizer's audit.
         "list_calls": stats.get("lists", 0),
         "peak_in_flight": stats.get("peak_in_flight", 0),
         "peak_processing": stats.get("peak_processing", 0),
         "submits": sum(1 for e in audit if e.get("outcome") == "accepted"),
         "most_starts_in_window": most_in_window(
-            [e["ts"] for e in audit if e.get("outcome") == "accepted"], WINDOW_S
+            [e.get("start_counted_ts", e["ts"]) for e in audit if e.get("outcome") == "accepted"],
+            WINDOW_S,
         ),
     }
 

@@ -44,8 +44,14 @@ def test_starts_per_minute_are_refused_with_retry_after_when_asked(tmp_path, med
         with pytest.raises(ProviderRateLimited) as caught:
             client.submit(video_url=video, audio_url=audio, sync_mode="remap")
         assert caught.value.retry_after_s is not None and 50 <= caught.value.retry_after_s <= 60
-        outcomes = [e["outcome"] for e in server.engine.audit_entries()]
-        assert outcomes == ["accepted", "accepted", "rate_limited"]
+        audit = server.engine.audit_entries()
+        assert [e["outcome"] for e in audit] == ["accepted", "accepted", "rate_limited"]
+        # and the audit says when each start was counted, and what the 429 counted: the
+        # facts a client's pacing is checked against (wall clock, as the audit's `ts`)
+        counted = [e["start_counted_ts"] for e in audit[:2]]
+        assert counted[0] <= counted[1]
+        assert all(-0.001 <= e["ts"] - at < 1 for e, at in zip(audit, counted, strict=False))
+        assert audit[2]["window_counted_ts"] == pytest.approx(counted, abs=0.002)
 
 
 @pytest.mark.parametrize("counted_at", ["answer", "receipt"])
