@@ -6,12 +6,15 @@
   `starts_per_minute` starts in any `rate_window_s + start_margin_s`: right for a provider
   counting a sliding or fixed window, or a token bucket of that size. Pacing `even` spaces
   starts by that window divided by `starts_per_minute`: also right for a bucket that holds a
-  single start. With window pacing each start is recorded again when its POST has its answer
-  (`anchor_start`): the provider counted it by then, so the next window is timed from a moment
-  no earlier than the provider's own count, however long the POST took or however late the
-  worker sent it; a reservation asked again at its time keeps a window after the start it
-  replaces. The margin (none by default) only covers a start whose answer could not be
-  recorded. The scripts read Redis's clock, so workers with skewed clocks still agree.
+  single start. A start that passes is recorded among the starts *made*, and with window
+  pacing recorded again when its POST has its answer (`anchor_start`): the provider counted it
+  by then, so the next window is timed from a moment no earlier than the provider's own
+  count, however long the POST took or however late the worker sent it. Whether a start may
+  go is decided by counting the starts made, not by its place in the plan: an answer can move
+  a start past reservations planned after it (POSTs in flight together), and a start that
+  took its place in the plan by rank would then share the provider's window with one more
+  start than it allows. The margin (none by default) only covers a start whose answer could
+  not be recorded. The scripts read Redis's clock, so workers with skewed clocks still agree.
 - **Concurrency slots**: a sorted set of in-flight items with lease ends; an item holds its
   slot from before its POST until its prediction is final. There are `in_flight_max` of them:
   the account's `max_concurrent` and `queue_ahead` more, which the provider queues and starts
@@ -45,8 +48,9 @@ from pipeline.settings import ProviderSettings
 # KEYS: slots, waiters. ARGV: member to release (or ""), max concurrent.
 # Returns the waiters woken: as many of the oldest as there are free slots.
 
-# KEYS: the start log. ARGV: reservation name, starts allowed per window, window s.
-# Returns (as text: Lua numbers would be truncated) the seconds until the reserved start.
+# KEYS: the plan, the starts made. ARGV: reservation name, starts allowed per window, window s.
+# Returns [1 when passed, else 0; the seconds until the reserved start as text (Lua numbers
+# would be truncated)].
 
 
 @dataclass(frozen=True)
@@ -102,27 +106,30 @@ class Gates:
         self._cool = client.register_script(lua_script("cool_down.lua"))
 
     def reserve_start(self, reservation: str) -> GateAnswer:
-        """Reserve a start (idempotent per `reservation` name): passed when it is due now,
-        else how long until it is. Name one reservation per submit attempt."""
-        wait_s = float(
-            self._run(
-                lambda: self._reserve(
-                    keys=[keys.START_LOG],
-                    args=[reservation, self._starts_allowed, self._start_window_s],
-                )
+        """Reserve a start (idempotent per `reservation` name): passed when it may go now
+        (it is then recorded as made), else how long until it is due. Name one reservation
+        per submit attempt."""
+        passed, wait_s = self._run(
+            lambda: self._reserve(
+                keys=[keys.START_LOG, keys.STARTS_MADE],
+                args=[reservation, self._starts_allowed, self._start_window_s],
             )
         )
-        return PASSED if wait_s <= 0.001 else GateAnswer(False, wait_s)
+        return PASSED if int(passed) else GateAnswer(False, float(wait_s))
 
     def anchor_start(self, reservation: str) -> bool:
         """Record the `reservation`'s start at now: its POST has been answered, or given up,
-        so the provider counted it no later than this. The starts reserved after it keep a
-        window from here (`reserve_start` checks again when they are due). Window pacing only:
-        even pacing spaces planned starts (anchoring each at its answer would make every
-        start wait for the POST before it). True when the start moved later."""
+        so the provider counted it no later than this. Later starts keep a window from here
+        (`reserve_start` counts the starts made when each is due). Window pacing only: even
+        pacing spaces planned starts (anchoring each at its answer would make every start
+        wait for the POST before it). True when the start moved later."""
         if self.provider.start_pacing != "window":
             return False
-        return bool(self._run(lambda: self._anchor(keys=[keys.START_LOG], args=[reservation])))
+        return bool(
+            self._run(
+                lambda: self._anchor(keys=[keys.START_LOG, keys.STARTS_MADE], args=[reservation])
+            )
+        )
 
     def take_poll(self) -> GateAnswer:
         """Take one result request from the shared poll rate."""

@@ -32,7 +32,10 @@
                                                its inputs (a webhook), its output's seconds
     lipdub:gate:slots                    zset  in-flight predictions -> lease end SLOT_KEY_TTL_S, refreshed
     lipdub:gate:slot_waiters             zset  items waiting for a slot -> since   SLOT_KEY_TTL_S, refreshed
-    lipdub:gate:starts                   zset  start reservations -> start time     2 windows, refreshed
+    lipdub:gate:starts                   zset  start reservations -> start time     2 windows past the
+                                               (planned, or made)                  furthest, refreshed
+    lipdub:gate:starts:made              zset  starts made -> when the provider     2 windows, refreshed
+                                               counted them by (passed, answered)
     lipdub:gate:cooldown                 str   a 429 hold-off for every worker     Retry-After
     lipdub:gate:rate_limited             str   429s counted (for the metrics)      kept
     throttled:v1:gcra:lipdub:polls      (throttled-py) the poll-rate GCRA           expires by itself
@@ -69,6 +72,7 @@ BATCH_INDEX = f"{PREFIX}:batches"
 SLOTS = f"{PREFIX}:gate:slots"
 SLOT_WAITERS = f"{PREFIX}:gate:slot_waiters"
 START_LOG = f"{PREFIX}:gate:starts"
+STARTS_MADE = f"{PREFIX}:gate:starts:made"
 COOLDOWN = f"{PREFIX}:gate:cooldown"
 RATE_LIMITED = f"{PREFIX}:gate:rate_limited"
 POLLS_LIMITER = f"{PREFIX}:polls"

@@ -93,6 +93,99 @@ def test_an_answer_that_reorders_the_starts_keeps_every_window(make_gates):
     assert starts[2] >= starts[0] + 2.0 and starts[3] >= starts[1] + 2.0
 
 
+def _redis_now(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return float(seconds) + micros / 1_000_000
+
+
+def _sleep_until(client: redis.Redis, at: float) -> None:
+    time.sleep(max(0.0, at - _redis_now(client)))
+
+
+def test_a_start_answered_after_a_later_reservation_still_shares_its_window(make_gates):
+    # The 429s of issue 21's bench: a POST answered after the time planned for a later
+    # reservation moved past it in the plan, and the later one, counting only the starts
+    # placed before it, went while the provider counted one start too many.
+    # Given 2 starts per 3 s window
+    gates = make_gates(starts_per_minute=2, rate_window_s=3.0)
+    log = gates.redis
+    t0 = _redis_now(log)
+    assert gates.reserve_start("a:1").passed
+    gates.anchor_start("a:1")
+    _sleep_until(log, t0 + 0.5)
+    assert gates.reserve_start("b:1").passed
+    # c is planned a window after a (3.0), d a window after b as reserved (3.5)
+    assert not gates.reserve_start("c:1").passed and not gates.reserve_start("d:1").passed
+    # b's POST is answered late (1.0): it leaves the window at 4.0, not 3.5
+    _sleep_until(log, t0 + 1.0)
+    gates.anchor_start("b:1")
+    _sleep_until(log, float(log.zscore(keys.START_LOG, "c:1")))
+    assert gates.reserve_start("c:1").passed
+    # c's POST is answered after d's planned time, moving c past d in the plan
+    planned_d = float(log.zscore(keys.START_LOG, "d:1"))
+    _sleep_until(log, planned_d + 0.05)
+    gates.anchor_start("c:1")
+    assert float(log.zscore(keys.START_LOG, "c:1")) > planned_d
+    # Then d, due by the plan, waits until b (answered at 1.0) has left: b and c are in its window
+    made_b = float(log.zscore(keys.START_LOG, "b:1"))
+    due = gates.reserve_start("d:1")
+    assert not due.passed
+    assert abs(_redis_now(log) + due.wait_s - (made_b + 3.0)) < 0.05
+    _sleep_until(log, made_b + 3.0)
+    assert gates.reserve_start("d:1").passed
+
+
+def test_starts_answered_at_random_never_exceed_the_limit_as_the_provider_counts(make_gates):
+    # Given 6 starts per 1 s window, 42 starts whose POSTs take 0-0.7 s (each counted by the
+    # provider from its arrival, then from its answer)
+    import random
+    import threading
+
+    window_s, limit, starts = 1.0, 6, 42
+    gates = make_gates(starts_per_minute=limit, rate_window_s=window_s)
+    rng = random.Random(21)
+    latencies = [rng.uniform(0.0, 0.7) for _ in range(starts)]
+    made: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def start(n: int) -> None:
+        name = f"x{n}:1"
+        while not (answer := gates.reserve_start(name)).passed:
+            time.sleep(answer.wait_s)
+        # sent: when the gate let it go (its order among the starts); answered: just
+        # before the answer is recorded (the provider answered no later)
+        sent = float(gates.redis.zscore(keys.START_LOG, name))
+        time.sleep(latencies[n])
+        answered = _redis_now(gates.redis)
+        gates.anchor_start(name)
+        with lock:
+            made.append((sent, answered))
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in range(starts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then at each start's arrival, fewer than `limit` others were counted in the window
+    for sent, _ in made:
+        counted = [
+            1
+            for other_sent, answered in made
+            if other_sent < sent and (answered if answered < sent else other_sent) > sent - window_s
+        ]
+        assert len(counted) < limit
+
+
+def test_the_plan_is_kept_while_reservations_are_ahead(make_gates):
+    # A plan that reaches further than its key lived lost every reservation in it
+    gates = make_gates(starts_per_minute=1, rate_window_s=20.0)
+    for n in range(10):
+        gates.reserve_start(f"x{n}:1")
+    furthest = gates.redis.zrange(keys.START_LOG, -1, -1, withscores=True)[0][1]
+    assert furthest - _redis_now(gates.redis) > 170
+    assert gates.redis.pttl(keys.START_LOG) / 1000 > furthest - _redis_now(gates.redis) + 40
+
+
 def test_even_pacing_is_not_timed_from_answers(make_gates):
     # Even pacing spaces planned starts: timing each from its answer would make every start
     # wait for the POST before it. Its margin is 1 s unless set.
