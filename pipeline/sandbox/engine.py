@@ -57,6 +57,12 @@ class MediaRejected(Exception):
     once it has the file, which its docs put after the task's creation (a download that fails
     is a failed task, `DOWNLOAD_FAILED_CODE`), so this is no refused submit either."""
 
+    def __init__(self, message: str, video_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.video_s = video_s
+        """The video's duration where it could be read (a failed task's charge is priced on
+        it), else 0."""
+
 
 INVALID_MEDIA_CODE = 1401
 """WaveSpeed's "Invalid Parameter: the parameter value is invalid" (docs/error-codes)."""
@@ -280,24 +286,28 @@ class SandboxEngine:
         try:
             audio = probe(audio_path)
         except MediaError as err:
-            raise MediaRejected("invalid audio: not a readable media file") from err
+            raise MediaRejected(
+                "invalid audio: not a readable media file", video.duration_s
+            ) from err
         if not video.has_video:
-            raise MediaRejected("invalid video: no video stream")
+            raise MediaRejected("invalid video: no video stream", video.duration_s)
         if not audio.has_audio:
-            raise MediaRejected("invalid audio: no audio stream")
+            raise MediaRejected("invalid audio: no audio stream", video.duration_s)
         if (video.width or 0) > self.config.max_width or (
             video.height or 0
         ) > self.config.max_height:
             raise MediaRejected(
                 f"video resolution {video.width}x{video.height} exceeds "
-                f"{self.config.max_width}x{self.config.max_height}"
+                f"{self.config.max_width}x{self.config.max_height}",
+                video.duration_s,
             )
         for label, info in (("video", video), ("audio", audio)):
             if info.duration_s <= 0:
-                raise MediaRejected(f"invalid {label}: zero duration")
+                raise MediaRejected(f"invalid {label}: zero duration", video.duration_s)
             if info.duration_s > self.config.max_duration_s:
                 raise MediaRejected(
-                    f"{label} is {info.duration_s:.1f}s, over the {self.config.max_duration_s:.0f}s limit"
+                    f"{label} is {info.duration_s:.1f}s, over the {self.config.max_duration_s:.0f}s limit",
+                    video.duration_s,
                 )
         return video, audio
 

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipeline.errors import MediaError
-from pipeline.media import probe
 from pipeline.provider.models import parse_timestamp
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.engine import DownloadFailed, InputRejected, MediaRejected, SandboxEngine
@@ -242,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
                 video_s = engine.validate_media(video, audio)[0].duration_s
             except MediaRejected as err:
                 media_error = str(err)
-                video_s = _readable_duration_s(video)
+                video_s = err.video_s
         attempt_key = f"{key}#{engine.count_submit(key)}"
         common = {
             "video_sha256": video_sha,
@@ -440,15 +438,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
         return None
-
-
-def _readable_duration_s(video: Path) -> float:
-    """The video's duration where it can be read (what a charge for a failed task would be
-    priced on), else 0."""
-    try:
-        return probe(video).duration_s
-    except MediaError:
-        return 0.0
 
 
 def _url_key(body: dict[str, Any]) -> str:

@@ -97,6 +97,20 @@ def test_media_the_service_cannot_take_is_a_task_failed_with_code_1401(
     assert [e["outcome"] for e in sandbox.engine.audit_entries()] == ["accepted"]
 
 
+def test_a_charged_1401_is_priced_on_the_video_it_could_read(tmp_path, media):
+    # Given a provider that charges failed tasks, and a 2 s video with an "audio" input that
+    # has no audio stream (the video is readable, the pair is not acceptable)
+    with start_sandbox(tmp_path, charge_failed=True) as server:
+        client = client_for(server)
+        urls = [client.upload_media(media["video_2s"]), client.upload_media(media["video_1s"])]
+        made = client.submit(video_url=urls[0], audio_url=urls[1], sync_mode="cut_off")
+        done = wait_terminal(client, made.id)
+        # Then the failed task is charged what its 2 s video costs (not the 1 s minimum)
+        assert (done.status, done.code) == ("failed", 1401)
+        charged = Decimal(1000) - client.balance_usd()
+        assert charged == server.config.pricing.price_usd(2.0) == Decimal("0.268")
+
+
 def test_unknown_prediction_and_unknown_model(sandbox):
     client = client_for(sandbox)
     with pytest.raises(PredictionNotFound):
