@@ -208,6 +208,26 @@ def test_even_pacing_spaces_every_start(make_gates):
     assert 3.8 < gates.reserve_start("c:1").wait_s <= 4.0
 
 
+def test_even_pacing_spaces_a_start_from_the_one_made_before_it_however_late(make_gates):
+    # A bucket of one start refills from when it was emptied: a start that went late moves
+    # the next one as late. Given one start a second (2 per 2 s, no margin)
+    gates = make_gates(
+        starts_per_minute=2, rate_window_s=2.0, start_margin_s=0.0, start_pacing="even"
+    )
+    log = gates.redis
+    assert gates.reserve_start("a:1").passed
+    assert not gates.reserve_start("b:1").passed and not gates.reserve_start("c:1").passed
+    # When b comes back 0.3 s after its planned time
+    _sleep_until(log, float(log.zscore(keys.START_LOG, "b:1")) + 0.3)
+    assert gates.reserve_start("b:1").passed
+    went = _redis_now(log)
+    # Then c, at its planned time, waits a full second after b went
+    _sleep_until(log, float(log.zscore(keys.START_LOG, "c:1")))
+    late = gates.reserve_start("c:1")
+    assert not late.passed
+    assert abs(_redis_now(log) + late.wait_s - (went + 1.0)) < 0.05
+
+
 def test_reserved_starts_never_exceed_the_limit_in_any_window(make_gates):
     # Given many reservations at once, 5 per 1 s window
     gates = make_gates(starts_per_minute=5, rate_window_s=1.0, start_margin_s=0.0)
