@@ -169,9 +169,9 @@ class SandboxEngine:
 
     def reserve_start(self) -> StartAnswer:
         """Take a start from the per-minute window. The stamp names the start to
-        `answered_start` and `release_start`. The clock is read under the lock: a reading taken before it, in a
-        thread that then waits for the lock, would judge the window as it was earlier and
-        count a start that had just left it."""
+        `answered_start` and `release_start`. The clock is read under the lock: a reading
+        taken before it, in a thread that then waits for the lock, would judge the window as
+        it was earlier and count a start that had just left it."""
         with self._lock:
             now = time.monotonic()
             window_s = self.config.rate_window_s
