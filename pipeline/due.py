@@ -105,6 +105,22 @@ class DueSteps:
         kept = _call(read)
         return {decode_member(m) for m, held in zip(members, kept, strict=True) if held}
 
+    def next_due_in_s(self) -> float | None:
+        """Seconds until the earliest step waiting here is due, on Redis's clock (0 or less:
+        due now), or None when none waits: when a pump should look again."""
+
+        def read() -> tuple[list[Any], list[Any]]:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrange(self._due, 0, 0, withscores=True)
+                pipe.time()
+                earliest, clock = pipe.execute()
+            return earliest, clock
+
+        earliest, clock = _call(read)
+        if not earliest:
+            return None
+        return float(earliest[0][1]) - (float(clock[0]) + float(clock[1]) / 1_000_000)
+
     def count(self) -> int:
         """Steps waiting here."""
         return int(_call(lambda: self.redis.zcard(self._due)))

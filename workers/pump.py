@@ -25,7 +25,11 @@ from workers.tasks import CeleryDispatcher, queued_messages
 log = logging.getLogger("lipdub.pump")
 
 PUMP_INTERVAL_S = 0.2
-"""How often a worker looks for due steps: what a countdown may overrun by, at most."""
+"""How often a worker looks for new due steps and for room in the broker. A step already
+waiting when it looks is sent at its time (the pump wakes for it); one scheduled since, for
+sooner than the next look, is sent up to this late."""
+SOONEST_LOOK_S = 0.002
+"""The shortest wait between looks (a step due as the pump finished looking)."""
 TROUBLE_WAIT_S = 2.0
 """How long the pump waits after Redis or the broker failed, before it looks again."""
 
@@ -52,7 +56,7 @@ class Pump(MainProcessThread):
             while not self._stop.wait(wait_s):
                 try:
                     self.pump_once(due, dispatcher)
-                    wait_s = PUMP_INTERVAL_S
+                    wait_s = next_look_s(due.next_due_in_s())
                 except (LedgerError, DispatchError, OperationalError, redis.RedisError) as err:
                     log.warning("due steps not sent yet: %s", err)
                     self._drop_broker()
@@ -106,3 +110,16 @@ class Pump(MainProcessThread):
             due.sent([member])
             sent += 1
         return sent
+
+
+def next_look_s(next_due_in_s: float | None) -> float:
+    """How long the pump waits before it looks again: its interval, or less when a waiting
+    step falls due sooner (a countdown is then kept to the millisecond, not overrun by up to
+    the interval: under even start pacing each start's lateness would carry to the next).
+
+    >>> next_look_s(None), next_look_s(30.0), next_look_s(0.05), next_look_s(-1.0)
+    (0.2, 0.2, 0.05, 0.002)
+    """
+    if next_due_in_s is None:
+        return PUMP_INTERVAL_S
+    return min(PUMP_INTERVAL_S, max(SOONEST_LOOK_S, next_due_in_s))

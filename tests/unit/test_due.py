@@ -21,6 +21,20 @@ def client(redis_url):
     made.close()
 
 
+def test_the_pump_is_told_when_the_next_step_falls_due(client):
+    # So that it wakes for it instead of at its next regular look
+    due = DueSteps(client, "lipdub")
+    assert due.next_due_in_s() is None
+    due.schedule([Next("submit", "b", "j", 60.0), Next("poll", "b", "i", 0.5)])
+    ahead = due.next_due_in_s()
+    assert ahead is not None and 0.0 < ahead <= 0.5
+    time.sleep(max(0.0, ahead) + 0.01)
+    assert due.next_due_in_s() <= 0.0
+    [(member, _)] = due.take()
+    due.sent([member])
+    assert 59.0 < due.next_due_in_s() <= 60.0
+
+
 def test_a_step_is_taken_only_once_its_countdown_is_over(client):
     due = DueSteps(client, "lipdub")
     due.schedule([Next("poll", "b", "i", 0.3), Next("submit", "b", "j", 60.0)])
