@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 
 import pytest
@@ -138,9 +140,6 @@ def test_a_start_answered_after_a_later_reservation_still_shares_its_window(make
 def test_starts_answered_at_random_never_exceed_the_limit_as_the_provider_counts(make_gates):
     # Given 6 starts per 1 s window, 42 starts whose POSTs take 0-0.7 s (each counted by the
     # provider from its arrival, then from its answer)
-    import random
-    import threading
-
     window_s, limit, starts = 1.0, 6, 42
     gates = make_gates(starts_per_minute=limit, rate_window_s=window_s)
     rng = random.Random(21)
