@@ -10,7 +10,8 @@ local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local function exact(x) return string.format('%.6f', x) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. exact(now_s - window))
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. exact(now_s - window))
+-- A start made exactly one window ago has left (the provider's window is that long).
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', exact(now_s - window))
 
 -- The plan: one window after the start `limit` places before this one.
 local at = tonumber(redis.call('ZSCORE', KEYS[1], name))
@@ -47,7 +48,7 @@ if at - now_s <= 0.001 then at = now_s end
 -- start past reservations planned after it (POSTs in flight together), so the plan's order
 -- does not say which starts share a window. Room for this one means the `limit`-th newest
 -- of the others has left the window.
-local others = redis.call('ZCOUNT', KEYS[2], '(' .. exact(now_s - window), '+inf')
+local others = redis.call('ZCARD', KEYS[2])
 local own_rank = redis.call('ZRANK', KEYS[2], name)
 if own_rank then others = others - 1 end
 if others >= limit then
