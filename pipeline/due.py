@@ -93,8 +93,10 @@ class DueSteps:
         _call(lambda: self._schedule(keys=[self._due, self._nudge], args=args))
 
     def wait_for_nudge(self, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` (> 0) for a nudge (a step fed, or due before this look);
-        True when one came. Only one waiting pump takes each nudge: one look sends all."""
+        """Wait up to `timeout_s` (at least a millisecond: BLPOP's 0 would wait for ever)
+        for a nudge (a step fed, or due before this look); True when one came. Only one
+        waiting pump takes each nudge: one look sends all."""
+        timeout_s = max(0.001, timeout_s)
         return _call(lambda: self.redis.blpop([self._nudge], timeout=timeout_s)) is not None
 
     def take(self, limit: int = TAKE_AT_MOST) -> list[tuple[str, Next]]:

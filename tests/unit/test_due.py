@@ -40,6 +40,7 @@ def test_a_fed_step_or_one_due_before_the_next_look_wakes_one_pump(client):
     # A step due after the pumps' next look wakes none (that look sees it in time)
     due.schedule([Next("poll", "b", "later", 5.0)])
     assert due.wait_for_nudge(0.01) is False
+    assert due.wait_for_nudge(0.0) is False  # (BLPOP's 0 would wait for ever)
     # One due sooner wakes one pump, once
     due.schedule([Next("submit", "b", "soon", 0.05), Next("poll", "b", "late", 9.0)])
     assert due.wait_for_nudge(0.01) is True
