@@ -36,12 +36,13 @@ from typing import Any
 import httpx
 
 from pipeline.local_servers import free_port
+from pipeline.makespan import ideal_makespan_s
 from pipeline.media import MediaInspector, probe
 from pipeline.planning import plan_manifest
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.server import SandboxServer
 from pipeline.settings import PollingSettings
-from tests.bench.figures import ideal_either_order_s, most_in_window
+from tests.bench.figures import ideal_by_order_s, ideal_either_order_s, most_in_window
 from tests.bench.sdk_baseline import run_pool
 from tests.bench.stack import bench_stack, wait_finished, wait_for_workers, write_catalog
 from workers.session import Session
@@ -128,12 +129,28 @@ def run_case(
         }
         figures = side_by_side(stacks, workdir, manifest, sandbox, account, ready)
     results = {name: _with_ratios(f, ideal, floor_ideal) for name, f in figures.items()}
+    for figures_ in results.values():
+        # The ideal in the order the provider started this runner's items (rows, from 1)
+        rows = figures_.pop("provider_start_rows", None)
+        if rows:
+            figures_["ideal_in_provider_order_s"] = round(
+                _ideal_in_order_s([times[row - 1] for row in rows], account), 2
+            )
+    by_order = ideal_by_order_s(
+        times,
+        video_s,
+        starts_per_window=account["starts_per_minute"],
+        window_s=WINDOW_S,
+        max_concurrent=account["max_concurrent"],
+    )
     return {
         "account": account_name,
         "scale": scale,
         "items": account["items"],
         "processing_s_mean": round(sum(times) / len(times), 2),
         "ideal_s": round(ideal, 2),
+        # Each order's ideal: the better one is `ideal_s`; lipdub sends longest first
+        "ideal_by_order_s": {name: round(v, 2) for name, v in by_order.items()},
         "floor_ideal_s": round(floor_ideal, 2),
         **results,
     }
@@ -168,6 +185,15 @@ def _ideal_s(times: list[float], video_s: list[float], account: dict[str, int]) 
     return ideal_either_order_s(
         times,
         video_s,
+        starts_per_window=account["starts_per_minute"],
+        window_s=WINDOW_S,
+        max_concurrent=account["max_concurrent"],
+    )
+
+
+def _ideal_in_order_s(times: list[float], account: dict[str, int]) -> float:
+    return ideal_makespan_s(
+        times,
         starts_per_window=account["starts_per_minute"],
         window_s=WINDOW_S,
         max_concurrent=account["max_concurrent"],
@@ -241,7 +267,16 @@ def _run_lipdub(ready: Ready, manifest: Path, go: threading.Barrier) -> dict[str
         if "collect" in i["phases"] and i["prediction_id"] in ended_at
     ]
     late = [seen_at - ended_at[i["prediction_id"]] for i, seen_at in seen]
+    # When the provider started and ended its work on the batch (a prediction it queued
+    # starts when a slot frees), and in which order it started the items
+    started = sorted(
+        (t["started_at"], t["prediction_id"]) for t in tasks if t.get("started_at") is not None
+    )
+    row_of = {i["prediction_id"]: int(i["row"]) for i in items}
     return {
+        "provider_first_start_s": round(started[0][0] - called_at, 2) if started else None,
+        "provider_last_end_s": round(max(ended_at.values(), default=called_at) - called_at, 2),
+        "provider_start_rows": [row_of[p] for _, p in started if p in row_of],
         "seen_late_mean_s": round(sum(late) / max(1, len(late)), 2),
         "seen_late_max_s": round(max(late, default=0.0), 2),
         # Per item: submitted (from the start call), the provider's seconds, its end, seen,

@@ -6,7 +6,13 @@ import pytest
 
 from pipeline.makespan import ideal_makespan_s
 from pipeline.settings import PollingSettings
-from tests.bench.figures import ideal_either_order_s, min_polls, most_in_window, percentile
+from tests.bench.figures import (
+    ideal_by_order_s,
+    ideal_either_order_s,
+    min_polls,
+    most_in_window,
+    percentile,
+)
 
 
 def test_ideal_is_bound_by_the_window_when_jobs_are_short():
@@ -47,6 +53,8 @@ def test_the_ideal_orders_by_what_a_client_knows_beforehand_the_videos_length():
     jobs, videos = [1.0, 1.0, 5.0, 3.0], [1.0, 1.0, 1.0, 2.0]
     assert ideal_either_order_s(jobs, videos, **limits) == 6.0
     assert ideal_either_order_s(jobs, jobs, **limits) == 5.0
+    # each order's own ideal is kept, so a run can say what its order cost
+    assert ideal_by_order_s(jobs, videos, **limits) == {"manifest": 6.0, "longest_first": 7.0}
 
 
 @pytest.mark.parametrize(
