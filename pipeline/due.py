@@ -8,11 +8,6 @@ broker's visibility timeout (an hour by default). Instead the step waits in `lip
 and sends it at once (`workers.pump`). Nothing that waits belongs to a worker, so a dead
 worker holds no future steps.
 
-A pump looks every `LOOK_EVERY_S`, and sooner when a step it saw waiting falls due sooner.
-A step fed, or scheduled for sooner than that look, also pushes a token to
-`lipdub:due:<queue>:nudge`, which the pumps wait on (BLPOP) between looks: one of them wakes
-at once, so an upload's first step or a short countdown does not wait for the next look.
-
 A step being run is written to `lipdub:running` with the worker's name when it starts and
 removed when it ends. The worker's heartbeat (`pipeline.heartbeat`) is its lease on all of
 them: when the beat lapses, the sweeper sends those steps again at once, instead of waiting
@@ -42,12 +37,6 @@ SENDING_LEASE_S = 30.0
 """How long a pump may take to send what it took before another pump takes it again."""
 TAKE_AT_MOST = 200
 """Steps one pump takes at a time."""
-LOOK_EVERY_S = 0.2
-"""How often a pump looks for due steps and for room in the broker when nothing wakes it.
-A step scheduled for sooner than this nudges a pump (steps due later are seen by a look in
-time); the suite may give a pump a longer look and its producers a matching `nudge_within_s`."""
-NUDGE_TTL_S = 60.0
-"""How long an unclaimed nudge lasts (no pump running): it only ever costs one extra look."""
 
 T = TypeVar("T")
 
@@ -68,36 +57,23 @@ class DueSteps:
     room in the broker (`lipdub:feed:<queue>`), shared by every worker of that queue (only
     they send them: a step goes to the workers it was meant for)."""
 
-    def __init__(
-        self, client: redis.Redis, queue: str, *, nudge_within_s: float = LOOK_EVERY_S
-    ) -> None:
-        """`nudge_within_s`: a step scheduled for sooner than this wakes a pump (the pumps'
-        regular look: any later step is seen by one in time)."""
+    def __init__(self, client: redis.Redis, queue: str) -> None:
         self.redis = client
         self.queue = queue
-        self.nudge_within_s = nudge_within_s
         self._due, self._sending = keys.due(queue), keys.due_sending(queue)
-        self._feed, self._nudge = keys.feed(queue), keys.due_nudge(queue)
+        self._feed = keys.feed(queue)
         self._schedule = client.register_script(lua_script("schedule_due.lua"))
         self._take = client.register_script(lua_script("take_due.lua"))
         self._take_fed = client.register_script(lua_script("take_fed.lua"))
 
     def schedule(self, steps: Sequence[Next]) -> None:
-        """Keep each step until its countdown is over (of two copies, the earlier stays); one
-        due before the pumps' next look wakes a pump."""
+        """Keep each step until its countdown is over (of two copies, the earlier stays)."""
         if not steps:
             return
-        args: list[str] = [repr(self.nudge_within_s), str(int(NUDGE_TTL_S * 1000))]
+        args: list[str] = []
         for step in steps:
             args += [encode_member(step), repr(max(0.0, step.countdown_s))]
-        _call(lambda: self._schedule(keys=[self._due, self._nudge], args=args))
-
-    def wait_for_nudge(self, timeout_s: float) -> bool:
-        """Wait up to `timeout_s` (at least a millisecond: BLPOP's 0 would wait for ever)
-        for a nudge (a step fed, or due before this look); True when one came. Only one
-        waiting pump takes each nudge: one look sends all."""
-        timeout_s = max(0.001, timeout_s)
-        return _call(lambda: self.redis.blpop([self._nudge], timeout=timeout_s)) is not None
+        _call(lambda: self._schedule(keys=[self._due], args=args))
 
     def take(self, limit: int = TAKE_AT_MOST) -> list[tuple[str, Next]]:
         """The steps due now (and those another pump took but did not send in time), each
@@ -151,21 +127,10 @@ class DueSteps:
 
     def feed(self, steps: Sequence[Next]) -> None:
         """Queue steps to be handed to the broker as it has room (`take_fed`), in order: a
-        batch's uploads wait here as ids (~100 bytes each) instead of as broker messages. A
-        pump is nudged: a fed step can go now."""
-        if not steps:
-            return
-        members = [encode_member(step) for step in steps]
-
-        def write() -> None:
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(self._feed, *members)
-                pipe.lpush(self._nudge, "1")
-                pipe.ltrim(self._nudge, 0, 0)
-                pipe.pexpire(self._nudge, int(NUDGE_TTL_S * 1000))
-                pipe.execute()
-
-        _call(write)
+        batch's uploads wait here as ids (~100 bytes each) instead of as broker messages."""
+        if steps:
+            members = [encode_member(step) for step in steps]
+            _call(lambda: self.redis.rpush(self._feed, *members))
 
     def fed_waiting(self) -> int:
         """Steps in the feed."""

@@ -209,12 +209,6 @@ def due_sending(queue: str) -> str:
     return f"{PREFIX}:due:{queue}:sending"
 
 
-def due_nudge(queue: str) -> str:
-    """A token that wakes one of `queue`'s pumps: a step was fed, or falls due before the
-    pump's next regular look."""
-    return f"{PREFIX}:due:{queue}:nudge"
-
-
 def timing(model: str, sync_mode: str) -> str:
     """The provider's recent processing times for a model and sync mode."""
     return f"{PREFIX}:timing:{model}:{sync_mode}"

@@ -3,16 +3,12 @@ later (`pipeline.due`) as soon as they are due, and feeds a batch's uploads to t
 it has room (at most `worker.queue_window` waiting). Every live worker pumps; a Lua script
 hands each due step to one of them. A pump that dies between taking and sending leaves its
 due steps to the next pump after `due.SENDING_LEASE_S`.
-
-Between looks a pump waits on the queue's nudge (`DueSteps.wait_for_nudge`), not on a
-timer alone: a batch's first uploads and a countdown shorter than the look go at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from typing import Any
 
 import redis
@@ -20,7 +16,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from pipeline import wiring
-from pipeline.due import LOOK_EVERY_S, DueSteps
+from pipeline.due import DueSteps
 from pipeline.errors import DispatchError, LedgerError
 from pipeline.settings import Settings
 from workers.background import MainProcessThread
@@ -28,10 +24,12 @@ from workers.tasks import CeleryDispatcher, queued_messages
 
 log = logging.getLogger("lipdub.pump")
 
+PUMP_INTERVAL_S = 0.2
+"""How often a worker looks for new due steps and for room in the broker. A step already
+waiting when it looks is sent at its time (the pump wakes for it); one scheduled since, for
+sooner than the next look, is sent up to this late."""
 SOONEST_LOOK_S = 0.002
 """The shortest wait between looks (a step due as the pump finished looking)."""
-STOP_SEEN_S = 1.0
-"""The longest a pump waits for a nudge in one call, so that it sees a stop."""
 TROUBLE_WAIT_S = 2.0
 """How long the pump waits after Redis or the broker failed, before it looks again."""
 
@@ -41,13 +39,9 @@ class Pump(MainProcessThread):
 
     thread_name = "lipdub-pump"
 
-    def __init__(
-        self, app: Celery, settings: Settings, *, look_every_s: float = LOOK_EVERY_S
-    ) -> None:
-        """`look_every_s`: how often it looks when nothing nudges it (`due.LOOK_EVERY_S`)."""
+    def __init__(self, app: Celery, settings: Settings) -> None:
         super().__init__(app)
         self.settings = settings
-        self.look_every_s = look_every_s
         self._broker: Any = None
         """The connection the feed counts the broker's queue on, kept between looks (a new
         one each look, five a second while a batch's uploads wait, cost more than the look)
@@ -57,36 +51,23 @@ class Pump(MainProcessThread):
         client = wiring.redis_client(self.settings)
         due = DueSteps(client, self.settings.worker.queue)
         dispatcher = CeleryDispatcher(self.app, self.settings.worker.queue, due=due)
-        wait_s = self.look_every_s
+        wait_s = PUMP_INTERVAL_S
         try:
-            while not self._stop.is_set():
+            while not self._stop.wait(wait_s):
                 try:
-                    self._wait(due, wait_s)
-                    if self._stop.is_set():
-                        break
                     self.pump_once(due, dispatcher)
-                    wait_s = next_look_s(due.next_due_in_s(), self.look_every_s)
-                    continue
+                    wait_s = next_look_s(due.next_due_in_s())
                 except (LedgerError, DispatchError, OperationalError, redis.RedisError) as err:
                     log.warning("due steps not sent yet: %s", err)
+                    self._drop_broker()
+                    wait_s = TROUBLE_WAIT_S
                 except Exception:  # the thread must outlive a bug: every countdown needs it
                     log.exception("pump failed")
-                self._drop_broker()
-                if self._stop.wait(TROUBLE_WAIT_S):
-                    break
-                wait_s = SOONEST_LOOK_S
+                    self._drop_broker()
+                    wait_s = TROUBLE_WAIT_S
         finally:
             self._drop_broker()
             client.close()
-
-    def _wait(self, due: DueSteps, wait_s: float) -> None:
-        """Wait `wait_s` or until nudged; a stop is seen within `STOP_SEEN_S` however long
-        the look (one blocking call per look at the shipped interval)."""
-        end = time.monotonic() + wait_s
-        while not self._stop.is_set():
-            left_s = end - time.monotonic()
-            if left_s <= 0 or due.wait_for_nudge(min(left_s, STOP_SEEN_S)):
-                return
 
     def pump_once(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
         """Send what is due now, and feed uploads while the broker has room; how many were
@@ -131,15 +112,14 @@ class Pump(MainProcessThread):
         return sent
 
 
-def next_look_s(next_due_in_s: float | None, look_every_s: float = LOOK_EVERY_S) -> float:
-    """How long the pump waits (for a nudge) before it looks again: its interval, or less
-    when a waiting step falls due sooner (a countdown is then kept to the millisecond, not
-    overrun by up to the interval: under even start pacing each start's lateness would carry
-    to the next).
+def next_look_s(next_due_in_s: float | None) -> float:
+    """How long the pump waits before it looks again: its interval, or less when a waiting
+    step falls due sooner (a countdown is then kept to the millisecond, not overrun by up to
+    the interval: under even start pacing each start's lateness would carry to the next).
 
     >>> next_look_s(None), next_look_s(30.0), next_look_s(0.05), next_look_s(-1.0)
     (0.2, 0.2, 0.05, 0.002)
     """
     if next_due_in_s is None:
-        return look_every_s
-    return min(look_every_s, max(SOONEST_LOOK_S, next_due_in_s))
+        return PUMP_INTERVAL_S
+    return min(PUMP_INTERVAL_S, max(SOONEST_LOOK_S, next_due_in_s))

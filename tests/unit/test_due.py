@@ -35,27 +35,6 @@ def test_the_pump_is_told_when_the_next_step_falls_due(client):
     assert 59.0 < due.next_due_in_s() <= 60.0
 
 
-def test_a_fed_step_or_one_due_before_the_next_look_wakes_one_pump(client):
-    due = DueSteps(client, "lipdub", nudge_within_s=0.2)
-    # A step due after the pumps' next look wakes none (that look sees it in time)
-    due.schedule([Next("poll", "b", "later", 5.0)])
-    assert due.wait_for_nudge(0.01) is False
-    assert due.wait_for_nudge(0.0) is False  # (BLPOP's 0 would wait for ever)
-    # One due sooner wakes one pump, once
-    due.schedule([Next("submit", "b", "soon", 0.05), Next("poll", "b", "late", 9.0)])
-    assert due.wait_for_nudge(0.01) is True
-    assert due.wait_for_nudge(0.01) is False
-    # An upload fed wakes one, however many are fed before a pump looks
-    due.feed([Next("prepare", "b", "u1")])
-    due.feed([Next("prepare", "b", "u2"), Next("prepare", "b", "u3")])
-    assert due.wait_for_nudge(0.01) is True
-    assert due.wait_for_nudge(0.01) is False
-    # And a nudge no pump takes does not outlive its TTL
-    due.feed([Next("prepare", "b", "u4")])
-    assert 0 < client.pttl(keys.due_nudge("lipdub")) <= 60_000
-    assert due.fed_waiting() == 4 and due.count() == 3
-
-
 def test_a_step_is_taken_only_once_its_countdown_is_over(client):
     due = DueSteps(client, "lipdub")
     due.schedule([Next("poll", "b", "i", 0.3), Next("submit", "b", "j", 60.0)])
