@@ -14,6 +14,7 @@ from pipeline.media import MediaInspector
 from pipeline.planning import plan_manifest
 from pipeline.remote import RemoteProber
 from tests.conftest import start_sandbox
+from tests.fault_seeds import first_seed, submit_key
 from tests.integration.stack import (
     FOUR_CLIPS,
     accepted_submits,
@@ -151,7 +152,14 @@ def test_transient_failures_retry_within_bounds_and_input_errors_do_not(tmp_path
     # Given a provider that fails every task, with transient and input errors
     items = [(f"f-{n}", 1.0 + n * 0.1, 1.0, "cut_off") for n in range(6)]
     manifest = write_manifest(tmp_path / "m", items)
-    with start_sandbox(tmp_path, faults={"task_failure_rate": 1.0, "seed": 7}) as sandbox:
+    firsts = [
+        submit_key(tmp_path / f"m/{i}.mp4", tmp_path / f"m/{i}.wav", m, 0) for i, *_, m in items
+    ]
+    seed = first_seed(
+        lambda faults: {faults.task_error(key)[1] >= 5000 for key in firsts} == {False, True},
+        task_failure_rate=1.0,
+    )
+    with start_sandbox(tmp_path, faults={"task_failure_rate": 1.0, "seed": seed}) as sandbox:
         stack = make_stack(sandbox, worker={"max_attempts": 2})
         with in_process_worker(stack):
             batch_id = stack.control.start(plan(manifest, stack.settings))

@@ -15,7 +15,6 @@ the other copy and the next attempt.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,12 +29,11 @@ from pipeline.flow import run_step
 from pipeline.flow.common import in_flight_limit
 from pipeline.local_servers import free_port
 from pipeline.runtime import Runtime
-from pipeline.sandbox.config import FaultConfig
-from pipeline.sandbox.faults import FaultPlan
 from pipeline.settings import Settings
 from pipeline.steps import Next
 from pipeline.sweep import send_again
 from tests.conftest import start_sandbox
+from tests.fault_seeds import first_seed, submit_key
 from tests.integration.stack import accepted_submits, plan, stack_settings, write_manifest
 from tests.integration.stepping import StepLoop, TestClock
 from workers.app import create_app
@@ -189,24 +187,18 @@ def test_a_late_reconcile_copy_does_not_undo_the_next_attempts_intent(tmp_path, 
     assert len(accepted_submits(w.sandbox_url)) == 1
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def seed_failing_first_attempt_only(video: Path, audio: Path, mode: str) -> int:
     """A fault seed under which the sandbox fails this pair's first task with a transient
     error (the provider's own trouble) and not its second."""
-    key = f"{_sha256(video)}:{_sha256(audio)}:{mode}"
-    for seed in range(1000):
-        faults = FaultPlan(FaultConfig(seed=seed, task_failure_rate=0.5))
-        first, second = f"{key}#0", f"{key}#1"
-        if (
+    first, second = (submit_key(video, audio, mode, attempt) for attempt in (0, 1))
+    return first_seed(
+        lambda faults: (
             faults.hits("task_failure", first)
             and faults.task_error(first)[1] >= 5000  # a 5xxx code: the service's own trouble
             and not faults.hits("task_failure", second)
-        ):
-            return seed
-    raise AssertionError("no seed in 1000 fails the first attempt only")
+        ),
+        task_failure_rate=0.5,
+    )
 
 
 def test_a_late_poll_copy_does_not_drop_the_next_attempts_prediction(tmp_path, workers):
