@@ -13,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY workers ./workers
 COPY configs ./configs
-RUN pip install ".[ops]" \
+RUN pip install -c configs/constraints.txt ".[ops]" \
     && useradd --create-home --uid 10001 lipdub \
     && mkdir -p /catalog /home/lipdub/.cache/lipdub \
     && chown -R lipdub /app /catalog /home/lipdub/.cache/lipdub

@@ -2,13 +2,14 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])")
+CONSTRAINTS := configs/constraints.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:12])")
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
 CONTRACT_ARGS ?=
 
-.PHONY: help setup test lint format demo sandbox bench chaos contract docs clean
+.PHONY: help setup test lint format demo sandbox bench chaos contract docs constraints clean
 
 help:
 	@echo "make demo   - set up, then run a batch end to end on the bundled stack"
@@ -18,6 +19,7 @@ help:
 	@echo "make bench  - the benchmarks (throughput, limits, polls, re-run, overhead, memory, planning)"
 	@echo "make chaos  - fault scenarios at scale (kills, Redis restarts, provider and S3 faults, hostile input, secrets, webhooks)"
 	@echo "make docs   - regenerate docs/configuration.md's table from the settings model"
+	@echo "make constraints - move configs/constraints.txt's pins to the newest releases (then make test)"
 	@echo "make contract - one real paid job against WaveSpeed (needs WAVESPEED_API_KEY; else checks nothing)"
 
 $(BIN)/python:
@@ -25,12 +27,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# The versions CI passed with (configs/constraints.txt), not whatever was released since.
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# Every pin to its newest release, in a venv of its own (the project's stays as it is).
+constraints:
+	rm -rf $(VENV)-constraints
+	$(PYTHON) -m venv $(VENV)-constraints
+	$(VENV)-constraints/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)-constraints/bin/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(VENV)-constraints/bin/python -m pip freeze --exclude-editable | grep -v '^#'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf $(VENV)-constraints
+	@echo "configs/constraints.txt now pins the newest releases: make test, then commit it"
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

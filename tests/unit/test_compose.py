@@ -163,7 +163,12 @@ def test_the_dockerfile_copies_what_exists_and_installs_real_extras():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    for extra in re.findall(r'pip install "\.\[([a-z,]+)\]"', dockerfile)[0].split(","):
+    install = re.findall(r'pip install -c (\S+) "\.\[([a-z,]+)\]"', dockerfile)
+    assert install, "the image installs with the constraints CI passed with"
+    constraints, wanted = install[0]
+    assert constraints == "configs/constraints.txt"
+    assert dockerfile.index("COPY configs") < dockerfile.index("pip install")
+    for extra in wanted.split(","):
         assert extra in extras
     assert 'ENTRYPOINT ["lipdub"]' in dockerfile
 
