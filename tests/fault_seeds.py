@@ -1,10 +1,10 @@
 """Fault seeds chosen from the media a test actually made.
 
 The sandbox decides each fault from (seed, fault, request key), and a submit's key holds the
-SHA-256 of its inputs. Sample media are made by PyAV and numpy, whose encoders may change
-their bytes from one release to the next (a new PyAV did, and a fixed seed that had failed a
-pair's first submit no longer did). A test that needs a fault at a given attempt therefore
-picks its seed here, from the files it wrote, rather than hard-coding one.
+SHA-256 of its inputs. Sample media are encoded by PyAV's FFmpeg from numpy arrays, and their
+bytes are not promised from one install to the next: a hard-coded seed that failed a pair's
+first submit on one CI machine did not on the next. A test that needs a fault at a given
+attempt therefore picks its seed here, from the files it wrote.
 """
 
 from __future__ import annotations
