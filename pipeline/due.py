@@ -125,12 +125,14 @@ class DueSteps:
         """Steps waiting here."""
         return int(_call(lambda: self.redis.zcard(self._due)))
 
-    def feed(self, steps: Sequence[Next]) -> None:
+    def feed(self, steps: Sequence[Next]) -> int:
         """Queue steps to be handed to the broker as it has room (`take_fed`), in order: a
-        batch's uploads wait here as ids (~100 bytes each) instead of as broker messages."""
-        if steps:
-            members = [encode_member(step) for step in steps]
-            _call(lambda: self.redis.rpush(self._feed, *members))
+        batch's uploads wait here as ids (~100 bytes each) instead of as broker messages.
+        Returns how many steps the feed then holds (0 when `steps` is empty)."""
+        if not steps:
+            return 0
+        members = [encode_member(step) for step in steps]
+        return int(_call(lambda: self.redis.rpush(self._feed, *members)))
 
     def fed_waiting(self) -> int:
         """Steps in the feed."""

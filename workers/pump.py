@@ -20,7 +20,7 @@ from pipeline.due import DueSteps
 from pipeline.errors import DispatchError, LedgerError
 from pipeline.settings import Settings
 from workers.background import MainProcessThread
-from workers.tasks import CeleryDispatcher, queued_messages
+from workers.tasks import CeleryDispatcher, hand_over_fed
 
 log = logging.getLogger("lipdub.pump")
 
@@ -91,25 +91,14 @@ class Pump(MainProcessThread):
 
     def _feed(self, due: DueSteps, dispatcher: CeleryDispatcher) -> int:
         """Move uploads from the feed to the broker up to `worker.queue_window` waiting
-        messages, one at a time: each is leased to this pump until the broker has it, so a
-        pump that dies between taking one and sending it leaves it to the next pump."""
+        messages (`workers.tasks.hand_over_fed`)."""
         if not due.fed_waiting():
             return 0
         if self._broker is None:
             self._broker = self.app.connection_for_write()
-        room = self.settings.worker.queue_window - queued_messages(
-            self.app, self.settings.worker.queue, self._broker
+        return hand_over_fed(
+            dispatcher, self._broker, self.settings.worker.queue_window, stopping=self._stop.is_set
         )
-        sent = 0
-        while sent < room and not self._stop.is_set():
-            taken = due.take_fed(1)
-            if not taken:
-                break
-            [(member, step)] = taken
-            dispatcher.send_now(step)
-            due.sent([member])
-            sent += 1
-        return sent
 
 
 def next_look_s(next_due_in_s: float | None) -> float:

@@ -88,6 +88,8 @@ class Session:
             self.app,
             self.settings.worker.queue,
             due=DueSteps(self.redis, self.settings.worker.queue),
+            # A batch's first items go to the broker from here, not at a pump's next look.
+            hand_over_window=self.settings.worker.queue_window,
         )
         return BatchControl(
             self.ledger,

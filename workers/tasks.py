@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import Celery, Task
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
@@ -94,12 +95,29 @@ class RuntimeHolder:
 
 class CeleryDispatcher:
     """Sends a `Next` as the matching task: at once, or, with a countdown, through the due
-    steps kept in Redis (`pipeline.due`), which a live worker's pump sends when due."""
+    steps kept in Redis (`pipeline.due`), which a live worker's pump sends when due.
 
-    def __init__(self, app: Celery, queue: str, due: DueSteps | Callable[[], DueSteps]) -> None:
+    A batch's uploads go to the feed, which the pumps hand to the broker as it has room.
+    With `hand_over_window` (the process that starts batches: `worker.queue_window`), an
+    upload that finds the feed empty is handed over from here at once when the broker has
+    fewer than that many waiting, instead of at the next pump's look (up to
+    `workers.pump.PUMP_INTERVAL_S` later): a batch's first items, and each item of a batch
+    whose uploads are slower than the workers, start that much sooner. A fuller feed is
+    the pumps' to move, so a large batch's start costs no broker count per item.
+    """
+
+    def __init__(
+        self,
+        app: Celery,
+        queue: str,
+        due: DueSteps | Callable[[], DueSteps],
+        *,
+        hand_over_window: int = 0,
+    ) -> None:
         self.app = app
         self.queue = queue
         self._due = due
+        self.hand_over_window = hand_over_window
 
     @property
     def due(self) -> DueSteps:
@@ -109,7 +127,8 @@ class CeleryDispatcher:
         try:
             if step.step == "prepare" and step.countdown_s <= 0:
                 # A batch's uploads are fed to the broker as it has room (`workers.pump`).
-                self.due.feed([step])
+                if self.due.feed([step]) == 1 and self.hand_over_window > 0:
+                    self._hand_over()
                 return
             if step.countdown_s > 0:
                 self.due.schedule([step])
@@ -119,6 +138,15 @@ class CeleryDispatcher:
                 f"the {step.step} step for {step.batch_id} could not be kept in Redis: {err}"
             ) from err
         self.send_now(step)
+
+    def _hand_over(self) -> None:
+        """Move the feed's head to the broker if it has room; trouble leaves it to the pumps
+        (the step is in the feed, or leased to this process and sent again after the lease)."""
+        try:
+            with self.app.connection_or_acquire() as broker:  # the pool send_task uses
+                hand_over_fed(self, broker, self.hand_over_window, limit=1)
+        except (LedgerError, DispatchError, OperationalError, redis.RedisError, OSError) as err:
+            log.info("an upload waits for a worker's pump: %s", err)
 
     def send_now(self, step: Next) -> None:
         """Hand the step to the broker to run as soon as a worker is free."""
@@ -339,6 +367,34 @@ def _back_to_queue(step: str, batch_id: str, item_id: str | None) -> Reject:
     which hands it out again after the visibility timeout. Either way it is not lost."""
     log.warning("%s %s/%s goes back to the queue", step, batch_id, item_id or "-")
     return Reject(f"{step} {batch_id}/{item_id or '-'}: the broker is unavailable", requeue=True)
+
+
+def hand_over_fed(
+    dispatcher: CeleryDispatcher,
+    broker: Any,
+    window: int,
+    *,
+    limit: int | None = None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> int:
+    """Move steps from the feed's head to the broker, one at a time, until `window` messages
+    wait there (counted on the `broker` connection), `limit` were moved or `stopping()`; how
+    many were moved. Each is leased to this process until the broker has it
+    (`DueSteps.take_fed`), so one that dies between taking and sending leaves it to a pump."""
+    due = dispatcher.due
+    room = window - queued_messages(dispatcher.app, dispatcher.queue, broker)
+    if limit is not None:
+        room = min(room, limit)
+    sent = 0
+    while sent < room and not stopping():
+        taken = due.take_fed(1)
+        if not taken:
+            break
+        [(member, step)] = taken
+        dispatcher.send_now(step)
+        due.sent([member])
+        sent += 1
+    return sent
 
 
 def queued_messages(app: Celery, queue: str, connection: Any = None) -> int:

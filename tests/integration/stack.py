@@ -155,7 +155,10 @@ class Stack:
         self.control = BatchControl(
             self.ledger,
             CeleryDispatcher(
-                self.app, settings.worker.queue, due=DueSteps(self.redis, settings.worker.queue)
+                self.app,
+                settings.worker.queue,
+                due=DueSteps(self.redis, settings.worker.queue),
+                hand_over_window=settings.worker.queue_window,  # as `workers.session` does
             ),
             settings,
             storage=self.storage,

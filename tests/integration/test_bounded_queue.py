@@ -7,10 +7,12 @@ import time
 
 import pytest
 
+from pipeline import keys
 from pipeline.due import DueSteps
 from pipeline.steps import Next
 from tests.integration.stack import Stack, in_process_worker, plan, write_manifest
 from workers.pump import Pump
+from workers.session import Session
 from workers.tasks import CeleryDispatcher, queued_messages
 
 pytestmark = pytest.mark.slow
@@ -71,6 +73,35 @@ def test_uploads_wait_in_redis_until_the_broker_has_room(settings, tmp_path):
     finally:
         stack.app.control.purge()
         stack.redis.delete(f"lipdub:feed:{windowed.worker.queue}")
+        stack.close()
+
+
+def test_the_starting_process_hands_an_upload_over_while_the_feed_is_empty(settings):
+    from pipeline.settings import Settings
+
+    windowed = Settings(**{**settings.model_dump(), "worker": {
+        **settings.worker.model_dump(), "queue_window": 3}})  # fmt: skip
+    stack = Stack(windowed)
+    queue = windowed.worker.queue
+    due = DueSteps(stack.redis, queue)
+    try:
+        # Given the process that starts batches, with no pump running
+        with Session.connect(windowed) as session:
+            # When three uploads are sent, one after another
+            for n in range(3):
+                session.control.dispatcher.send(Next("prepare", "b", f"item-{n}"))
+            # Then each went to the broker from here, none waits for a pump
+            assert queued_messages(stack.app, queue) == 3 and due.fed_waiting() == 0
+            # When the broker holds the window and two more are sent
+            for n in range(3, 5):
+                session.control.dispatcher.send(Next("prepare", "b", f"item-{n}"))
+        # Then they wait in the feed, in order, for the pumps (nothing was left leased)
+        assert queued_messages(stack.app, queue) == 3
+        assert not stack.redis.zcard(keys.due_sending(queue))
+        assert [step.item_id for _, step in due.take_fed(5)] == ["item-3", "item-4"]
+    finally:
+        stack.app.control.purge()
+        stack.redis.delete(keys.feed(queue), keys.due_sending(queue))
         stack.close()
 
 
