@@ -12,7 +12,8 @@ others (fixed by its audio, so every runner meets the same times). Two accounts:
 - **window-bound**: `WINDOW_STARTS` starts a minute and plenty of slots: the window decides.
 
 Three runners per case, each on its own fresh stack and sandbox, run side by side (their
-clocks start at their own start calls): lipdub as shipped (its looks and the account's
+clocks start at their own start calls; `--defaults-apart`: one after another, each alone on
+the machine): lipdub as shipped (its looks and the account's
 watch), lipdub with `lipdub webhooks` receiving the sandbox's deliveries, and the baseline a
 user would otherwise write: the official SDK's `run()` in a pool of one thread per slot (1 s
 polls, a 429 retried after 1 s). (A fourth, lipdub with the watch off, made the machine's two
@@ -69,6 +70,8 @@ LONG_BATCH_ITEMS = {("concurrency", 0.1): 100}
 twelve items at 0.1x (2 s each, four at once) last 6.5 s, where the start-up (the start call
 to the first submits, the provider's first answers) weighs as much as the pacing does. Both
 are run and reported."""
+LIPDUB_RUNNERS = (("lipdub", "polls", False), ("lipdub_webhooks", "hooks", True))
+"""lipdub's runners: (name, work folder, with `lipdub webhooks`)."""
 START_TOGETHER_S = 600.0
 """How long a runner waits for the others to be ready (a stack that fails to start ends it)."""
 
@@ -107,10 +110,16 @@ def processing_times_s(manifest: Path, sandbox: dict[str, Any]) -> list[float]:
 
 
 def run_case(
-    workdir: Path, account_name: str, scale: float, items: int | None = None
+    workdir: Path,
+    account_name: str,
+    scale: float,
+    items: int | None = None,
+    *,
+    apart: bool = False,
 ) -> dict[str, Any]:
-    """The three runners side by side on one case (`items`: the account's by default); their
-    figures and the ideal."""
+    """The three runners side by side on one case (`items`: the account's by default), or
+    with `apart` one after another, each stack started for its run and stopped after it;
+    their figures and the ideal."""
     account = {**ACCOUNTS[account_name]}
     account["items"] = items or account["items"]
     sandbox = sandbox_config(account, scale)
@@ -124,14 +133,15 @@ def run_case(
     floor_ideal = ideal_either_order_s(
         [max(t, floor_s) for t in times], video_s, **_limits(account)
     )
-    with contextlib.ExitStack() as stacks:
-        ready = {
-            "lipdub": lipdub_ready(stacks, workdir / "polls", sandbox, account, hooks=False),
-            "lipdub_webhooks": lipdub_ready(
-                stacks, workdir / "hooks", sandbox, account, hooks=True
-            ),
-        }
-        figures = side_by_side(stacks, workdir, manifest, sandbox, account, ready)
+    if apart:
+        figures = one_by_one(workdir, manifest, sandbox, account)
+    else:
+        with contextlib.ExitStack() as stacks:
+            ready = {
+                name: lipdub_ready(stacks, workdir / folder, sandbox, account, hooks=hooks)
+                for name, folder, hooks in LIPDUB_RUNNERS
+            }
+            figures = side_by_side(stacks, workdir, manifest, sandbox, account, ready)
     results = {name: _with_ratios(f, ideal, floor_ideal) for name, f in figures.items()}
     for figures_ in results.values():
         # The ideal in the order the provider started this runner's items (rows, from 1)
@@ -144,6 +154,7 @@ def run_case(
         "account": account_name,
         "scale": scale,
         "items": account["items"],
+        "runners": "apart" if apart else "side by side",
         "processing_s_mean": round(sum(times) / len(times), 2),
         "ideal_s": round(ideal, 2),
         "ideal_by_order_s": {name: round(v, 2) for name, v in by_order.items()},
@@ -175,6 +186,24 @@ def side_by_side(
 
     with ThreadPoolExecutor(len(names)) as pool:
         return dict(zip(names, pool.map(run, names), strict=True))
+
+
+def one_by_one(
+    workdir: Path, manifest: Path, sandbox: dict[str, Any], account: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    """Each runner alone on the machine: its stack (or the SDK's sandbox) started, the
+    manifest run, the stack stopped, then the next; the figures by runner name (`sdk` last).
+    Side by side, three stacks share the machine's cores at every batch's start; apart,
+    each meets what a user's machine running one batch would."""
+    figures: dict[str, dict[str, Any]] = {}
+    alone = threading.Barrier(1)
+    for name, folder, hooks in LIPDUB_RUNNERS:
+        with contextlib.ExitStack() as stacks:
+            ready = lipdub_ready(stacks, workdir / folder, sandbox, account, hooks=hooks)
+            figures[name] = _run_lipdub(ready, manifest, alone)
+    with SandboxServer(SandboxConfig(workdir=workdir / "sdk-sandbox", **sandbox)) as sdk_sandbox:
+        figures["sdk"] = _run_sdk(workdir / "sdk", manifest, sdk_sandbox, account, alone)
+    return figures
 
 
 def _limits(account: dict[str, int]) -> dict[str, Any]:
@@ -329,17 +358,23 @@ def _run_sdk(
 
 
 def run(
-    workdir: Path, scales: tuple[float, ...] = SCALES, accounts: tuple[str, ...] = tuple(ACCOUNTS)
+    workdir: Path,
+    scales: tuple[float, ...] = SCALES,
+    accounts: tuple[str, ...] = tuple(ACCOUNTS),
+    *,
+    apart: bool = False,
 ) -> list[dict[str, Any]]:
     """Every case: each account at each processing-time scale (and the longer batches of
-    `LONG_BATCH_ITEMS`)."""
+    `LONG_BATCH_ITEMS`); with `apart`, each runner alone (`run_case`)."""
     cases = []
     for account in accounts:
         for scale in scales:
-            cases.append(run_case(workdir / f"{account}-{scale:g}", account, scale))
+            cases.append(run_case(workdir / f"{account}-{scale:g}", account, scale, apart=apart))
             more = LONG_BATCH_ITEMS.get((account, scale))
             if more:
                 cases.append(
-                    run_case(workdir / f"{account}-{scale:g}-{more}", account, scale, more)
+                    run_case(
+                        workdir / f"{account}-{scale:g}-{more}", account, scale, more, apart=apart
+                    )
                 )
     return cases

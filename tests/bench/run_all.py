@@ -238,6 +238,8 @@ def _defaults_rows(case: dict[str, Any]) -> list[list[str]]:
     """Issue 21's rows for one case of the bench with default settings."""
     ours, hooks, sdk = case["lipdub"], case["lipdub_webhooks"], case["sdk"]
     name = f"9 defaults, {case['account']}-bound, {case['scale']:g}x, {case['items']} items"
+    if case.get("runners") == "apart":
+        name += " (apart)"
     rows = [
         _row(
             f"{name}: achieved / ideal {case['ideal_s']} s (5 s floor {case['floor_ideal_s']})",
@@ -421,6 +423,11 @@ def main() -> None:
         help="processing time as multiples of the default expectation",
     )
     parser.add_argument(
+        "--defaults-apart",
+        action="store_true",
+        help="run each defaults runner alone, one after another, not side by side",
+    )
+    parser.add_argument(
         "--only",
         default="throughput,defaults,order,overhead,scale,cli,memory,planning,reports",
         help="comma-separated subset",
@@ -455,6 +462,7 @@ def main() -> None:
                 root / "defaults",
                 tuple(float(x) for x in args.defaults_scales.split(",")),
                 tuple(args.defaults_accounts.split(",")),
+                apart=args.defaults_apart,
             ),
             "order": lambda: bench_order.run(root / "order"),
             "overhead": lambda: bench_overhead.run(root / "overhead", args.overhead_items),
