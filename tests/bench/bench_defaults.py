@@ -11,9 +11,10 @@ others (fixed by its audio, so every runner meets the same times). Two accounts:
   every second between a prediction's end and our look at it is lost;
 - **window-bound**: `WINDOW_STARTS` starts a minute and plenty of slots: the window decides.
 
-Three runners per case, each on its own fresh stack and sandbox, run side by side (their
-clocks start at their own start calls; `--defaults-apart`: one after another, each alone on
-the machine): lipdub as shipped (its looks and the account's
+Three runners per case, each on its own fresh stack and sandbox, one after another, each
+alone on the machine as a user's batch is (`--defaults-side-by-side`: all three at once,
+their clocks starting at their own start calls, in a third of the time; three stacks then
+share two cores, which slows each batch's start): lipdub as shipped (its looks and the account's
 watch), lipdub with `lipdub webhooks` receiving the sandbox's deliveries, and the baseline a
 user would otherwise write: the official SDK's `run()` in a pool of one thread per slot (1 s
 polls, a 429 retried after 1 s). (A fourth, lipdub with the watch off, made the machine's two
@@ -115,10 +116,10 @@ def run_case(
     scale: float,
     items: int | None = None,
     *,
-    apart: bool = False,
+    apart: bool = True,
 ) -> dict[str, Any]:
-    """The three runners side by side on one case (`items`: the account's by default), or
-    with `apart` one after another, each stack started for its run and stopped after it;
+    """The three runners on one case (`items`: the account's by default), with `apart` one
+    after another, each stack started for its run and stopped after it, else side by side;
     their figures and the ideal."""
     account = {**ACCOUNTS[account_name]}
     account["items"] = items or account["items"]
@@ -362,7 +363,7 @@ def run(
     scales: tuple[float, ...] = SCALES,
     accounts: tuple[str, ...] = tuple(ACCOUNTS),
     *,
-    apart: bool = False,
+    apart: bool = True,
 ) -> list[dict[str, Any]]:
     """Every case: each account at each processing-time scale (and the longer batches of
     `LONG_BATCH_ITEMS`); with `apart`, each runner alone (`run_case`)."""
