@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.sandbox.config import FaultConfig
-from pipeline.sandbox.faults import FaultPlan
+from pipeline.sandbox.faults import FaultPlan, attempt_key, content_key
 
 
 def submit_key(video: Path, audio: Path, mode: str, attempt: int) -> str:
     """The sandbox's fault key for the `attempt`-th submit (0 first) of this pair and mode."""
     video_sha = hashlib.sha256(video.read_bytes()).hexdigest()
     audio_sha = hashlib.sha256(audio.read_bytes()).hexdigest()
-    return f"{video_sha}:{audio_sha}:{mode}#{attempt}"
+    return attempt_key(content_key(video_sha, audio_sha, mode), attempt)
 
 
 def first_seed(wanted: Callable[[FaultPlan], bool], limit: int = 1000, **rates: float) -> int:

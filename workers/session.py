@@ -81,19 +81,11 @@ class Session:
     def control(self) -> BatchControl:
         """Start, report, cancel and retry batches."""
         from pipeline.batches import BatchControl
-        from pipeline.due import DueSteps
-        from workers.tasks import CeleryDispatcher
+        from workers.tasks import starting_dispatcher
 
-        dispatcher = CeleryDispatcher(
-            self.app,
-            self.settings.worker.queue,
-            due=DueSteps(self.redis, self.settings.worker.queue),
-            # A batch's first items go to the broker from here, not at a pump's next look.
-            hand_over_window=self.settings.worker.queue_window,
-        )
         return BatchControl(
             self.ledger,
-            dispatcher,
+            starting_dispatcher(self.app, self.settings, self.redis),
             self.settings,
             stored_report=self.storage.get_bytes,
             storage=self.storage,

@@ -165,6 +165,15 @@ class CeleryDispatcher:
             ) from err
 
 
+def starting_dispatcher(app: Celery, settings: Settings, client: redis.Redis) -> CeleryDispatcher:
+    """The dispatcher of a process that starts batches (the CLI, the Python API): it hands a
+    batch's first uploads to the broker itself (`CeleryDispatcher.hand_over_window`)."""
+    queue = settings.worker.queue
+    return CeleryDispatcher(
+        app, queue, due=DueSteps(client, queue), hand_over_window=settings.worker.queue_window
+    )
+
+
 def register_tasks(app: Celery, holder: RuntimeHolder, settings: Settings) -> None:
     """Register one task per step on `app`, and the schedules' tick (beat sends it)."""
     dispatcher = CeleryDispatcher(app, settings.worker.queue, due=holder.due)

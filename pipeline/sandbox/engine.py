@@ -35,7 +35,7 @@ from pipeline.errors import MediaError
 from pipeline.media import MediaInfo, probe
 from pipeline.provider import webhooks
 from pipeline.sandbox.config import SandboxConfig
-from pipeline.sandbox.faults import DOWNLOAD_FAILED_CODE, FaultPlan
+from pipeline.sandbox.faults import DOWNLOAD_FAILED_CODE, FaultPlan, content_key
 from pipeline.sandbox.render import render
 from pipeline.sync_modes import ALLOWED_SYNC_MODES, SyncMode
 
@@ -243,7 +243,7 @@ class SandboxEngine:
         assert isinstance(video_url, str) and isinstance(audio_url, str)
         video_path, video_sha = self._download(video_url, "video")
         audio_path, audio_sha = self._download(audio_url, "audio")
-        key = f"{video_sha}:{audio_sha}:{mode}"
+        key = content_key(video_sha, audio_sha, mode)
         return video_path, audio_path, video_sha, audio_sha, key
 
     def _download(self, url: str, name: str) -> tuple[Path, str]:

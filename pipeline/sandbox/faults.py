@@ -26,6 +26,24 @@ DOWNLOAD_FAILED_CODE = 1402
 ODD_STATUSES = ("cancelled", "timeout", "deleted")
 
 
+def content_key(video_sha256: str, audio_sha256: str, sync_mode: str) -> str:
+    """The key of a submit's inputs: what the faults of its submits and tasks are keyed by.
+
+    >>> content_key("ab", "cd", "loop")
+    'ab:cd:loop'
+    """
+    return f"{video_sha256}:{audio_sha256}:{sync_mode}"
+
+
+def attempt_key(key: str, attempt: int) -> str:
+    """The fault key of the `attempt`-th submit (0 first) of a content key.
+
+    >>> attempt_key("ab:cd:loop", 1)
+    'ab:cd:loop#1'
+    """
+    return f"{key}#{attempt}"
+
+
 class FaultPlan:
     """Decides, per request, which configured fault (if any) happens."""
 

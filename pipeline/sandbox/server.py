@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pipeline.provider.models import parse_timestamp
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.engine import DownloadFailed, InputRejected, MediaRejected, SandboxEngine
+from pipeline.sandbox.faults import attempt_key
 from pipeline.serving import ThreadedServer
 
 log = logging.getLogger("lipdub.sandbox")
@@ -241,19 +242,19 @@ class _Handler(BaseHTTPRequestHandler):
             except MediaRejected as err:
                 media_error = str(err)
                 video_s = err.video_s
-        attempt_key = f"{key}#{engine.count_submit(key)}"
+        attempt = attempt_key(key, engine.count_submit(key))
         common = {
             "video_sha256": video_sha,
             "audio_sha256": audio_sha,
             "sync_mode": body.get("sync_mode", "cut_off"),
         }
         faults = engine.faults
-        self._delay(attempt_key)
-        if faults.hits("rate_limit", attempt_key):
+        self._delay(attempt)
+        if faults.hits("rate_limit", attempt):
             engine.release_start(start)
             engine.audit({**common, "outcome": "rate_limited", "status_code": 429})
             return self._error(429, "Too many requests", self._retry_after())
-        if faults.hits("submit_error", attempt_key):
+        if faults.hits("submit_error", attempt):
             engine.release_start(start)
             engine.audit({**common, "outcome": "error_not_created", "status_code": 500})
             return self._error(500, "Internal server error")
@@ -265,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
             body,
             video,
             audio,
-            attempt_key,
+            attempt,
             video_s,
             webhook,
             download_error=download_error,
@@ -273,13 +274,13 @@ class _Handler(BaseHTTPRequestHandler):
         )
         counted_ts = engine.answered_start(start)
         accepted = {**common, "prediction_id": task.id, "start_counted_ts": counted_ts}
-        if faults.hits("submit_drop", attempt_key):
+        if faults.hits("submit_drop", attempt):
             engine.audit({**accepted, "outcome": "accepted_dropped", "status_code": None})
             return self._drop()
-        if faults.hits("submit_error_after_accept", attempt_key):
+        if faults.hits("submit_error_after_accept", attempt):
             engine.audit({**accepted, "outcome": "accepted_error", "status_code": 502})
             return self._error(502, "Bad gateway")
-        if faults.hits("malformed", attempt_key):
+        if faults.hits("malformed", attempt):
             engine.audit({**accepted, "outcome": "accepted_malformed", "status_code": 200})
             return self._malformed()
         engine.audit({**accepted, "outcome": "accepted", "status_code": 200})

@@ -19,7 +19,6 @@ import redis
 from celery.contrib.testing.worker import start_worker
 
 from pipeline.batches import BatchControl
-from pipeline.due import DueSteps
 from pipeline.ledger import Ledger
 from pipeline.media import MediaInspector
 from pipeline.planning import Plan, plan_manifest
@@ -32,7 +31,7 @@ from pipeline.storage import Storage
 from pipeline.wiring import starter_s3_client
 from workers.app import create_app
 from workers.pump import Pump
-from workers.tasks import CeleryDispatcher
+from workers.tasks import starting_dispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_KEY = "sk-sandbox"
@@ -154,12 +153,7 @@ class Stack:
         self.storage.ensure_bucket()
         self.control = BatchControl(
             self.ledger,
-            CeleryDispatcher(
-                self.app,
-                settings.worker.queue,
-                due=DueSteps(self.redis, settings.worker.queue),
-                hand_over_window=settings.worker.queue_window,  # as `workers.session` does
-            ),
+            starting_dispatcher(self.app, settings, self.redis),  # as `workers.session`
             settings,
             storage=self.storage,
         )
