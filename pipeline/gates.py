@@ -20,7 +20,16 @@
   the account's `max_concurrent` and `queue_ahead` more, which the provider queues and starts
   as ours end. Acquiring is idempotent, and says how many slots are held with this one (more
   than `max_concurrent`: this prediction will wait in the provider's queue). An item that
-  finds none registers as a waiter; whoever frees a slot wakes the oldest waiters.
+  finds none waits in line, by its place (`pipeline.send_order.place_in_line`: its batch's
+  start, then the batch's send order); whoever frees a slot wakes the first in line.
+- **The turn**: the provider starts its queue in the order the POSTs arrived, so the POSTs
+  that go to its queue (beyond `max_concurrent`) are sent one at a time, first in line
+  first: the one sending holds the turn (a short lease, `TURN_LEASE_S`, so a dead worker
+  holds nobody up for long) and gives it up when its submit step ends, waking the next.
+  Without it, slots freed together (the account's watch sees ends a second at a time) woke
+  their waiters together, and whichever POST arrived first went first: a long clip could
+  start last and end the batch alone. POSTs the provider starts at once need no order and
+  go together.
 - **Poll rate**: a second GCRA (burst = one second's worth) for result requests.
 - **Cool-down**: after a 429 every worker holds off until the Retry-After has passed.
 
@@ -43,11 +52,6 @@ from pipeline.errors import LedgerError
 from pipeline.lua import lua_script
 from pipeline.settings import ProviderSettings
 
-# KEYS: slots, waiters. ARGV: member, max concurrent, lease s, key TTL s.
-
-# KEYS: slots, waiters. ARGV: member to release (or ""), max concurrent.
-# Returns the waiters woken: as many of the oldest as there are free slots.
-
 # KEYS: the plan, the starts made. ARGV: reservation name, starts allowed per window, window s.
 # Returns [1 when passed, else 0; the seconds until the reserved start as text (Lua numbers
 # would be truncated)].
@@ -61,9 +65,16 @@ class GateAnswer:
     wait_s: float = 0.0
     held: int = 0
     """For a slot: how many are held with this one (0: none was taken)."""
+    wake: tuple[str, ...] = ()
+    """For a slot: waiters ahead in line, to wake now (this one waits behind them)."""
 
 
 PASSED = GateAnswer(True)
+TURN_LEASE_S = 15.0
+"""How long the turn (see above) outlives a submit that took it and never gave it up (a
+worker killed mid-step): the POSTs to the provider's queue then go on, in order, from the
+next freed slot. A live submit gives it up within its POST's answer, well inside this; one
+slower than this lets the next in line post meanwhile (only their order is at stake)."""
 
 
 class Gates:
@@ -77,11 +88,13 @@ class Gates:
         *,
         slot_lease_s: float,
         slot_recheck_s: float = 300.0,
+        turn_lease_s: float = TURN_LEASE_S,
     ) -> None:
         self.redis = client
         self.provider = provider
         self.slot_lease_s = slot_lease_s
         self.slot_recheck_s = slot_recheck_s
+        self.turn_lease_ms = max(1, round(turn_lease_s * 1000))
         shared = store.RedisStore(server=redis_url)
         window_s = provider.start_window_s
         if provider.start_pacing == "even":
@@ -135,36 +148,54 @@ class Gates:
         """Take one result request from the shared poll rate."""
         return self._limit(self._polls)
 
-    def acquire_slot(self, member: str, limit: int | None = None) -> GateAnswer:
+    def acquire_slot(
+        self, member: str, limit: int | None = None, place: float | None = None
+    ) -> GateAnswer:
         """Hold one of the account's concurrency slots for `member` (idempotent), of `limit`
         (by default `in_flight_max`: the account's concurrency and the queue ahead).
 
-        When none is free the member becomes a waiter: `release_slot` will name it when one
-        is. `wait_s` is only the safety net (a wake-up lost with a crashed worker). Passed,
-        `held` says how many slots are held with this one."""
-        held = int(
-            self._run(
-                lambda: self._acquire(
-                    keys=[keys.SLOTS, keys.SLOT_WAITERS],
-                    args=[
-                        member,
-                        limit or self.provider.in_flight_max,
-                        self.slot_lease_s,
-                        keys.SLOT_KEY_TTL_S,
-                    ],
-                )
+        A slot the provider starts at once (fewer than `max_concurrent` held) is taken
+        straight away. One that goes to the provider's queue is taken only with the turn
+        (see the module's docstring), and only by the first in line: a waiter with an
+        earlier `place` (by default now) is woken instead (`wake`) and this one waits
+        behind it. When the member does not pass it waits in line: `release_slot` will
+        name it. `wait_s` is only the safety net (a wake-up lost with a crashed worker).
+        Passed, `held` says how many slots are held with this one."""
+        held, wake = self._run(
+            lambda: self._acquire(
+                keys=[keys.SLOTS, keys.SLOT_WAITERS, keys.SLOT_TURN],
+                args=[
+                    member,
+                    limit or self.provider.in_flight_max,
+                    self.slot_lease_s,
+                    keys.SLOT_KEY_TTL_S,
+                    self.provider.max_concurrent,
+                    "" if place is None else repr(place),
+                    self.turn_lease_ms,
+                ],
             )
         )
-        return GateAnswer(True, held=held) if held else GateAnswer(False, self.slot_recheck_s)
+        if int(held):
+            return GateAnswer(True, held=int(held))
+        return GateAnswer(False, self.slot_recheck_s, wake=(str(wake),) if wake else ())
 
-    def release_slot(self, member: str = "", limit: int | None = None) -> list[str]:
-        """Free the member's slot (if it holds one); the waiters to wake, oldest first, as
-        many as there are free slots of `limit` (as `acquire_slot`). With no member, only
-        wakes waiters."""
+    def release_slot(
+        self, member: str = "", limit: int | None = None, *, turn_of: str = ""
+    ) -> list[str]:
+        """Free the member's slot (if it holds one) and the turn (if `turn_of` holds it);
+        the waiters to wake, first in line first: as many as the provider would start at
+        once, and one more for its queue when a slot of `limit` (as `acquire_slot`) is free
+        and nobody holds the turn (that one takes it). With no member, only wakes."""
         woken = self._run(
             lambda: self._release(
-                keys=[keys.SLOTS, keys.SLOT_WAITERS],
-                args=[member, limit or self.provider.in_flight_max],
+                keys=[keys.SLOTS, keys.SLOT_WAITERS, keys.SLOT_TURN],
+                args=[
+                    member,
+                    limit or self.provider.in_flight_max,
+                    self.provider.max_concurrent,
+                    self.turn_lease_ms,
+                    turn_of,
+                ],
             )
         )
         return [str(name) for name in woken]

@@ -31,7 +31,10 @@
     lipdub:observed:<p>                  hash  what was seen of a prediction not (yet) ours: CLAIM_TTL_S
                                                its inputs (a webhook), its output's seconds
     lipdub:gate:slots                    zset  in-flight predictions -> lease end SLOT_KEY_TTL_S, refreshed
-    lipdub:gate:slot_waiters             zset  items waiting for a slot -> since   SLOT_KEY_TTL_S, refreshed
+    lipdub:gate:slot_waiters             zset  items waiting for a slot -> place   SLOT_KEY_TTL_S, refreshed
+                                               in line (`send_order.place_in_line`)
+    lipdub:gate:slot_turn                str   the item whose POST goes to the     gates.TURN_LEASE_S
+                                               provider's queue next (`gates`)
     lipdub:gate:starts                   zset  start reservations -> start time     2 windows past the
                                                (planned, or made)                  furthest, refreshed
     lipdub:gate:starts:made              zset  starts made -> when the provider     2 windows, refreshed
@@ -71,6 +74,7 @@ PREFIX = "lipdub"
 BATCH_INDEX = f"{PREFIX}:batches"
 SLOTS = f"{PREFIX}:gate:slots"
 SLOT_WAITERS = f"{PREFIX}:gate:slot_waiters"
+SLOT_TURN = f"{PREFIX}:gate:slot_turn"
 START_LOG = f"{PREFIX}:gate:starts"
 STARTS_MADE = f"{PREFIX}:gate:starts:made"
 COOLDOWN = f"{PREFIX}:gate:cooldown"

@@ -35,3 +35,22 @@ def in_send_order(items: Iterable[T], video_s: Callable[[T], float], order: Send
     if order == "manifest":
         return list(items)
     return sorted(items, key=lambda item: -video_s(item))
+
+
+def place_in_line(started_at: float, video_s: float, row: int, order: SendOrder) -> float:
+    """An item's place in the line for the account's slots (`pipeline.gates`): lower goes
+    first. Batches in the order they started (`started_at`, epoch seconds); within one, in
+    its send order, less than a second past its start: earlier for a longer video
+    (`"longest_first"`), or for an earlier manifest `row` (`"manifest"`).
+
+    >>> longest = place_in_line(100.0, 60.0, 9, "longest_first")
+    >>> longest < place_in_line(100.0, 20.0, 1, "longest_first") < 101.0
+    True
+    >>> place_in_line(100.0, 60.0, 9, "manifest") > place_in_line(100.0, 20.0, 1, "manifest")
+    True
+    >>> place_in_line(100.0, 60.0, 9, "manifest") < 101.0
+    True
+    """
+    if order == "manifest":
+        return started_at + min(max(row, 0), 999_999) * 1e-6
+    return started_at + 1.0 / (2.0 + max(0.0, video_s))

@@ -167,6 +167,13 @@ def free_slot(rt: Runtime, item: Item | None = None) -> list[Next]:
     return [Next("submit", *keys.slot_member_ids(member)) for member in woken]
 
 
+def give_turn_up(rt: Runtime, member: str) -> list[Next]:
+    """Give up the turn to post to the provider's queue, if `member` holds it
+    (`pipeline.gates`), and wake whoever is next in line for a free slot."""
+    woken = rt.gates.release_slot("", in_flight_limit(rt), turn_of=member)
+    return [Next("submit", *keys.slot_member_ids(name)) for name in woken]
+
+
 def in_flight_limit(rt: Runtime) -> int:
     """How many predictions may be sent and not final now: the account's concurrency and
     the queue ahead (`provider.in_flight_max`), or the concurrency alone while a submit's

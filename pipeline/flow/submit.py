@@ -16,6 +16,7 @@ import contextlib
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline import keys
 from pipeline.errors import (
     DurabilityError,
     LedgerError,
@@ -31,6 +32,7 @@ from pipeline.flow.common import (
     could_not_fetch,
     fail,
     free_slot,
+    give_turn_up,
     in_flight_limit,
     load,
     resume,
@@ -44,6 +46,7 @@ from pipeline.records import Item, encode_value
 from pipeline.remote import split_s3
 from pipeline.runtime import Runtime
 from pipeline.schedules.gate import ScheduledBatch, scheduled_gate
+from pipeline.send_order import place_in_line
 from pipeline.settings import PollingSettings
 from pipeline.states import FINAL_STATES, ErrorKind, ItemState
 from pipeline.steps import Next
@@ -58,15 +61,23 @@ _SIGNATURE_MARKS = ("X-Amz-", "Signature=", "AWSAccessKeyId=")
 
 
 def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
-    """Run the submit step of one item."""
+    """Run the submit step of one item; then, whatever it did, give up the turn to post to
+    the provider's queue if the item held it (`pipeline.gates`): the next in line posts
+    after this POST's answer, so the provider queues them in lipdub's order. (A step that
+    raises keeps it until its lease ends.)"""
+    following = _submit(rt, batch_id, item_id)
+    return following + give_turn_up(rt, keys.slot_member(batch_id, item_id))
+
+
+def _submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     item = load(rt, batch_id, item_id)
     if item is None:
         return []
     if item.state is ItemState.SUBMITTING:
         return [Next("reconcile", batch_id, item_id)]
     if item.state is not ItemState.READY:
-        # Woken for a slot it no longer needs: pass the wake-up on.
-        return resume(rt, item, ItemState.SUBMITTING) + free_slot(rt)
+        # Woken for a slot it no longer needs: the wake-up is passed on as the step ends.
+        return resume(rt, item, ItemState.SUBMITTING)
     batch = rt.ledger.batch(batch_id)
     if batch is None:
         return []  # the batch is gone (a stale task)
@@ -113,9 +124,18 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
         return [
             Next("submit", batch_id, item_id, rt.countdown(DURABILITY_RETRY_S), "a durable ledger")
         ]
-    slot = rt.gates.acquire_slot(item.member, in_flight_limit(rt))
+    row = str(item.record.raw.get("row", ""))
+    place = place_in_line(
+        batch.created_at or rt.clock(),
+        item.record.video_s,
+        int(row) if row.isdigit() else 0,
+        rt.settings.batch.send_order,
+    )
+    slot = rt.gates.acquire_slot(item.member, in_flight_limit(rt), place)
     if not slot.passed:
-        return [Next("submit", batch_id, item_id, rt.countdown(slot.wait_s), "a concurrency slot")]
+        ahead = [Next("submit", *keys.slot_member_ids(member)) for member in slot.wake]
+        again = Next("submit", batch_id, item_id, rt.countdown(slot.wait_s), "a concurrency slot")
+        return [*ahead, again]
     # One reservation per submit attempt: a redelivered task finds its own again.
     reservation = f"{item.member}:{item.record.submits + 1}"
     start = rt.gates.reserve_start(reservation)

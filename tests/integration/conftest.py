@@ -59,6 +59,9 @@ class Cli:
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
+        """The command running, as from a terminal: Ctrl-C (SIGINT) reaches it even when the
+        tests themselves run in the background (a shell's background job ignores SIGINT,
+        and its children inherit that)."""
         return subprocess.Popen(
             [*LIPDUB, *args],
             cwd=self.cwd,
@@ -66,6 +69,7 @@ class Cli:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     @contextmanager

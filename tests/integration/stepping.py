@@ -102,6 +102,17 @@ class StepLoop:
         """Steps sent and not run yet."""
         return [step for _, _, step in sorted(self._queue)]
 
+    def due(self, name: str) -> bool:
+        """Whether a pending step called `name` is due by the clock now."""
+        return any(due_s <= self.clock() and step.step == name for due_s, _, step in self._queue)
+
+    def take_due(self, name: str) -> list[Next]:
+        """Remove the pending steps called `name` that are due now (the test runs them)."""
+        taken = [e for e in self._queue if e[2].step == name and e[0] <= self.clock()]
+        self._queue = [entry for entry in self._queue if entry not in taken]
+        heapq.heapify(self._queue)
+        return [step for _, _, step in sorted(taken)]
+
     def take(self, name: str) -> list[Next]:
         """Remove the pending steps called `name` (the test runs them itself, in its order)."""
         taken = [entry for entry in self._queue if entry[2].step == name]

@@ -251,6 +251,7 @@ def test_slots_never_exceed_the_limit_and_are_idempotent(make_gates):
     refused = gates.acquire_slot("b:4")
     assert not refused.passed and refused.wait_s > 0 and refused.held == 0
     assert gates.in_flight() == 3
+    assert gates.release_slot(turn_of="b:3") == [], "b:3 posted: no slot is free yet"
     assert gates.release_slot("b:1") == ["b:4"], "the waiter is woken"
     assert gates.acquire_slot("b:4").passed
 
@@ -277,6 +278,89 @@ def test_freed_slots_wake_the_oldest_waiters_once(make_gates):
     assert gates.release_slot("b:3") == ["b:5"]
     assert gates.release_slot() == []
     assert gates.in_flight() == 0
+
+
+def test_posts_to_the_providers_queue_go_one_at_a_time_first_in_line_first(make_gates):
+    # Given 2 processing at once and 2 queued ahead at the provider
+    gates = make_gates(max_concurrent=2, queue_ahead=2)
+    # The provider starts the first two at once: they go together, no turn
+    assert gates.acquire_slot("b:1", place=1.0).held == 1
+    assert gates.acquire_slot("b:2", place=2.0).held == 2
+    # The third goes to the provider's queue: it posts holding the turn
+    assert gates.acquire_slot("b:5", place=5.0).held == 3
+    # meanwhile two more wait in line, whatever order they came in
+    assert not gates.acquire_slot("b:4", place=4.0).passed
+    assert not gates.acquire_slot("b:3", place=3.0).passed
+    # Then b:5's answer in, the first in line (not the first to ask) is woken for the turn
+    assert gates.release_slot(turn_of="b:5") == ["b:3"]
+    refused = gates.acquire_slot("b:4", place=4.0)
+    assert not refused.passed and refused.wake == (), "b:3 holds the turn: b:4 waits"
+    assert gates.acquire_slot("b:3", place=3.0).held == 4
+    # and with b:3's answer in no slot is free: nobody is woken, nobody holds the turn
+    assert gates.release_slot(turn_of="b:3") == []
+    assert gates.redis.get(keys.SLOT_TURN) is None
+    # An end frees one: b:4 is next in line
+    assert gates.release_slot("b:1") == ["b:4"]
+    assert gates.acquire_slot("b:4", place=4.0).held == 4
+
+
+def test_a_newcomer_behind_the_first_in_line_wakes_it_and_waits(make_gates):
+    gates = make_gates(max_concurrent=1, queue_ahead=2)
+    assert gates.acquire_slot("b:1", place=1.0).held == 1
+    assert gates.acquire_slot("b:2", place=2.0).held == 2
+    assert not gates.acquire_slot("b:3", place=3.0).passed  # b:2 holds the turn
+    assert gates.release_slot(turn_of="b:2") == ["b:3"]
+    # b:3 was woken, and its wake-up lost: its turn lapses only with its lease; a newcomer
+    # later in line that finds the turn free...
+    gates.redis.delete(keys.SLOT_TURN)
+    gates.redis.zadd(keys.SLOT_WAITERS, {"b:3": 3.0})
+    newcomer = gates.acquire_slot("b:9", place=9.0)
+    # ... wakes the first in line instead, and waits behind it
+    assert not newcomer.passed and newcomer.wake == ("b:3",)
+    assert gates.acquire_slot("b:3", place=3.0).held == 3
+    assert gates.redis.zrange(keys.SLOT_WAITERS, 0, -1) == ["b:9"]
+
+
+def test_freed_slots_wake_those_the_provider_starts_at_once_and_one_for_its_queue(make_gates):
+    gates = make_gates(max_concurrent=2, queue_ahead=2)
+    for n in range(1, 5):
+        assert gates.acquire_slot(f"b:{n}", place=float(n)).passed
+        gates.release_slot(turn_of=f"b:{n}")  # each posted, in turn
+    for n in range(5, 10):
+        assert not gates.acquire_slot(f"b:{n}", place=float(n)).passed
+    # Three end together (one look of the account's watch): one is below the provider's
+    # concurrency, so it goes at once; one more takes the turn for the queue
+    assert gates.release_slot("b:1") == ["b:5"]  # the turn: to the provider's queue
+    gates.release_slot("b:2")
+    assert gates.release_slot("b:3") == ["b:6"], "below max_concurrent: no turn needed"
+    assert gates.acquire_slot("b:6", place=6.0).held == 2
+    assert gates.acquire_slot("b:5", place=5.0).held == 3
+    assert gates.release_slot(turn_of="b:5") == ["b:7"]
+
+
+def test_a_turn_holder_finding_no_slot_gives_the_turn_up(make_gates):
+    gates = make_gates(max_concurrent=1, queue_ahead=1)
+    assert gates.acquire_slot("b:1", place=1.0).passed
+    assert gates.acquire_slot("b:2", place=2.0).passed
+    gates.release_slot(turn_of="b:2")
+    assert not gates.acquire_slot("b:3", place=3.0).passed
+    gates.redis.set(keys.SLOT_TURN, "b:3")  # woken, then another took the freed slot
+    assert not gates.acquire_slot("b:3", place=3.0).passed
+    assert gates.redis.get(keys.SLOT_TURN) is None
+    assert gates.release_slot("b:1") == ["b:3"], "the next freed slot wakes the line again"
+
+
+def test_a_dead_turn_holder_holds_the_line_up_only_for_the_turns_lease(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    provider = ProviderSettings(max_concurrent=1, queue_ahead=2)
+    gates = Gates(client, redis_url, provider, slot_lease_s=60, turn_lease_s=0.2)
+    assert gates.acquire_slot("b:1", place=1.0).passed
+    assert gates.acquire_slot("dead:2", place=2.0).passed  # takes the turn, never gives it up
+    assert not gates.acquire_slot("b:3", place=3.0).passed
+    assert gates.release_slot() == [], "the turn is held"
+    time.sleep(0.3)
+    assert gates.release_slot() == ["b:3"]
+    client.close()
 
 
 def test_an_expired_lease_frees_its_slot(redis_url):
