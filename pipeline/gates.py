@@ -29,7 +29,9 @@
   Without it, slots freed together (the account's watch sees ends a second at a time) woke
   their waiters together, and whichever POST arrived first went first: a long clip could
   start last and end the batch alone. POSTs the provider starts at once need no order and
-  go together.
+  go together; so do the POSTs to its queue while more than `ORDERED_QUEUE_PLACES` of its
+  places are free (a large account, or ends coming faster than one POST at a time follows:
+  filled one at a time, the queue would run dry).
 - **Poll rate**: a second GCRA (burst = one second's worth) for result requests.
 - **Cool-down**: after a 429 every worker holds off until the Retry-After has passed.
 
@@ -70,6 +72,13 @@ class GateAnswer:
 
 
 PASSED = GateAnswer(True)
+ORDERED_QUEUE_PLACES = 4
+"""While at most this many places are free in the provider's queue (lipdub's queue ahead),
+they are filled one POST at a time, in line order (the turn); with more free, together. One
+at a time fills about four a second against the sandbox (a POST and its answer, 0.17-0.23 s,
+and the hop to the next submit), so an account whose ends come faster than that (many
+slots, short items) would see its queue run dry; a small account (the bench's four slots
+and four queued) is always in order."""
 TURN_LEASE_S = 15.0
 """How long the turn (see above) outlives a submit that took it and never gave it up (a
 worker killed mid-step): the POSTs to the provider's queue then go on, in order, from the
@@ -89,12 +98,14 @@ class Gates:
         slot_lease_s: float,
         slot_recheck_s: float = 300.0,
         turn_lease_s: float = TURN_LEASE_S,
+        ordered_queue_places: int = ORDERED_QUEUE_PLACES,
     ) -> None:
         self.redis = client
         self.provider = provider
         self.slot_lease_s = slot_lease_s
         self.slot_recheck_s = slot_recheck_s
         self.turn_lease_ms = max(1, round(turn_lease_s * 1000))
+        self.ordered_queue_places = ordered_queue_places
         shared = store.RedisStore(server=redis_url)
         window_s = provider.start_window_s
         if provider.start_pacing == "even":
@@ -155,7 +166,8 @@ class Gates:
         (by default `in_flight_max`: the account's concurrency and the queue ahead).
 
         A slot the provider starts at once (fewer than `max_concurrent` held) is taken
-        straight away. One that goes to the provider's queue is taken only with the turn
+        straight away, and so is one of many free in its queue (more than
+        `ordered_queue_places`). One that goes to the provider's queue is taken only with the turn
         (see the module's docstring), and only by the first in line: a waiter with an
         earlier `place` (by default now) is woken instead (`wake`) and this one waits
         behind it. When the member does not pass it waits in line: `release_slot` will
@@ -172,6 +184,7 @@ class Gates:
                     self.provider.max_concurrent,
                     "" if place is None else repr(place),
                     self.turn_lease_ms,
+                    self.ordered_queue_places,
                 ],
             )
         )
@@ -185,7 +198,8 @@ class Gates:
         """Free the member's slot (if it holds one) and the turn (if `turn_of` holds it);
         the waiters to wake, first in line first: as many as the provider would start at
         once, and one more for its queue when a slot of `limit` (as `acquire_slot`) is free
-        and nobody holds the turn (that one takes it). With no member, only wakes."""
+        and nobody holds the turn (that one takes it); as many as are free when more than
+        `ordered_queue_places` of its queue's are. With no member, only wakes."""
         woken = self._run(
             lambda: self._release(
                 keys=[keys.SLOTS, keys.SLOT_WAITERS, keys.SLOT_TURN],
@@ -195,6 +209,7 @@ class Gates:
                     self.provider.max_concurrent,
                     self.turn_lease_ms,
                     turn_of,
+                    self.ordered_queue_places,
                 ],
             )
         )

@@ -102,8 +102,8 @@ class ProviderSettings(_Section):
     """Predictions sent beyond `max_concurrent`, which the provider queues (documented: a third
     on Bronze "will wait until one finishes") and starts the moment one of ours ends, so no
     slot idles while lipdub sees an end and sends the next. Unset: as many as `max_concurrent`.
-    They are sent one at a time, in the send order: the provider starts its queue in the order
-    the POSTs arrived (`pipeline.gates`, the turn).
+    While at most four of its places are free they are sent one at a time, in the send order:
+    the provider starts its queue in the order the POSTs arrived (`pipeline.gates`, the turn).
     Each waits at most about one processing time; a cancel cannot stop them (they run and are
     paid, and collected). Held (only `max_concurrent` in flight) while a submit's answer is
     lost and not yet reconciled. 0: only `max_concurrent` in flight."""

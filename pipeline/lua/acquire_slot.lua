@@ -1,6 +1,7 @@
 -- Take one of the account's concurrency slots, or wait in line for one. See
 -- pipeline.gates.Gates.acquire_slot. KEYS: slots, waiters, turn. ARGV: member, limit, lease s,
--- key TTL s, max concurrent, place in line ('' for now), turn lease ms.
+-- key TTL s, max concurrent, place in line ('' for now), turn lease ms, most queue places
+-- filled in order.
 -- Returns {slots held with this one (0: none taken), a waiter to wake ('' for none)}.
 local now = redis.call('TIME')
 local now_s = tonumber(now[1]) + tonumber(now[2]) / 1000000
@@ -21,6 +22,8 @@ local function wait_in_line()
 end
 -- Held already (a task run again), or the provider starts it at once: order does not matter.
 if redis.call('ZSCORE', KEYS[1], member) or held < tonumber(ARGV[5]) then return take() end
+-- Many places free in the provider's queue: filled together (one at a time would not keep up).
+if limit - held > tonumber(ARGV[8]) then return take() end
 local turn = redis.call('GET', KEYS[3])
 if held < limit and (not turn or turn == member) then
   -- Queued at the provider, which starts its queue in the order the POSTs arrived: the

@@ -63,6 +63,19 @@ CRASH_POINTS: dict[str, CrashPoint] = {
 }
 
 
+QUEUED_POST = CrashPoint(
+    "before_queued_post",
+    "before the process's second POST (with one processing, the one that goes to the provider's "
+    "queue holding the turn, `pipeline.gates`)",
+    "http",
+    "POST /api/v3/sync/lipsync-3",
+    nth=2,
+)
+ALL_CRASH_POINTS = {**CRASH_POINTS, QUEUED_POST.name: QUEUED_POST}
+"""Every point a crashing worker knows: `CRASH_POINTS` (each item's life, which the chaos
+run and the kill tests go through) and the points of a single test."""
+
+
 class CrashSwitch:
     """Fires once: records where in `marker`, then kills this process or its whole group."""
 

@@ -17,7 +17,7 @@ from celery import Celery
 from pipeline.remote import make_s3_client
 from pipeline.runtime import Runtime
 from pipeline.settings import load_settings
-from tests.chaos.crash import CRASH_POINTS, CrashingTransport, CrashSwitch, hook_s3
+from tests.chaos.crash import ALL_CRASH_POINTS, CrashingTransport, CrashSwitch, hook_s3
 from workers.app import create_app
 
 
@@ -28,7 +28,7 @@ def crashing_app() -> Celery:
 
     def crashing_runtime() -> Runtime:
         switch = CrashSwitch(
-            CRASH_POINTS[os.environ["CHAOS_CRASH_POINT"]],
+            ALL_CRASH_POINTS[os.environ["CHAOS_CRASH_POINT"]],
             Path(os.environ["CHAOS_CRASH_MARKER"]),
             os.environ.get("CHAOS_CRASH_SCOPE", "worker"),
         )

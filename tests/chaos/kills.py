@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,13 +91,16 @@ def run_with_kills(
     *,
     scope: str = "worker",
     timeout_s: float = 120.0,
+    on_kill: Callable[[Kill], None] = lambda _kill: None,
 ) -> tuple[str, list[Kill], dict[str, Any]]:
-    """Start the batch, kill a worker at each point in turn, finish it; (id, kills, status)."""
+    """Start the batch, kill a worker at each point in turn, finish it; (id, kills, status).
+    `on_kill` is told of each kill as soon as the worker is gone, before any other runs."""
     batch_id = stack.control.start(batch_plan, name="kills")
     with ResumeWatch(stack) as watch:
         for n, point in enumerate(points):
             kill = _crash_once(stack, batch_id, workdir, n, point, scope, timeout_s)
             if kill is not None:
+                on_kill(kill)
                 watch.kills.append(kill)
         with worker_processes(stack.settings, workdir, concurrency=2, name="healthy"):
             status = stack.wait(batch_id, timeout_s=timeout_s)

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from pipeline import keys
 from pipeline.media import probe
-from tests.chaos.crash import CRASH_POINTS
+from tests.chaos.crash import CRASH_POINTS, QUEUED_POST
 from tests.chaos.kills import kill_settings, run_with_kills
 from tests.chaos.outcome import paid_pairs
 from tests.conftest import start_sandbox
@@ -96,3 +97,34 @@ def _wait_for(condition, timeout_s: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_a_worker_killed_holding_the_turn_does_not_stop_the_line(tmp_path, make_stack):
+    # Given an account that processes one at a time and queues two more (lipdub's queue
+    # ahead), items that take 3 s, and a worker that dies just before its second POST: the
+    # one to the provider's queue, which it sends holding the turn (`pipeline.gates`)
+    manifest = write_manifest(tmp_path / "m", ITEMS)
+    turn_at_kill: list[str | None] = []
+    with start_sandbox(tmp_path, processing_fixed_s=3.0, max_concurrent=1) as sandbox:
+        stack = make_stack(
+            sandbox, provider={"max_concurrent": 1, "queue_ahead": 2}, **kill_settings()
+        )
+        # When the batch runs until the kill, then on a healthy worker
+        batch_id, kills, status = run_with_kills(
+            stack,
+            plan(manifest, stack.settings),
+            tmp_path,
+            [QUEUED_POST.name],
+            timeout_s=90,
+            on_kill=lambda _kill: turn_at_kill.append(stack.redis.get(keys.SLOT_TURN)),
+        )
+        entries = audit(sandbox.url)
+        turn_after = stack.redis.get(keys.SLOT_TURN)
+    # Then the worker died holding the turn, for an item of the batch whose intent was written
+    assert [(k.point, k.worker_gone) for k in kills] == [(QUEUED_POST.name, True)]
+    (holder,) = turn_at_kill
+    assert holder is not None and holder.startswith(f"{batch_id}:")
+    # And the line went on: every item completed, each pair paid for exactly once
+    assert {k: v for k, v in status["counts"].items() if v} == {"completed": 3}, status
+    assert sorted(paid_pairs(entries).values()) == [1, 1, 1]
+    assert turn_after is None

@@ -304,6 +304,27 @@ def test_posts_to_the_providers_queue_go_one_at_a_time_first_in_line_first(make_
     assert gates.acquire_slot("b:4", place=4.0).held == 4
 
 
+def test_places_a_microsecond_apart_keep_their_order(make_gates):
+    # Places are epoch seconds plus a fraction (`send_order.place_in_line`: manifest rows
+    # 1e-6 s apart), which the scripts must keep whole; the names sort the other way, so a
+    # place rounded to its neighbour's would wake the wrong one
+    from pipeline.send_order import place_in_line
+
+    def place(row: int) -> float:
+        return place_in_line(1_796_690_964.482843, 1.0, row, "manifest")
+
+    name = {1: "b:z", 2: "b:y", 3: "b:x"}
+    gates = make_gates(max_concurrent=1, queue_ahead=1)
+    assert gates.acquire_slot("b:0").passed and gates.acquire_slot("b:1").passed
+    gates.release_slot(turn_of="b:1")
+    for row in (3, 2, 1):
+        assert not gates.acquire_slot(name[row], place=place(row)).passed
+    assert gates.release_slot("b:0") == [name[1]]
+    assert gates.acquire_slot(name[1], place=place(1)).held == 2
+    assert gates.release_slot(turn_of=name[1]) == []
+    assert gates.release_slot("b:1") == [name[2]]
+
+
 def test_a_newcomer_behind_the_first_in_line_wakes_it_and_waits(make_gates):
     gates = make_gates(max_concurrent=1, queue_ahead=2)
     assert gates.acquire_slot("b:1", place=1.0).held == 1
@@ -336,6 +357,27 @@ def test_freed_slots_wake_those_the_provider_starts_at_once_and_one_for_its_queu
     assert gates.acquire_slot("b:6", place=6.0).held == 2
     assert gates.acquire_slot("b:5", place=5.0).held == 3
     assert gates.release_slot(turn_of="b:5") == ["b:7"]
+
+
+def test_many_free_places_in_the_providers_queue_are_filled_together(redis_url):
+    # Given 2 processing at once and 8 queued ahead, at most 4 free places filled in order
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    provider = ProviderSettings(max_concurrent=2, queue_ahead=8)
+    gates = Gates(client, redis_url, provider, slot_lease_s=60, ordered_queue_places=4)
+    # Then while more than 4 of the queue's places are free, POSTs go together (no turn)
+    for n in range(1, 7):
+        assert gates.acquire_slot(f"b:{n}", place=float(n)).held == n
+    assert client.get(keys.SLOT_TURN) is None
+    # and with 4 left, one at a time in line
+    assert gates.acquire_slot("b:7", place=7.0).held == 7
+    assert client.get(keys.SLOT_TURN) == "b:7"
+    for n in range(8, 12):
+        assert not gates.acquire_slot(f"b:{n}", place=float(n)).passed
+    assert gates.release_slot(turn_of="b:7") == ["b:8"], "the next in line takes the turn"
+    # And while it holds it, an end leaving 4 places free wakes nobody; one leaving 5, all
+    assert gates.release_slot("b:1") == []
+    assert gates.release_slot("b:2") == ["b:9", "b:10", "b:11"]
+    client.close()
 
 
 def test_a_turn_holder_finding_no_slot_gives_the_turn_up(make_gates):
