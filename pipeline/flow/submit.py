@@ -1,7 +1,8 @@
 """Submit an item: through the gates, intent recorded before the POST, never twice.
 
 Order: cancelled? → 429 cool-down → (a scheduled batch: its window, its nightly budget,
-`pipeline.schedules.gate`) → budget reservation → concurrency slot → start reservation
+`pipeline.schedules.gate`) → budget reservation → concurrency slot (for a place in the
+provider's queue, with the turn: `pipeline.gates`) → start reservation
 → intent (state `submitting`) → POST → prediction id (state `running`). A gate that says
 "not yet" reschedules the step: for a start, at the reserved time (keeping the slot); for a
 slot, when one is freed (the step that frees it wakes this one). The budget saying "no" ends
@@ -64,9 +65,14 @@ def submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     """Run the submit step of one item; then, whatever it did, give up the turn to post to
     the provider's queue if the item held it (`pipeline.gates`): the next in line posts
     after this POST's answer, so the provider queues them in lipdub's order. (A step that
-    raises keeps it until its lease ends.)"""
+    raises keeps it until its lease ends, and so does one whose Redis fails just here: the
+    turn only orders POSTs, so that failure does not make the step run again.)"""
     following = _submit(rt, batch_id, item_id)
-    return following + give_turn_up(rt, keys.slot_member(batch_id, item_id))
+    try:
+        return following + give_turn_up(rt, keys.slot_member(batch_id, item_id))
+    except LedgerError as err:
+        log.warning("%s/%s: the turn is kept until its lease ends: %s", batch_id, item_id, err)
+        return following
 
 
 def _submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
