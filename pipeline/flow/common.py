@@ -163,15 +163,18 @@ def unsettled(record: Mapping[str, str]) -> bool:
 def free_slot(rt: Runtime, item: Item | None = None) -> list[Next]:
     """Give the item's concurrency slot back (if it holds one) and wake the items waiting
     for a slot: their submit steps, now. Without an item, only wakes waiters."""
-    woken = rt.gates.release_slot(item.member if item else "", in_flight_limit(rt))
-    return [Next("submit", *keys.slot_member_ids(member)) for member in woken]
+    return wake(rt.gates.release_slot(item.member if item else "", in_flight_limit(rt)))
+
+
+def wake(members: Iterable[str]) -> list[Next]:
+    """The submit steps of slot waiters (`<batch>:<item>` members) woken now."""
+    return [Next("submit", *keys.slot_member_ids(member)) for member in members]
 
 
 def give_turn_up(rt: Runtime, member: str) -> list[Next]:
     """Give up the turn to post to the provider's queue, if `member` holds it
     (`pipeline.gates`), and wake whoever is next in line for a free slot."""
-    woken = rt.gates.release_slot("", in_flight_limit(rt), turn_of=member)
-    return [Next("submit", *keys.slot_member_ids(name)) for name in woken]
+    return wake(rt.gates.release_slot("", in_flight_limit(rt), turn_of=member))
 
 
 def in_flight_limit(rt: Runtime) -> int:

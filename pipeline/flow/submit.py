@@ -38,6 +38,7 @@ from pipeline.flow.common import (
     load,
     resume,
     storage_retry_in,
+    wake,
 )
 from pipeline.flow.poll_timing import first_poll_delay_s
 from pipeline.flow.watch import watch_step
@@ -139,7 +140,7 @@ def _submit(rt: Runtime, batch_id: str, item_id: str) -> list[Next]:
     )
     slot = rt.gates.acquire_slot(item.member, in_flight_limit(rt), place)
     if not slot.passed:
-        ahead = [Next("submit", *keys.slot_member_ids(member)) for member in slot.wake]
+        ahead = wake(slot.wake)
         again = Next("submit", batch_id, item_id, rt.countdown(slot.wait_s), "a concurrency slot")
         return [*ahead, again]
     # One reservation per submit attempt: a redelivered task finds its own again.
